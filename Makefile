@@ -1,0 +1,40 @@
+# giftmarket — the two set-up commands are `make run` and `make test`; both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+PORT ?= 3000
+
+.PHONY: help setup run test lint unit stack-up stack-down stack-status clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: ## install Debian packages and both virtualenvs (idempotent)
+	@infra/local/bootstrap.sh
+
+run: setup ## start the whole local stack and serve the API on http://127.0.0.1:$(PORT)
+	@$(PY) -m giftmarket_local run --profile run --port $(PORT)
+
+test: setup lint ## lint, then the whole test suite (starts and stops its own stack)
+	@$(PY) -m pytest
+
+lint: setup ## ruff, mypy (strict) and cfn-lint
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy
+	@.venv/bin/cfn-lint template.yaml
+
+unit: setup ## only the tests that need no server
+	@$(PY) -m pytest -m unit
+
+stack-up: setup ## start the `run` stack without the API (for the giftmarket CLI)
+	@$(PY) -m giftmarket_local up --profile run
+
+stack-down: ## stop the `run` stack's processes, by PID
+	@$(PY) -m giftmarket_local down --profile run
+
+stack-status: ## PIDs of the `run` stack
+	@$(PY) -m giftmarket_local status --profile run
+
+clean: stack-down ## stop the run stack and delete all local state (data included)
+	rm -rf .local/run .local/test

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs everything the local stack and the tests need, on a fresh Debian 12 machine:
+# MariaDB and Redis from Debian, the project virtualenv (.venv) and LocalStack's own
+# virtualenv (.local/venvs/localstack). Idempotent and non-interactive; quick when done before.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- Debian packages -------------------------------------------------------------------------
+missing=()
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+[ -x /usr/bin/mariadb ] || missing+=(mariadb-client)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# --- Python: 3.12 (the Lambda runtime) where pyenv or the system has it, else python3 >= 3.11 --
+pick_python() {
+  local root candidate
+  if command -v pyenv >/dev/null 2>&1; then
+    root=$(pyenv root)
+    for candidate in "$root"/versions/3.12.*/bin/python3.12; do
+      [ -x "$candidate" ] && { echo "$candidate"; return; }
+    done
+  fi
+  for candidate in python3.12 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      command -v "$candidate"; return
+    fi
+  done
+  echo "no Python >= 3.11 found" >&2; exit 1
+}
+PYTHON=${PYTHON:-$(pick_python)}
+
+# A virtualenv is (re)built when missing, broken or made from another interpreter, and its
+# packages reinstalled when the file that pins them changed (a stamp holds its hash).
+ensure_venv() {  # dir, stamp-source-text, pip args...
+  local dir=$1 wanted=$2; shift 2
+  local stamp="$dir/.giftmarket-stamp"
+  local want_stamp; want_stamp="$("$PYTHON" -c 'import sys; print(sys.version)') $wanted"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && "$dir/bin/python" -c '' 2>/dev/null; then
+    return
+  fi
+  say "building $dir with $PYTHON"
+  [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$dir/bin/python" -m pip install -q "$@"
+  echo "$want_stamp" >"$stamp"
+}
+
+ensure_venv .venv "$(sha256sum pyproject.toml | cut -d' ' -f1)" -e '.[dev]'
+
+# LocalStack without Docker: these pins are known to work on these machines (ARCHITECTURE.md).
+LOCALSTACK_PINS=("localstack-core[runtime]==4.13.1" "cryptography<44" "pyopenssl==24.2.1"
+  "service_identity<24.2" "cbor2<5.7")
+mkdir -p .local/venvs
+ensure_venv .local/venvs/localstack "${LOCALSTACK_PINS[*]}" "${LOCALSTACK_PINS[@]}"
