@@ -1,0 +1,129 @@
+"""Background processes tracked by PID file: start once, stop by the PID we recorded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ProcessError(RuntimeError):
+    """A managed process failed to start, become ready, or stop."""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the parenthesised command name, which may itself hold spaces.
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@dataclass
+class ManagedProcess:
+    """One long-running server whose PID lives in a file beside its log.
+
+    The PID file is the only handle used to stop it, and a PID is trusted only while
+    /proc/<pid>/cmdline still shows our program, so a recycled PID is never signalled.
+    """
+
+    name: str
+    argv: Sequence[str]
+    run_dir: Path
+    log_dir: Path
+    ready: Callable[[], bool]
+    env: Mapping[str, str] = field(default_factory=dict)
+    marker: str = ""  # a substring of the command line that identifies our process
+    ready_timeout: float = 60.0
+    stop_timeout: float = 30.0
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The PID of our live process, or None (a stale PID file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        marker = self.marker or Path(self.argv[0]).name
+        if marker in _cmdline(pid) and not _is_zombie(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> bool:
+        """Start the process unless it already runs; wait until ready. True if we started it."""
+        if self.is_running():
+            self._wait_ready()
+            return False
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                list(self.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                # Own session: a Ctrl-C in the terminal reaches the supervisor only, which then
+                # stops every server in order instead of all of them dying at once.
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        self._wait_ready(proc)
+        return True
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise ProcessError(
+                    f"{self.name} exited with code {proc.returncode}; see {self.log_file}"
+                )
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise ProcessError(
+            f"{self.name} not ready after {self.ready_timeout:.0f}s; see {self.log_file}"
+        )
+
+    def stop(self) -> bool:
+        """SIGTERM our process and wait for it to exit. True if there was one to stop."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline:
+            try:
+                # Reap it when it is our child; otherwise wait for it to vanish.
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if _is_zombie(pid) or not Path(f"/proc/{pid}").exists():
+                self.pid_file.unlink(missing_ok=True)
+                return True
+            time.sleep(0.05)
+        raise ProcessError(f"{self.name} (pid {pid}) did not stop within {self.stop_timeout:.0f}s")

@@ -1,0 +1,458 @@
+"""The local stack on real parts and no Docker.
+
+A MariaDB primary, a second MariaDB server replicating from it with GTID (read_only),
+Redis and LocalStack, all on loopback, each a ManagedProcess with its PID file under the
+profile's folder (``.local/<profile>/``). ``up`` is idempotent: it starts what is not
+running and initialises the databases only once; data lives in the profile's folder and
+survives restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from giftmarket_local.processes import ManagedProcess, ProcessError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Installed tools (LocalStack's own virtualenv) stay in the repo's .local/venvs; the state of
+# the stacks (data, logs, PID files) goes under GM_LOCAL_DIR, .local by default.
+LOCALSTACK_PYTHON = REPO_ROOT / ".local" / "venvs" / "localstack" / "bin" / "python"
+
+
+def local_dir() -> Path:
+    return Path(os.environ.get("GM_LOCAL_DIR", REPO_ROOT / ".local"))
+
+
+# Each profile has its own ports and folder, so `make test` never touches `make run`'s data.
+_DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "run": {"primary": 13306, "replica": 13307, "redis": 16379, "localstack": 4566},
+    "test": {"primary": 23306, "replica": 23307, "redis": 26379, "localstack": 24566},
+}
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    profile: str
+    root: Path
+    primary_port: int
+    replica_port: int
+    redis_port: int
+    localstack_port: int
+    host: str = "127.0.0.1"
+    db_name: str = "giftmarket"
+    db_user: str = "giftmarket"
+    db_password: str = "giftmarket-local"  # noqa: S105 - loopback-only development database
+    repl_user: str = "repl"
+    repl_password: str = "repl-local"  # noqa: S105
+    durable: bool = True
+    images_bucket: str = "giftmarket-images"
+    events_queue: str = "giftmarket-events.fifo"
+    events_dlq: str = "giftmarket-events-dlq.fifo"
+    region: str = "us-east-1"
+
+    @classmethod
+    def for_profile(cls, profile: str) -> StackConfig:
+        """Defaults per profile; each port can be overridden, e.g. GM_RUN_PRIMARY_PORT."""
+        if profile not in _DEFAULT_PORTS:
+            raise ValueError(f"unknown profile {profile!r}; use one of {sorted(_DEFAULT_PORTS)}")
+
+        def port(service: str) -> int:
+            env = f"GM_{profile.upper()}_{service.upper()}_PORT"
+            return int(os.environ.get(env, _DEFAULT_PORTS[profile][service]))
+
+        return cls(
+            profile=profile,
+            root=local_dir() / profile,
+            primary_port=port("primary"),
+            replica_port=port("replica"),
+            redis_port=port("redis"),
+            localstack_port=port("localstack"),
+            # Tests trade fsync-per-commit for speed; the run profile keeps production durability.
+            durable=profile != "test",
+        )
+
+    @property
+    def localstack_url(self) -> str:
+        return f"http://{self.host}:{self.localstack_port}"
+
+    def socket_path(self, server: str) -> Path:
+        # Unix socket paths are limited to 108 bytes: a short name in /tmp, unique per stack folder.
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
+        return Path("/tmp") / f"giftmarket-{digest}-{server}.sock"
+
+    def app_env(self) -> dict[str, str]:
+        """The settings the giftmarket package reads (see giftmarket.settings)."""
+        account = "000000000000"
+        queue_base = f"{self.localstack_url}/queue/{self.region}/{account}"
+        return {
+            "ENVIRONMENT": "local",
+            "DB_PRIMARY_HOST": self.host,
+            "DB_PRIMARY_PORT": str(self.primary_port),
+            "DB_REPLICA_HOST": self.host,
+            "DB_REPLICA_PORT": str(self.replica_port),
+            "DB_NAME": self.db_name,
+            "DB_USER": self.db_user,
+            "DB_PASSWORD": self.db_password,
+            "REDIS_URL": f"redis://{self.host}:{self.redis_port}/0",
+            "AWS_ENDPOINT_URL": self.localstack_url,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",  # noqa: S105 - LocalStack's fixed dummy credentials
+            "IMAGES_BUCKET": self.images_bucket,
+            "EVENTS_QUEUE_URL": f"{queue_base}/{self.events_queue}",
+            "EVENTS_DLQ_URL": f"{queue_base}/{self.events_dlq}",
+        }
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _require(binary: str) -> str:
+    path = shutil.which(binary) or next(
+        (str(p) for p in (Path("/usr/sbin") / binary, Path("/usr/bin") / binary) if p.exists()),
+        None,
+    )
+    if path is None:
+        raise ProcessError(f"{binary} not found: run infra/local/bootstrap.sh (make run/test do)")
+    return path
+
+
+class MariaDB:
+    """One mariadbd with its own data dir; root is reached over its Unix socket only."""
+
+    def __init__(self, config: StackConfig, role: str, server_id: int, port: int) -> None:
+        self.config = config
+        self.role = role
+        self.server_id = server_id
+        self.port = port
+        self.datadir = config.root / "data" / role
+        self.socket = config.socket_path(role)
+        argv = [
+            _require("mariadbd"),
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--port={port}",
+            f"--bind-address={config.host}",
+            f"--socket={self.socket}",
+            f"--pid-file={config.root / 'run' / (role + '.mariadb.pid')}",
+            "--user=root",
+            f"--server-id={server_id}",
+            "--log-bin=binlog",
+            "--binlog-format=ROW",
+            "--log-slave-updates=1",
+            "--gtid-strict-mode=1",
+            "--skip-name-resolve",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--innodb-buffer-pool-size=256M",
+            "--max-connections=400",
+            f"--innodb-flush-log-at-trx-commit={1 if config.durable else 2}",
+            f"--sync-binlog={1 if config.durable else 0}",
+            f"--log-error={config.root / 'log' / (role + '.err')}",
+        ]
+        if role == "replica":
+            argv += ["--read-only=1", "--relay-log=relay", "--slave-net-timeout=10"]
+        self.process = ManagedProcess(
+            name=role,
+            argv=argv,
+            run_dir=config.root / "run",
+            log_dir=config.root / "log",
+            ready=self.accepts_connections,
+            marker=f"--datadir={self.datadir}",
+            ready_timeout=60,
+            stop_timeout=60,
+        )
+
+    def accepts_connections(self) -> bool:
+        if not self.socket.exists() or not _port_open(self.config.host, self.port):
+            return False
+        try:
+            self.sql("SELECT 1")
+        except ProcessError:
+            return False
+        return True
+
+    def sql(self, statements: str) -> str:
+        result = subprocess.run(
+            [
+                _require("mariadb"),
+                "--no-defaults",
+                f"--socket={self.socket}",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "--execute",
+                statements,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ProcessError(f"{self.role}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def install(self) -> None:
+        if self.datadir.exists():
+            shutil.rmtree(self.datadir)
+        self.datadir.mkdir(parents=True)
+        (self.config.root / "log").mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                _require("mariadb-install-db"),
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.primary = MariaDB(config, "primary", 1, config.primary_port)
+        self.replica = MariaDB(config, "replica", 2, config.replica_port)
+        redis_dir = config.root / "data" / "redis"
+        self.redis = ManagedProcess(
+            name="redis",
+            argv=[
+                _require("redis-server"),
+                "--bind",
+                config.host,
+                "--port",
+                str(config.redis_port),
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes" if config.durable else "no",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
+            run_dir=config.root / "run",
+            log_dir=config.root / "log",
+            ready=lambda: _port_open(config.host, config.redis_port),
+            marker=f"{config.host}:{config.redis_port}",
+        )
+        ls_root = config.root / "localstack"
+        self.localstack = ManagedProcess(
+            name="localstack",
+            argv=[str(LOCALSTACK_PYTHON), "-m", "localstack.runtime.main"],
+            run_dir=config.root / "run",
+            log_dir=config.root / "log",
+            ready=self._localstack_ready,
+            env={
+                "GATEWAY_LISTEN": f"{config.host}:{config.localstack_port}",
+                "LOCALSTACK_HOST": f"{config.host}:{config.localstack_port}",
+                "DNS_ADDRESS": "0",
+                "FILESYSTEM_ROOT": str(ls_root),
+                "SERVICES": "sqs,s3,events,scheduler,secretsmanager,cloudwatch,logs",
+                # Path-style queue URLs: no DNS name to resolve on a machine without a network.
+                "SQS_ENDPOINT_STRATEGY": "path",
+                "SKIP_SSL_CERT_DOWNLOAD": "1",
+                "DISABLE_EVENTS": "1",
+                "LOCALSTACK_TELEMETRY": "0",
+                "PYTHONUNBUFFERED": "1",
+            },
+            marker="localstack.runtime.main",
+            ready_timeout=120,
+        )
+        self._redis_dir = redis_dir
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self.primary.process, self.replica.process, self.redis, self.localstack]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def _initialized_marker(self) -> Path:
+        return self.config.root / "data" / ".initialized"
+
+    def up(self) -> list[str]:
+        """Start whatever is not running; returns the names of the processes started now."""
+        started: list[str] = []
+        try:
+            if not self._initialized_marker.exists():
+                started += self._initialize_databases()
+            else:
+                started += [
+                    p.name for p in (self.primary.process, self.replica.process) if p.start()
+                ]
+                self._ensure_replicating()
+            self._redis_dir.mkdir(parents=True, exist_ok=True)
+            if self.redis.start():
+                started.append("redis")
+            if not LOCALSTACK_PYTHON.exists():
+                raise ProcessError(
+                    f"LocalStack venv missing at {LOCALSTACK_PYTHON}: run infra/local/bootstrap.sh"
+                )
+            if self.localstack.start():
+                started.append("localstack")
+            self.provision_aws()
+        except BaseException:
+            self.stop(started)
+            raise
+        self._write_state()
+        return started
+
+    def stop(self, names: list[str] | None = None) -> list[str]:
+        """Stop the named processes (all by default), the databases last, replica first."""
+        order = [self.localstack, self.redis, self.replica.process, self.primary.process]
+        stopped = []
+        for process in order:
+            if (names is None or process.name in names) and process.stop():
+                stopped.append(process.name)
+        return stopped
+
+    def status(self) -> dict[str, int | None]:
+        return {p.name: p.pid() for p in self.processes}
+
+    def _initialize_databases(self) -> list[str]:
+        # Only a stack that never finished initialising gets here: nothing worth keeping.
+        self.stop([self.primary.process.name, self.replica.process.name])
+        self.primary.install()
+        self.replica.install()
+        started = [p.name for p in (self.primary.process, self.replica.process) if p.start()]
+        c = self.config
+        repl = f"'{c.repl_user}'@'{c.host}'"
+        # The replication account is created outside the binlog; everything after it is
+        # replicated, so both servers end up with the same schema and application user.
+        self.primary.sql(
+            "SET sql_log_bin=0;"
+            f"CREATE USER IF NOT EXISTS {repl} IDENTIFIED BY '{c.repl_password}';"
+            f"GRANT REPLICATION SLAVE ON *.* TO {repl};"
+            "SET sql_log_bin=1;"
+        )
+        self.replica.sql(
+            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL gtid_slave_pos='';"
+            f"CHANGE MASTER TO MASTER_HOST='{c.host}', MASTER_PORT={c.primary_port},"
+            f" MASTER_USER='{c.repl_user}', MASTER_PASSWORD='{c.repl_password}',"
+            " MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;"
+            "START SLAVE;"
+        )
+        self.primary.sql(
+            f"CREATE DATABASE IF NOT EXISTS `{c.db_name}` CHARACTER SET utf8mb4;"
+            f"CREATE USER IF NOT EXISTS '{c.db_user}'@'{c.host}' IDENTIFIED BY '{c.db_password}';"
+            f"GRANT ALL PRIVILEGES ON `{c.db_name}`.* TO '{c.db_user}'@'{c.host}';"
+            # Lets the application read its replica's lag (SHOW REPLICA STATUS).
+            f"GRANT SLAVE MONITOR, REPLICATION CLIENT ON *.* TO '{c.db_user}'@'{c.host}';"
+        )
+        self.wait_replica_caught_up(timeout=30)
+        self._initialized_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        return started
+
+    def _ensure_replicating(self) -> None:
+        status = self.replica_status()
+        if status.get("Slave_SQL_Running") != "Yes" or status.get("Slave_IO_Running") != "Yes":
+            self.replica.sql("START SLAVE")
+
+    def replica_status(self) -> dict[str, str]:
+        out = subprocess.run(
+            [
+                _require("mariadb"),
+                "--no-defaults",
+                f"--socket={self.replica.socket}",
+                "--user=root",
+                "--execute",
+                "SHOW REPLICA STATUS\\G",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        fields = {}
+        for line in out.splitlines():
+            key, sep, value = line.strip().partition(": ")
+            if sep:
+                fields[key] = value
+        return fields
+
+    def wait_replica_caught_up(self, timeout: float = 30) -> float:
+        """Block until the replica has applied the primary's current GTID position."""
+        started = time.monotonic()
+        position = self.primary.sql("SELECT @@gtid_binlog_pos")
+        result = self.replica.sql(f"SELECT MASTER_GTID_WAIT('{position}', {timeout})")
+        if result.strip() != "0":
+            raise ProcessError(f"replica did not reach {position} within {timeout}s")
+        return time.monotonic() - started
+
+    def _localstack_ready(self) -> bool:
+        try:
+            url = f"{self.config.localstack_url}/_localstack/health"
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def provision_aws(self) -> None:
+        """Create the bucket and queues the application uses (idempotent)."""
+        import boto3
+
+        c = self.config
+        session = boto3.session.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name=c.region
+        )
+        s3 = session.client("s3", endpoint_url=c.localstack_url)
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if c.images_bucket not in existing:
+            s3.create_bucket(Bucket=c.images_bucket)
+        s3.put_bucket_cors(
+            Bucket=c.images_bucket,
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedMethods": ["PUT", "GET"],
+                        "AllowedOrigins": ["*"],
+                        "AllowedHeaders": ["*"],
+                    }
+                ]
+            },
+        )
+        sqs = session.client("sqs", endpoint_url=c.localstack_url)
+        fifo: dict[QueueAttributeNameType, str] = {
+            "FifoQueue": "true",
+            "ContentBasedDeduplication": "false",
+        }
+        dlq_url = sqs.create_queue(QueueName=c.events_dlq, Attributes=fifo)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+        queue_url = sqs.create_queue(QueueName=c.events_queue, Attributes=fifo)["QueueUrl"]
+        sqs.set_queue_attributes(
+            QueueUrl=queue_url,
+            Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"},
+        )
+
+    def _write_state(self) -> None:
+        state = {
+            "profile": self.config.profile,
+            "env": self.config.app_env(),
+            "pids": self.status(),
+        }
+        (self.config.root / "stack.json").write_text(json.dumps(state, indent=2) + "\n")
