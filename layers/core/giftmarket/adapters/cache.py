@@ -1,0 +1,27 @@
+"""The Redis client behind the read models (ElastiCache in AWS)."""
+
+from __future__ import annotations
+
+import redis
+
+from giftmarket.settings import Settings
+
+
+def build_redis(settings: Settings) -> redis.Redis:
+    # Short timeouts: when Redis is down, a query should fall back to SQL within
+    # milliseconds rather than wait for the Lambda timeout.
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+def ping(client: redis.Redis) -> str:
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"unavailable ({type(exc).__name__}: {str(exc)[:120]})"
+    return "ok"

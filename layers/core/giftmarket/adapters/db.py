@@ -1,0 +1,311 @@
+"""Database routing: commands on the primary, queries on the replica, fallback to the primary.
+
+Engines are built once per Lambda container by the composition root (never at import time)
+with pooling suited to Lambda: a tiny pool, pre-ping, recycle below the server's idle
+timeout, and connections dropped after the errors a Multi-AZ failover produces, so a
+promoted standby is reached by fresh connections and never through a dead or read-only one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, ExceptionContext
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+
+from giftmarket.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# MySQL errors after which a pooled connection must not be reused. SQLAlchemy already treats
+# 2006 (server gone away) and 2013 (lost connection) as disconnects; 1290 (running with
+# --read-only) and 1836 (read-only mode) are what a connection opened before a failover
+# gets from the demoted primary, and would otherwise be handed out again and again.
+FAILOVER_ERROR_CODES = frozenset({1290, 1836, 2006, 2013})
+
+
+class DatabaseUnavailable(Exception):
+    """The database a request needs cannot be reached; the caller should retry later."""
+
+    def __init__(self, role: str, reason: str) -> None:
+        super().__init__(f"{role} database unavailable: {reason}")
+        self.role = role
+        self.reason = reason
+
+
+def mysql_error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _drop_connection_on_failover_errors(context: ExceptionContext) -> None:
+    if mysql_error_code(context.original_exception) in FAILOVER_ERROR_CODES:
+        # Marks the connection invalid and, as for any disconnect, invalidates every
+        # connection pooled before it: all of them point at the old primary.
+        context.is_disconnect = True
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+def resolve_credentials(settings: Settings) -> Credentials:
+    """DB credentials from Secrets Manager in AWS (cached by Powertools), else settings."""
+    if settings.db_secret_arn:
+        from aws_lambda_powertools.utilities import parameters
+
+        secret: Any = parameters.get_secret(settings.db_secret_arn, transform="json", max_age=300)
+        return Credentials(username=str(secret["username"]), password=str(secret["password"]))
+    return Credentials(settings.db_user, settings.db_password.get_secret_value())
+
+
+def build_engine(
+    settings: Settings,
+    credentials: Credentials,
+    host: str,
+    port: int,
+    *,
+    read_only: bool,
+    connect_timeout: int | None = None,
+) -> Engine:
+    url = URL.create(
+        "mysql+pymysql",
+        username=credentials.username,
+        password=credentials.password,
+        host=host,
+        port=port,
+        database=settings.db_name,
+        query={"charset": "utf8mb4"},
+    )
+    connect_args: dict[str, Any] = {
+        "connect_timeout": connect_timeout or settings.db_connect_timeout_seconds,
+        "read_timeout": settings.db_read_timeout_seconds,
+        "write_timeout": settings.db_read_timeout_seconds,
+    }
+    if read_only:
+        # A query that falls back to the primary still cannot write there.
+        connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
+    engine = create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_recycle=settings.db_pool_recycle_seconds,
+        pool_pre_ping=True,
+        # Row locks (SELECT ... FOR UPDATE) carry the concurrency rules; READ COMMITTED
+        # avoids the gap locks that make REPEATABLE READ deadlock on order-book inserts.
+        isolation_level="READ COMMITTED",
+        connect_args=connect_args,
+    )
+    event.listen(engine, "handle_error", _drop_connection_on_failover_errors)
+    return engine
+
+
+def is_connectivity_error(exc: BaseException) -> bool:
+    """True when the error says the server is unreachable, not that the SQL was wrong."""
+    if isinstance(exc, PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # 2003/2005: cannot connect, 1040: too many connections, 2055: lost at the socket layer.
+    return isinstance(exc, OperationalError) and (
+        mysql_error_code(exc) in FAILOVER_ERROR_CODES | {1040, 2003, 2005, 2055}
+    )
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    usable: bool
+    status: str  # "ok" or a short reason
+    lag_seconds: float | None
+
+
+class ReplicaMonitor:
+    """Decides whether queries may use the replica: reachable, replicating, lag in bound.
+
+    A reading is cached for `interval` seconds so a busy container asks the replica at most
+    once a second; a query that fails on the replica marks it unusable at once.
+    """
+
+    def __init__(
+        self,
+        reader: Engine,
+        *,
+        max_lag_seconds: float,
+        interval_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._max_lag = max_lag_seconds
+        self._interval = interval_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: ReplicaState | None = None
+        self._read_at = 0.0
+
+    def state(self) -> ReplicaState:
+        with self._lock:
+            now = self._clock()
+            if self._state is None or now - self._read_at >= self._interval:
+                self._state = self.probe()
+                self._read_at = now
+            return self._state
+
+    def mark_unusable(self, reason: str) -> None:
+        with self._lock:
+            self._state = ReplicaState(False, reason, None)
+            self._read_at = self._clock()
+
+    def probe(self) -> ReplicaState:
+        try:
+            with self._reader.connect() as conn:
+                row = conn.exec_driver_sql("SHOW REPLICA STATUS").mappings().first()
+        except DBAPIError as exc:
+            return ReplicaState(False, f"unreachable ({short_reason(exc)})", None)
+        except PoolTimeoutError:
+            return ReplicaState(False, "unreachable (connection pool exhausted)", None)
+        if row is None:
+            return ReplicaState(False, "not replicating (no replication configured)", None)
+        # MariaDB and MySQL < 8.0.22 say Slave/Master, MySQL 8 says Replica/Source.
+        io = row.get("Slave_IO_Running", row.get("Replica_IO_Running"))
+        sql = row.get("Slave_SQL_Running", row.get("Replica_SQL_Running"))
+        lag = row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source"))
+        if sql != "Yes":
+            return ReplicaState(False, "replication stopped (SQL thread not running)", None)
+        if lag is None:
+            return ReplicaState(False, f"replication broken (IO thread: {io})", None)
+        lag_seconds = float(lag)
+        if lag_seconds > self._max_lag:
+            return ReplicaState(
+                False, f"lagging {lag_seconds:.0f}s (bound {self._max_lag:.0f}s)", lag_seconds
+            )
+        return ReplicaState(True, "ok", lag_seconds)
+
+
+def short_reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    code = mysql_error_code(exc)
+    message = str(getattr(orig, "args", [None, str(orig)])[-1])
+    return f"{code}: {message}"[:160] if code else message[:160]
+
+
+class Database:
+    """The three ways into MySQL: the command writer, the replica reader and the
+    read-only primary reader that queries fall back to."""
+
+    def __init__(
+        self,
+        writer: Engine,
+        reader: Engine | None,
+        primary_reader: Engine,
+        monitor: ReplicaMonitor | None,
+    ) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.primary_reader = primary_reader
+        self.monitor = monitor
+        self._writer_sessions = sessionmaker(writer, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        creds = resolve_credentials(settings)
+        writer = build_engine(
+            settings, creds, settings.db_primary_host, settings.db_primary_port, read_only=False
+        )
+        primary_reader = build_engine(
+            settings, creds, settings.db_primary_host, settings.db_primary_port, read_only=True
+        )
+        same_server = (settings.db_replica_host, settings.db_replica_port) == (
+            settings.db_primary_host,
+            settings.db_primary_port,
+        )
+        if same_server:
+            return cls(writer, None, primary_reader, None)
+        # A dead replica must cost a query little before it falls back: short connect timeout.
+        reader = build_engine(
+            settings,
+            creds,
+            settings.db_replica_host,
+            settings.db_replica_port,
+            read_only=True,
+            connect_timeout=1,
+        )
+        monitor = ReplicaMonitor(
+            reader,
+            max_lag_seconds=settings.replica_max_lag_seconds,
+            interval_seconds=settings.replica_check_interval_seconds,
+        )
+        return cls(writer, reader, primary_reader, monitor)
+
+    def writer_session(self) -> Session:
+        """A session on the primary; the unit of work owns its transaction."""
+        return self._writer_sessions()
+
+    def run_query(self, query: Callable[[Session], T]) -> T:
+        """Run a read-only query on the replica when it is usable, else on the primary.
+
+        If the replica fails mid-query (stopped, failing over), the same query is retried on
+        the primary, so a replica outage costs latency, not errors.
+        """
+        if self.reader is not None and self.monitor is not None:
+            if self.monitor.state().usable:
+                try:
+                    with Session(self.reader) as session:
+                        return query(session)
+                except Exception as exc:
+                    if not is_connectivity_error(exc):
+                        raise
+                    self.monitor.mark_unusable(f"unreachable ({short_reason(exc)})")
+                    log.warning("replica failed during a query; answering from the primary")
+        return self._on_primary(query)
+
+    def _on_primary(self, query: Callable[[Session], T]) -> T:
+        try:
+            with Session(self.primary_reader) as session:
+                return query(session)
+        except Exception as exc:
+            if is_connectivity_error(exc):
+                raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+            raise
+
+    def ping_primary(self) -> str:
+        try:
+            with self.writer.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            if is_connectivity_error(exc):
+                return f"unavailable ({short_reason(exc)})"
+            raise
+        return "ok"
+
+    def dispose(self) -> None:
+        for engine in (self.writer, self.reader, self.primary_reader):
+            if engine is not None:
+                engine.dispose()
+
+
+@contextmanager
+def translate_primary_errors() -> Iterator[None]:
+    """Turn 'cannot reach the primary' into DatabaseUnavailable (→ 503 + Retry-After)."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if is_connectivity_error(exc):
+            raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+        raise

@@ -1,0 +1,300 @@
+"""The write model's tables (MySQL 8 / MariaDB 10.11), as SQLAlchemy Core metadata.
+
+Alembic migrations under infra/migrations create exactly this schema; a test compares the
+migrated database with this metadata, so the two cannot drift apart.
+
+Conventions: entity ids are 26-character ULIDs (time-ordered, unguessable, ascii); money is
+BIGINT points; times are UTC in DATETIME(6); every aggregate row carries a `version`, bumped
+on each change, which the outbox events carry so read models can refuse to go backwards.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import JSON, TypeEngine
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def ulid() -> TypeEngine[str]:
+    return mysql.CHAR(26, charset="ascii", collation="ascii_bin")
+
+
+def utc_time() -> TypeEngine[datetime]:
+    return mysql.DATETIME(fsp=6)
+
+
+def points(name: str, **kw: object) -> Column[int]:
+    return Column(name, BigInteger, nullable=False, **kw)  # type: ignore[arg-type]
+
+
+def version() -> Column[int]:
+    return Column("version", Integer, nullable=False, server_default=text("1"))
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("email", String(254), nullable=False),
+    Column("nickname", String(30), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("is_admin", Boolean, nullable=False, server_default=text("0")),
+    points("available_points", server_default=text("0")),
+    points("escrowed_points", server_default=text("0")),
+    points("pending_points", server_default=text("0")),
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    Column("updated_at", utc_time(), nullable=False),
+    UniqueConstraint("email"),
+    # The database refuses a negative balance even if the application had a bug.
+    CheckConstraint(
+        "available_points >= 0 AND escrowed_points >= 0 AND pending_points >= 0",
+        name="balances_not_negative",
+    ),
+)
+
+# Double-entry ledger: the postings of one transaction (txn_id) sum to zero. Accounts are
+# (owner, bucket): a user id with available/escrowed/pending, or "platform" with
+# fees/coupon_subsidy, or "external" with charges (money entering the system).
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("txn_id", ulid(), nullable=False),
+    Column("account_owner", String(32, collation="ascii_bin"), nullable=False),
+    Column("bucket", String(16, collation="ascii_bin"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("ref_type", String(32), nullable=True),
+    Column("ref_id", ulid(), nullable=True),
+    Column("created_at", utc_time(), nullable=False),
+    CheckConstraint("amount <> 0", name="amount_not_zero"),
+    Index(None, "account_owner", "bucket"),
+    Index(None, "txn_id"),
+    Index(None, "ref_type", "ref_id"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("brand", String(50), nullable=False),
+    Column("category", String(50), nullable=False),
+    points("face_value"),
+    Column("like_count", Integer, nullable=False, server_default=text("0")),
+    Column("order_count", Integer, nullable=False, server_default=text("0")),
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    CheckConstraint("face_value > 0", name="face_value_positive"),
+    Index(None, "category", "created_at"),
+    Index(None, "created_at"),
+    Index(None, "like_count"),
+    Index(None, "order_count"),
+    Index(None, "name"),
+)
+
+product_likes = Table(
+    "product_likes",
+    metadata,
+    Column("user_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("product_id", ulid(), ForeignKey("products.id"), nullable=False),
+    Column("created_at", utc_time(), nullable=False),
+    # One like per user and product: liking twice is the same as once.
+    PrimaryKeyConstraint("user_id", "product_id"),
+    Index(None, "product_id"),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("owner_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("s3_key", String(255, collation="ascii_bin"), nullable=False),
+    Column("content_type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # PENDING, ATTACHED, DELETED
+    Column("size_bytes", BigInteger, nullable=True),
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    Column("attached_at", utc_time(), nullable=True),
+    Column("deleted_at", utc_time(), nullable=True),
+    UniqueConstraint("s3_key"),
+    Index(None, "status", "created_at"),
+    Index(None, "owner_id"),
+)
+
+sell_bids = Table(
+    "sell_bids",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("product_id", ulid(), ForeignKey("products.id"), nullable=False),
+    Column("seller_id", ulid(), ForeignKey("users.id"), nullable=False),
+    points("price"),
+    Column("image_id", ulid(), ForeignKey("images.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # OPEN, MATCHED, CANCELLED
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    Column("updated_at", utc_time(), nullable=False),
+    CheckConstraint("price > 0", name="price_positive"),
+    UniqueConstraint("image_id"),
+    # The order book: lowest open ask first, oldest first among equals.
+    Index(None, "product_id", "status", "price", "created_at"),
+    Index(None, "seller_id", "status", "created_at"),
+)
+
+buy_bids = Table(
+    "buy_bids",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("product_id", ulid(), ForeignKey("products.id"), nullable=False),
+    Column("buyer_id", ulid(), ForeignKey("users.id"), nullable=False),
+    points("price"),
+    Column("status", String(16), nullable=False),  # OPEN, MATCHED, CANCELLED
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    Column("updated_at", utc_time(), nullable=False),
+    CheckConstraint("price > 0", name="price_positive"),
+    Index(None, "product_id", "status", "price", "created_at"),
+    Index(None, "buyer_id", "status", "created_at"),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("user_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    points("discount_amount"),
+    Column("kind", String(16), nullable=False),  # welcome, admin
+    Column("status", String(16), nullable=False),  # AVAILABLE, USED, EXPIRED
+    Column("expires_at", utc_time(), nullable=False),
+    # Makes issuing idempotent where it must be: e.g. "welcome:<user id>" once per user.
+    Column("issue_key", String(64, collation="ascii_bin"), nullable=True),
+    Column("order_id", ulid(), nullable=True),
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    Column("used_at", utc_time(), nullable=True),
+    CheckConstraint("discount_amount > 0", name="discount_positive"),
+    UniqueConstraint("issue_key"),
+    Index(None, "user_id", "status", "expires_at"),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("seller_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("order_count", Integer, nullable=False),
+    points("gross"),
+    points("fee"),
+    points("net"),
+    Column("created_at", utc_time(), nullable=False),
+    # One settlement per seller and business date: a rerun cannot settle twice.
+    UniqueConstraint("seller_id", "business_date"),
+    CheckConstraint("net = gross - fee AND fee >= 0 AND gross >= 0", name="amounts_consistent"),
+    Index(None, "business_date"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", ulid(), primary_key=True),
+    Column("product_id", ulid(), ForeignKey("products.id"), nullable=False),
+    Column("buyer_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("seller_id", ulid(), ForeignKey("users.id"), nullable=False),
+    # Unique: one ask or bid can be matched into at most one order, whatever the code does.
+    Column("sell_bid_id", ulid(), ForeignKey("sell_bids.id"), nullable=True),
+    Column("buy_bid_id", ulid(), ForeignKey("buy_bids.id"), nullable=True),
+    Column("coupon_id", ulid(), ForeignKey("coupons.id"), nullable=True),
+    Column("image_id", ulid(), ForeignKey("images.id"), nullable=False),
+    points("price"),
+    points("discount", server_default=text("0")),
+    points("paid"),
+    Column("status", String(16), nullable=False),  # PAID, COMPLETED, SETTLED
+    Column("via", String(16), nullable=False),  # buy_now, sell_now
+    Column("settlement_id", ulid(), ForeignKey("settlements.id"), nullable=True),
+    version(),
+    Column("created_at", utc_time(), nullable=False),
+    Column("completed_at", utc_time(), nullable=True),
+    Column("settled_at", utc_time(), nullable=True),
+    CheckConstraint(
+        "price > 0 AND discount >= 0 AND discount <= price AND paid = price - discount",
+        name="amounts_consistent",
+    ),
+    UniqueConstraint("sell_bid_id"),
+    UniqueConstraint("buy_bid_id"),
+    UniqueConstraint("coupon_id"),
+    Index(None, "buyer_id", "status", "created_at"),
+    Index(None, "seller_id", "status", "completed_at"),
+    Index(None, "status", "created_at"),
+    Index(None, "status", "completed_at"),
+    Index(None, "product_id", "created_at"),
+    Index(None, "image_id"),
+)
+
+# The transactional outbox: written in the same transaction as the change it describes.
+# Rows are claimed with FOR UPDATE SKIP LOCKED among those not yet published; ids commit
+# out of order, so nobody scans "greater than the last id seen".
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("aggregate_type", String(32), nullable=False),
+    Column("aggregate_id", String(64, collation="ascii_bin"), nullable=False),
+    Column("aggregate_version", Integer, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("message_group", String(128, collation="ascii_bin"), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("occurred_at", utc_time(), nullable=False),
+    Column("published_at", utc_time(), nullable=True),
+    Column("publish_attempts", Integer, nullable=False, server_default=text("0")),
+    Index(None, "published_at", "id"),
+    Index(None, "aggregate_type", "aggregate_id", "aggregate_version"),
+)
+
+# Idempotency-Key records, stored in the same transaction as the effect they guard.
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("scope", String(64, collation="ascii_bin"), nullable=False),
+    Column("idempotency_key", String(255, collation="ascii_bin"), nullable=False),
+    Column("request_method", String(8), nullable=False),
+    Column("request_path", String(255), nullable=False),
+    Column("request_hash", mysql.CHAR(64, charset="ascii"), nullable=False),
+    Column("response_status", Integer, nullable=False),
+    Column("response_headers", JSON, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("created_at", utc_time(), nullable=False),
+    Column("expires_at", utc_time(), nullable=False),
+    PrimaryKeyConstraint("scope", "idempotency_key"),
+    Index(None, "expires_at"),
+)

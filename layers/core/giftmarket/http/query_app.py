@@ -1,0 +1,43 @@
+"""The query API: answers from the read models, falling back to the replica (or primary)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, FastAPI, Response
+from pydantic import BaseModel
+
+from giftmarket.http.deps import ContainerDep
+from giftmarket.http.problems import RETRY_AFTER_SECONDS, install_problem_handlers
+from giftmarket.queries.health import system_health
+
+router = APIRouter()
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    primary: str
+    replica: str
+    replica_lag_seconds: float | None
+    cache: str
+
+
+@router.get("/api/health", response_model=HealthPublic)
+def health(container: ContainerDep, response: Response) -> dict[str, object]:
+    """Whether the primary, the replica (with its lag) and the cache can be used now."""
+    report = system_health(container.database, container.redis)
+    if report["status"] == "down":
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return report
+
+
+def create_query_app() -> FastAPI:
+    app = FastAPI(
+        title="giftmarket query API",
+        version="0.1.0",
+        description="Reads: read models in Redis first, SQL on the replica as the fallback.",
+    )
+    install_problem_handlers(app)
+    app.include_router(router)
+    return app

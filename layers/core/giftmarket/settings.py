@@ -1,0 +1,82 @@
+"""Every setting giftmarket reads, from the environment, with local defaults.
+
+Outside local/test mode the unsafe local defaults are refused, so a deployment cannot
+silently run with the development password or JWT secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_LOCAL_DB_PASSWORD = "giftmarket-local"  # noqa: S105 - the loopback development database
+_LOCAL_JWT_SECRET = "local-development-secret-change-me-0123456789"  # noqa: S105
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    TEST = "test"
+    AWS = "aws"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    environment: Environment = Environment.LOCAL
+
+    # Databases: the command side writes to the primary; queries read the replica.
+    db_primary_host: str = "127.0.0.1"
+    db_primary_port: int = 13306
+    db_replica_host: str = "127.0.0.1"
+    db_replica_port: int = 13307
+    db_name: str = "giftmarket"
+    db_user: str = "giftmarket"
+    db_password: SecretStr = SecretStr(_LOCAL_DB_PASSWORD)
+    # In AWS the credentials come from this Secrets Manager secret (JSON with username and
+    # password), fetched through Powertools Parameters; when set it wins over DB_USER/PASSWORD.
+    db_secret_arn: str | None = None
+
+    # Pooling for one Lambda container: it serves one request at a time, so a tiny pool;
+    # overflow covers the local runner and tests, which call a handler from many threads.
+    db_pool_size: int = Field(default=1, ge=1)
+    db_max_overflow: int = Field(default=4, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Below MySQL's wait_timeout and RDS Proxy's idle timeout: never hand out a connection
+    # the server has already dropped.
+    db_pool_recycle_seconds: int = Field(default=280, gt=0)
+    db_connect_timeout_seconds: int = Field(default=3, ge=1)
+    db_read_timeout_seconds: int = Field(default=10, ge=1)
+
+    # Queries leave the replica for the primary when it lags more than this, or is down.
+    replica_max_lag_seconds: float = Field(default=5.0, ge=0)
+    # How long one replica health reading is trusted before it is taken again.
+    replica_check_interval_seconds: float = Field(default=1.0, ge=0)
+
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)
+
+    jwt_secret: SecretStr = SecretStr(_LOCAL_JWT_SECRET)
+    admin_emails: str = "admin@giftmarket.local"
+    welcome_coupon_amount: int = Field(default=1000, ge=0, le=10**9)
+    seller_fee_bps: int = Field(default=500, ge=0, le=10_000)
+
+    images_bucket: str = "giftmarket-images"
+    events_queue_url: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_local_defaults_in_aws(self) -> Self:
+        if self.environment is Environment.AWS:
+            if self.jwt_secret.get_secret_value() == _LOCAL_JWT_SECRET:
+                raise ValueError("JWT_SECRET must be set outside local mode")
+            if self.db_secret_arn is None and (
+                self.db_password.get_secret_value() == _LOCAL_DB_PASSWORD
+            ):
+                raise ValueError("DB_SECRET_ARN (or DB_PASSWORD) must be set outside local mode")
+        return self
+
+    @property
+    def admin_email_set(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.admin_emails.split(",") if e.strip())
