@@ -1,0 +1,75 @@
+"""Shared fixtures. Tests are marked by folder: unit, functional, integration, e2e.
+
+The integration and e2e tests get the `test` profile of the local stack (its own ports and
+data folder): the first test that needs it starts it, and the session stops it by PID at the
+end. GM_KEEP_TEST_STACK=1 leaves it running between runs for a faster edit-test loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from giftmarket.adapters.db import Database
+from giftmarket.settings import Settings
+from giftmarket_local.migrations import upgrade
+from giftmarket_local.stack import Stack, StackConfig
+
+LEVELS = ("unit", "functional", "integration", "e2e", "reliability")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.path)).parts
+        for level in LEVELS:
+            if level in parts:
+                item.add_marker(getattr(pytest.mark, level))
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    test_stack = Stack(StackConfig.for_profile("test"))
+    test_stack.up()
+    # Every session starts from an empty schema, and proves the migrations both ways.
+    upgrade(test_stack.config, "base")
+    upgrade(test_stack.config, "head")
+    test_stack.wait_replica_caught_up()
+    yield test_stack
+    if not os.environ.get("GM_KEEP_TEST_STACK"):
+        test_stack.stop()
+
+
+def settings_for(stack: Stack, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        key.lower(): value
+        for key, value in stack.config.app_env().items()
+        if key.lower() in Settings.model_fields
+    }
+    values["environment"] = "test"
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    return settings_for(stack)
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(scope="session")
+def make_settings(stack: Stack) -> SettingsFactory:
+    """Settings for the test stack with some values overridden."""
+    return lambda **overrides: settings_for(stack, **overrides)
+
+
+@pytest.fixture
+def database(stack: Stack) -> Iterator[Database]:
+    """A Database that re-reads the replica's health on every query (no caching)."""
+    db = Database.from_settings(settings_for(stack, replica_check_interval_seconds=0))
+    yield db
+    db.dispose()

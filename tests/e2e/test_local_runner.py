@@ -1,0 +1,174 @@
+"""`make run`'s server end to end: HTTP → API Gateway event → the Lambda handler → real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def get(url: str) -> tuple[int, dict[str, str], Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
+            return resp.status, dict(resp.headers), json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read())
+
+
+def start_runner(profile: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "giftmarket_local",
+            "run",
+            "--profile",
+            profile,
+            "--port",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not port_open(port):
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"runner exited early:\n{proc.stdout.read() if proc.stdout else ''}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("runner did not start listening")
+        time.sleep(0.1)
+    return proc
+
+
+def terminate(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=90)
+    return proc.returncode, output
+
+
+@pytest.fixture
+def runner(stack: Stack) -> Iterator[int]:
+    port = free_port()
+    proc = start_runner("test", port, {})
+    yield port
+    code, output = terminate(proc)
+    assert code == 0, output
+    assert not port_open(port)
+    # The runner did not start the test stack, so it leaves it running.
+    assert all(pid is not None for pid in stack.status().values())
+
+
+def test_health_through_the_runner_and_the_query_handler(runner: int) -> None:
+    status, headers, body = get(f"http://127.0.0.1:{runner}/api/health")
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert (body["primary"], body["replica"], body["cache"]) == ("ok", "ok", "ok")
+
+
+def test_unrouted_path_gets_the_gateways_404(runner: int) -> None:
+    status, _, body = get(f"http://127.0.0.1:{runner}/api/not-a-route")
+    assert (status, body) == (404, {"message": "Not Found"})
+
+
+def test_routed_path_the_app_rejects_gets_problem_details(runner: int) -> None:
+    status, headers, body = get(f"http://127.0.0.1:{runner}/api/health?x=1&x=2")
+    assert status == 200
+    status, headers, body = get(f"http://127.0.0.1:{runner}/api/buy/history/bidding")
+    assert status in (401, 404, 422)
+    assert headers["content-type"] == "application/problem+json"
+    assert body["status"] == status and "code" in body
+
+
+def test_docs_serve_one_openapi_document_for_both_functions(runner: int) -> None:
+    status, _, doc = get(f"http://127.0.0.1:{runner}/openapi.json")
+    assert status == 200
+    assert "/api/health" in doc["paths"]
+
+
+def test_run_on_a_fresh_folder_starts_everything_keeps_data_and_stops_it_all_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    ports = {
+        f"GM_RUN_{name}_PORT": str(free_port())
+        for name in ("PRIMARY", "REPLICA", "REDIS", "LOCALSTACK")
+    }
+    env = {"GM_LOCAL_DIR": str(tmp_path), **ports}
+    os.environ.update(env)
+    try:
+        config = StackConfig.for_profile("run")
+    finally:
+        for key in env:
+            os.environ.pop(key)
+    fresh = Stack(config)
+    api_port = free_port()
+
+    began = time.monotonic()
+    proc = start_runner("run", api_port, env)
+    cold = time.monotonic() - began
+    try:
+        status, _, body = get(f"http://127.0.0.1:{api_port}/api/health")
+        assert status == 200 and body["status"] == "ok", body
+        pids = fresh.status()
+        assert all(pids.values()), pids
+        fresh.primary.sql(
+            "INSERT INTO giftmarket.products (id, name, brand, category, face_value,"
+            " created_at) VALUES ('01SURVIVESRESTART000000000', 'kept', 'b', 'c', 1,"
+            " NOW(6))"
+        )
+    finally:
+        code, output = terminate(proc)
+    assert code == 0, output
+    # Every process it started is gone, and every port is closed.
+    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in pids.values() if pid)
+    assert not any(port_open(p) for p in [*map(int, ports.values()), api_port])
+
+    began = time.monotonic()
+    proc = start_runner("run", api_port, env)
+    warm = time.monotonic() - began
+    try:
+        query = "SELECT name FROM giftmarket.products WHERE id = '01SURVIVESRESTART000000000'"
+        assert fresh.primary.sql(query) == "kept"
+        fresh.wait_replica_caught_up()
+        assert fresh.replica.sql(query) == "kept"
+    finally:
+        code, output = terminate(proc)
+    assert code == 0, output
+    print(f"\nmake run bring-up on a fresh folder: {cold:.1f}s cold, {warm:.1f}s warm")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
