@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 3000
 
-.PHONY: help setup run test lint unit stack-up stack-down stack-status clean
+.PHONY: help setup run test lint unit bench stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ lint: setup ## ruff, mypy (strict) and cfn-lint
 
 unit: setup ## only the tests that need no server
 	@$(PY) -m pytest -m unit
+
+bench: setup ## benchmarks on the test stack; figures and plots in bench-results/
+	@for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
 
 stack-up: setup ## start the `run` stack without the API (for the giftmarket CLI)
 	@$(PY) -m giftmarket_local up --profile run

@@ -1,0 +1,42 @@
+"""The `giftmarket` console script for operators and local use.
+
+It reads the same settings as the Lambda functions (environment, local defaults matching
+`make run`), so while the local stack runs every command works against it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from giftmarket.bootstrap import bootstrap
+from giftmarket.queries.health import system_health
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.callback()
+def _root() -> None:
+    """giftmarket operations: health now; jobs, outbox, read models and DLQ as they land."""
+
+
+@app.command()
+def health() -> None:
+    """Show whether the primary, the replica (with its lag) and the cache can be used now."""
+    container = bootstrap()
+    try:
+        report = system_health(container.database, container.redis)
+    finally:
+        container.close()
+    typer.echo(json.dumps(report, indent=2))
+    if report["status"] == "down":
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
