@@ -1,0 +1,234 @@
+"""Use cases that change several aggregates at once.
+
+Each service checks every rule before it changes anything, so a refused call leaves all the
+aggregates it was given exactly as they were. The application layer loads the aggregates
+under row locks, calls one service, then persists the aggregates, the returned ledger
+transaction's postings and the recorded events in one database transaction.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+
+from giftmarket.domain import ledger
+from giftmarket.domain.coupons import Coupon
+from giftmarket.domain.errors import NoMatchingBid
+from giftmarket.domain.ids import IdGenerator
+from giftmarket.domain.images import Image
+from giftmarket.domain.ledger import LedgerTransaction
+from giftmarket.domain.orderbook import (
+    BuyBid,
+    SellBid,
+    ensure_ask_does_not_cross,
+    ensure_bid_does_not_cross,
+)
+from giftmarket.domain.orders import Order, OrderVia
+from giftmarket.domain.settlement import Settlement, settleable
+from giftmarket.domain.users import User
+from giftmarket.domain.validation import require_points
+
+
+def charge(user: User, amount: int, ids: IdGenerator, now: datetime) -> LedgerTransaction:
+    require_points(amount, "amount")
+    transaction = ledger.charge(ids(), user.id, amount, now)
+    user.apply(transaction)
+    return transaction
+
+
+def place_buy_bid(
+    buyer: User,
+    product_id: str,
+    price: int,
+    lowest_ask_price: int | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> tuple[BuyBid, LedgerTransaction]:
+    require_points(price, "price")
+    ensure_bid_does_not_cross(price, lowest_ask_price)
+    bid_id = ids()
+    escrow = ledger.escrow_buy_bid(ids(), buyer.id, bid_id, price, now)
+    buyer.ensure_can_apply(escrow)
+
+    bid = BuyBid.place(
+        buy_bid_id=bid_id, product_id=product_id, buyer_id=buyer.id, price=price, now=now
+    )
+    buyer.apply(escrow)
+    return bid, escrow
+
+
+def cancel_buy_bid(buyer: User, bid: BuyBid, ids: IdGenerator, now: datetime) -> LedgerTransaction:
+    bid.ensure_cancellable_by(buyer.id)
+    release = ledger.release_buy_bid_escrow(ids(), buyer.id, bid.id, bid.price, now)
+    buyer.ensure_can_apply(release)
+
+    bid.cancel(buyer.id, now)
+    buyer.apply(release)
+    return release
+
+
+def place_sell_bid(
+    seller_id: str,
+    product_id: str,
+    price: int,
+    image: Image,
+    image_size: int | None,
+    image_content_type: str | None,
+    highest_bid_price: int | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> SellBid:
+    require_points(price, "price")
+    image.ensure_attachable(seller_id, image_size, image_content_type)
+    ensure_ask_does_not_cross(price, highest_bid_price)
+
+    ask = SellBid.place(
+        sell_bid_id=ids(),
+        product_id=product_id,
+        seller_id=seller_id,
+        price=price,
+        image_id=image.id,
+        now=now,
+    )
+    image.attach(
+        by_user=seller_id,
+        object_size=image_size,
+        object_content_type=image_content_type,
+        now=now,
+        sell_bid_id=ask.id,
+    )
+    return ask
+
+
+def cancel_sell_bid(seller_id: str, ask: SellBid, now: datetime) -> None:
+    """The ask's image stays ATTACHED; the image cleanup deletes it after its retention."""
+    ask.cancel(seller_id, now)
+
+
+def buy_now(
+    buyer: User,
+    seller: User,
+    ask: SellBid,
+    coupon: Coupon | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> tuple[Order, LedgerTransaction]:
+    """Buys `ask` (chosen with `choose_ask`) at the ask's price, not the buyer's limit."""
+    ask.ensure_open()
+    if ask.seller_id == buyer.id:
+        raise NoMatchingBid("you cannot buy your own sell bid.")
+    _require_owner(seller, ask.seller_id)
+    discount = coupon.discount_for(buyer.id, now, ask.price) if coupon else 0
+    order_id = ids()
+    payment = ledger.buy_now_payment(ids(), order_id, buyer.id, seller.id, ask.price, discount, now)
+    buyer.ensure_can_apply(payment)
+    seller.ensure_can_apply(payment)
+
+    ask.match(order_id, now)
+    if coupon is not None:
+        coupon.redeem(by_user=buyer.id, now=now, price=ask.price, order_id=order_id)
+    order = Order.place(
+        order_id=order_id,
+        product_id=ask.product_id,
+        buyer_id=buyer.id,
+        seller_id=seller.id,
+        price=ask.price,
+        discount=discount,
+        via=OrderVia.BUY_NOW,
+        image_id=ask.image_id,
+        now=now,
+        sell_bid_id=ask.id,
+        coupon_id=coupon.id if coupon else None,
+    )
+    buyer.apply(payment)
+    seller.apply(payment)
+    return order, payment
+
+
+def sell_now(
+    seller: User,
+    buyer: User,
+    bid: BuyBid,
+    image: Image,
+    image_size: int | None,
+    image_content_type: str | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> tuple[Order, LedgerTransaction]:
+    """Sells into `bid` (chosen with `choose_bid`) at the bid's price, paid from its escrow."""
+    bid.ensure_open()
+    if bid.buyer_id == seller.id:
+        raise NoMatchingBid("you cannot sell into your own buy bid.")
+    _require_owner(buyer, bid.buyer_id)
+    image.ensure_attachable(seller.id, image_size, image_content_type)
+    order_id = ids()
+    payment = ledger.sell_now_payment(ids(), order_id, buyer.id, seller.id, bid.price, now)
+    buyer.ensure_can_apply(payment)
+    seller.ensure_can_apply(payment)
+
+    bid.match(order_id, now)
+    image.attach(
+        by_user=seller.id,
+        object_size=image_size,
+        object_content_type=image_content_type,
+        now=now,
+        order_id=order_id,
+    )
+    order = Order.place(
+        order_id=order_id,
+        product_id=bid.product_id,
+        buyer_id=buyer.id,
+        seller_id=seller.id,
+        price=bid.price,
+        discount=0,
+        via=OrderVia.SELL_NOW,
+        image_id=image.id,
+        now=now,
+        buy_bid_id=bid.id,
+    )
+    buyer.apply(payment)
+    seller.apply(payment)
+    return order, payment
+
+
+def complete_due_orders(orders: Iterable[Order], now: datetime) -> list[Order]:
+    return [order for order in orders if order.complete_if_due(now)]
+
+
+def settle_seller(
+    seller: User,
+    orders: Sequence[Order],
+    fee_bps: int,
+    business_date: date,
+    ids: IdGenerator,
+    now: datetime,
+) -> tuple[Settlement, LedgerTransaction]:
+    """Settles the given orders (all of them the seller's and settleable for the date) into
+    one settlement: pending falls by gross, available grows by net, platform fees by fee."""
+    if not orders:
+        raise ValueError("a settlement needs at least one order")
+    if len({order.id for order in orders}) != len(orders):
+        raise ValueError("an order appears twice in one settlement")
+    for order in orders:
+        if order.seller_id != seller.id or not settleable(order, business_date):
+            raise ValueError(f"order {order.id} is not {seller.id}'s to settle for {business_date}")
+    settlement = Settlement.of_orders(
+        settlement_id=ids(),
+        seller_id=seller.id,
+        business_date=business_date,
+        orders=orders,
+        fee_bps=fee_bps,
+        now=now,
+    )
+    payout = ledger.settlement_payout(
+        ids(), settlement.id, seller.id, settlement.gross, settlement.fee, now
+    )
+    seller.ensure_can_apply(payout)
+
+    for order in orders:
+        order.settle(settlement.id, now)
+    seller.apply(payout)
+    return settlement, payout
+
+
+def _require_owner(user: User, owner_id: str) -> None:
+    if user.id != owner_id:
+        raise ValueError(f"user {user.id} is not the bid's owner {owner_id}")

@@ -1,0 +1,241 @@
+"""The order book of each product: sell bids (asks) and buy bids, and how they match."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Self
+
+from giftmarket.domain import events
+from giftmarket.domain.errors import BidNotOpen, CrossesBook, NoMatchingBid, NotFound
+from giftmarket.domain.events import DomainEvent
+from giftmarket.domain.validation import require_points
+
+
+class BidStatus(StrEnum):
+    OPEN = "OPEN"
+    MATCHED = "MATCHED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(eq=False, kw_only=True)
+class SellBid:
+    id: str
+    product_id: str
+    seller_id: str
+    price: int
+    image_id: str
+    status: BidStatus
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def place(
+        cls,
+        *,
+        sell_bid_id: str,
+        product_id: str,
+        seller_id: str,
+        price: int,
+        image_id: str,
+        now: datetime,
+    ) -> Self:
+        ask = cls(
+            id=sell_bid_id,
+            product_id=product_id,
+            seller_id=seller_id,
+            price=require_points(price, "price"),
+            image_id=image_id,
+            status=BidStatus.OPEN,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        ask.events.append(
+            events.SellBidPlaced(
+                aggregate_id=ask.id,
+                version=ask.version,
+                occurred_at=now,
+                sell_bid_id=ask.id,
+                product_id=product_id,
+                seller_id=seller_id,
+                price=ask.price,
+                image_id=image_id,
+            )
+        )
+        return ask
+
+    def ensure_open(self) -> None:
+        if self.status is not BidStatus.OPEN:
+            raise BidNotOpen(f"the sell bid is {self.status}.")
+
+    def ensure_cancellable_by(self, user_id: str) -> None:
+        if user_id != self.seller_id:
+            raise NotFound("sell bid")
+        self.ensure_open()
+
+    def cancel(self, by_user: str, now: datetime) -> None:
+        self.ensure_cancellable_by(by_user)
+        self._close(BidStatus.CANCELLED, now)
+        self.events.append(
+            events.SellBidCancelled(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                sell_bid_id=self.id,
+                product_id=self.product_id,
+                seller_id=self.seller_id,
+                price=self.price,
+                image_id=self.image_id,
+            )
+        )
+
+    def match(self, order_id: str, now: datetime) -> None:
+        self.ensure_open()
+        self._close(BidStatus.MATCHED, now)
+        self.events.append(
+            events.SellBidMatched(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                sell_bid_id=self.id,
+                product_id=self.product_id,
+                seller_id=self.seller_id,
+                price=self.price,
+                order_id=order_id,
+            )
+        )
+
+    def _close(self, status: BidStatus, now: datetime) -> None:
+        self.status = status
+        self.updated_at = now
+        self.version += 1
+
+
+@dataclass(eq=False, kw_only=True)
+class BuyBid:
+    id: str
+    product_id: str
+    buyer_id: str
+    price: int
+    status: BidStatus
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def place(
+        cls, *, buy_bid_id: str, product_id: str, buyer_id: str, price: int, now: datetime
+    ) -> Self:
+        bid = cls(
+            id=buy_bid_id,
+            product_id=product_id,
+            buyer_id=buyer_id,
+            price=require_points(price, "price"),
+            status=BidStatus.OPEN,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        bid.events.append(
+            events.BuyBidPlaced(
+                aggregate_id=bid.id,
+                version=bid.version,
+                occurred_at=now,
+                buy_bid_id=bid.id,
+                product_id=product_id,
+                buyer_id=buyer_id,
+                price=bid.price,
+            )
+        )
+        return bid
+
+    def ensure_open(self) -> None:
+        if self.status is not BidStatus.OPEN:
+            raise BidNotOpen(f"the buy bid is {self.status}.")
+
+    def ensure_cancellable_by(self, user_id: str) -> None:
+        if user_id != self.buyer_id:
+            raise NotFound("buy bid")
+        self.ensure_open()
+
+    def cancel(self, by_user: str, now: datetime) -> None:
+        self.ensure_cancellable_by(by_user)
+        self._close(BidStatus.CANCELLED, now)
+        self.events.append(
+            events.BuyBidCancelled(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                buy_bid_id=self.id,
+                product_id=self.product_id,
+                buyer_id=self.buyer_id,
+                price=self.price,
+            )
+        )
+
+    def match(self, order_id: str, now: datetime) -> None:
+        self.ensure_open()
+        self._close(BidStatus.MATCHED, now)
+        self.events.append(
+            events.BuyBidMatched(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                buy_bid_id=self.id,
+                product_id=self.product_id,
+                buyer_id=self.buyer_id,
+                price=self.price,
+                order_id=order_id,
+            )
+        )
+
+    def _close(self, status: BidStatus, now: datetime) -> None:
+        self.status = status
+        self.updated_at = now
+        self.version += 1
+
+
+def choose_ask(asks: Iterable[SellBid], buyer_id: str, max_price: int) -> SellBid:
+    """The ask a buy-now at `max_price` takes: cheapest first, then oldest, never the
+    buyer's own."""
+    require_points(max_price, "price")
+    candidates = [
+        ask
+        for ask in asks
+        if ask.status is BidStatus.OPEN and ask.price <= max_price and ask.seller_id != buyer_id
+    ]
+    if not candidates:
+        raise NoMatchingBid(f"no open sell bid at or below {max_price}.")
+    return min(candidates, key=lambda ask: (ask.price, ask.created_at, ask.id))
+
+
+def choose_bid(bids: Iterable[BuyBid], seller_id: str, min_price: int) -> BuyBid:
+    """The buy bid a sell-now at `min_price` takes: dearest first, then oldest, never the
+    seller's own."""
+    require_points(min_price, "price")
+    candidates = [
+        bid
+        for bid in bids
+        if bid.status is BidStatus.OPEN and bid.price >= min_price and bid.buyer_id != seller_id
+    ]
+    if not candidates:
+        raise NoMatchingBid(f"no open buy bid at or above {min_price}.")
+    return min(candidates, key=lambda bid: (-bid.price, bid.created_at, bid.id))
+
+
+def ensure_ask_does_not_cross(price: int, highest_open_bid_price: int | None) -> None:
+    if highest_open_bid_price is not None and price <= highest_open_bid_price:
+        raise CrossesBook(
+            f"a buy bid at {highest_open_bid_price} is open; sell now instead of asking {price}."
+        )
+
+
+def ensure_bid_does_not_cross(price: int, lowest_open_ask_price: int | None) -> None:
+    if lowest_open_ask_price is not None and price >= lowest_open_ask_price:
+        raise CrossesBook(
+            f"a sell bid at {lowest_open_ask_price} is open; buy now instead of bidding {price}."
+        )

@@ -1,0 +1,112 @@
+"""Daily settlement of sellers' proceeds, by business date in Korea."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from giftmarket.domain import events
+from giftmarket.domain.events import DomainEvent
+from giftmarket.domain.orders import Order, OrderStatus
+from giftmarket.domain.validation import require_aware
+
+BASIS_POINTS = 10_000
+
+
+def _korea() -> tzinfo:
+    try:
+        return ZoneInfo("Asia/Seoul")
+    except ZoneInfoNotFoundError:
+        # Some minimal runtimes ship no tz database. Korea has kept UTC+9 without daylight
+        # saving since 1988, so the fixed offset gives the same answer for any order date.
+        return timezone(timedelta(hours=9), "KST")
+
+
+KST = _korea()
+
+
+def fee_for(price: int, fee_bps: int) -> int:
+    if not 0 <= fee_bps <= BASIS_POINTS:
+        raise ValueError(f"fee_bps must lie within 0..{BASIS_POINTS}, got {fee_bps}")
+    return price * fee_bps // BASIS_POINTS
+
+
+def business_date_of(instant: datetime) -> date:
+    return require_aware(instant, "instant").astimezone(KST).date()
+
+
+def business_day_bounds(business_date: date) -> tuple[datetime, datetime]:
+    """[00:00 KST of the date, 00:00 KST of the next date), in UTC."""
+    start = datetime.combine(business_date, time(), tzinfo=KST)
+    end = datetime.combine(business_date + timedelta(days=1), time(), tzinfo=KST)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def default_business_date(now: datetime) -> date:
+    """The day that has just ended in Korea: what the 00:10 KST run settles."""
+    return business_date_of(now) - timedelta(days=1)
+
+
+def settleable(order: Order, business_date: date) -> bool:
+    _, end = business_day_bounds(business_date)
+    return (
+        order.status is OrderStatus.COMPLETED
+        and order.completed_at is not None
+        and order.completed_at < end
+    )
+
+
+@dataclass(eq=False, kw_only=True)
+class Settlement:
+    id: str
+    seller_id: str
+    business_date: date
+    order_count: int
+    gross: int
+    fee: int
+    net: int
+    created_at: datetime
+    version: int
+    events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of_orders(
+        cls,
+        *,
+        settlement_id: str,
+        seller_id: str,
+        business_date: date,
+        orders: Sequence[Order],
+        fee_bps: int,
+        now: datetime,
+    ) -> Self:
+        # The fee is floored per order, never on the sum: each sale is charged on its own.
+        gross = sum(order.price for order in orders)
+        fee = sum(fee_for(order.price, fee_bps) for order in orders)
+        settlement = cls(
+            id=settlement_id,
+            seller_id=seller_id,
+            business_date=business_date,
+            order_count=len(orders),
+            gross=gross,
+            fee=fee,
+            net=gross - fee,
+            created_at=now,
+            version=1,
+        )
+        settlement.events.append(
+            events.SettlementCompleted(
+                aggregate_id=settlement.id,
+                version=settlement.version,
+                occurred_at=now,
+                settlement_id=settlement.id,
+                seller_id=seller_id,
+                business_date=business_date,
+                order_count=settlement.order_count,
+                gross=gross,
+                fee=fee,
+                net=settlement.net,
+            )
+        )
+        return settlement

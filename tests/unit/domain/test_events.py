@@ -1,0 +1,179 @@
+import dataclasses
+import json
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from typing import Protocol
+
+import pytest
+
+from giftmarket.domain import events, marketplace
+from giftmarket.domain.catalog import Product
+from giftmarket.domain.coupons import Coupon
+from giftmarket.domain.events import DomainEvent
+from giftmarket.domain.ids import IdGenerator
+from giftmarket.domain.images import Image
+from giftmarket.domain.orders import AUTO_COMPLETE_AFTER
+from giftmarket.domain.settlement import business_date_of
+from giftmarket.domain.users import User
+
+pytestmark = pytest.mark.unit
+
+EVENT_CLASSES = {
+    value
+    for value in vars(events).values()
+    if isinstance(value, type) and issubclass(value, DomainEvent) and value is not DomainEvent
+}
+
+
+class Aggregate(Protocol):
+    events: list[DomainEvent]
+
+
+def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
+    """One trip through the whole marketplace, returning every event it records."""
+
+    def sign_up(name: str) -> User:
+        return User.sign_up(
+            user_id=ids(),
+            email=f"{name}@example.com",
+            nickname=name,
+            password_hash="hash",
+            admin_emails=("admin@example.com",),
+            now=now,
+        )
+
+    def uploaded(owner: User) -> Image:
+        return Image.request(image_id=ids(), owner_id=owner.id, content_type="image/png", now=now)
+
+    admin, bob, sally = sign_up("admin"), sign_up("bob"), sign_up("sally")
+    product = Product.register(
+        product_id=ids(), name="Latte", brand="Cafe", category="cafe", face_value=5_000, now=now
+    )
+    product.like(bob.id, already_liked=False, now=now)
+    product.unlike(bob.id, was_liked=True, now=now)
+    marketplace.charge(bob, 20_000, ids, now)
+    coupon = Coupon.issue_welcome(coupon_id=ids(), user_id=bob.id, discount_amount=1_000, now=now)
+
+    ask_image, withdrawn_image, sold_image = uploaded(sally), uploaded(sally), uploaded(sally)
+    ask = marketplace.place_sell_bid(
+        sally.id, product.id, 5_000, ask_image, 1_000, "image/png", None, ids, now
+    )
+    bought, _ = marketplace.buy_now(bob, sally, ask, coupon, ids, now)
+    withdrawn = marketplace.place_sell_bid(
+        sally.id, product.id, 6_000, withdrawn_image, 1_000, "image/png", None, ids, now
+    )
+    marketplace.cancel_sell_bid(sally.id, withdrawn, now)
+
+    bid, _ = marketplace.place_buy_bid(bob, product.id, 4_000, None, ids, now)
+    regretted, _ = marketplace.place_buy_bid(bob, product.id, 3_000, None, ids, now)
+    marketplace.cancel_buy_bid(bob, regretted, ids, now)
+    sold, _ = marketplace.sell_now(sally, bob, bid, sold_image, 1_000, "image/png", ids, now)
+
+    bought.confirm(bob.id, now + timedelta(hours=1))
+    later = now + AUTO_COMPLETE_AFTER
+    sold.complete_if_due(later)
+    settlement, _ = marketplace.settle_seller(
+        sally, [bought, sold], 500, business_date_of(later), ids, later
+    )
+
+    aggregates: list[Aggregate] = [
+        admin,
+        bob,
+        sally,
+        product,
+        coupon,
+        ask_image,
+        withdrawn_image,
+        sold_image,
+        ask,
+        withdrawn,
+        bid,
+        regretted,
+        bought,
+        sold,
+        settlement,
+    ]
+    return [event for aggregate in aggregates for event in aggregate.events]
+
+
+def test_the_marketplace_records_every_kind_of_event(ids: IdGenerator, now: datetime) -> None:
+    recorded = {type(event) for event in every_kind_of_change(ids, now)}
+
+    assert recorded == EVENT_CLASSES
+
+
+def test_every_payload_survives_a_json_round_trip(ids: IdGenerator, now: datetime) -> None:
+    for event in every_kind_of_change(ids, now):
+        payload = event.to_payload()
+
+        assert json.loads(json.dumps(payload)) == payload, event.event_type
+
+
+def test_payload_names_the_aggregate_by_its_own_id_field(ids: IdGenerator, now: datetime) -> None:
+    for event in every_kind_of_change(ids, now):
+        payload = event.to_payload()
+
+        assert payload[f"{event.aggregate_type}_id"] == event.aggregate_id, event.event_type
+
+
+def test_versions_rise_by_one_per_change_of_an_aggregate(ids: IdGenerator, now: datetime) -> None:
+    versions: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for event in every_kind_of_change(ids, now):
+        versions[event.aggregate_type, event.aggregate_id].append(event.version)
+
+    for aggregate, seen in versions.items():
+        assert seen == sorted(seen), aggregate
+        # Events recorded by one change (PointsCharged + UserBalancesChanged) share it.
+        assert sorted(set(seen)) == list(range(1, len(set(seen)) + 1)), aggregate
+
+
+def test_payload_writes_instants_in_utc_and_dates_as_iso() -> None:
+    seoul = timezone(timedelta(hours=9))
+    event = events.SettlementCompleted(
+        aggregate_id="s",
+        version=1,
+        occurred_at=datetime(2025, 3, 15, 0, 10, tzinfo=seoul),
+        settlement_id="s",
+        seller_id="sally",
+        business_date=date(2025, 3, 14),
+        order_count=1,
+        gross=100,
+        fee=5,
+        net=95,
+    )
+
+    payload = event.to_payload()
+
+    assert payload["occurred_at"] == "2025-03-14T15:10:00+00:00"
+    assert payload["business_date"] == "2025-03-14"
+    assert (payload["gross"], payload["fee"], payload["net"]) == (100, 5, 95)
+
+
+def test_payload_writes_enums_as_their_plain_value(ids: IdGenerator, now: datetime) -> None:
+    changed = [
+        event
+        for event in every_kind_of_change(ids, now)
+        if isinstance(event, events.UserBalancesChanged | events.OrderPlaced)
+    ]
+
+    for event in changed:
+        values = event.to_payload().values()
+        assert all(type(value) in (str, int, bool, type(None)) for value in values)
+
+
+def test_event_type_is_the_class_name(now: datetime) -> None:
+    event = events.ProductLiked(
+        aggregate_id="p", version=2, occurred_at=now, product_id="p", user_id="u", like_count=1
+    )
+
+    assert event.event_type == "ProductLiked"
+    assert event.aggregate_type == "product"
+
+
+def test_events_cannot_be_changed_after_the_fact(now: datetime) -> None:
+    event = events.ProductLiked(
+        aggregate_id="p", version=2, occurred_at=now, product_id="p", user_id="u", like_count=1
+    )
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.like_count = 2  # type: ignore[misc]
