@@ -39,6 +39,13 @@ pick_python() {
 }
 PYTHON=${PYTHON:-$(pick_python)}
 
+# pip, minus the warnings some machines' pip.conf prints for every missing local index entry;
+# pip's own exit status is kept (pipefail).
+quiet_pip() {  # venv-dir, pip args...
+  local dir=$1; shift
+  { "$dir/bin/python" -m pip -q "$@" 2>&1 1>&3 | { grep -v 'is ignored: it is neither' || true; } >&2; } 3>&1
+}
+
 # A virtualenv is (re)built when missing, broken or made from another interpreter, and its
 # packages reinstalled when the file that pins them changed (a stamp holds its hash).
 ensure_venv() {  # dir, stamp-source-text, pip args...
@@ -50,8 +57,8 @@ ensure_venv() {  # dir, stamp-source-text, pip args...
   fi
   say "building $dir with $PYTHON"
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$dir/bin/python" -m pip install -q "$@"
+  quiet_pip "$dir" install --upgrade pip >/dev/null
+  quiet_pip "$dir" install "$@"
   echo "$want_stamp" >"$stamp"
 }
 
