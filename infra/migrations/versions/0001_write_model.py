@@ -103,7 +103,6 @@ def upgrade() -> None:
         sa.Column("category", sa.String(length=50), nullable=False),
         sa.Column("face_value", sa.BigInteger(), nullable=False),
         sa.Column("like_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("order_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
         sa.Column("created_at", mysql.DATETIME(fsp=6), nullable=False),
         sa.CheckConstraint("face_value > 0", name=op.f("ck_products_face_value_positive")),
@@ -118,7 +117,6 @@ def upgrade() -> None:
     op.create_index(op.f("ix_products_created_at"), "products", ["created_at"], unique=False)
     op.create_index(op.f("ix_products_like_count"), "products", ["like_count"], unique=False)
     op.create_index(op.f("ix_products_name"), "products", ["name"], unique=False)
-    op.create_index(op.f("ix_products_order_count"), "products", ["order_count"], unique=False)
     op.create_table(
         "users",
         sa.Column(
@@ -276,6 +274,7 @@ def upgrade() -> None:
         sa.Column("gross", sa.BigInteger(), nullable=False),
         sa.Column("fee", sa.BigInteger(), nullable=False),
         sa.Column("net", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
         sa.Column("created_at", mysql.DATETIME(fsp=6), nullable=False),
         sa.CheckConstraint(
             "net = gross - fee AND fee >= 0 AND gross >= 0",

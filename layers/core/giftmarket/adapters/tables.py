@@ -111,14 +111,12 @@ products = Table(
     Column("category", String(50), nullable=False),
     points("face_value"),
     Column("like_count", Integer, nullable=False, server_default=text("0")),
-    Column("order_count", Integer, nullable=False, server_default=text("0")),
     version(),
     Column("created_at", utc_time(), nullable=False),
     CheckConstraint("face_value > 0", name="face_value_positive"),
     Index(None, "category", "created_at"),
     Index(None, "created_at"),
     Index(None, "like_count"),
-    Index(None, "order_count"),
     Index(None, "name"),
 )
 
@@ -217,6 +215,7 @@ settlements = Table(
     points("gross"),
     points("fee"),
     points("net"),
+    version(),
     Column("created_at", utc_time(), nullable=False),
     # One settlement per seller and business date: a rerun cannot settle twice.
     UniqueConstraint("seller_id", "business_date"),

@@ -15,8 +15,9 @@ MAX_CATEGORY_LENGTH = 50
 
 @dataclass(eq=False, kw_only=True)
 class Product:
-    """`order_count` is kept by the application (an atomic increment with each order),
-    so that trading does not have to lock the product row."""
+    """Orders are not counted here: a trade must not lock the product row (bid placement
+    locks it first, so a trade that did would deadlock with it). The read side counts
+    orders from OrderPlaced events."""
 
     id: str
     name: str
@@ -24,7 +25,6 @@ class Product:
     category: str
     face_value: int
     like_count: int
-    order_count: int
     created_at: datetime
     version: int
     events: list[DomainEvent] = field(default_factory=list, repr=False)
@@ -47,7 +47,6 @@ class Product:
             category=require_text(category, "category", MAX_CATEGORY_LENGTH),
             face_value=require_points(face_value, "face_value"),
             like_count=0,
-            order_count=0,
             created_at=now,
             version=1,
         )
