@@ -1,16 +1,20 @@
 """The unit of work: one transaction on the primary per command.
 
 Everything a command reads and writes goes through `uow.session`, so its reads see its own
-writes and take their locks on the primary, never on a lagging replica.
+writes and take their locks on the primary, never on a lagging replica. At commit the
+aggregates that changed are saved (guarded by the version they were loaded at) and their
+events written to the outbox, in the same transaction: all of it lands, or none of it.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy.orm import Session
 
+from giftmarket.adapters import repositories as repos
 from giftmarket.adapters.db import (
     Database,
     DatabaseUnavailable,
@@ -18,12 +22,18 @@ from giftmarket.adapters.db import (
     short_reason,
     translate_primary_errors,
 )
+from giftmarket.adapters.outbox import write_events
+from giftmarket.commands.ports import Committed, UnitOfWork
 
 
-class SqlAlchemyUnitOfWork:
-    def __init__(self, database: Database) -> None:
+class SqlAlchemyUnitOfWork(UnitOfWork):
+    def __init__(
+        self, database: Database, idempotency_ttl: timedelta = timedelta(hours=24)
+    ) -> None:
         self._database = database
+        self._idempotency_ttl = idempotency_ttl
         self._session: Session | None = None
+        self._tracker: repos.Tracker | None = None
 
     @property
     def session(self) -> Session:
@@ -32,7 +42,19 @@ class SqlAlchemyUnitOfWork:
         return self._session
 
     def __enter__(self) -> Self:
-        self._session = self._database.writer_session()
+        session = self._session = self._database.writer_session()
+        tracker = self._tracker = repos.Tracker(session)
+        self._written = Committed((), {})
+        self.users = repos.SqlUserRepository(tracker)
+        self.products = repos.SqlProductRepository(tracker)
+        self.images = repos.SqlImageRepository(tracker)
+        self.sell_bids = repos.SqlSellBidRepository(tracker)
+        self.buy_bids = repos.SqlBuyBidRepository(tracker)
+        self.orders = repos.SqlOrderRepository(tracker)
+        self.coupons = repos.SqlCouponRepository(tracker)
+        self.settlements = repos.SqlSettlementRepository(tracker)
+        self.ledger = repos.SqlLedger(session)
+        self.idempotency = repos.SqlIdempotencyStore(session, self._idempotency_ttl)
         return self
 
     def __exit__(
@@ -41,7 +63,7 @@ class SqlAlchemyUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        session, self._session = self.session, None
+        session, self._session, self._tracker = self.session, None, None
         try:
             # Whatever was not committed explicitly is rolled back: no partial writes.
             session.rollback()
@@ -54,9 +76,19 @@ class SqlAlchemyUnitOfWork:
             # Lost the primary anywhere in the command (failover, outage): a retryable 503.
             raise DatabaseUnavailable("primary", short_reason(exc)) from exc
 
-    def commit(self) -> None:
+    def flush(self) -> Committed:
+        assert self._tracker is not None, "flush outside the `with` block"
+        with translate_primary_errors():
+            self._tracker.save_changed()
+            written = write_events(self.session, self._tracker.new_events())
+        self._written = Committed(
+            self._written.outbox_ids + written.outbox_ids,
+            {**self._written.versions, **written.versions},
+        )
+        return self._written
+
+    def commit(self) -> Committed:
+        committed = self.flush()
         with translate_primary_errors():
             self.session.commit()
-
-    def rollback(self) -> None:
-        self.session.rollback()
+        return committed

@@ -1,0 +1,206 @@
+"""What command handlers need from the outside world, as abstract classes.
+
+The SQL adapters implement them for MariaDB/MySQL; tests implement them in memory. Every
+`get(..., lock=True)` takes a row lock for the rest of the unit of work (SELECT ... FOR
+UPDATE on the primary), which is how concurrent commands on one row are serialised.
+Aggregates that are added or fetched are tracked by the unit of work: at commit it saves
+those that changed (guarded by the version they were loaded at) and writes their events to
+the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from giftmarket.domain.catalog import Product
+from giftmarket.domain.coupons import Coupon
+from giftmarket.domain.images import Image
+from giftmarket.domain.ledger import LedgerTransaction
+from giftmarket.domain.orderbook import BuyBid, SellBid
+from giftmarket.domain.orders import Order
+from giftmarket.domain.settlement import Settlement
+from giftmarket.domain.users import User
+
+
+class UserRepository(ABC):
+    @abstractmethod
+    def add(self, user: User) -> None:
+        """Insert a new user; raises EmailTaken when the email is already registered."""
+
+    @abstractmethod
+    def get(self, user_id: str, *, lock: bool = False) -> User | None: ...
+
+    @abstractmethod
+    def get_by_email(self, email: str) -> User | None: ...
+
+    @abstractmethod
+    def lock_many(self, user_ids: Sequence[str]) -> dict[str, User]:
+        """Lock several users at once, always in id order, so two trades never deadlock."""
+
+    @abstractmethod
+    def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
+
+
+class ProductRepository(ABC):
+    @abstractmethod
+    def add(self, product: Product) -> None: ...
+
+    @abstractmethod
+    def get(self, product_id: str, *, lock: bool = False) -> Product | None: ...
+
+    @abstractmethod
+    def is_liked(self, product_id: str, user_id: str) -> bool: ...
+
+    @abstractmethod
+    def add_like(self, product_id: str, user_id: str, now: datetime) -> None: ...
+
+    @abstractmethod
+    def remove_like(self, product_id: str, user_id: str) -> None: ...
+
+
+class ImageRepository(ABC):
+    @abstractmethod
+    def add(self, image: Image) -> None: ...
+
+    @abstractmethod
+    def get(self, image_id: str, *, lock: bool = False) -> Image | None: ...
+
+
+class SellBidRepository(ABC):
+    @abstractmethod
+    def add(self, ask: SellBid) -> None: ...
+
+    @abstractmethod
+    def get(self, sell_bid_id: str, *, lock: bool = False) -> SellBid | None: ...
+
+    @abstractmethod
+    def lowest_open_price(self, product_id: str) -> int | None: ...
+
+    @abstractmethod
+    def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
+        """Lock the lowest open ask priced at most `max_price`, oldest first among equals,
+        not the buyer's own; asks another transaction holds are skipped (SKIP LOCKED)."""
+
+
+class BuyBidRepository(ABC):
+    @abstractmethod
+    def add(self, bid: BuyBid) -> None: ...
+
+    @abstractmethod
+    def get(self, buy_bid_id: str, *, lock: bool = False) -> BuyBid | None: ...
+
+    @abstractmethod
+    def highest_open_price(self, product_id: str) -> int | None: ...
+
+    @abstractmethod
+    def take_best(self, product_id: str, min_price: int, seller_id: str) -> BuyBid | None:
+        """Lock the highest open bid priced at least `min_price`, oldest first among equals,
+        not the seller's own; bids another transaction holds are skipped (SKIP LOCKED)."""
+
+
+class OrderRepository(ABC):
+    @abstractmethod
+    def add(self, order: Order) -> None: ...
+
+    @abstractmethod
+    def get(self, order_id: str, *, lock: bool = False) -> Order | None: ...
+
+
+class CouponRepository(ABC):
+    @abstractmethod
+    def add(self, coupon: Coupon) -> bool:
+        """Insert; False (and nothing written) when its issue_key was already used."""
+
+    @abstractmethod
+    def get(self, coupon_id: str, *, lock: bool = False) -> Coupon | None: ...
+
+
+class SettlementRepository(ABC):
+    @abstractmethod
+    def add(self, settlement: Settlement) -> None: ...
+
+
+class Ledger(ABC):
+    @abstractmethod
+    def record(self, transaction: LedgerTransaction) -> None:
+        """Append the transaction's postings."""
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: str
+    headers: dict[str, str]
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was used before with a different request."""
+
+
+class IdempotencyStore(ABC):
+    @abstractmethod
+    def claim(
+        self, scope: str, key: str, method: str, path: str, request_hash: str, now: datetime
+    ) -> StoredResponse | None:
+        """Reserve the key in this transaction, or return the response stored for it.
+
+        A concurrent request with the same key waits until the first commits (then gets its
+        response) or rolls back (then takes the key itself)."""
+
+    @abstractmethod
+    def complete(self, scope: str, key: str, response: StoredResponse) -> None: ...
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a commit wrote to the outbox: the read side's read-your-writes target."""
+
+    outbox_ids: tuple[int, ...]
+    versions: dict[str, int]  # "aggregate_type:aggregate_id" -> version written
+
+    @property
+    def last_outbox_id(self) -> int:
+        return max(self.outbox_ids, default=0)
+
+
+class UnitOfWork(ABC):
+    users: UserRepository
+    products: ProductRepository
+    images: ImageRepository
+    sell_bids: SellBidRepository
+    buy_bids: BuyBidRepository
+    orders: OrderRepository
+    coupons: CouponRepository
+    settlements: SettlementRepository
+    ledger: Ledger
+    idempotency: IdempotencyStore
+
+    @abstractmethod
+    def __enter__(self) -> Self: ...
+
+    @abstractmethod
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back whatever was not committed."""
+
+    @abstractmethod
+    def flush(self) -> Committed:
+        """Save changed aggregates and write their events to the outbox, not yet committed.
+        What is written after it (e.g. the idempotency record) still commits with it."""
+
+    @abstractmethod
+    def commit(self) -> Committed:
+        """Flush what is pending and commit: all of it lands, or none of it."""
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...

@@ -1,0 +1,199 @@
+"""The order book: placing and cancelling bids, buying and selling now, confirming orders.
+
+Locks are always taken in the same order — the bid or ask being traded, then the users in
+id order, then the coupon or image — so two trades can wait for each other but never
+deadlock. Placing a bid locks the product row first, which serialises placements per
+product: two bids placed at once cannot leave the book crossed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from giftmarket.commands.context import CommandContext, StoredObject, acting_user, found
+from giftmarket.commands.ports import UnitOfWork
+from giftmarket.domain import marketplace
+from giftmarket.domain.errors import CouponUnavailable, NoMatchingBid
+from giftmarket.domain.images import s3_key_for
+from giftmarket.domain.orderbook import BidStatus
+
+
+@dataclass(frozen=True)
+class PlaceSellBid:
+    seller_id: str
+    product_id: str
+    price: int
+    image_id: str
+
+
+@dataclass(frozen=True)
+class PlacedBid:
+    bid_id: str
+    status: BidStatus
+
+
+def _describe_image(ctx: CommandContext, owner_id: str, image_id: str) -> StoredObject | None:
+    # The S3 HEAD happens before any row lock is taken: no lock is held across a network call.
+    # Another user's image has another key, so it is simply not found here.
+    return ctx.images.describe(s3_key_for(owner_id, image_id))
+
+
+def place_sell_bid(uow: UnitOfWork, command: PlaceSellBid, ctx: CommandContext) -> PlacedBid:
+    stored = _describe_image(ctx, command.seller_id, command.image_id)
+    acting_user(uow, command.seller_id)
+    product = found(uow.products.get(command.product_id, lock=True), "product")
+    image = found(uow.images.get(command.image_id, lock=True), "image")
+    ask = marketplace.place_sell_bid(
+        seller_id=command.seller_id,
+        product_id=product.id,
+        price=command.price,
+        image=image,
+        image_size=stored.size if stored else None,
+        image_content_type=stored.content_type if stored else None,
+        highest_bid_price=uow.buy_bids.highest_open_price(product.id),
+        ids=ctx.ids,
+        now=ctx.clock(),
+    )
+    uow.sell_bids.add(ask)
+    return PlacedBid(ask.id, ask.status)
+
+
+@dataclass(frozen=True)
+class CancelSellBid:
+    seller_id: str
+    sell_bid_id: str
+
+
+def cancel_sell_bid(uow: UnitOfWork, command: CancelSellBid, ctx: CommandContext) -> None:
+    ask = found(uow.sell_bids.get(command.sell_bid_id, lock=True), "sell bid")
+    marketplace.cancel_sell_bid(command.seller_id, ask, ctx.clock())
+
+
+@dataclass(frozen=True)
+class PlaceBuyBid:
+    buyer_id: str
+    product_id: str
+    price: int
+
+
+def place_buy_bid(uow: UnitOfWork, command: PlaceBuyBid, ctx: CommandContext) -> PlacedBid:
+    product = found(uow.products.get(command.product_id, lock=True), "product")
+    buyer = acting_user(uow, command.buyer_id, lock=True)
+    bid, escrow = marketplace.place_buy_bid(
+        buyer=buyer,
+        product_id=product.id,
+        price=command.price,
+        lowest_ask_price=uow.sell_bids.lowest_open_price(product.id),
+        ids=ctx.ids,
+        now=ctx.clock(),
+    )
+    uow.buy_bids.add(bid)
+    uow.ledger.record(escrow)
+    return PlacedBid(bid.id, bid.status)
+
+
+@dataclass(frozen=True)
+class CancelBuyBid:
+    buyer_id: str
+    buy_bid_id: str
+
+
+def cancel_buy_bid(uow: UnitOfWork, command: CancelBuyBid, ctx: CommandContext) -> None:
+    bid = found(uow.buy_bids.get(command.buy_bid_id, lock=True), "buy bid")
+    bid.ensure_cancellable_by(command.buyer_id)
+    buyer = acting_user(uow, command.buyer_id, lock=True)
+    release = marketplace.cancel_buy_bid(buyer, bid, ctx.ids, ctx.clock())
+    uow.ledger.record(release)
+
+
+@dataclass(frozen=True)
+class BuyNow:
+    buyer_id: str
+    product_id: str
+    price: int
+    coupon_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Purchase:
+    order_id: str
+    price: int
+    discount: int
+    paid: int
+    status: str
+
+
+def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
+    product = found(uow.products.get(command.product_id), "product")
+    ask = uow.sell_bids.take_best(product.id, command.price, command.buyer_id)
+    if ask is None:
+        raise NoMatchingBid(f"no open sell bid at or below {command.price}.")
+    users = uow.users.lock_many([command.buyer_id, ask.seller_id])
+    buyer = users.get(command.buyer_id) or acting_user(uow, command.buyer_id)
+    coupon = None
+    if command.coupon_id is not None:
+        coupon = uow.coupons.get(command.coupon_id, lock=True)
+        if coupon is None:
+            raise CouponUnavailable()
+    order, payment = marketplace.buy_now(
+        buyer=buyer,
+        seller=users[ask.seller_id],
+        ask=ask,
+        coupon=coupon,
+        ids=ctx.ids,
+        now=ctx.clock(),
+    )
+    uow.orders.add(order)
+    uow.ledger.record(payment)
+    return Purchase(order.id, order.price, order.discount, order.paid, order.status)
+
+
+@dataclass(frozen=True)
+class SellNow:
+    seller_id: str
+    product_id: str
+    price: int
+    image_id: str
+
+
+@dataclass(frozen=True)
+class Sale:
+    order_id: str
+    price: int
+    status: str
+
+
+def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
+    stored = _describe_image(ctx, command.seller_id, command.image_id)
+    product = found(uow.products.get(command.product_id), "product")
+    bid = uow.buy_bids.take_best(product.id, command.price, command.seller_id)
+    if bid is None:
+        raise NoMatchingBid(f"no open buy bid at or above {command.price}.")
+    users = uow.users.lock_many([command.seller_id, bid.buyer_id])
+    seller = users.get(command.seller_id) or acting_user(uow, command.seller_id)
+    image = found(uow.images.get(command.image_id, lock=True), "image")
+    order, payment = marketplace.sell_now(
+        seller=seller,
+        buyer=users[bid.buyer_id],
+        bid=bid,
+        image=image,
+        image_size=stored.size if stored else None,
+        image_content_type=stored.content_type if stored else None,
+        ids=ctx.ids,
+        now=ctx.clock(),
+    )
+    uow.orders.add(order)
+    uow.ledger.record(payment)
+    return Sale(order.id, order.price, order.status)
+
+
+@dataclass(frozen=True)
+class ConfirmOrder:
+    buyer_id: str
+    order_id: str
+
+
+def confirm_order(uow: UnitOfWork, command: ConfirmOrder, ctx: CommandContext) -> str:
+    order = found(uow.orders.get(command.order_id, lock=True), "order")
+    order.confirm(command.buyer_id, ctx.clock())
+    return order.status
