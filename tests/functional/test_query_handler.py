@@ -76,7 +76,7 @@ def event_loop_like_the_lambda_runtime() -> Iterator[None]:
 def install() -> Iterator[Any]:
     def _install(primary: str, replica: ReplicaState, cache_up: bool) -> None:
         database = FakeDatabase(primary, replica)
-        set_container(Container(Settings(), database, cast(redis.Redis, FakeRedis(cache_up))))
+        set_container(Container(Settings(), database=database, redis=FakeRedis(cache_up)))
 
     yield _install
     set_container(None)

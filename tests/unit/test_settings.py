@@ -14,7 +14,7 @@ def test_local_mode_runs_on_local_defaults() -> None:
 
 
 def test_aws_mode_refuses_the_local_jwt_secret() -> None:
-    with pytest.raises(ValidationError, match="JWT_SECRET"):
+    with pytest.raises(ValidationError, match="JWT_SECRET_ARN"):
         Settings.model_validate({"environment": "aws", "db_secret_arn": "arn:secret"})
 
 

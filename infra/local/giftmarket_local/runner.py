@@ -187,7 +187,12 @@ def load_handler(spec: FunctionSpec) -> tuple[ModuleType, Callable[[dict[str, An
             raise ImportError(f"cannot load {spec.module_file}")
         module = importlib.util.module_from_spec(file_spec)
         sys.modules[module_name] = module
-        file_spec.loader.exec_module(module)
+        try:
+            file_spec.loader.exec_module(module)
+        except BaseException:
+            # As in Lambda, a failed init is tried again on the next invocation.
+            del sys.modules[module_name]
+            raise
     handler = getattr(module, spec.attribute)
     if not callable(handler):
         raise TypeError(f"{spec.handler} in {spec.code_uri} is not callable")

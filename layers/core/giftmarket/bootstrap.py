@@ -1,51 +1,104 @@
 """The composition root: builds settings, engines and clients once per Lambda container.
 
-Nothing is built at import time. The first request asks for the container; later requests
-in the same (warm) container reuse it. Tests call `bootstrap(...)` with their own parts.
+Nothing is built at import time. The first request asks for the container; each part is
+built the first time something needs it (a query never pays for the S3 client or the
+password hasher), and later requests in the same warm container reuse it. Tests build a
+container with their own parts: `bootstrap(settings, database=..., images=...)`.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
 
 import redis
 
 from giftmarket.adapters.cache import build_redis
 from giftmarket.adapters.db import Database
+from giftmarket.commands.context import CommandContext, ImageStore, PasswordHasher
+from giftmarket.commands.ports import UnitOfWork
+from giftmarket.domain.ids import new_id
 from giftmarket.settings import Settings
 
 
-@dataclass
 class Container:
-    settings: Settings
-    database: Database
-    redis: redis.Redis
-    _closed: bool = field(default=False, repr=False)
+    def __init__(self, settings: Settings, **parts: Any) -> None:
+        self.settings = settings
+        # Parts given here (fakes, test doubles) win over the ones built from settings.
+        for name, part in parts.items():
+            if part is not None:
+                setattr(self, name, part)
+
+    @cached_property
+    def database(self) -> Database:
+        return Database.from_settings(self.settings)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return build_redis(self.settings)
+
+    @cached_property
+    def images(self) -> ImageStore:
+        import os
+
+        from giftmarket.adapters.images import S3ImageStore, build_s3_client
+
+        client = build_s3_client(
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            os.environ.get("AWS_ENDPOINT_URL"),
+        )
+        return S3ImageStore(client, self.settings.images_bucket)
+
+    @cached_property
+    def passwords(self) -> PasswordHasher:
+        from giftmarket.adapters.passwords import Argon2Passwords
+
+        return Argon2Passwords(
+            time_cost=self.settings.password_hash_time_cost,
+            memory_kib=self.settings.password_hash_memory_kib,
+        )
+
+    @cached_property
+    def jwt_secret(self) -> str:
+        if self.settings.jwt_secret_arn:
+            from aws_lambda_powertools.utilities import parameters
+
+            return str(parameters.get_secret(self.settings.jwt_secret_arn, max_age=300))
+        return self.settings.jwt_secret.get_secret_value()
+
+    @cached_property
+    def command_context(self) -> CommandContext:
+        return CommandContext(
+            ids=new_id,
+            passwords=self.passwords,
+            images=self.images,
+            admin_emails=self.settings.admin_email_set,
+            welcome_coupon_amount=self.settings.welcome_coupon_amount,
+        )
+
+    def unit_of_work(self) -> UnitOfWork:
+        from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork
+
+        return SqlAlchemyUnitOfWork(
+            self.database, idempotency_ttl=timedelta(hours=self.settings.idempotency_ttl_hours)
+        )
 
     def close(self) -> None:
-        if not self._closed:
+        if "database" in self.__dict__:
             self.database.dispose()
+        if "redis" in self.__dict__:
             self.redis.close()
-            self._closed = True
 
 
 _lock = threading.Lock()
 _container: Container | None = None
 
 
-def bootstrap(
-    settings: Settings | None = None,
-    database: Database | None = None,
-    redis_client: redis.Redis | None = None,
-) -> Container:
-    """Build a container from the given parts, the rest from settings."""
-    settings = settings or Settings()
-    return Container(
-        settings=settings,
-        database=database or Database.from_settings(settings),
-        redis=redis_client or build_redis(settings),
-    )
+def bootstrap(settings: Settings | None = None, **parts: Any) -> Container:
+    """A container from the given parts, the rest built from settings when first needed."""
+    return Container(settings or Settings(), **parts)
 
 
 def get_container() -> Container:

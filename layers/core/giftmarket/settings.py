@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
 
     jwt_secret: SecretStr = SecretStr(_LOCAL_JWT_SECRET)
+    # In AWS the signing key comes from this Secrets Manager secret (Powertools Parameters).
+    jwt_secret_arn: str | None = None
+    jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # argon2id cost; the defaults are RFC 9106's second recommendation, sized for a
+    # 1 GB Lambda. Tests lower them to keep signups fast.
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
+    # Commands retried after a deadlock or lock-wait timeout before answering 503.
+    command_retries: int = Field(default=3, ge=0)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
     admin_emails: str = "admin@giftmarket.local"
     welcome_coupon_amount: int = Field(default=1000, ge=0, le=10**9)
     seller_fee_bps: int = Field(default=500, ge=0, le=10_000)
@@ -69,8 +79,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_local_defaults_in_aws(self) -> Self:
         if self.environment is Environment.AWS:
-            if self.jwt_secret.get_secret_value() == _LOCAL_JWT_SECRET:
-                raise ValueError("JWT_SECRET must be set outside local mode")
+            local_secret = self.jwt_secret.get_secret_value() == _LOCAL_JWT_SECRET
+            if local_secret and self.jwt_secret_arn is None:
+                raise ValueError("JWT_SECRET_ARN (or JWT_SECRET) must be set outside local mode")
             if self.db_secret_arn is None and (
                 self.db_password.get_secret_value() == _LOCAL_DB_PASSWORD
             ):

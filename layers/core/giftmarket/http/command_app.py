@@ -1,10 +1,280 @@
-"""The command API: every change runs as one unit of work on the primary."""
+"""The command API: every change runs as one unit of work on the primary.
+
+Routes are thin: they turn a request into a command, hand it to the runner (which owns the
+transaction, idempotency and the consistency token) and shape the answer.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import re
+from typing import Any
 
+from fastapi import APIRouter, FastAPI
+
+from giftmarket.commands import accounts, catalog, trading
+from giftmarket.domain.errors import NotFound
+from giftmarket.http import schemas as s
+from giftmarket.http.auth import CurrentUser, Tokens
+from giftmarket.http.command_runner import Run
 from giftmarket.http.problems import install_problem_handlers
+
+router = APIRouter()
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/problem+json": {}}}
+    for code, text in {
+        401: "Not signed in, or the token is invalid or expired",
+        404: "Not found (including other users' objects)",
+        409: "Business conflict; see `code`",
+        422: "Invalid request",
+        503: "The primary database is unavailable; retry after Retry-After seconds",
+    }.items()
+}
+
+
+def entity_id(value: str, resource: str) -> str:
+    """Ids are ULIDs: anything else cannot exist, so it is simply not found."""
+    if not _ULID.match(value):
+        raise NotFound(resource)
+    return value
+
+
+@router.post("/api/auth/signup", status_code=201, response_model=s.AuthPublic, responses=_ERRORS)
+def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
+    """Create an account; the email becomes an admin when listed in ADMIN_EMAILS."""
+    command = accounts.SignUp(body.email, body.password, body.nickname)
+    return run(
+        lambda uow, ctx: accounts.sign_up(uow, command, ctx),
+        status=201,
+        body=body,
+        present=lambda a: {"user_id": a.user_id, "token": tokens.issue(a.user_id)},
+    )
+
+
+@router.post("/api/auth/login", response_model=s.AuthPublic, responses=_ERRORS)
+def login(body: s.LoginRequest, run: Run, tokens: Tokens) -> Any:
+    """Exchange email and password for a bearer token."""
+    command = accounts.SignIn(body.email, body.password)
+    return run(
+        lambda uow, ctx: accounts.sign_in(uow, command, ctx),
+        status=200,
+        body=body,
+        present=lambda a: {"user_id": a.user_id, "token": tokens.issue(a.user_id)},
+    )
+
+
+@router.post("/api/points/charge", response_model=s.BalancePublic, responses=_ERRORS)
+def charge_points(body: s.ChargeRequest, caller: CurrentUser, run: Run) -> Any:
+    """Add points to the caller's available balance."""
+    command = accounts.ChargePoints(caller.user_id, body.amount)
+    return run(
+        lambda uow, ctx: accounts.charge_points(uow, command, ctx),
+        status=200,
+        scope=caller.user_id,
+        body=body,
+        present=lambda b: {"available_points": b.available_points},
+    )
+
+
+@router.post("/api/products", status_code=201, response_model=s.ProductCreated, responses=_ERRORS)
+def register_product(body: s.ProductCreate, caller: CurrentUser, run: Run) -> Any:
+    """Register a product (admins only)."""
+    command = catalog.RegisterProduct(
+        caller.user_id, body.name, body.brand, body.category, body.face_value
+    )
+    return run(
+        lambda uow, ctx: catalog.register_product(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda product_id: {"product_id": product_id},
+    )
+
+
+def _set_like(product_id: str, caller: CurrentUser, run: Run, liked: bool) -> Any:
+    command = catalog.SetLike(caller.user_id, entity_id(product_id, "product"), liked)
+    return run(
+        lambda uow, ctx: catalog.set_like(uow, command, ctx),
+        status=204,
+        scope=caller.user_id,
+        present=lambda _: None,
+    )
+
+
+@router.post(
+    "/api/products/{product_id}/likes", status_code=204, response_model=None, responses=_ERRORS
+)
+def like_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
+    """Like a product; liking twice is the same as once."""
+    return _set_like(product_id, caller, run, liked=True)
+
+
+@router.delete(
+    "/api/products/{product_id}/likes", status_code=204, response_model=None, responses=_ERRORS
+)
+def unlike_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
+    """Take a like back; unliking twice is the same as once."""
+    return _set_like(product_id, caller, run, liked=False)
+
+
+@router.post("/api/images", status_code=201, response_model=s.ImageUploadSlot, responses=_ERRORS)
+def request_image_upload(body: s.ImageUploadRequest, caller: CurrentUser, run: Run) -> Any:
+    """Get a presigned S3 PUT URL for a voucher image (PNG, JPEG or WebP, at most 5 MiB)."""
+    command = catalog.RequestImageUpload(caller.user_id, body.content_type)
+    return run(
+        lambda uow, ctx: catalog.request_image_upload(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda slot: {"image_id": slot.image_id, "upload_url": slot.upload_url},
+    )
+
+
+@router.post(
+    "/api/products/{product_id}/sell-bids",
+    status_code=201,
+    response_model=s.SellBidPlaced,
+    responses=_ERRORS,
+)
+def place_sell_bid(product_id: str, body: s.SellBidCreate, caller: CurrentUser, run: Run) -> Any:
+    """Post an ask with its uploaded voucher image; refused when it would cross the book."""
+    command = trading.PlaceSellBid(
+        caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
+    )
+    return run(
+        lambda uow, ctx: trading.place_sell_bid(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda bid: {"sell_bid_id": bid.bid_id, "status": bid.status},
+    )
+
+
+@router.delete(
+    "/api/sell-bids/{sell_bid_id}", status_code=204, response_model=None, responses=_ERRORS
+)
+def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> Any:
+    """Cancel one of the caller's open asks."""
+    command = trading.CancelSellBid(caller.user_id, entity_id(sell_bid_id, "sell bid"))
+    return run(
+        lambda uow, ctx: trading.cancel_sell_bid(uow, command, ctx),
+        status=204,
+        scope=caller.user_id,
+        present=lambda _: None,
+    )
+
+
+@router.post(
+    "/api/products/{product_id}/buy-bids",
+    status_code=201,
+    response_model=s.BuyBidPlaced,
+    responses=_ERRORS,
+)
+def place_buy_bid(product_id: str, body: s.BuyBidCreate, caller: CurrentUser, run: Run) -> Any:
+    """Bid to buy; the price is escrowed from available points at once."""
+    command = trading.PlaceBuyBid(caller.user_id, entity_id(product_id, "product"), body.price)
+    return run(
+        lambda uow, ctx: trading.place_buy_bid(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda bid: {"buy_bid_id": bid.bid_id, "status": bid.status},
+    )
+
+
+@router.delete(
+    "/api/buy-bids/{buy_bid_id}", status_code=204, response_model=None, responses=_ERRORS
+)
+def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
+    """Cancel one of the caller's open buy bids; its escrow returns to available points."""
+    command = trading.CancelBuyBid(caller.user_id, entity_id(buy_bid_id, "buy bid"))
+    return run(
+        lambda uow, ctx: trading.cancel_buy_bid(uow, command, ctx),
+        status=204,
+        scope=caller.user_id,
+        present=lambda _: None,
+    )
+
+
+@router.post(
+    "/api/products/{product_id}/buy-now",
+    status_code=201,
+    response_model=s.PurchasePublic,
+    responses=_ERRORS,
+)
+def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, run: Run) -> Any:
+    """Buy the cheapest open ask at or below `price`, optionally with a coupon."""
+    command = trading.BuyNow(
+        caller.user_id, entity_id(product_id, "product"), body.price, body.coupon_id
+    )
+    return run(
+        lambda uow, ctx: trading.buy_now(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda p: {
+            "order_id": p.order_id,
+            "price": p.price,
+            "discount": p.discount,
+            "paid": p.paid,
+            "status": p.status,
+        },
+    )
+
+
+@router.post(
+    "/api/products/{product_id}/sell-now",
+    status_code=201,
+    response_model=s.SalePublic,
+    responses=_ERRORS,
+)
+def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser, run: Run) -> Any:
+    """Sell into the highest open buy bid at or above `price`, with the voucher image."""
+    command = trading.SellNow(
+        caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
+    )
+    return run(
+        lambda uow, ctx: trading.sell_now(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda sale: {
+            "order_id": sale.order_id,
+            "price": sale.price,
+            "status": sale.status,
+        },
+    )
+
+
+@router.post(
+    "/api/orders/{order_id}/confirm", response_model=s.OrderStatusPublic, responses=_ERRORS
+)
+def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
+    """The buyer confirms receipt: the order becomes COMPLETED."""
+    command = trading.ConfirmOrder(caller.user_id, entity_id(order_id, "order"))
+    return run(
+        lambda uow, ctx: trading.confirm_order(uow, command, ctx),
+        status=200,
+        scope=caller.user_id,
+        present=lambda status: {"order_id": command.order_id, "status": status},
+    )
+
+
+@router.post(
+    "/api/admin/coupons", status_code=201, response_model=s.CouponCreated, responses=_ERRORS
+)
+def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> Any:
+    """Issue a coupon to a user (admins only)."""
+    command = catalog.IssueCoupon(
+        caller.user_id, body.user_id, body.name, body.discount_amount, body.expires_at
+    )
+    return run(
+        lambda uow, ctx: catalog.issue_coupon(uow, command, ctx),
+        status=201,
+        scope=caller.user_id,
+        body=body,
+        present=lambda coupon_id: {"coupon_id": coupon_id},
+    )
 
 
 def create_command_app() -> FastAPI:
@@ -14,4 +284,5 @@ def create_command_app() -> FastAPI:
         description="Writes: one transaction on the primary per command, events to the outbox.",
     )
     install_problem_handlers(app)
+    app.include_router(router)
     return app

@@ -15,6 +15,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from giftmarket.adapters.db import DatabaseUnavailable
+from giftmarket.commands.context import InvalidCredentials, Unauthenticated
+from giftmarket.commands.ports import IdempotencyKeyReused
+from giftmarket.domain.errors import DomainError, Forbidden, InvalidField, NotFound
+from giftmarket.http.auth import NotAuthenticated
+from giftmarket.http.command_runner import CommandContention, InvalidIdempotencyKey
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,62 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+# Domain errors by class (most specific first); any other DomainError is a 409 conflict.
+_STATUS_BY_DOMAIN_ERROR: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Forbidden, 403),
+    (InvalidField, 422),
+    (InvalidCredentials, 401),
+    (Unauthenticated, 401),
+)
+_BEARER = {"WWW-Authenticate": 'Bearer realm="giftmarket"'}
+
+
+def status_of(error: DomainError) -> int:
+    return next((s for cls, s in _STATUS_BY_DOMAIN_ERROR if isinstance(error, cls)), 409)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = status_of(exc)
+    headers = _BEARER if status == 401 else None
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidField):
+        extra["errors"] = [{"loc": ["body", exc.field], "msg": exc.detail, "type": exc.code}]
+    return problem(status, exc.code, exc.detail, headers=headers, **extra)
+
+
+async def _not_authenticated(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotAuthenticated)
+    return problem(401, "unauthorized", exc.detail, headers=_BEARER)
+
+
+async def _invalid_idempotency_key(request: Request, exc: Exception) -> JSONResponse:
+    return problem(
+        422,
+        "invalid_idempotency_key",
+        "Idempotency-Key must be 1 to 255 printable ASCII characters.",
+    )
+
+
+async def _idempotency_key_reused(request: Request, exc: Exception) -> JSONResponse:
+    return problem(
+        422,
+        "idempotency_key_reused",
+        "This Idempotency-Key was used with a different request; use a new key.",
+    )
+
+
+async def _contention(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("command gave up after retries: %r", exc.__cause__)
+    return problem(
+        503,
+        "contention",
+        "Too many concurrent changes to the same data; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "internal_error", "An unexpected error occurred.")
@@ -97,4 +158,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(NotAuthenticated, _not_authenticated)
+    app.add_exception_handler(InvalidIdempotencyKey, _invalid_idempotency_key)
+    app.add_exception_handler(IdempotencyKeyReused, _idempotency_key_reused)
+    app.add_exception_handler(CommandContention, _contention)
     app.add_exception_handler(Exception, _unexpected)
