@@ -21,6 +21,13 @@ from giftmarket_local.stack import Stack, StackConfig
 LEVELS = ("unit", "functional", "integration", "e2e", "reliability")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # argon2 at production cost takes ~100 ms a hash; tests (and the servers they start,
+    # which inherit the environment) hash with the cheapest parameters instead.
+    os.environ.setdefault("PASSWORD_HASH_TIME_COST", "1")
+    os.environ.setdefault("PASSWORD_HASH_MEMORY_KIB", "1024")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.path)).parts
