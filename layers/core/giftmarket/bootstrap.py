@@ -18,6 +18,7 @@ import redis
 from giftmarket.adapters.cache import build_redis
 from giftmarket.adapters.db import Database
 from giftmarket.commands.context import CommandContext, ImageStore, PasswordHasher
+from giftmarket.commands.executor import CommandExecutor
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain.ids import new_id
 from giftmarket.settings import Settings
@@ -76,6 +77,12 @@ class Container:
             images=self.images,
             admin_emails=self.settings.admin_email_set,
             welcome_coupon_amount=self.settings.welcome_coupon_amount,
+        )
+
+    @cached_property
+    def command_executor(self) -> CommandExecutor:
+        return CommandExecutor(
+            self.unit_of_work, self.command_context, retries=self.settings.command_retries
         )
 
     def unit_of_work(self) -> UnitOfWork:

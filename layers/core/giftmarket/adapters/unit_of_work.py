@@ -12,6 +12,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from giftmarket.adapters import repositories as repos
@@ -19,11 +20,22 @@ from giftmarket.adapters.db import (
     Database,
     DatabaseUnavailable,
     is_connectivity_error,
+    mysql_error_code,
     short_reason,
     translate_primary_errors,
 )
 from giftmarket.adapters.outbox import write_events
-from giftmarket.commands.ports import Committed, UnitOfWork
+from giftmarket.commands.ports import Committed, TransientConflict, UnitOfWork
+
+# 1213: chosen as a deadlock victim; 1205: lock wait timeout. Both roll the transaction back
+# and mean only that it should run again.
+_RACE_ERROR_CODES = frozenset({1205, 1213})
+
+
+def _lost_a_race(exc: BaseException) -> bool:
+    if isinstance(exc, repos.StaleAggregate):
+        return True
+    return isinstance(exc, DBAPIError) and mysql_error_code(exc) in _RACE_ERROR_CODES
 
 
 class SqlAlchemyUnitOfWork(UnitOfWork):
@@ -75,6 +87,8 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         if exc is not None and is_connectivity_error(exc):
             # Lost the primary anywhere in the command (failover, outage): a retryable 503.
             raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+        if exc is not None and _lost_a_race(exc):
+            raise TransientConflict(str(exc)[:200]) from exc
 
     def flush(self) -> Committed:
         assert self._tracker is not None, "flush outside the `with` block"

@@ -138,6 +138,11 @@ class StoredResponse:
     headers: dict[str, str]
 
 
+class TransientConflict(Exception):
+    """The transaction lost a race it can simply run again (deadlock, lock wait timeout,
+    a row changed under an unlocked read)."""
+
+
 class IdempotencyKeyReused(Exception):
     """The key was used before with a different request."""
 

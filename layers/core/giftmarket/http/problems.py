@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from giftmarket.adapters.db import DatabaseUnavailable
 from giftmarket.commands.context import InvalidCredentials, Unauthenticated
+from giftmarket.commands.executor import CommandContention
 from giftmarket.commands.ports import IdempotencyKeyReused
 from giftmarket.domain.errors import DomainError, Forbidden, InvalidField, NotFound
 from giftmarket.http.auth import NotAuthenticated
-from giftmarket.http.command_runner import CommandContention, InvalidIdempotencyKey
+from giftmarket.http.command_runner import InvalidIdempotencyKey
 
 log = logging.getLogger(__name__)
 
