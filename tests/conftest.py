@@ -26,6 +26,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # which inherit the environment) hash with the cheapest parameters instead.
     os.environ.setdefault("PASSWORD_HASH_TIME_COST", "1")
     os.environ.setdefault("PASSWORD_HASH_MEMORY_KIB", "1024")
+    # Dummy credentials: a test can only ever talk to LocalStack or moto, never to a real
+    # AWS account that happens to be configured on the machine.
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_SESSION_TOKEN": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ[key] = value
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -42,14 +42,9 @@ class Container:
 
     @cached_property
     def images(self) -> ImageStore:
-        import os
-
         from giftmarket.adapters.images import S3ImageStore, build_s3_client
 
-        client = build_s3_client(
-            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-            os.environ.get("AWS_ENDPOINT_URL"),
-        )
+        client = build_s3_client(self.settings.aws_region, self.settings.aws_endpoint_url)
         return S3ImageStore(client, self.settings.images_bucket)
 
     @cached_property

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     welcome_coupon_amount: int = Field(default=1000, ge=0, le=10**9)
     seller_fee_bps: int = Field(default=500, ge=0, le=10_000)
 
+    # AWS_REGION is set by the Lambda runtime; AWS_ENDPOINT_URL points boto3 at LocalStack.
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
     images_bucket: str = "giftmarket-images"
     events_queue_url: str | None = None
 
