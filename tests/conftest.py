@@ -15,7 +15,7 @@ import pytest
 
 from giftmarket.adapters.db import Database
 from giftmarket.settings import Settings
-from giftmarket_local.migrations import upgrade
+from giftmarket_local.migrations import reset
 from giftmarket_local.stack import Stack, StackConfig
 
 LEVELS = ("unit", "functional", "integration", "e2e", "reliability")
@@ -50,8 +50,7 @@ def stack() -> Iterator[Stack]:
     test_stack = Stack(StackConfig.for_profile("test"))
     test_stack.up()
     # Every session starts from an empty schema, and proves the migrations both ways.
-    upgrade(test_stack.config, "base")
-    upgrade(test_stack.config, "head")
+    reset(test_stack.config)
     test_stack.wait_replica_caught_up()
     yield test_stack
     if not os.environ.get("GM_KEEP_TEST_STACK"):

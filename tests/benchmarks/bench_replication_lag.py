@@ -9,7 +9,6 @@ Run: make bench   (or .venv/bin/python tests/benchmarks/bench_replication_lag.py
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -17,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+from benchcommon import OUT, bench_stack, percentile, pyplot, write_result
 
-from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
-
-OUT = REPO_ROOT / "bench-results"
+from giftmarket_local.stack import Stack, StackConfig
 
 
 def connect(config: StackConfig, port: int) -> pymysql.Connection[Any]:
@@ -32,11 +30,6 @@ def connect(config: StackConfig, port: int) -> pymysql.Connection[Any]:
         database=config.db_name,
         autocommit=True,
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def measure(stack: Stack, samples: int) -> list[float]:
@@ -67,12 +60,8 @@ def measure(stack: Stack, samples: int) -> list[float]:
 
 
 def main(samples: int = 1000) -> None:
-    stack = Stack(StackConfig.for_profile("test"))
-    started = stack.up()
-    try:
+    with bench_stack() as stack:
         lags = measure(stack, samples)
-    finally:
-        stack.stop(started)
     result = {
         "samples": len(lags),
         "durable": stack.config.durable,
@@ -81,18 +70,12 @@ def main(samples: int = 1000) -> None:
         "max_ms": round(max(lags), 3),
         "mean_ms": round(statistics.fmean(lags), 3),
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "replication_lag.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("replication_lag", result)
     plot(lags, OUT / "replication_lag.png")
-    print(json.dumps(result, indent=2))
 
 
 def plot(lags: list[float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(lags, bins=60, color="#3b7dd8")
     ax.axvline(statistics.median(lags), color="black", linestyle="--", label="p50")

@@ -71,17 +71,12 @@ def new_product(run: CommandExecutor) -> str:
     return call(run, lambda uow, ctx: catalog.register_product(uow, command, ctx))
 
 
-_admin: dict[str, str] = {}
-
-
 def admin_id(run: CommandExecutor) -> str:
-    if "id" not in _admin:
-        command = accounts.SignIn(ADMIN, "password123")
-        try:
-            _admin["id"] = call(run, lambda uow, ctx: accounts.sign_in(uow, command, ctx)).user_id
-        except DomainError:
-            _admin["id"] = sign_up(run, ADMIN)
-    return _admin["id"]
+    command = accounts.SignIn(ADMIN, "password123")
+    try:
+        return call(run, lambda uow, ctx: accounts.sign_in(uow, command, ctx)).user_id
+    except DomainError:
+        return sign_up(run, ADMIN)
 
 
 def uploaded_image(run: CommandExecutor, container: Container, seller_id: str) -> str:

@@ -1,8 +1,8 @@
 """The X-Consistency-Token: what a command wrote, so a later query can wait for it.
 
-It carries the highest outbox id the command wrote and the version of every aggregate it
-changed. It is not a secret and grants nothing: a forged token can only make a query wait
-(bounded) and then read the primary.
+It carries the ids of the outbox events the command wrote and the version of every
+aggregate it changed. It is not a secret and grants nothing: a forged token can only make
+a query wait (bounded) and then read the primary.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ MAX_TOKEN_LENGTH = 4096
 
 @dataclass(frozen=True)
 class ConsistencyToken:
-    outbox_id: int = 0
+    outbox_ids: tuple[str, ...] = ()
     versions: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> str:
-        raw = json.dumps({"o": self.outbox_id, "v": self.versions}, separators=(",", ":"))
+        raw = json.dumps({"o": list(self.outbox_ids), "v": self.versions}, separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
@@ -37,9 +37,11 @@ class ConsistencyToken:
             return None
         if not isinstance(data, dict):
             return None
-        outbox_id, versions = data.get("o"), data.get("v")
-        if not isinstance(outbox_id, int) or not isinstance(versions, dict):
+        outbox_ids, versions = data.get("o"), data.get("v")
+        if not isinstance(outbox_ids, list) or not isinstance(versions, dict):
+            return None
+        if not all(isinstance(i, str) for i in outbox_ids):
             return None
         if not all(isinstance(k, str) and type(v) is int for k, v in versions.items()):
             return None
-        return cls(outbox_id, versions)
+        return cls(tuple(outbox_ids), versions)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Row, Select, Table, delete, insert, select, update
+from sqlalchemy import Row, Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,7 +65,11 @@ def _base_type(hint: Any) -> Any:
 
 
 class Mapper(Generic[A]):
-    """Row ↔ aggregate by field name; `events` and other non-column fields are skipped."""
+    """Row ↔ aggregate by field name; `events` and other non-column fields are skipped.
+
+    Its statements are built once, with bound parameters: building a SQLAlchemy statement
+    costs more CPU than executing it, and a command runs a dozen of them.
+    """
 
     def __init__(self, cls: type[A], table: Table) -> None:
         self.cls = cls
@@ -77,6 +81,20 @@ class Mapper(Generic[A]):
             for f in fields(cls)  # type: ignore[arg-type]
             if f.name in columns
         }
+        self.insert = insert(table)
+        self.by_id = select(table).where(table.c.id == bindparam("id"))
+        self.by_id_locked = self.by_id.with_for_update()
+        self.update = (
+            update(table)
+            .where(table.c.id == bindparam("k_id"), table.c.version == bindparam("k_version"))
+            .values({name: bindparam(f"v_{name}") for name in self._fields if name != "id"})
+        )
+
+    def update_params(self, aggregate: A, loaded_version: int) -> dict[str, object]:
+        row = self.to_row(aggregate)
+        params: dict[str, object] = {f"v_{name}": value for name, value in row.items()}
+        params.update(k_id=row["id"], k_version=loaded_version)
+        return params
 
     def to_row(self, aggregate: A) -> dict[str, object]:
         return {name: _to_column(getattr(aggregate, name)) for name in self._fields}
@@ -128,16 +146,10 @@ class Tracker:
             version = getattr(seen.aggregate, "version")  # noqa: B009
             if version == seen.loaded_version:
                 continue
-            table = seen.mapper.table
-            row = seen.mapper.to_row(seen.aggregate)
-            aggregate_id = row.pop("id")
-            result = self.session.execute(
-                update(table)
-                .where(table.c.id == aggregate_id, table.c.version == seen.loaded_version)
-                .values(**row)
-            )
+            params = seen.mapper.update_params(seen.aggregate, seen.loaded_version)
+            result = self.session.execute(seen.mapper.update, params)
             if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise StaleAggregate(f"{table.name} {aggregate_id} changed meanwhile")
+                raise StaleAggregate(f"{seen.mapper.table.name} {params['k_id']} changed meanwhile")
             seen.loaded_version = version
 
     def new_events(self) -> Iterator[DomainEvent]:
@@ -155,15 +167,15 @@ class _SqlRepository(Generic[A]):
         self._session = tracker.session
 
     def add(self, aggregate: A) -> None:
-        self._session.execute(insert(self.mapper.table).values(**self.mapper.to_row(aggregate)))
+        self._session.execute(self.mapper.insert, self.mapper.to_row(aggregate))
         self._tracker.track(self.mapper, aggregate)
 
     def _one(
-        self, query: Select[Any], *, lock: bool = False, skip_locked: bool = False
+        self, query: Select[Any], params: dict[str, object], *, lock: bool = False
     ) -> A | None:
-        if lock:
-            query = query.with_for_update(skip_locked=skip_locked)
-        row = self._session.execute(query).first()
+        """The aggregate of the first row of `query` (which already carries its FOR UPDATE
+        when `lock`), from the identity map when this unit of work has seen it."""
+        row = self._session.execute(query, params).first()
         if row is None:
             return None
         if lock:
@@ -174,11 +186,11 @@ class _SqlRepository(Generic[A]):
         return self._tracker.track(self.mapper, self.mapper.from_row(row))
 
     def get(self, aggregate_id: str, *, lock: bool = False) -> A | None:
-        table = self.mapper.table
         known = self._tracker.lookup(self.mapper, aggregate_id)
         if known is not None and not lock:
             return known
-        return self._one(select(table).where(table.c.id == aggregate_id), lock=lock)
+        query = self.mapper.by_id_locked if lock else self.mapper.by_id
+        return self._one(query, {"id": aggregate_id}, lock=lock)
 
 
 def _mapper(cls: type[A], table: Table) -> Mapper[A]:
@@ -198,19 +210,20 @@ class SqlUserRepository(_SqlRepository[User], ports.UserRepository):
                 raise EmailTaken() from exc
             raise
 
+    _by_email = select(tables.users).where(tables.users.c.email == bindparam("email"))
+    _lock_many = (
+        select(tables.users)
+        .where(tables.users.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(tables.users.c.id)
+        .with_for_update()
+    )
+
     def get_by_email(self, email: str) -> User | None:
-        return self._one(select(tables.users).where(tables.users.c.email == normalize_email(email)))
+        return self._one(self._by_email, {"email": normalize_email(email)})
 
     def lock_many(self, user_ids: Sequence[str]) -> dict[str, User]:
-        ordered = sorted(set(user_ids))
-        query = (
-            select(tables.users)
-            .where(tables.users.c.id.in_(ordered))
-            .order_by(tables.users.c.id)
-            .with_for_update()
-        )
         found: dict[str, User] = {}
-        for row in self._session.execute(query):
+        for row in self._session.execute(self._lock_many, {"ids": sorted(set(user_ids))}):
             self._tracker.check_fresh(self.mapper, row)
             user = self._tracker.lookup(self.mapper, row.id) or self._tracker.track(
                 self.mapper, self.mapper.from_row(row)
@@ -255,56 +268,68 @@ class SqlImageRepository(_SqlRepository[Image], ports.ImageRepository):
     mapper = _mapper(Image, tables.images)
 
 
+_OPEN = BidStatus.OPEN.value
+_asks, _bids = tables.sell_bids, tables.buy_bids
+
+
 class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
     mapper = _mapper(SellBid, tables.sell_bids)
-    t = tables.sell_bids
+    _lowest = (
+        select(_asks.c.price)
+        .where(_asks.c.product_id == bindparam("product_id"), _asks.c.status == _OPEN)
+        .order_by(_asks.c.price)
+        .limit(1)
+    )
+    _best = (
+        select(_asks)
+        .where(
+            _asks.c.product_id == bindparam("product_id"),
+            _asks.c.status == _OPEN,
+            _asks.c.price <= bindparam("max_price"),
+            _asks.c.seller_id != bindparam("buyer_id"),
+        )
+        .order_by(_asks.c.price, _asks.c.created_at, _asks.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
 
     def lowest_open_price(self, product_id: str) -> int | None:
-        query = select(self.t.c.price).where(
-            self.t.c.product_id == product_id, self.t.c.status == BidStatus.OPEN.value
-        )
-        price = self._session.execute(query.order_by(self.t.c.price).limit(1)).scalar()
+        price = self._session.execute(self._lowest, {"product_id": product_id}).scalar()
         return None if price is None else int(price)
 
     def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
-        query = (
-            select(self.t)
-            .where(
-                self.t.c.product_id == product_id,
-                self.t.c.status == BidStatus.OPEN.value,
-                self.t.c.price <= max_price,
-                self.t.c.seller_id != buyer_id,
-            )
-            .order_by(self.t.c.price, self.t.c.created_at, self.t.c.id)
-            .limit(1)
-        )
-        return self._one(query, lock=True, skip_locked=True)
+        params = {"product_id": product_id, "max_price": max_price, "buyer_id": buyer_id}
+        return self._one(self._best, params, lock=True)
 
 
 class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
     mapper = _mapper(BuyBid, tables.buy_bids)
-    t = tables.buy_bids
+    _highest = (
+        select(_bids.c.price)
+        .where(_bids.c.product_id == bindparam("product_id"), _bids.c.status == _OPEN)
+        .order_by(_bids.c.price.desc())
+        .limit(1)
+    )
+    _best = (
+        select(_bids)
+        .where(
+            _bids.c.product_id == bindparam("product_id"),
+            _bids.c.status == _OPEN,
+            _bids.c.price >= bindparam("min_price"),
+            _bids.c.buyer_id != bindparam("seller_id"),
+        )
+        .order_by(_bids.c.price.desc(), _bids.c.created_at, _bids.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
 
     def highest_open_price(self, product_id: str) -> int | None:
-        query = select(self.t.c.price).where(
-            self.t.c.product_id == product_id, self.t.c.status == BidStatus.OPEN.value
-        )
-        price = self._session.execute(query.order_by(self.t.c.price.desc()).limit(1)).scalar()
+        price = self._session.execute(self._highest, {"product_id": product_id}).scalar()
         return None if price is None else int(price)
 
     def take_best(self, product_id: str, min_price: int, seller_id: str) -> BuyBid | None:
-        query = (
-            select(self.t)
-            .where(
-                self.t.c.product_id == product_id,
-                self.t.c.status == BidStatus.OPEN.value,
-                self.t.c.price >= min_price,
-                self.t.c.buyer_id != seller_id,
-            )
-            .order_by(self.t.c.price.desc(), self.t.c.created_at, self.t.c.id)
-            .limit(1)
-        )
-        return self._one(query, lock=True, skip_locked=True)
+        params = {"product_id": product_id, "min_price": min_price, "seller_id": seller_id}
+        return self._one(self._best, params, lock=True)
 
 
 class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):

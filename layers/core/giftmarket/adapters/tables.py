@@ -261,12 +261,14 @@ orders = Table(
 )
 
 # The transactional outbox: written in the same transaction as the change it describes.
-# Rows are claimed with FOR UPDATE SKIP LOCKED among those not yet published; ids commit
-# out of order, so nobody scans "greater than the last id seen".
+# Ids are ULIDs made by the writer (time-ordered, known before the insert, so a command's
+# events go in one multi-row INSERT). Rows are claimed with FOR UPDATE SKIP LOCKED among
+# those not yet published; nobody scans "greater than the last id seen", since transactions
+# commit out of id order.
 outbox = Table(
     "outbox",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("id", ulid(), primary_key=True),
     Column("aggregate_type", String(32), nullable=False),
     Column("aggregate_id", String(64, collation="ascii_bin"), nullable=False),
     Column("aggregate_version", Integer, nullable=False),

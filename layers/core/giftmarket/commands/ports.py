@@ -165,12 +165,8 @@ class IdempotencyStore(ABC):
 class Committed:
     """What a commit wrote to the outbox: the read side's read-your-writes target."""
 
-    outbox_ids: tuple[int, ...]
+    outbox_ids: tuple[str, ...]
     versions: dict[str, int]  # "aggregate_type:aggregate_id" -> version written
-
-    @property
-    def last_outbox_id(self) -> int:
-        return max(self.outbox_ids, default=0)
 
 
 class UnitOfWork(ABC):

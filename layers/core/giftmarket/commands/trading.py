@@ -124,9 +124,9 @@ class Purchase:
 
 
 def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
-    product = found(uow.products.get(command.product_id), "product")
-    ask = uow.sell_bids.take_best(product.id, command.price, command.buyer_id)
+    ask = uow.sell_bids.take_best(command.product_id, command.price, command.buyer_id)
     if ask is None:
+        found(uow.products.get(command.product_id), "product")
         raise NoMatchingBid(f"no open sell bid at or below {command.price}.")
     users = uow.users.lock_many([command.buyer_id, ask.seller_id])
     buyer = users.get(command.buyer_id) or acting_user(uow, command.buyer_id)
@@ -165,9 +165,9 @@ class Sale:
 
 def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
     stored = _describe_image(ctx, command.seller_id, command.image_id)
-    product = found(uow.products.get(command.product_id), "product")
-    bid = uow.buy_bids.take_best(product.id, command.price, command.seller_id)
+    bid = uow.buy_bids.take_best(command.product_id, command.price, command.seller_id)
     if bid is None:
+        found(uow.products.get(command.product_id), "product")
         raise NoMatchingBid(f"no open buy bid at or above {command.price}.")
     users = uow.users.lock_many([command.seller_id, bid.buyer_id])
     seller = users.get(command.seller_id) or acting_user(uow, command.seller_id)

@@ -58,7 +58,7 @@ class CommandRunner:
     ) -> Response:
         def respond(result: R, written: Committed) -> StoredResponse:
             content = present(result)
-            token = ConsistencyToken(written.last_outbox_id, written.versions).encode()
+            token = ConsistencyToken(written.outbox_ids, written.versions).encode()
             return StoredResponse(
                 status=status,
                 body="" if content is None else json.dumps(content, separators=(",", ":")),

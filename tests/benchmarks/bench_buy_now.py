@@ -1,0 +1,365 @@
+"""Buy-now throughput with 1, 8 and 32 concurrent clients, on the real primary.
+
+Each client is a separate process with its own container (engines, pool), as each warm
+Lambda execution environment is: threads in one Python process would measure the GIL, not
+the system. Two paths, in one run: the command executor (domain + one transaction with
+its row locks, ledger postings and outbox rows), and the whole command Lambda handler fed
+API Gateway events (adding JWT, FastAPI and Mangum). Afterwards it checks what matters
+more than speed: no ask sold twice, orders == successful responses, the ledger sums to
+zero and every balance equals its postings.
+
+Run: make bench   (or .venv/bin/python tests/benchmarks/bench_buy_now.py [seconds-per-level])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from benchcommon import OUT, bench_settings, bench_stack, percentile, pyplot, write_result
+from sqlalchemy import func, insert, select
+
+from giftmarket.adapters import tables
+from giftmarket.bootstrap import Container, bootstrap, set_container
+from giftmarket.commands import trading
+from giftmarket.domain.errors import NoMatchingBid, NotFound
+from giftmarket.domain.ids import new_id
+from giftmarket.http.auth import TokenService
+from giftmarket.settings import Settings
+from giftmarket_local.runner import LambdaContext, build_http_api_event, load_handler
+from giftmarket_local.template import Route, read_application
+
+LEVELS = (1, 8, 32)
+PRODUCTS = 20
+SELLERS = 200
+BUYERS = 64
+ASKS = 24_000
+
+
+def seed(container: Container) -> tuple[list[str], list[str]]:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rng = random.Random(7)
+    products = [new_id() for _ in range(PRODUCTS)]
+    sellers = [new_id() for _ in range(SELLERS)]
+    buyers = [new_id() for _ in range(BUYERS)]
+
+    def user(user_id: str, available: int) -> dict[str, Any]:
+        return {
+            "id": user_id,
+            "email": f"{user_id.lower()}@bench.local",
+            "nickname": "bench",
+            "password_hash": "x",
+            "available_points": available,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    budget = 10**9
+    with container.database.writer.begin() as conn:
+        conn.execute(
+            insert(tables.users), [user(s, 0) for s in sellers] + [user(b, budget) for b in buyers]
+        )
+        charges = []
+        for b in buyers:
+            txn = new_id()
+            charges += [
+                {
+                    "txn_id": txn,
+                    "account_owner": "external",
+                    "bucket": "charges",
+                    "amount": -budget,
+                    "reason": "charge",
+                    "ref_type": "user",
+                    "ref_id": b,
+                    "created_at": now,
+                },
+                {
+                    "txn_id": txn,
+                    "account_owner": b,
+                    "bucket": "available",
+                    "amount": budget,
+                    "reason": "charge",
+                    "ref_type": "user",
+                    "ref_id": b,
+                    "created_at": now,
+                },
+            ]
+        conn.execute(insert(tables.ledger_entries), charges)
+        conn.execute(
+            insert(tables.products),
+            [
+                {
+                    "id": p,
+                    "name": f"product {i}",
+                    "brand": "bench",
+                    "category": "coffee",
+                    "face_value": 5000,
+                    "created_at": now,
+                }
+                for i, p in enumerate(products)
+            ],
+        )
+        for start in range(0, ASKS, 2000):
+            images, asks = [], []
+            for _ in range(start, min(ASKS, start + 2000)):
+                seller, image_id = rng.choice(sellers), new_id()
+                images.append(
+                    {
+                        "id": image_id,
+                        "owner_id": seller,
+                        "s3_key": f"images/{seller}/{image_id}",
+                        "content_type": "image/png",
+                        "status": "ATTACHED",
+                        "size_bytes": 1024,
+                        "created_at": now,
+                        "attached_at": now,
+                    }
+                )
+                asks.append(
+                    {
+                        "id": new_id(),
+                        "product_id": rng.choice(products),
+                        "seller_id": seller,
+                        "price": rng.randint(4000, 5000),
+                        "image_id": image_id,
+                        "status": "OPEN",
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            conn.execute(insert(tables.images), images)
+            conn.execute(insert(tables.sell_bids), asks)
+    return products, buyers
+
+
+@dataclass(frozen=True)
+class Job:
+    path: str  # "executor" or "lambda_handler"
+    client: int
+    seconds: float
+    settings: dict[str, Any]
+    products: list[str]
+    buyers: list[str]
+
+
+_start_line: Any = None
+
+
+def _join(start_line: Any) -> None:
+    global _start_line
+    _start_line = start_line
+
+
+def client_process(job: Job) -> tuple[int, int, list[float]]:
+    """One client: a fresh process with its own container, buying until time is up."""
+    container = bootstrap(Settings.model_validate(job.settings))
+    set_container(container)
+    try:
+        make = via_executor if job.path == "executor" else via_lambda_handler
+        buy = make(container, job.buyers)
+        buy(job.client, "0" * 26)  # warm up: imports, connections (no such product: refused)
+        rng = random.Random(job.client)
+        latencies: list[float] = []
+        ok = refused = 0
+        _start_line.wait()  # every client warm, then all start at once
+        stop_at = time.perf_counter() + job.seconds
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            if buy(job.client, rng.choice(job.products)):
+                ok += 1
+            else:
+                refused += 1
+            latencies.append((time.perf_counter() - began) * 1000)
+        return ok, refused, latencies
+    finally:
+        set_container(None)
+        container.close()
+
+
+def drive(
+    path: str,
+    clients: int,
+    seconds: float,
+    settings: Settings,
+    products: list[str],
+    buyers: list[str],
+) -> dict[str, Any]:
+    jobs = [Job(path, i, seconds, settings.model_dump(), products, buyers) for i in range(clients)]
+    spawn = multiprocessing.get_context("spawn")
+    start_line = spawn.Barrier(clients)
+    with spawn.Pool(clients, initializer=_join, initargs=(start_line,)) as pool:
+        outcomes = pool.map(client_process, jobs, chunksize=1)
+    ok = sum(o[0] for o in outcomes)
+    latencies = [ms for o in outcomes for ms in o[2]]
+    return {
+        "clients": clients,
+        "orders": ok,
+        "refused": sum(o[1] for o in outcomes),
+        "orders_per_s": round(ok / seconds, 1),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+    }
+
+
+def via_executor(container: Container, buyers: list[str]) -> Callable[[int, str], bool]:
+    executor = container.command_executor
+
+    def buy(client: int, product_id: str) -> bool:
+        command = trading.BuyNow(buyers[client % len(buyers)], product_id, 10**6)
+        try:
+            executor.execute(lambda uow, ctx: trading.buy_now(uow, command, ctx))
+        except (NoMatchingBid, NotFound):
+            return False
+        return True
+
+    return buy
+
+
+def via_lambda_handler(container: Container, buyers: list[str]) -> Callable[[int, str], bool]:
+    spec = read_application().functions["CommandApiFunction"]
+    _, handler = load_handler(spec)
+    tokens = TokenService(
+        container.jwt_secret, timedelta(seconds=container.settings.jwt_ttl_seconds)
+    )
+    bearer = [tokens.issue(b) for b in buyers]
+    route = Route("POST", "/api/products/{product_id}/buy-now", spec.logical_id)
+    loops = threading.local()
+    body = json.dumps({"price": 10**6}).encode()
+
+    def buy(client: int, product_id: str) -> bool:
+        if not hasattr(loops, "loop"):
+            loops.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loops.loop)
+        event = build_http_api_event(
+            method="POST",
+            raw_path=f"/api/products/{product_id}/buy-now",
+            raw_query="",
+            headers=[
+                ("content-type", "application/json"),
+                ("authorization", f"Bearer {bearer[client % len(bearer)]}"),
+            ],
+            body=body,
+            route=route,
+            path_parameters={"product_id": product_id},
+        )
+        result = handler(
+            event, LambdaContext(spec.logical_id, spec.memory_mb, spec.timeout_seconds)
+        )
+        if result["statusCode"] == 201:
+            return True
+        if result["statusCode"] in (404, 409):
+            return False
+        raise RuntimeError(f"unexpected {result['statusCode']}: {result.get('body')}")
+
+    return buy
+
+
+def verify(container: Container, orders: int) -> dict[str, Any]:
+    o, e, u = tables.orders, tables.ledger_entries, tables.users
+    with container.database.writer.connect() as conn:
+        total_orders = conn.execute(select(func.count()).select_from(o)).scalar_one()
+        double_sold = conn.execute(
+            select(func.count()).select_from(
+                select(o.c.sell_bid_id)
+                .group_by(o.c.sell_bid_id)
+                .having(func.count() > 1)
+                .subquery()
+            )
+        ).scalar_one()
+        ledger_sum = conn.execute(select(func.coalesce(func.sum(e.c.amount), 0))).scalar_one()
+        sums = {
+            (owner, bucket): int(total)
+            for owner, bucket, total in conn.execute(
+                select(e.c.account_owner, e.c.bucket, func.sum(e.c.amount)).group_by(
+                    e.c.account_owner, e.c.bucket
+                )
+            )
+        }
+        mismatched = sum(
+            1
+            for uid, a, esc, p in conn.execute(
+                select(u.c.id, u.c.available_points, u.c.escrowed_points, u.c.pending_points)
+            )
+            if (a, esc, p)
+            != (
+                sums.get((uid, "available"), 0),
+                sums.get((uid, "escrowed"), 0),
+                sums.get((uid, "pending"), 0),
+            )
+        )
+        outbox_rows = conn.execute(select(func.count()).select_from(tables.outbox)).scalar_one()
+    assert total_orders == orders, (total_orders, orders)
+    assert double_sold == 0 and ledger_sum == 0 and mismatched == 0
+    return {
+        "orders": total_orders,
+        "asks_sold_twice": double_sold,
+        "ledger_sum": int(ledger_sum),
+        "balances_not_matching_ledger": mismatched,
+        "outbox_rows": outbox_rows,
+    }
+
+
+def main(seconds: float = 4.0) -> None:
+    with bench_stack() as stack:
+        # Like a Lambda container: one connection each (the clients are processes).
+        settings = bench_settings(stack, db_pool_size=1, db_max_overflow=1)
+        container = bootstrap(settings)
+        set_container(container)
+        try:
+            products, buyers = seed(container)
+            results: dict[str, list[dict[str, Any]]] = {}
+            for path in ("executor", "lambda_handler"):
+                results[path] = [
+                    drive(path, n, seconds, settings, products, buyers) for n in LEVELS
+                ]
+            orders = sum(r["orders"] for rows in results.values() for r in rows)
+            checks = verify(container, orders)
+        finally:
+            set_container(None)
+            container.close()
+    result = {
+        "seconds_per_level": seconds,
+        "levels": results,
+        "checks": checks,
+        "durable": stack.config.durable,
+    }
+    write_result("buy_now", result)
+    plot(results)
+
+
+def plot(results: dict[str, list[dict[str, Any]]]) -> None:
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for color, (name, rows) in zip(("C0", "C1"), results.items(), strict=False):
+        clients = [r["clients"] for r in rows]
+        left.plot(clients, [r["orders_per_s"] for r in rows], marker="o", color=color, label=name)
+        right.plot(
+            clients, [r["p99_ms"] for r in rows], marker="o", color=color, label=f"{name} p99"
+        )
+        right.plot(
+            clients, [r["p50_ms"] for r in rows], marker="x", linestyle="--", label=f"{name} p50"
+        )
+    left.axhline(300, color="grey", linestyle=":", label="goal 300/s")
+    left.set(
+        xlabel="concurrent clients", ylabel="buy-now orders/s", xscale="log", title="throughput"
+    )
+    right.set(xlabel="concurrent clients", ylabel="ms", xscale="log", title="latency")
+    left.legend()
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "buy_now.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 4.0)
