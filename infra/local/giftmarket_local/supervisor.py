@@ -37,7 +37,9 @@ def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
         upgrade(stack.config)
         # The handlers read their settings from the environment, as in Lambda.
         os.environ.update(stack.config.app_env())
-        os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "giftmarket")
+        # EMF metrics are one JSON line per invocation on stdout: useful in CloudWatch,
+        # noise in a terminal. POWERTOOLS_METRICS_DISABLED=false make run shows them.
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         gateway = Gateway(read_application())
         server = make_server(gateway, host, port)
         serving = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 
@@ -27,6 +29,7 @@ from giftmarket.http.deps import ContainerDep
 
 R = TypeVar("R")
 
+metrics = Metrics()
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 ANONYMOUS_SCOPE = "anonymous"
 
@@ -65,6 +68,7 @@ class CommandRunner:
                 headers={CONSISTENCY_HEADER: token},
             )
 
+        metrics.add_metric(name="Commands", unit=MetricUnit.Count, value=1)
         executor = self.container.command_executor
         key = self.idempotency_key
         if key is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,6 +25,9 @@ from giftmarket.http.auth import NotAuthenticated
 from giftmarket.http.command_runner import InvalidIdempotencyKey
 
 log = logging.getLogger(__name__)
+# Shares its metric set with the handler's Metrics (Powertools keeps one per process), so
+# what is added here is flushed with the invocation's EMF record.
+metrics = Metrics()
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 2
@@ -86,6 +91,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DatabaseUnavailable)
     log.warning("database unavailable: %s", exc)
+    metrics.add_metric(name="DatabaseUnavailable", unit=MetricUnit.Count, value=1)
     return problem(
         503,
         "database_unavailable",
@@ -112,6 +118,7 @@ def status_of(error: DomainError) -> int:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = status_of(exc)
+    metrics.add_metric(name="RequestsRefused", unit=MetricUnit.Count, value=1)
     headers = _BEARER if status == 401 else None
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidField):
@@ -142,6 +149,7 @@ async def _idempotency_key_reused(request: Request, exc: Exception) -> JSONRespo
 
 async def _contention(request: Request, exc: Exception) -> JSONResponse:
     log.warning("command gave up after retries: %r", exc.__cause__)
+    metrics.add_metric(name="CommandContention", unit=MetricUnit.Count, value=1)
     return problem(
         503,
         "contention",
@@ -152,6 +160,7 @@ async def _contention(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    metrics.add_metric(name="UnhandledErrors", unit=MetricUnit.Count, value=1)
     return problem(500, "internal_error", "An unexpected error occurred.")
 
 

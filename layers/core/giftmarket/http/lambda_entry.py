@@ -1,0 +1,41 @@
+"""The Lambda handler around an ASGI app: Powertools logging, tracing and metrics.
+
+Each function's app.py is then one line: `handler = lambda_handler(create_..._app(), ...)`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from fastapi import FastAPI
+from mangum import Mangum
+
+# Mangum and Powertools each type the context object; the runtime passes one object to both.
+# A request that records no metric of its own (a health check) is normal, not a warning.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
+    logger = Logger(service=service)
+    # Only the libraries the functions use are patched: each patch costs cold-start time.
+    tracer = Tracer(service=service, patch_modules=["botocore", "pymysql"])
+    metrics = Metrics(namespace="giftmarket", service=service)
+    asgi = Mangum(app, lifespan="off")
+
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        response: dict[str, Any] = asgi(event, context)
+        return response
+
+    wrapped: LambdaHandler = handler
+    return wrapped
