@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from fastapi import FastAPI
 from mangum import Mangum
+from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
 # Mangum and Powertools each type the context object; the runtime passes one object to both.
 # A request that records no metric of its own (a health check) is normal, not a warning.
@@ -26,7 +27,10 @@ def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
     # Only the libraries the functions use are patched: each patch costs cold-start time.
     tracer = Tracer(service=service, patch_modules=["botocore", "pymysql"])
     metrics = Metrics(namespace="giftmarket", service=service)
-    asgi = Mangum(app, lifespan="off")
+    # Problem details are text too: without this Mangum would base64-encode every error body.
+    asgi = Mangum(
+        app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/problem+json"]
+    )
 
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
