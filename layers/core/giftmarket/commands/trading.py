@@ -16,6 +16,7 @@ from giftmarket.domain import marketplace
 from giftmarket.domain.errors import CouponUnavailable, NoMatchingBid
 from giftmarket.domain.images import s3_key_for
 from giftmarket.domain.orderbook import BidStatus
+from giftmarket.domain.validation import require_points
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Purchase:
 
 
 def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
+    require_points(command.price, "price")
     ask = uow.sell_bids.take_best(command.product_id, command.price, command.buyer_id)
     if ask is None:
         found(uow.products.get(command.product_id), "product")
@@ -164,6 +166,7 @@ class Sale:
 
 
 def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
+    require_points(command.price, "price")
     stored = _describe_image(ctx, command.seller_id, command.image_id)
     bid = uow.buy_bids.take_best(command.product_id, command.price, command.seller_id)
     if bid is None:

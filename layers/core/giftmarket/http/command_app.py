@@ -279,6 +279,9 @@ def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> Any:
 
 def create_command_app() -> FastAPI:
     app = FastAPI(
+        # API Gateway routes exact paths; a redirect to a slash-less URL (built from Mangum's
+        # placeholder host) would be wrong, so a trailing slash is simply not found.
+        redirect_slashes=False,
         title="giftmarket command API",
         version="0.1.0",
         description="Writes: one transaction on the primary per command, events to the outbox.",

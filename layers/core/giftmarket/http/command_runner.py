@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
@@ -26,10 +25,10 @@ from giftmarket.commands.ports import Committed, StoredResponse
 from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.http.deps import ContainerDep
+from giftmarket.observability import metrics
 
 R = TypeVar("R")
 
-metrics = Metrics()
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 ANONYMOUS_SCOPE = "anonymous"
 

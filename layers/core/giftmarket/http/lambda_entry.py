@@ -9,11 +9,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from fastapi import FastAPI
 from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
+
+from giftmarket.observability import metrics, metrics_disabled
 
 # Mangum and Powertools each type the context object; the runtime passes one object to both.
 # A request that records no metric of its own (a health check) is normal, not a warning.
@@ -26,7 +28,7 @@ def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
     logger = Logger(service=service)
     # Only the libraries the functions use are patched: each patch costs cold-start time.
     tracer = Tracer(service=service, patch_modules=["botocore", "pymysql"])
-    metrics = Metrics(namespace="giftmarket", service=service)
+    metrics.set_default_dimensions(service=service)
     # Problem details are text too: without this Mangum would base64-encode every error body.
     asgi = Mangum(
         app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/problem+json"]
@@ -41,5 +43,17 @@ def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
         response: dict[str, Any] = asgi(event, context)
         return response
 
-    wrapped: LambdaHandler = handler
-    return wrapped
+    if not metrics_disabled():
+        wrapped: LambdaHandler = handler
+        return wrapped
+
+    def handler_without_metrics(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        # Disabled metrics are never flushed, so Powertools never clears them: clear them
+        # here, or the set grows with every invocation of a warm container.
+        try:
+            response: dict[str, Any] = handler(event, context)
+            return response
+        finally:
+            metrics.clear_metrics()
+
+    return handler_without_metrics

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,11 +22,9 @@ from giftmarket.commands.ports import IdempotencyKeyReused
 from giftmarket.domain.errors import DomainError, Forbidden, InvalidField, NotFound
 from giftmarket.http.auth import NotAuthenticated
 from giftmarket.http.command_runner import InvalidIdempotencyKey
+from giftmarket.observability import metrics
 
 log = logging.getLogger(__name__)
-# Shares its metric set with the handler's Metrics (Powertools keeps one per process), so
-# what is added here is flushed with the invocation's EMF record.
-metrics = Metrics()
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 2

@@ -34,6 +34,9 @@ def health(container: ContainerDep, response: Response) -> dict[str, object]:
 
 def create_query_app() -> FastAPI:
     app = FastAPI(
+        # API Gateway routes exact paths; a redirect to a slash-less URL (built from Mangum's
+        # placeholder host) would be wrong, so a trailing slash is simply not found.
+        redirect_slashes=False,
         title="giftmarket query API",
         version="0.1.0",
         description="Reads: read models in Redis first, SQL on the replica as the fallback.",

@@ -7,6 +7,7 @@ surrogates) is a 422 here rather than an error in the database driver.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -158,11 +159,22 @@ class OrderStatusPublic(BaseModel):
     status: str
 
 
+def _storable_instant(value: datetime) -> datetime:
+    # Bounded so that converting to UTC (for storage) cannot leave the representable range.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("expires_at is out of range") from exc
+    if not 2000 <= utc.year <= 9998:
+        raise ValueError("expires_at must fall between the years 2000 and 9998 (UTC)")
+    return utc
+
+
 class CouponCreate(Request):
     user_id: Reference
     name: Name
     discount_amount: Points
-    expires_at: AwareDatetime
+    expires_at: Annotated[AwareDatetime, AfterValidator(_storable_instant)]
 
 
 class CouponCreated(BaseModel):
