@@ -1,0 +1,670 @@
+"""In-memory implementations of the command ports, for tests without servers.
+
+`FakeUnitOfWork` behaves like `SqlAlchemyUnitOfWork` wherever a command can tell the
+difference (tests/integration/test_repository_contract.py runs one suite against both):
+
+- What is committed lives in a `FakeStore` as private snapshots. A unit of work reads
+  copies of them, so an object it changes is invisible elsewhere until it commits; leaving
+  the `with` block without committing discards everything it wrote.
+- Each `with` block has an identity map: fetching an aggregate twice gives the same object.
+- Rows written in a transaction (inserted by `add`, saved by `flush`) are what its queries
+  see, as in SQL: an in-memory change that was not flushed does not move the order book.
+- Saves are guarded by the version an aggregate was loaded at, locked reads check it too;
+  losing either way ends the block with TransientConflict, as in SQL.
+- Unique and foreign keys of the schema are enforced, so a handler that writes a row SQL
+  would refuse fails here too.
+
+Locks are no-ops: one thread cannot race itself (test_command_concurrency.py covers races).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from giftmarket.adapters.repositories import StaleAggregate
+from giftmarket.commands import ports
+from giftmarket.commands.context import CommandContext, StoredObject
+from giftmarket.commands.ports import (
+    Committed,
+    IdempotencyKeyReused,
+    StoredResponse,
+    TransientConflict,
+    UnitOfWork,
+)
+from giftmarket.domain.catalog import Product
+from giftmarket.domain.coupons import Coupon
+from giftmarket.domain.errors import EmailTaken
+from giftmarket.domain.events import DomainEvent
+from giftmarket.domain.ids import IdGenerator, encode_ulid
+from giftmarket.domain.images import Image
+from giftmarket.domain.ledger import LedgerTransaction
+from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
+from giftmarket.domain.orders import Order
+from giftmarket.domain.settlement import Settlement
+from giftmarket.domain.users import User, normalize_email
+
+A = TypeVar("A")
+
+ADMIN_EMAIL = "admin@giftmarket.local"
+DEFAULT_NOW = datetime(2025, 3, 14, 3, 0, 0, 250_000, tzinfo=UTC)
+
+
+class FakeIntegrityError(Exception):
+    """A write that the database's unique or foreign keys would refuse."""
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    name: str
+    unique: tuple[tuple[str, ...], ...] = ()
+    foreign_keys: tuple[tuple[str, str], ...] = ()  # (column, referenced table)
+
+
+# The constraints of giftmarket.adapters.tables that a command could trip over.
+_TABLES = {
+    spec.name: spec
+    for spec in (
+        _TableSpec("users", unique=(("email",),)),
+        _TableSpec("products"),
+        _TableSpec("images", unique=(("s3_key",),), foreign_keys=(("owner_id", "users"),)),
+        _TableSpec(
+            "sell_bids",
+            unique=(("image_id",),),
+            foreign_keys=(
+                ("product_id", "products"),
+                ("seller_id", "users"),
+                ("image_id", "images"),
+            ),
+        ),
+        _TableSpec("buy_bids", foreign_keys=(("product_id", "products"), ("buyer_id", "users"))),
+        _TableSpec("coupons", unique=(("issue_key",),), foreign_keys=(("user_id", "users"),)),
+        _TableSpec(
+            "settlements",
+            unique=(("seller_id", "business_date"),),
+            foreign_keys=(("seller_id", "users"),),
+        ),
+        _TableSpec(
+            "orders",
+            unique=(("sell_bid_id",), ("buy_bid_id",), ("coupon_id",)),
+            foreign_keys=(
+                ("product_id", "products"),
+                ("buyer_id", "users"),
+                ("seller_id", "users"),
+                ("sell_bid_id", "sell_bids"),
+                ("buy_bid_id", "buy_bids"),
+                ("coupon_id", "coupons"),
+                ("image_id", "images"),
+                ("settlement_id", "settlements"),
+            ),
+        ),
+    )
+}
+
+
+def _unique_value(columns: tuple[str, ...], row: Any) -> tuple[object, ...] | None:
+    values = tuple(getattr(row, column) for column in columns)
+    if any(value is None for value in values):
+        return None  # NULLs never collide, as in SQL
+    if columns == ("email",):
+        # The column's collation compares emails case-insensitively.
+        return (normalize_email(str(values[0])),)
+    return values
+
+
+def _snapshot(aggregate: A) -> A:
+    """What a row holds: a private copy without events, times in UTC (DATETIME(6))."""
+    in_utc = {
+        f.name: value.astimezone(UTC)
+        for f in dataclasses.fields(aggregate)  # type: ignore[arg-type]
+        if isinstance(value := getattr(aggregate, f.name), datetime)
+    }
+    return copy.deepcopy(dataclasses.replace(aggregate, events=[], **in_utc))  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    id: str
+    event: DomainEvent
+
+
+@dataclass(frozen=True)
+class _IdempotencyRecord:
+    method: str
+    path: str
+    request_hash: str
+    response: StoredResponse
+    expires_at: datetime
+
+
+_Like = tuple[str, str]  # (product_id, user_id)
+
+
+class FakeStore:
+    """The fake database: only what has been committed."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {name: {} for name in _TABLES}
+        self.likes: dict[_Like, datetime] = {}
+        self.ledger: list[LedgerTransaction] = []
+        self.outbox: list[OutboxRecord] = []
+        self.idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
+        self.commits = 0
+        self._outbox_sequence = itertools.count(1)
+
+    def next_outbox_id(self) -> str:
+        # Same length and order as the SQL outbox's ULIDs, but predictable.
+        return f"{next(self._outbox_sequence):026d}"
+
+    @property
+    def events(self) -> list[DomainEvent]:
+        return [record.event for record in self.outbox]
+
+    def events_of(self, committed: Committed) -> list[DomainEvent]:
+        ids = set(committed.outbox_ids)
+        return [record.event for record in self.outbox if record.id in ids]
+
+    def state(self) -> dict[str, object]:
+        """Everything committed, as plain values: equal states mean nothing was written."""
+        return {
+            "rows": {
+                table: {
+                    row_id: {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+                    for row_id, row in rows.items()
+                }
+                for table, rows in self.rows.items()
+            },
+            "likes": dict(self.likes),
+            "ledger": list(self.ledger),
+            "outbox": list(self.outbox),
+            "idempotency": dict(self.idempotency),
+        }
+
+
+@dataclass
+class _Seen:
+    table: str
+    aggregate: Any
+    loaded_version: int
+
+
+_MISSING = object()
+
+
+@dataclass
+class _Transaction:
+    """One `with` block: its own writes over the committed store, and its identity map."""
+
+    store: FakeStore
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    likes: dict[_Like, datetime | None] = field(default_factory=dict)  # None: removed
+    idempotency: dict[tuple[str, str], _IdempotencyRecord | None] = field(default_factory=dict)
+    ledger: list[LedgerTransaction] = field(default_factory=list)
+    outbox: list[OutboxRecord] = field(default_factory=list)
+    seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def row(self, table: str, row_id: str) -> Any | None:
+        written = self.rows.get(table, {}).get(row_id, _MISSING)
+        if written is not _MISSING:
+            return written
+        return self.store.rows[table].get(row_id)
+
+    def all_rows(self, table: str) -> Iterator[Any]:
+        written = self.rows.get(table, {})
+        yield from written.values()
+        for row_id, row in self.store.rows[table].items():
+            if row_id not in written:
+                yield row
+
+    def write(self, table: str, row: Any, *, insert: bool) -> None:
+        if insert and self.row(table, row.id) is not None:
+            raise FakeIntegrityError(f"duplicate primary key {row.id} in {table}")
+        self._check_constraints(table, row)
+        self.rows.setdefault(table, {})[row.id] = row
+
+    def _check_constraints(self, table: str, row: Any) -> None:
+        spec = _TABLES[table]
+        for column, referenced in spec.foreign_keys:
+            value = getattr(row, column)
+            if value is not None and self.row(referenced, value) is None:
+                raise FakeIntegrityError(f"{table}.{column} = {value} is not in {referenced}")
+        for columns in spec.unique:
+            value = _unique_value(columns, row)
+            if value is None:
+                continue
+            for other in self.all_rows(table):
+                if other.id != row.id and _unique_value(columns, other) == value:
+                    raise FakeIntegrityError(f"duplicate {table}.{'+'.join(columns)}: {value}")
+
+    # --- identity map --------------------------------------------------------------------
+
+    def lookup(self, table: str, row_id: str) -> Any | None:
+        seen = self.seen.get((table, row_id))
+        return None if seen is None else seen.aggregate
+
+    def track(self, table: str, aggregate: A) -> A:
+        seen = self.seen.setdefault(
+            (table, getattr(aggregate, "id")),  # noqa: B009
+            _Seen(table, aggregate, getattr(aggregate, "version")),  # noqa: B009
+        )
+        return seen.aggregate  # type: ignore[no-any-return]
+
+    def load(self, table: str, row: Any, *, lock: bool) -> Any:
+        """The aggregate of a row read in this transaction, from the identity map if seen."""
+        seen = self.seen.get((table, row.id))
+        if lock and seen is not None and row.version != seen.loaded_version:
+            raise StaleAggregate(f"{table} {row.id} changed meanwhile")
+        if seen is not None:
+            return seen.aggregate
+        return self.track(table, copy.deepcopy(row))
+
+    # --- likes ---------------------------------------------------------------------------
+
+    def is_liked(self, like: _Like) -> bool:
+        if like in self.likes:
+            return self.likes[like] is not None
+        return like in self.store.likes
+
+    # --- idempotency ---------------------------------------------------------------------
+
+    def idempotency_record(self, key: tuple[str, str]) -> _IdempotencyRecord | None:
+        if key in self.idempotency:
+            return self.idempotency[key]
+        return self.store.idempotency.get(key)
+
+    # --- commit --------------------------------------------------------------------------
+
+    def apply_to_store(self) -> None:
+        store = self.store
+        for table, rows in self.rows.items():
+            store.rows[table].update(rows)
+        for like, liked_at in self.likes.items():
+            if liked_at is None:
+                store.likes.pop(like, None)
+            else:
+                store.likes[like] = liked_at
+        for key, record in self.idempotency.items():
+            if record is None:
+                store.idempotency.pop(key, None)
+            else:
+                store.idempotency[key] = record
+        store.ledger.extend(self.ledger)
+        store.outbox.extend(self.outbox)
+        store.commits += 1
+        # Like a SQL session after COMMIT: a new transaction, the same identity map.
+        self.rows, self.likes, self.idempotency = {}, {}, {}
+        self.ledger, self.outbox = [], []
+
+
+class _FakeRepository(Generic[A]):
+    table: ClassVar[str]
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _tx(self) -> _Transaction:
+        return self._uow.transaction
+
+    def add(self, aggregate: A) -> None:
+        self._tx.write(self.table, _snapshot(aggregate), insert=True)
+        self._tx.track(self.table, aggregate)
+
+    def get(self, aggregate_id: str, *, lock: bool = False) -> A | None:
+        tx = self._tx
+        known = tx.lookup(self.table, aggregate_id)
+        if known is not None and not lock:
+            return known  # type: ignore[no-any-return]
+        row = tx.row(self.table, aggregate_id)
+        if row is None:
+            return None
+        aggregate: A = tx.load(self.table, row, lock=lock)
+        return aggregate
+
+    def _best(self, rows: Iterator[A], key: Callable[[A], Any]) -> A | None:
+        candidates = sorted(rows, key=key)
+        if not candidates:
+            return None
+        return self._tx.load(self.table, candidates[0], lock=True)  # type: ignore[no-any-return]
+
+
+class FakeUserRepository(_FakeRepository[User], ports.UserRepository):
+    table = "users"
+
+    def add(self, user: User) -> None:
+        email = normalize_email(user.email)
+        if any(normalize_email(row.email) == email for row in self._tx.all_rows(self.table)):
+            raise EmailTaken()
+        super().add(user)
+
+    def get_by_email(self, email: str) -> User | None:
+        wanted = normalize_email(email)
+        for row in self._tx.all_rows(self.table):
+            if normalize_email(row.email) == wanted:
+                return self._tx.load(self.table, row, lock=False)  # type: ignore[no-any-return]
+        return None
+
+    def lock_many(self, user_ids: Sequence[str]) -> dict[str, User]:
+        found: dict[str, User] = {}
+        for user_id in sorted(set(user_ids)):
+            row = self._tx.row(self.table, user_id)
+            if row is not None:
+                found[user_id] = self._tx.load(self.table, row, lock=True)
+        return found
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        # A direct UPDATE of the column, like the SQL one: the version stays, and an
+        # aggregate already loaded in this unit of work keeps the hash it was loaded with.
+        row = self._tx.row(self.table, user_id)
+        if row is not None:
+            updated = dataclasses.replace(row, password_hash=password_hash)
+            self._tx.write(self.table, updated, insert=False)
+
+
+class FakeProductRepository(_FakeRepository[Product], ports.ProductRepository):
+    table = "products"
+
+    def is_liked(self, product_id: str, user_id: str) -> bool:
+        return self._tx.is_liked((product_id, user_id))
+
+    def add_like(self, product_id: str, user_id: str, now: datetime) -> None:
+        tx = self._tx
+        if tx.row("products", product_id) is None or tx.row("users", user_id) is None:
+            raise FakeIntegrityError(f"like of unknown product {product_id} or user {user_id}")
+        if tx.is_liked((product_id, user_id)):
+            raise FakeIntegrityError(f"{user_id} already likes {product_id}")
+        tx.likes[(product_id, user_id)] = now.astimezone(UTC)
+
+    def remove_like(self, product_id: str, user_id: str) -> None:
+        tx = self._tx
+        if tx.is_liked((product_id, user_id)):
+            tx.likes[(product_id, user_id)] = None
+
+
+class FakeImageRepository(_FakeRepository[Image], ports.ImageRepository):
+    table = "images"
+
+
+class FakeSellBidRepository(_FakeRepository[SellBid], ports.SellBidRepository):
+    table = "sell_bids"
+
+    def _open(self, product_id: str) -> Iterator[SellBid]:
+        for ask in self._tx.all_rows(self.table):
+            if ask.product_id == product_id and ask.status is BidStatus.OPEN:
+                yield ask
+
+    def lowest_open_price(self, product_id: str) -> int | None:
+        return min((ask.price for ask in self._open(product_id)), default=None)
+
+    def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
+        matching = (
+            ask
+            for ask in self._open(product_id)
+            if ask.price <= max_price and ask.seller_id != buyer_id
+        )
+        return self._best(matching, key=lambda ask: (ask.price, ask.created_at, ask.id))
+
+
+class FakeBuyBidRepository(_FakeRepository[BuyBid], ports.BuyBidRepository):
+    table = "buy_bids"
+
+    def _open(self, product_id: str) -> Iterator[BuyBid]:
+        for bid in self._tx.all_rows(self.table):
+            if bid.product_id == product_id and bid.status is BidStatus.OPEN:
+                yield bid
+
+    def highest_open_price(self, product_id: str) -> int | None:
+        return max((bid.price for bid in self._open(product_id)), default=None)
+
+    def take_best(self, product_id: str, min_price: int, seller_id: str) -> BuyBid | None:
+        matching = (
+            bid
+            for bid in self._open(product_id)
+            if bid.price >= min_price and bid.buyer_id != seller_id
+        )
+        return self._best(matching, key=lambda bid: (-bid.price, bid.created_at, bid.id))
+
+
+class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
+    table = "orders"
+
+
+class FakeCouponRepository(_FakeRepository[Coupon], ports.CouponRepository):
+    table = "coupons"
+
+    def add(self, coupon: Coupon) -> bool:  # type: ignore[override]
+        if coupon.issue_key is not None and any(
+            row.issue_key == coupon.issue_key for row in self._tx.all_rows(self.table)
+        ):
+            coupon.events.clear()
+            return False
+        super().add(coupon)
+        return True
+
+
+class FakeSettlementRepository(_FakeRepository[Settlement], ports.SettlementRepository):
+    table = "settlements"
+
+
+class FakeLedger(ports.Ledger):
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def record(self, transaction: LedgerTransaction) -> None:
+        self._uow.transaction.ledger.append(transaction)
+
+    @property
+    def committed(self) -> list[LedgerTransaction]:
+        return self._uow.store.ledger
+
+
+class FakeIdempotencyStore(ports.IdempotencyStore):
+    """Claims of other, uncommitted units of work are not seen: nothing here can wait."""
+
+    def __init__(self, uow: FakeUnitOfWork, ttl: timedelta) -> None:
+        self._uow = uow
+        self._ttl = ttl
+
+    def claim(
+        self, scope: str, key: str, method: str, path: str, request_hash: str, now: datetime
+    ) -> StoredResponse | None:
+        tx = self._uow.transaction
+        record = tx.idempotency_record((scope, key))
+        if record is not None and record.expires_at < now:
+            record = None
+        if record is None:
+            tx.idempotency[(scope, key)] = _IdempotencyRecord(
+                method=method,
+                path=path[:255],
+                request_hash=request_hash,
+                response=StoredResponse(0, "", {}),
+                expires_at=now + self._ttl,
+            )
+            return None
+        if (record.request_hash, record.method, record.path) != (request_hash, method, path[:255]):
+            raise IdempotencyKeyReused()
+        stored = record.response
+        return StoredResponse(stored.status, stored.body, dict(stored.headers))
+
+    def complete(self, scope: str, key: str, response: StoredResponse) -> None:
+        tx = self._uow.transaction
+        record = tx.idempotency_record((scope, key))
+        if record is not None:
+            stored = StoredResponse(response.status, response.body, dict(response.headers))
+            tx.idempotency[(scope, key)] = dataclasses.replace(record, response=stored)
+
+
+class FakeUnitOfWork(UnitOfWork):
+    """Give several units of work one `store` to let them see each other's commits; one
+    instance may also be used for many `with` blocks, each its own transaction."""
+
+    def __init__(
+        self, store: FakeStore | None = None, idempotency_ttl: timedelta = timedelta(hours=24)
+    ) -> None:
+        self.store = store if store is not None else FakeStore()
+        self._transaction: _Transaction | None = None
+        self._written = Committed((), {})
+        self.users = FakeUserRepository(self)
+        self.products = FakeProductRepository(self)
+        self.images = FakeImageRepository(self)
+        self.sell_bids = FakeSellBidRepository(self)
+        self.buy_bids = FakeBuyBidRepository(self)
+        self.orders = FakeOrderRepository(self)
+        self.coupons = FakeCouponRepository(self)
+        self.settlements = FakeSettlementRepository(self)
+        self.ledger = FakeLedger(self)
+        self.idempotency = FakeIdempotencyStore(self, idempotency_ttl)
+
+    @property
+    def transaction(self) -> _Transaction:
+        if self._transaction is None:
+            raise RuntimeError("the unit of work is used outside its `with` block")
+        return self._transaction
+
+    @property
+    def committed_events(self) -> list[DomainEvent]:
+        return self.store.events
+
+    def __enter__(self) -> Self:
+        if self._transaction is not None:
+            raise RuntimeError("the unit of work is already in a `with` block")
+        self._transaction = _Transaction(self.store)
+        self._written = Committed((), {})
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._transaction = None  # whatever was not committed is gone
+        if isinstance(exc, StaleAggregate):
+            raise TransientConflict(str(exc)[:200]) from exc
+
+    def flush(self) -> Committed:
+        tx = self.transaction
+        for seen in tx.seen.values():
+            version = seen.aggregate.version
+            if version == seen.loaded_version:
+                continue
+            current = tx.row(seen.table, seen.aggregate.id)
+            if current is None or current.version != seen.loaded_version:
+                raise StaleAggregate(f"{seen.table} {seen.aggregate.id} changed meanwhile")
+            tx.write(seen.table, _snapshot(seen.aggregate), insert=False)
+            seen.loaded_version = version
+        records: list[OutboxRecord] = []
+        for seen in tx.seen.values():
+            events: list[DomainEvent] = seen.aggregate.events
+            records.extend(OutboxRecord(self.store.next_outbox_id(), event) for event in events)
+            events.clear()
+        tx.outbox.extend(records)
+        versions = dict(self._written.versions)
+        for record in records:
+            key = f"{record.event.aggregate_type}:{record.event.aggregate_id}"
+            versions[key] = max(versions.get(key, 0), record.event.version)
+        self._written = Committed(
+            self._written.outbox_ids + tuple(record.id for record in records), versions
+        )
+        return self._written
+
+    def commit(self) -> Committed:
+        committed = self.flush()
+        self.transaction.apply_to_store()
+        return committed
+
+
+class FakeImageStore:
+    """S3 as a dict of key → object; presigned URLs are predictable strings."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, StoredObject] = {}
+
+    def put(self, key: str, *, size: int = 2048, content_type: str | None = "image/png") -> None:
+        """What a client's upload through the presigned PUT URL leaves in the bucket."""
+        self.objects[key] = StoredObject(size=size, content_type=content_type)
+
+    def presign_upload(self, key: str, content_type: str) -> str:
+        return f"https://fake-s3/put/{key}?ct={content_type}"
+
+    def describe(self, key: str) -> StoredObject | None:
+        return self.objects.get(key)
+
+    def presign_download(self, key: str) -> str:
+        return f"https://fake-s3/get/{key}"
+
+
+class FakePasswords:
+    """`hashed:<password>` for hashes it makes; any other `<scheme>:` prefix is an old
+    scheme that still verifies but needs rehashing."""
+
+    CURRENT = "hashed:"
+
+    def __init__(self) -> None:
+        self.verified: list[str] = []
+
+    def hash(self, password: str) -> str:
+        return f"{self.CURRENT}{password}"
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self.verified.append(password_hash)
+        _, separator, hashed = password_hash.partition(":")
+        return bool(separator) and hashed == password
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return not password_hash.startswith(self.CURRENT)
+
+    def dummy_hash(self) -> str:
+        # A NUL never reaches a password through JSON validation of 8–128 printable chars.
+        return f"{self.CURRENT}\x00dummy\x00"
+
+
+class FakeClock:
+    def __init__(self, now: datetime = DEFAULT_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta = timedelta(seconds=1)) -> datetime:
+        self.now += by
+        return self.now
+
+
+class SequentialUlids:
+    """Valid ULIDs, increasing and the same on every run."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self._counter = itertools.count(1)
+        self._start_ms = start_ms
+
+    def __call__(self) -> str:
+        n = next(self._counter)
+        return encode_ulid(self._start_ms + n, n)
+
+
+def make_context(
+    *,
+    clock: Callable[[], datetime] | None = None,
+    ids: IdGenerator | None = None,
+    passwords: FakePasswords | None = None,
+    images: FakeImageStore | None = None,
+    admin_emails: frozenset[str] = frozenset({ADMIN_EMAIL}),
+    welcome_coupon_amount: int = 1000,
+) -> CommandContext:
+    return CommandContext(
+        ids=ids or SequentialUlids(),
+        passwords=passwords or FakePasswords(),
+        images=images or FakeImageStore(),
+        admin_emails=admin_emails,
+        welcome_coupon_amount=welcome_coupon_amount,
+        clock=clock or FakeClock(),
+    )

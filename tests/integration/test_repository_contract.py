@@ -1,0 +1,723 @@
+"""One contract, two implementations: the SQL unit of work on the real primary, and the
+in-memory fake the functional tests use. Whatever a command can observe must be the same.
+
+The database is shared by the whole session, so every test makes its own users, products
+and keys with fresh ids and never assumes a table is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from tests.functional.fakes import FakeStore, FakeUnitOfWork
+
+from giftmarket.adapters import tables
+from giftmarket.adapters.db import Database
+from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork
+from giftmarket.commands.ports import (
+    IdempotencyKeyReused,
+    StoredResponse,
+    TransientConflict,
+    UnitOfWork,
+)
+from giftmarket.domain import ledger, marketplace
+from giftmarket.domain.catalog import Product
+from giftmarket.domain.coupons import Coupon, CouponKind
+from giftmarket.domain.errors import EmailTaken
+from giftmarket.domain.ids import new_id
+from giftmarket.domain.images import Image
+from giftmarket.domain.ledger import Bucket
+from giftmarket.domain.orderbook import BuyBid, SellBid
+from giftmarket.domain.orders import Order, OrderVia
+from giftmarket.domain.settlement import KST, Settlement, business_date_of
+from giftmarket.domain.users import User
+
+NOW = datetime(2025, 3, 14, 12, 34, 56, 789_012, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+OutboxRow = tuple[str, str, int, str]  # aggregate type, aggregate id, version, event type
+
+
+@dataclass
+class Backend:
+    name: str
+    new_uow: Callable[[], UnitOfWork]
+    new_uow_with_ttl: Callable[[timedelta], UnitOfWork]
+    outbox_rows: Callable[[Sequence[str]], list[OutboxRow]]
+    ledger_balances: Callable[[str], dict[Bucket, int]]
+
+
+def sql_backend(database: Database) -> Backend:
+    def outbox_rows(ids: Sequence[str]) -> list[OutboxRow]:
+        t = tables.outbox
+        query = (
+            select(t.c.aggregate_type, t.c.aggregate_id, t.c.aggregate_version, t.c.event_type)
+            .where(t.c.id.in_(list(ids)))
+            .order_by(t.c.id)
+        )
+        with database.writer_session() as session:
+            return [(a, b, int(c), d) for a, b, c, d in session.execute(query)]
+
+    def ledger_balances(owner: str) -> dict[Bucket, int]:
+        t = tables.ledger_entries
+        query = (
+            select(t.c.bucket, func.sum(t.c.amount))
+            .where(t.c.account_owner == owner)
+            .group_by(t.c.bucket)
+        )
+        with database.writer_session() as session:
+            return {Bucket(bucket): int(total) for bucket, total in session.execute(query)}
+
+    return Backend(
+        "sql",
+        lambda: SqlAlchemyUnitOfWork(database),
+        lambda ttl: SqlAlchemyUnitOfWork(database, idempotency_ttl=ttl),
+        outbox_rows,
+        ledger_balances,
+    )
+
+
+def fake_backend() -> Backend:
+    store = FakeStore()
+
+    def outbox_rows(ids: Sequence[str]) -> list[OutboxRow]:
+        wanted = set(ids)
+        return [
+            (r.event.aggregate_type, r.event.aggregate_id, r.event.version, r.event.event_type)
+            for r in sorted(store.outbox, key=lambda r: r.id)
+            if r.id in wanted
+        ]
+
+    def ledger_balances(owner: str) -> dict[Bucket, int]:
+        sums = ledger.balances(store.ledger)
+        return {account.bucket: total for account, total in sums.items() if account.owner == owner}
+
+    return Backend(
+        "fake",
+        lambda: FakeUnitOfWork(store),
+        lambda ttl: FakeUnitOfWork(store, idempotency_ttl=ttl),
+        outbox_rows,
+        ledger_balances,
+    )
+
+
+@pytest.fixture(params=["sql", "fake"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "sql":
+        # Only the SQL half needs the servers: the fake half runs anywhere.
+        yield sql_backend(request.getfixturevalue("database"))
+    else:
+        yield fake_backend()
+
+
+# --- building aggregates -------------------------------------------------------------------
+
+
+def a_user(now: datetime = NOW, email: str | None = None) -> User:
+    return User.sign_up(
+        user_id=new_id(),
+        email=email or f"{uuid.uuid4().hex}@example.com",
+        nickname="nick",
+        password_hash="hash:1",
+        admin_emails=(),
+        now=now,
+    )
+
+
+def a_welcome_coupon(user: User) -> Coupon:
+    return Coupon.issue_welcome(coupon_id=new_id(), user_id=user.id, discount_amount=1000, now=NOW)
+
+
+def a_product(now: datetime = NOW) -> Product:
+    return Product.register(
+        product_id=new_id(), name="Americano", brand="Starbucks", category="coffee",
+        face_value=4500, now=now,
+    )  # fmt: skip
+
+
+def an_image(owner: User, now: datetime = NOW) -> Image:
+    return Image.request(image_id=new_id(), owner_id=owner.id, content_type="image/png", now=now)
+
+
+def an_ask(
+    product: Product,
+    seller: User,
+    image: Image,
+    price: int,
+    now: datetime = NOW,
+    ask_id: str | None = None,
+) -> SellBid:
+    return SellBid.place(
+        sell_bid_id=ask_id or new_id(), product_id=product.id, seller_id=seller.id,
+        price=price, image_id=image.id, now=now,
+    )  # fmt: skip
+
+
+def a_bid(
+    product: Product, buyer: User, price: int, now: datetime = NOW, bid_id: str | None = None
+) -> BuyBid:
+    return BuyBid.place(
+        buy_bid_id=bid_id or new_id(), product_id=product.id, buyer_id=buyer.id,
+        price=price, now=now,
+    )  # fmt: skip
+
+
+def repository(uow: UnitOfWork, aggregate: object) -> Any:
+    return {
+        User: uow.users,
+        Product: uow.products,
+        Image: uow.images,
+        SellBid: uow.sell_bids,
+        BuyBid: uow.buy_bids,
+        Order: uow.orders,
+        Coupon: uow.coupons,
+        Settlement: uow.settlements,
+    }[type(aggregate)]
+
+
+def committed(backend: Backend, *aggregates: object) -> None:
+    with backend.new_uow() as uow:
+        for aggregate in aggregates:
+            repository(uow, aggregate).add(aggregate)
+        uow.commit()
+
+
+def columns(aggregate: object) -> dict[str, object]:
+    return {
+        f.name: getattr(aggregate, f.name)
+        for f in dataclasses.fields(aggregate)  # type: ignore[arg-type]
+        if f.name != "events"
+    }
+
+
+def reloaded(backend: Backend, get: Callable[[UnitOfWork], Any]) -> Any:
+    with backend.new_uow() as uow:
+        found = get(uow)
+    assert found is not None
+    return found
+
+
+def assert_round_trip(original: object, loaded: object) -> None:
+    assert loaded is not original
+    assert columns(loaded) == columns(original)
+    # A StrEnum equals its value and True equals 1: the types must match as well.
+    assert {name: type(value) for name, value in columns(loaded).items()} == {
+        name: type(value) for name, value in columns(original).items()
+    }
+    for name, value in columns(loaded).items():
+        if isinstance(value, datetime):
+            assert value.utcoffset() == timedelta(0), f"{name} is not UTC-aware"
+    assert loaded.events == []  # type: ignore[attr-defined]
+
+
+def open_ask(
+    backend: Backend,
+    product: Product,
+    price: int,
+    seller: User | None = None,
+    *,
+    now: datetime = NOW,
+    ask_id: str | None = None,
+) -> SellBid:
+    """An open ask with its image; a new seller with it unless an existing one is given."""
+    new_seller = [] if seller else [a_user()]
+    seller = seller or new_seller[0]
+    image = an_image(seller)
+    ask = an_ask(product, seller, image, price, now, ask_id)
+    committed(backend, *new_seller, image, ask)
+    return ask
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+def test_a_user_round_trips_with_every_field_and_utc_microseconds(backend: Backend) -> None:
+    signed_up_in_seoul = datetime(2025, 3, 14, 21, 0, 0, 123_456, tzinfo=KST)
+    user = a_user(signed_up_in_seoul)
+    committed(backend, user)
+    loaded = reloaded(backend, lambda uow: uow.users.get(user.id))
+    assert_round_trip(user, loaded)
+    assert loaded.created_at == datetime(2025, 3, 14, 12, 0, 0, 123_456, tzinfo=UTC)
+
+
+def test_a_product_image_and_bids_round_trip(backend: Backend) -> None:
+    seller, buyer, product = a_user(), a_user(), a_product()
+    image = an_image(seller)
+    ask = an_ask(product, seller, image, 4000)
+    bid = a_bid(product, buyer, 3000)
+    committed(backend, seller, buyer, product, image, ask, bid)
+    assert_round_trip(product, reloaded(backend, lambda uow: uow.products.get(product.id)))
+    assert_round_trip(image, reloaded(backend, lambda uow: uow.images.get(image.id)))
+    assert_round_trip(ask, reloaded(backend, lambda uow: uow.sell_bids.get(ask.id)))
+    assert_round_trip(bid, reloaded(backend, lambda uow: uow.buy_bids.get(bid.id)))
+
+
+def test_a_coupon_round_trips_with_its_issue_key(backend: Backend) -> None:
+    user = a_user()
+    coupon = Coupon.issue_welcome(
+        coupon_id=new_id(), user_id=user.id, discount_amount=1000, now=NOW
+    )
+    committed(backend, user, coupon)
+    loaded = reloaded(backend, lambda uow: uow.coupons.get(coupon.id))
+    assert_round_trip(coupon, loaded)
+    assert loaded.kind is CouponKind.WELCOME
+
+
+def test_an_order_round_trips_through_payment_completion_and_settlement(
+    backend: Backend,
+) -> None:
+    seller, buyer, product = a_user(), a_user(), a_product()
+    image = an_image(seller)
+    ask = an_ask(product, seller, image, 4000)
+    order = Order.place(
+        order_id=new_id(), product_id=product.id, buyer_id=buyer.id, seller_id=seller.id,
+        price=4000, discount=500, via=OrderVia.BUY_NOW, image_id=image.id, now=NOW,
+        sell_bid_id=ask.id,
+    )  # fmt: skip
+    committed(backend, seller, buyer, product, image, ask, order)
+    assert_round_trip(order, reloaded(backend, lambda uow: uow.orders.get(order.id)))
+
+    with backend.new_uow() as uow:
+        paid = uow.orders.get(order.id, lock=True)
+        assert paid is not None
+        paid.confirm(buyer.id, NOW + HOUR)
+        settlement = Settlement.of_orders(
+            settlement_id=new_id(), seller_id=seller.id, business_date=business_date_of(NOW),
+            orders=[paid], fee_bps=500, now=NOW + 2 * HOUR,
+        )  # fmt: skip
+        uow.settlements.add(settlement)
+        paid.settle(settlement.id, NOW + 2 * HOUR)
+        written = uow.commit()
+    assert written.versions == {f"order:{order.id}": 3, f"settlement:{settlement.id}": 1}
+    assert_round_trip(paid, reloaded(backend, lambda uow: uow.orders.get(order.id)))
+
+
+# --- identity map and isolation ------------------------------------------------------------
+
+
+def test_one_unit_of_work_gives_one_object_per_aggregate(backend: Backend) -> None:
+    product, seller, buyer = a_product(), a_user(), a_user()
+    committed(backend, product, seller, buyer)
+    ask = open_ask(backend, product, 4000, seller)
+    with backend.new_uow() as uow:
+        user = uow.users.get(seller.id)
+        assert user is not None
+        assert uow.users.get(seller.id) is user
+        assert uow.users.get(seller.id, lock=True) is user
+        assert uow.users.get_by_email(seller.email) is user
+        assert uow.users.lock_many([buyer.id, seller.id])[seller.id] is user
+        taken = uow.sell_bids.take_best(product.id, 5000, buyer.id)
+        assert taken is not None
+        assert uow.sell_bids.get(ask.id) is taken
+
+
+def test_an_added_aggregate_is_the_object_later_reads_return(backend: Backend) -> None:
+    user = a_user()
+    with backend.new_uow() as uow:
+        uow.users.add(user)
+        assert uow.users.get(user.id) is user
+        assert uow.users.get_by_email(user.email.upper()) is user
+
+
+def test_each_unit_of_work_loads_its_own_copy(backend: Backend) -> None:
+    product = a_product()
+    committed(backend, product)
+    first = reloaded(backend, lambda uow: uow.products.get(product.id))
+    second = reloaded(backend, lambda uow: uow.products.get(product.id))
+    assert first is not second
+    assert first is not product
+
+
+def test_uncommitted_changes_are_invisible_to_the_next_unit_of_work(backend: Backend) -> None:
+    product, user, stranger = a_product(), a_user(), a_user()
+    committed(backend, product, user)
+    with backend.new_uow() as uow:
+        liked = uow.products.get(product.id, lock=True)
+        assert liked is not None
+        liked.like(user.id, False, NOW)
+        uow.products.add_like(product.id, user.id, NOW)
+        uow.users.add(stranger)
+        uow.flush()
+    with backend.new_uow() as uow:
+        assert uow.users.get(stranger.id) is None
+        assert uow.products.is_liked(product.id, user.id) is False
+        unchanged = uow.products.get(product.id)
+        assert unchanged is not None
+        assert (unchanged.like_count, unchanged.version) == (0, 1)
+
+
+def test_a_committed_change_is_saved_with_its_new_version(backend: Backend) -> None:
+    seller, product = a_user(), a_product()
+    image = an_image(seller)
+    committed(backend, seller, product, image)
+    ask = an_ask(product, seller, image, 4000)
+    with backend.new_uow() as uow:
+        pending = uow.images.get(image.id, lock=True)
+        assert pending is not None
+        pending.attach(
+            by_user=seller.id, object_size=5 * 1024 * 1024, object_content_type="image/png",
+            now=NOW + HOUR, sell_bid_id=ask.id,
+        )  # fmt: skip
+        uow.sell_bids.add(ask)
+        uow.commit()
+    loaded = reloaded(backend, lambda uow: uow.images.get(image.id))
+    assert_round_trip(pending, loaded)
+    assert (loaded.version, loaded.size_bytes, loaded.attached_at) == (2, 5242880, NOW + HOUR)
+
+
+def test_saving_a_copy_that_changed_meanwhile_is_a_transient_conflict(backend: Backend) -> None:
+    product, first_fan, second_fan = a_product(), a_user(), a_user()
+    committed(backend, product, first_fan, second_fan)
+    with pytest.raises(TransientConflict), backend.new_uow() as slow:
+        stale = slow.products.get(product.id)
+        assert stale is not None
+        with backend.new_uow() as fast:
+            fresh = fast.products.get(product.id)
+            assert fresh is not None
+            fresh.like(first_fan.id, False, NOW)
+            fast.commit()
+        stale.like(second_fan.id, False, NOW)
+        slow.commit()
+    kept = reloaded(backend, lambda uow: uow.products.get(product.id))
+    assert (kept.like_count, kept.version) == (1, 2)
+
+
+def test_a_locked_read_of_an_aggregate_changed_meanwhile_is_a_transient_conflict(
+    backend: Backend,
+) -> None:
+    product, fan = a_product(), a_user()
+    committed(backend, product, fan)
+    with pytest.raises(TransientConflict), backend.new_uow() as slow:
+        assert slow.products.get(product.id) is not None
+        with backend.new_uow() as fast:
+            fresh = fast.products.get(product.id)
+            assert fresh is not None
+            fresh.like(fan.id, False, NOW)
+            fast.commit()
+        slow.products.get(product.id, lock=True)
+
+
+def test_setting_a_password_hash_keeps_the_version(backend: Backend) -> None:
+    user = a_user()
+    committed(backend, user)
+    with backend.new_uow() as uow:
+        uow.users.set_password_hash(user.id, "hash:2")
+        uow.commit()
+    loaded = reloaded(backend, lambda uow: uow.users.get(user.id))
+    assert (loaded.password_hash, loaded.version) == ("hash:2", 1)
+
+
+# --- users by email ------------------------------------------------------------------------
+
+
+def test_a_taken_email_in_another_case_is_email_taken_and_the_rest_still_commits(
+    backend: Backend,
+) -> None:
+    local = uuid.uuid4().hex
+    first = a_user(email=f"{local}@Example.com")
+    committed(backend, first)
+    other = a_user()
+    with backend.new_uow() as uow:
+        with pytest.raises(EmailTaken):
+            uow.users.add(a_user(email=f"{local.upper()}@EXAMPLE.COM"))
+        uow.users.add(other)
+        uow.commit()
+    assert reloaded(backend, lambda uow: uow.users.get(other.id)).email == other.email
+
+
+def test_get_by_email_ignores_case_and_surrounding_spaces(backend: Backend) -> None:
+    user = a_user()
+    committed(backend, user)
+    found = reloaded(backend, lambda uow: uow.users.get_by_email(f" {user.email.upper()} "))
+    assert found.id == user.id
+    with backend.new_uow() as uow:
+        assert uow.users.get_by_email(f"missing-{user.email}") is None
+
+
+def test_lock_many_returns_the_users_that_exist_by_id(backend: Backend) -> None:
+    first, second = a_user(), a_user()
+    committed(backend, first, second)
+    with backend.new_uow() as uow:
+        locked = uow.users.lock_many([second.id, new_id(), first.id, second.id])
+        assert sorted(locked) == sorted([first.id, second.id])
+        assert all(user.id == user_id for user_id, user in locked.items())
+
+
+# --- coupons -------------------------------------------------------------------------------
+
+
+def test_a_coupon_with_a_used_issue_key_is_not_added_and_the_rest_still_commits(
+    backend: Backend,
+) -> None:
+    user = a_user()
+    first = a_welcome_coupon(user)
+    committed(backend, user, first)
+    again = a_welcome_coupon(user)
+    admin_coupons = [
+        Coupon.issue(
+            coupon_id=new_id(),
+            user_id=user.id,
+            name="Sale",
+            discount_amount=500,
+            expires_at=NOW + HOUR,
+            kind=CouponKind.ADMIN,
+            now=NOW,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    with backend.new_uow() as uow:
+        assert uow.coupons.add(again) is False
+        assert again.events == []
+        assert [uow.coupons.add(coupon) for coupon in admin_coupons] == [True, True]
+        written = uow.commit()
+    assert set(written.versions) == {f"coupon:{coupon.id}" for coupon in admin_coupons}
+    with backend.new_uow() as uow:
+        assert uow.coupons.get(again.id) is None
+        assert all(uow.coupons.get(coupon.id) is not None for coupon in admin_coupons)
+
+
+def test_an_issue_key_used_earlier_in_the_same_unit_of_work_is_refused(backend: Backend) -> None:
+    user = a_user()
+    committed(backend, user)
+    with backend.new_uow() as uow:
+        first, second = a_welcome_coupon(user), a_welcome_coupon(user)
+        assert (uow.coupons.add(first), uow.coupons.add(second)) == (True, False)
+
+
+# --- the order book ------------------------------------------------------------------------
+
+
+def test_take_best_ask_is_cheapest_then_oldest_then_lowest_id_never_own_and_only_open(
+    backend: Backend,
+) -> None:
+    product, other_product, buyer = a_product(), a_product(), a_user()
+    committed(backend, product, other_product, buyer)
+    open_ask(backend, other_product, 100)
+    open_ask(backend, product, 1000, buyer)
+    cancelled = open_ask(backend, product, 1000)
+    with backend.new_uow() as uow:
+        ask = uow.sell_bids.get(cancelled.id, lock=True)
+        assert ask is not None
+        ask.cancel(cancelled.seller_id, NOW)
+        uow.commit()
+    # Ids run against the expected order, so only price, then time, then id can give it.
+    ids = sorted(new_id() for _ in range(4))
+    newest = open_ask(backend, product, 2000, now=NOW + 2 * HOUR, ask_id=ids[1])
+    second = open_ask(backend, product, 2000, now=NOW + HOUR, ask_id=ids[3])
+    first = open_ask(backend, product, 2000, now=NOW + HOUR, ask_id=ids[2])
+    dearest = open_ask(backend, product, 3000, now=NOW - HOUR, ask_id=ids[0])
+
+    taken: list[str | None] = []
+    for max_price in (5000, 5000, 5000, 2999, 3000, 5000):
+        with backend.new_uow() as uow:
+            best = uow.sell_bids.take_best(product.id, max_price, buyer.id)
+            if best is not None:
+                taken.append(best.id)
+                best.match(new_id(), NOW)
+                uow.commit()
+            else:
+                taken.append(None)
+    assert taken == [first.id, second.id, newest.id, None, dearest.id, None]
+
+
+def test_take_best_bid_is_dearest_then_oldest_then_lowest_id_never_own_and_only_open(
+    backend: Backend,
+) -> None:
+    product, other_product, seller = a_product(), a_product(), a_user()
+    ids = sorted(new_id() for _ in range(4))
+    buyers = [a_user() for _ in range(6)]
+    cheapest = a_bid(product, buyers[0], 1000, NOW - HOUR, bid_id=ids[0])
+    first = a_bid(product, buyers[1], 3000, NOW + HOUR, bid_id=ids[2])
+    second = a_bid(product, buyers[2], 3000, NOW + HOUR, bid_id=ids[3])
+    newest = a_bid(product, buyers[3], 3000, NOW + 2 * HOUR, bid_id=ids[1])
+    cancelled = a_bid(product, buyers[4], 9000)
+    elsewhere = a_bid(other_product, buyers[5], 9999)
+    own = a_bid(product, seller, 8000)
+    cancelled.cancel(buyers[4].id, NOW)
+    committed(backend, product, other_product, seller, *buyers)
+    committed(backend, newest, second, first, cheapest, cancelled, elsewhere, own)
+
+    taken: list[str | None] = []
+    for min_price in (1, 1, 1, 1001, 1000, 1):
+        with backend.new_uow() as uow:
+            best = uow.buy_bids.take_best(product.id, min_price, seller.id)
+            if best is not None:
+                taken.append(best.id)
+                best.match(new_id(), NOW)
+                uow.commit()
+            else:
+                taken.append(None)
+    assert taken == [first.id, second.id, newest.id, None, cheapest.id, None]
+
+
+def test_lowest_and_highest_open_prices_count_only_open_bids_of_the_product(
+    backend: Backend,
+) -> None:
+    product, other_product, trader = a_product(), a_product(), a_user()
+    committed(backend, product, other_product, trader)
+    with backend.new_uow() as uow:
+        assert uow.sell_bids.lowest_open_price(product.id) is None
+        assert uow.buy_bids.highest_open_price(product.id) is None
+    cheap = open_ask(backend, product, 1500)
+    open_ask(backend, product, 2500)
+    open_ask(backend, other_product, 100)
+    dear = a_bid(product, trader, 1200)
+    committed(backend, dear, a_bid(product, trader, 1100), a_bid(other_product, trader, 9000))
+    with backend.new_uow() as uow:
+        assert uow.sell_bids.lowest_open_price(product.id) == 1500
+        assert uow.buy_bids.highest_open_price(product.id) == 1200
+        closed_ask, closed_bid = uow.sell_bids.get(cheap.id), uow.buy_bids.get(dear.id)
+        assert closed_ask is not None and closed_bid is not None
+        closed_ask.cancel(cheap.seller_id, NOW)
+        closed_bid.cancel(trader.id, NOW)
+        uow.commit()
+    with backend.new_uow() as uow:
+        assert uow.sell_bids.lowest_open_price(product.id) == 2500
+        assert uow.buy_bids.highest_open_price(product.id) == 1100
+
+
+# --- likes ---------------------------------------------------------------------------------
+
+
+def test_likes_are_added_seen_and_removed_per_user(backend: Backend) -> None:
+    product, fan, other = a_product(), a_user(), a_user()
+    committed(backend, product, fan, other)
+    with backend.new_uow() as uow:
+        assert uow.products.is_liked(product.id, fan.id) is False
+        uow.products.add_like(product.id, fan.id, NOW)
+        assert uow.products.is_liked(product.id, fan.id) is True
+        uow.commit()
+    with backend.new_uow() as uow:
+        assert uow.products.is_liked(product.id, fan.id) is True
+        assert uow.products.is_liked(product.id, other.id) is False
+        uow.products.remove_like(product.id, other.id)  # not liked: nothing to remove
+        uow.products.remove_like(product.id, fan.id)
+        assert uow.products.is_liked(product.id, fan.id) is False
+    with backend.new_uow() as uow:
+        assert uow.products.is_liked(product.id, fan.id) is True  # that removal rolled back
+        uow.products.remove_like(product.id, fan.id)
+        uow.commit()
+    with backend.new_uow() as uow:
+        assert uow.products.is_liked(product.id, fan.id) is False
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+PATH = "/api/points/charge"
+
+
+def test_a_completed_claim_is_replayed_and_reuse_with_another_request_is_refused(
+    backend: Backend,
+) -> None:
+    scope, key = new_id(), uuid.uuid4().hex
+    response = StoredResponse(201, '{"order_id":"x"}', {"X-Consistency-Token": "abc"})
+    with backend.new_uow() as uow:
+        assert uow.idempotency.claim(scope, key, "POST", PATH, "a" * 64, NOW) is None
+        uow.idempotency.complete(scope, key, response)
+        uow.commit()
+    with backend.new_uow() as uow:
+        assert uow.idempotency.claim(scope, key, "POST", PATH, "a" * 64, NOW + HOUR) == response
+    for method, path, request_hash in [
+        ("POST", PATH, "b" * 64),
+        ("POST", "/api/images", "a" * 64),
+        ("DELETE", PATH, "a" * 64),
+    ]:
+        with pytest.raises(IdempotencyKeyReused), backend.new_uow() as uow:
+            uow.idempotency.claim(scope, key, method, path, request_hash, NOW + HOUR)
+    with backend.new_uow() as uow:
+        assert uow.idempotency.claim(new_id(), key, "POST", PATH, "b" * 64, NOW) is None
+
+
+def test_a_claim_that_was_not_committed_leaves_the_key_free(backend: Backend) -> None:
+    scope, key = new_id(), uuid.uuid4().hex
+    with backend.new_uow() as uow:
+        assert uow.idempotency.claim(scope, key, "POST", PATH, "a" * 64, NOW) is None
+        uow.idempotency.complete(scope, key, StoredResponse(200, "{}", {}))
+    with backend.new_uow() as uow:
+        assert uow.idempotency.claim(scope, key, "POST", PATH, "b" * 64, NOW) is None
+
+
+def test_an_expired_claim_is_taken_afresh(backend: Backend) -> None:
+    scope, key = new_id(), uuid.uuid4().hex
+    with backend.new_uow_with_ttl(timedelta(hours=2)) as uow:
+        assert uow.idempotency.claim(scope, key, "POST", PATH, "a" * 64, NOW) is None
+        uow.idempotency.complete(scope, key, StoredResponse(200, "{}", {}))
+        uow.commit()
+    with pytest.raises(IdempotencyKeyReused), backend.new_uow() as uow:
+        uow.idempotency.claim(scope, key, "POST", PATH, "b" * 64, NOW + HOUR)
+    with backend.new_uow() as uow:
+        assert uow.idempotency.claim(scope, key, "POST", PATH, "b" * 64, NOW + 3 * HOUR) is None
+        uow.commit()
+    with backend.new_uow() as uow:
+        replay = uow.idempotency.claim(scope, key, "POST", PATH, "b" * 64, NOW + 3 * HOUR)
+        assert replay is not None
+
+
+# --- commit, outbox and ledger -------------------------------------------------------------
+
+
+def test_commit_returns_the_outbox_ids_and_versions_of_every_event_it_wrote(
+    backend: Backend,
+) -> None:
+    user, product = a_user(), a_product()
+    with backend.new_uow() as uow:
+        uow.users.add(user)
+        flushed = uow.flush()
+        charge = marketplace.charge(user, 7000, new_id, NOW)
+        uow.ledger.record(charge)
+        uow.products.add(product)
+        written = uow.commit()
+        again = uow.commit()
+    assert len(flushed.outbox_ids) == 1
+    assert written.outbox_ids[:1] == flushed.outbox_ids
+    assert len(set(written.outbox_ids)) == 4
+    assert list(written.outbox_ids) == sorted(written.outbox_ids)
+    assert written.versions == {f"user:{user.id}": 2, f"product:{product.id}": 1}
+    assert again == written
+    assert (user.events, product.events) == ([], [])
+    assert backend.outbox_rows(written.outbox_ids) == [
+        ("user", user.id, 1, "UserSignedUp"),
+        ("user", user.id, 2, "PointsCharged"),
+        ("user", user.id, 2, "UserBalancesChanged"),
+        ("product", product.id, 1, "ProductRegistered"),
+    ]
+    assert backend.ledger_balances(user.id) == {Bucket.AVAILABLE: 7000}
+
+
+def test_events_of_fetched_aggregates_are_written_in_the_order_they_were_seen(
+    backend: Backend,
+) -> None:
+    product, fan = a_product(), a_user()
+    committed(backend, product, fan)
+    with backend.new_uow() as uow:
+        liked = uow.products.get(product.id, lock=True)
+        user = uow.users.get(fan.id, lock=True)
+        assert liked is not None and user is not None
+        uow.ledger.record(marketplace.charge(user, 100, new_id, NOW))
+        liked.like(fan.id, False, NOW)
+        written = uow.commit()
+    assert backend.outbox_rows(written.outbox_ids) == [
+        ("product", product.id, 2, "ProductLiked"),
+        ("user", fan.id, 2, "PointsCharged"),
+        ("user", fan.id, 2, "UserBalancesChanged"),
+    ]
+
+
+def test_without_commit_nothing_reaches_the_outbox_or_the_ledger(backend: Backend) -> None:
+    user = a_user()
+    committed(backend, user)
+    with backend.new_uow() as uow:
+        loaded = uow.users.get(user.id, lock=True)
+        assert loaded is not None
+        uow.ledger.record(marketplace.charge(loaded, 5000, new_id, NOW))
+        flushed = uow.flush()
+    assert len(flushed.outbox_ids) == 2
+    assert backend.outbox_rows(flushed.outbox_ids) == []
+    assert backend.ledger_balances(user.id) == {}
+    assert reloaded(backend, lambda uow: uow.users.get(user.id)).available_points == 0
