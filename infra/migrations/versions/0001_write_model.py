@@ -72,7 +72,9 @@ def upgrade() -> None:
     op.create_index(op.f("ix_ledger_entries_txn_id"), "ledger_entries", ["txn_id"], unique=False)
     op.create_table(
         "outbox",
-        sa.Column("id", mysql.CHAR(charset="ascii", collation="ascii_bin", length=26), nullable=False),
+        sa.Column(
+            "id", mysql.CHAR(charset="ascii", collation="ascii_bin", length=26), nullable=False
+        ),
         sa.Column("aggregate_type", sa.String(length=32), nullable=False),
         sa.Column("aggregate_id", sa.String(length=64, collation="ascii_bin"), nullable=False),
         sa.Column("aggregate_version", sa.Integer(), nullable=False),
