@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -10,6 +14,7 @@ from giftmarket.adapters.tables import metadata
 from giftmarket.bootstrap import bootstrap
 from giftmarket.queries.health import system_health
 from giftmarket.settings import Settings
+from giftmarket_local.processes import ManagedProcess, ProcessError
 from giftmarket_local.stack import Stack
 
 
@@ -62,3 +67,21 @@ def test_health_names_the_cache_down_while_redis_is_stopped(
         assert system_health(container.database, container.redis)["cache"] == "ok"
     finally:
         container.close()
+
+
+def test_a_port_taken_by_someone_else_is_named_in_the_error(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        process = ManagedProcess(
+            name="redis",
+            argv=["/usr/bin/redis-server", "--port", str(port)],
+            run_dir=tmp_path,
+            log_dir=tmp_path,
+            ready=lambda: True,
+            port=port,
+        )
+        with pytest.raises(ProcessError, match=f"port {port} is already used"):
+            process.start()
+    assert not process.pid_file.exists()

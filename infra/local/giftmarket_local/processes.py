@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +14,12 @@ from pathlib import Path
 
 class ProcessError(RuntimeError):
     """A managed process failed to start, become ready, or stop."""
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _cmdline(pid: int) -> str:
@@ -46,6 +53,7 @@ class ManagedProcess:
     ready: Callable[[], bool]
     env: Mapping[str, str] = field(default_factory=dict)
     marker: str = ""  # a substring of the command line that identifies our process
+    port: int | None = None  # checked free before starting: a clear error beats a server log
     ready_timeout: float = 60.0
     stop_timeout: float = 30.0
 
@@ -77,6 +85,11 @@ class ManagedProcess:
         if self.is_running():
             self._wait_ready()
             return False
+        if self.port is not None and _port_taken(self.port):
+            raise ProcessError(
+                f"{self.name}: port {self.port} is already used by another process; stop it or"
+                " choose another port (GM_<PROFILE>_<SERVICE>_PORT, e.g. GM_RUN_PRIMARY_PORT)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:

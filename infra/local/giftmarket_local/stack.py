@@ -176,6 +176,7 @@ class MariaDB:
             log_dir=config.root / "log",
             ready=self.accepts_connections,
             marker=f"--datadir={self.datadir}",
+            port=port,
             ready_timeout=60,
             stop_timeout=60,
         )
@@ -257,6 +258,7 @@ class Stack:
             log_dir=config.root / "log",
             ready=lambda: _port_open(config.host, config.redis_port),
             marker=f"{config.host}:{config.redis_port}",
+            port=config.redis_port,
         )
         ls_root = config.root / "localstack"
         self.localstack = ManagedProcess(
@@ -279,6 +281,7 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             },
             marker="localstack.runtime.main",
+            port=config.localstack_port,
             ready_timeout=120,
         )
         self._redis_dir = redis_dir
