@@ -1,10 +1,11 @@
 """The order book of each product: sell bids (asks) and buy bids, and how they match."""
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Self
+from typing import ClassVar, Self
 
 from giftmarket.domain import events
 from giftmarket.domain.errors import BidNotOpen, CrossesBook, NoMatchingBid, NotFound
@@ -18,8 +19,56 @@ class BidStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class _OpenBid(ABC):
+    """What asks and buy bids share: an OPEN bid is cancelled by its owner or matched once.
+
+    Subclasses say whose bid it is and which events record its end."""
+
+    kind: ClassVar[str]  # "sell bid" / "buy bid", as errors name it
+    id: str
+    status: BidStatus
+    updated_at: datetime
+    version: int
+    events: list[DomainEvent]
+
+    @property
+    @abstractmethod
+    def owner_id(self) -> str: ...
+
+    @abstractmethod
+    def _cancelled(self, now: datetime) -> DomainEvent: ...
+
+    @abstractmethod
+    def _matched(self, order_id: str, now: datetime) -> DomainEvent: ...
+
+    def ensure_open(self) -> None:
+        if self.status is not BidStatus.OPEN:
+            raise BidNotOpen(f"the {self.kind} is {self.status}.")
+
+    def ensure_cancellable_by(self, user_id: str) -> None:
+        if user_id != self.owner_id:
+            raise NotFound(self.kind)
+        self.ensure_open()
+
+    def cancel(self, by_user: str, now: datetime) -> None:
+        self.ensure_cancellable_by(by_user)
+        self._close(BidStatus.CANCELLED, now)
+        self.events.append(self._cancelled(now))
+
+    def match(self, order_id: str, now: datetime) -> None:
+        self.ensure_open()
+        self._close(BidStatus.MATCHED, now)
+        self.events.append(self._matched(order_id, now))
+
+    def _close(self, status: BidStatus, now: datetime) -> None:
+        self.status = status
+        self.updated_at = now
+        self.version += 1
+
+
 @dataclass(eq=False, kw_only=True)
-class SellBid:
+class SellBid(_OpenBid):
+    kind = "sell bid"
     id: str
     product_id: str
     seller_id: str
@@ -67,55 +116,38 @@ class SellBid:
         )
         return ask
 
-    def ensure_open(self) -> None:
-        if self.status is not BidStatus.OPEN:
-            raise BidNotOpen(f"the sell bid is {self.status}.")
+    @property
+    def owner_id(self) -> str:
+        return self.seller_id
 
-    def ensure_cancellable_by(self, user_id: str) -> None:
-        if user_id != self.seller_id:
-            raise NotFound("sell bid")
-        self.ensure_open()
-
-    def cancel(self, by_user: str, now: datetime) -> None:
-        self.ensure_cancellable_by(by_user)
-        self._close(BidStatus.CANCELLED, now)
-        self.events.append(
-            events.SellBidCancelled(
-                aggregate_id=self.id,
-                version=self.version,
-                occurred_at=now,
-                sell_bid_id=self.id,
-                product_id=self.product_id,
-                seller_id=self.seller_id,
-                price=self.price,
-                image_id=self.image_id,
-            )
+    def _cancelled(self, now: datetime) -> DomainEvent:
+        return events.SellBidCancelled(
+            aggregate_id=self.id,
+            version=self.version,
+            occurred_at=now,
+            sell_bid_id=self.id,
+            product_id=self.product_id,
+            seller_id=self.seller_id,
+            price=self.price,
+            image_id=self.image_id,
         )
 
-    def match(self, order_id: str, now: datetime) -> None:
-        self.ensure_open()
-        self._close(BidStatus.MATCHED, now)
-        self.events.append(
-            events.SellBidMatched(
-                aggregate_id=self.id,
-                version=self.version,
-                occurred_at=now,
-                sell_bid_id=self.id,
-                product_id=self.product_id,
-                seller_id=self.seller_id,
-                price=self.price,
-                order_id=order_id,
-            )
+    def _matched(self, order_id: str, now: datetime) -> DomainEvent:
+        return events.SellBidMatched(
+            aggregate_id=self.id,
+            version=self.version,
+            occurred_at=now,
+            sell_bid_id=self.id,
+            product_id=self.product_id,
+            seller_id=self.seller_id,
+            price=self.price,
+            order_id=order_id,
         )
-
-    def _close(self, status: BidStatus, now: datetime) -> None:
-        self.status = status
-        self.updated_at = now
-        self.version += 1
 
 
 @dataclass(eq=False, kw_only=True)
-class BuyBid:
+class BuyBid(_OpenBid):
+    kind = "buy bid"
     id: str
     product_id: str
     buyer_id: str
@@ -153,50 +185,32 @@ class BuyBid:
         )
         return bid
 
-    def ensure_open(self) -> None:
-        if self.status is not BidStatus.OPEN:
-            raise BidNotOpen(f"the buy bid is {self.status}.")
+    @property
+    def owner_id(self) -> str:
+        return self.buyer_id
 
-    def ensure_cancellable_by(self, user_id: str) -> None:
-        if user_id != self.buyer_id:
-            raise NotFound("buy bid")
-        self.ensure_open()
-
-    def cancel(self, by_user: str, now: datetime) -> None:
-        self.ensure_cancellable_by(by_user)
-        self._close(BidStatus.CANCELLED, now)
-        self.events.append(
-            events.BuyBidCancelled(
-                aggregate_id=self.id,
-                version=self.version,
-                occurred_at=now,
-                buy_bid_id=self.id,
-                product_id=self.product_id,
-                buyer_id=self.buyer_id,
-                price=self.price,
-            )
+    def _cancelled(self, now: datetime) -> DomainEvent:
+        return events.BuyBidCancelled(
+            aggregate_id=self.id,
+            version=self.version,
+            occurred_at=now,
+            buy_bid_id=self.id,
+            product_id=self.product_id,
+            buyer_id=self.buyer_id,
+            price=self.price,
         )
 
-    def match(self, order_id: str, now: datetime) -> None:
-        self.ensure_open()
-        self._close(BidStatus.MATCHED, now)
-        self.events.append(
-            events.BuyBidMatched(
-                aggregate_id=self.id,
-                version=self.version,
-                occurred_at=now,
-                buy_bid_id=self.id,
-                product_id=self.product_id,
-                buyer_id=self.buyer_id,
-                price=self.price,
-                order_id=order_id,
-            )
+    def _matched(self, order_id: str, now: datetime) -> DomainEvent:
+        return events.BuyBidMatched(
+            aggregate_id=self.id,
+            version=self.version,
+            occurred_at=now,
+            buy_bid_id=self.id,
+            product_id=self.product_id,
+            buyer_id=self.buyer_id,
+            price=self.price,
+            order_id=order_id,
         )
-
-    def _close(self, status: BidStatus, now: datetime) -> None:
-        self.status = status
-        self.updated_at = now
-        self.version += 1
 
 
 def choose_ask(asks: Iterable[SellBid], buyer_id: str, max_price: int) -> SellBid:
