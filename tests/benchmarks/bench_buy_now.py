@@ -13,13 +13,11 @@ Run: make bench   (or .venv/bin/python tests/benchmarks/bench_buy_now.py [second
 
 from __future__ import annotations
 
-import asyncio
 import json
 import multiprocessing
 import random
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +34,7 @@ from giftmarket.domain.errors import NoMatchingBid, NotFound
 from giftmarket.domain.ids import new_id
 from giftmarket.http.auth import TokenService
 from giftmarket.settings import Settings
-from giftmarket_local.runner import LambdaContext, build_http_api_event, load_handler
-from giftmarket_local.template import Route, read_application
+from giftmarket_local.invoke import LocalInvoker
 
 LEVELS = (1, 8, 32)
 PRODUCTS = 20
@@ -226,40 +223,28 @@ def via_executor(container: Container, buyers: list[str]) -> Callable[[int, str]
 
 
 def via_lambda_handler(container: Container, buyers: list[str]) -> Callable[[int, str], bool]:
-    spec = read_application().functions["CommandApiFunction"]
-    _, handler = load_handler(spec)
+    invoker = LocalInvoker()
     tokens = TokenService(
         container.jwt_secret, timedelta(seconds=container.settings.jwt_ttl_seconds)
     )
     bearer = [tokens.issue(b) for b in buyers]
-    route = Route("POST", "/api/products/{product_id}/buy-now", spec.logical_id)
-    loops = threading.local()
     body = json.dumps({"price": 10**6}).encode()
 
     def buy(client: int, product_id: str) -> bool:
-        if not hasattr(loops, "loop"):
-            loops.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loops.loop)
-        event = build_http_api_event(
-            method="POST",
-            raw_path=f"/api/products/{product_id}/buy-now",
-            raw_query="",
-            headers=[
-                ("content-type", "application/json"),
-                ("authorization", f"Bearer {bearer[client % len(bearer)]}"),
-            ],
+        reply = invoker.http(
+            "POST",
+            f"/api/products/{product_id}/buy-now",
             body=body,
-            route=route,
-            path_parameters={"product_id": product_id},
+            headers={
+                "content-type": "application/json",
+                "authorization": f"Bearer {bearer[client % len(bearer)]}",
+            },
         )
-        result = handler(
-            event, LambdaContext(spec.logical_id, spec.memory_mb, spec.timeout_seconds)
-        )
-        if result["statusCode"] == 201:
+        if reply.status == 201:
             return True
-        if result["statusCode"] in (404, 409):
+        if reply.status in (404, 409):
             return False
-        raise RuntimeError(f"unexpected {result['statusCode']}: {result.get('body')}")
+        raise RuntimeError(f"unexpected {reply}")
 
     return buy
 

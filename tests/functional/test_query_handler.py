@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ import redis
 from giftmarket.adapters.db import Database, ReplicaState
 from giftmarket.bootstrap import Container, set_container
 from giftmarket.settings import Settings
-from giftmarket_local.runner import LambdaContext, load_handler
-from giftmarket_local.template import read_application
+from giftmarket_local.invoke import LocalInvoker
 
 EVENTS = Path(__file__).resolve().parents[2] / "functions" / "query_api" / "events"
 
@@ -54,22 +52,9 @@ class FakeRedis:
 
 
 def invoke(event_name: str) -> tuple[int, dict[str, str], dict[str, Any]]:
-    spec = read_application().functions["QueryApiFunction"]
-    _, handler = load_handler(spec)
     event = json.loads((EVENTS / event_name).read_text())
-    context = LambdaContext(spec.logical_id, spec.memory_mb, spec.timeout_seconds)
-    result = handler(event, context)
-    return result["statusCode"], result["headers"], json.loads(result["body"])
-
-
-@pytest.fixture(autouse=True)
-def event_loop_like_the_lambda_runtime() -> Iterator[None]:
-    # Mangum drives the app with asyncio.get_event_loop(); the runtime's thread has a loop.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
+    reply = LocalInvoker().invoke_event("QueryApiFunction", event)
+    return reply.status, reply.headers, reply.body
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ a machine-readable `code` — never a 500 — and the database is exactly as it 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,18 +16,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.settings import Settings
-from giftmarket_local.runner import LambdaContext, build_http_api_event, load_handler
+from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
 from giftmarket_local.template import read_application
 
 APPLICATION = read_application()
 FUNCTION = APPLICATION.functions["CommandApiFunction"]
+INVOKER = LocalInvoker(APPLICATION)
 ADMIN_EMAIL = f"bad-input-admin-{uuid.uuid4().hex[:12]}@example.com"
 PASSWORD = "password123"
 MISSING = "01ARZ3NDEKTSV4RRFFQ69G5FAV"  # a well-formed ULID that names nothing
@@ -39,20 +38,6 @@ MIB = 1024 * 1024
 # Invoking the handler
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    raw: bytes
-
-    @property
-    def body(self) -> Any:
-        return json.loads(self.raw) if self.raw else None
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.headers} {self.raw[:600]!r}"
-
-
 def invoke(
     method: str,
     path: str,
@@ -60,26 +45,10 @@ def invoke(
     headers: dict[str, str] | None = None,
 ) -> Reply:
     """`path` is the raw (percent-encoded) path; path parameters arrive decoded, as in AWS."""
-    resolved = APPLICATION.resolve(method, path)
+    resolved = APPLICATION.resolve(method, path.split("?")[0])
     assert resolved is not None, f"{method} {path} is not routed"
-    route, params = resolved
-    assert route.function == FUNCTION.logical_id, route
-    event = build_http_api_event(
-        method=method,
-        raw_path=path,
-        raw_query="",
-        headers=list((headers or {}).items()),
-        body=body,
-        route=route,
-        path_parameters={name: unquote(value) for name, value in params.items()},
-    )
-    _, handler = load_handler(FUNCTION)
-    context = LambdaContext(FUNCTION.logical_id, FUNCTION.memory_mb, FUNCTION.timeout_seconds)
-    result = handler(event, context)
-    raw = str(result.get("body") or "")
-    data = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode()
-    names = {str(k).lower(): str(v) for k, v in (result.get("headers") or {}).items()}
-    return Reply(int(result["statusCode"]), names, data)
+    assert resolved[0].function == FUNCTION.logical_id, resolved[0]
+    return INVOKER.http(method, path, body=body, headers=headers)
 
 
 def call(
@@ -112,19 +81,9 @@ def assert_problem(reply: Reply, *statuses: int) -> dict[str, Any]:
 # The stack, the container and the people in it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def event_loop_like_the_lambda_runtime() -> Iterator[None]:
-    # Mangum drives the app with asyncio.get_event_loop(); the runtime's thread has a loop.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
-
-
 @pytest.fixture(scope="module")
 def container(
-    make_settings: Callable[..., Settings], event_loop_like_the_lambda_runtime: None
+    make_settings: Callable[..., Settings],
 ) -> Iterator[Container]:
     settings = make_settings(
         admin_emails=ADMIN_EMAIL, password_hash_time_cost=1, password_hash_memory_kib=1024

@@ -26,7 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from giftmarket_local.template import Application, FunctionSpec, Route
 
@@ -156,6 +156,32 @@ class HttpResponse:
     body: bytes
 
 
+def route_request(
+    application: Application,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> tuple[Route, dict[str, Any]] | None:
+    """The route and the event API Gateway would send for this request, or None (404)."""
+    parts = urlsplit(target)
+    resolved = application.resolve(method, parts.path)
+    if resolved is None:
+        return None
+    route, params = resolved
+    event = build_http_api_event(
+        method=method,
+        raw_path=parts.path,
+        raw_query=parts.query,
+        headers=headers,
+        body=body,
+        route=route,
+        # API Gateway hands path parameters over decoded (%2F → /), the raw path stays raw.
+        path_parameters={name: unquote(value) for name, value in params.items()},
+    )
+    return route, event
+
+
 def _gateway_error(status: HTTPStatus) -> HttpResponse:
     body = json.dumps({"message": status.phrase}).encode()
     return HttpResponse(status.value, [("content-type", "application/json")], body)
@@ -251,22 +277,12 @@ class Gateway:
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> tuple[HttpResponse, str | None]:
-        parts = urlsplit(target)
-        resolved = self.application.resolve(method, parts.path)
-        if resolved is None:
+        routed = route_request(self.application, method, target, headers, body)
+        if routed is None:
             return _gateway_error(HTTPStatus.NOT_FOUND), None
-        route, params = resolved
+        route, event = routed
         if len(body) > MAX_PAYLOAD_BYTES:
             return _gateway_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE), route.function
-        event = build_http_api_event(
-            method=method,
-            raw_path=parts.path,
-            raw_query=parts.query,
-            headers=headers,
-            body=body,
-            route=route,
-            path_parameters=params,
-        )
         try:
             result = self.hosts[route.function].invoke(event)
         except FutureTimeout:

@@ -28,7 +28,7 @@ def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
     logger = Logger(service=service)
     # Only the libraries the functions use are patched: each patch costs cold-start time.
     tracer = Tracer(service=service, patch_modules=["botocore", "pymysql"])
-    metrics.set_default_dimensions(service=service)
+    # The metrics' service dimension comes from POWERTOOLS_SERVICE_NAME, set per function.
     # Problem details are text too: without this Mangum would base64-encode every error body.
     asgi = Mangum(
         app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, "application/problem+json"]
