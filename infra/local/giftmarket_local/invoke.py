@@ -49,13 +49,19 @@ class LocalInvoker:
     def __init__(self, application: Application | None = None) -> None:
         self.application = application or read_application()
 
-    def invoke_event(self, function: str, event: dict[str, Any]) -> Reply:
-        """Invoke `function` (its template logical id) with a ready-made event."""
+    def invoke_event_raw(self, function: str, event: dict[str, Any]) -> Any:
+        """Invoke `function` (its template logical id) with a ready-made event; returns what
+        the handler returned (an SQS batch response, a job report...)."""
         spec: FunctionSpec = self.application.functions[function]
         give_thread_an_event_loop()  # before the import: Mangum looks for a loop when built
         _, handler = load_handler(spec)
         context = LambdaContext(spec.logical_id, spec.memory_mb, spec.timeout_seconds)
-        return reply_from_result(handler(event, context))
+        return handler(event, context)
+
+    def invoke_event(self, function: str, event: dict[str, Any]) -> Reply:
+        """Invoke an HTTP API function with a ready-made API Gateway event."""
+        result: dict[str, Any] = self.invoke_event_raw(function, event)
+        return reply_from_result(result)
 
     def http(
         self,

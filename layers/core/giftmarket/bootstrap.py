@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -22,6 +22,11 @@ from giftmarket.commands.executor import CommandExecutor
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain.ids import new_id
 from giftmarket.settings import Settings
+
+if TYPE_CHECKING:
+    from giftmarket.adapters.read_models import ReadModels
+    from giftmarket.projections.projector import Projector
+    from giftmarket.queries.reads import Reads
 
 
 class Container:
@@ -79,6 +84,24 @@ class Container:
         return CommandExecutor(
             self.unit_of_work, self.command_context, retries=self.settings.command_retries
         )
+
+    @cached_property
+    def read_models(self) -> ReadModels:
+        from giftmarket.adapters.read_models import ReadModels
+
+        return ReadModels(self.redis)
+
+    @cached_property
+    def reads(self) -> Reads:
+        from giftmarket.queries.reads import Reads
+
+        return Reads(self.read_models, self.database)
+
+    @cached_property
+    def projector(self) -> Projector:
+        from giftmarket.projections.projector import Projector
+
+        return Projector(self.read_models, self.command_executor)
 
     def unit_of_work(self) -> UnitOfWork:
         from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork

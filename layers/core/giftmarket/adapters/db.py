@@ -271,9 +271,11 @@ class Database:
                         raise
                     self.monitor.mark_unusable(f"unreachable ({short_reason(exc)})")
                     log.warning("replica failed during a query; answering from the primary")
-        return self._on_primary(query)
+        return self.run_on_primary(query)
 
-    def _on_primary(self, query: Callable[[Session], T]) -> T:
+    def run_on_primary(self, query: Callable[[Session], T]) -> T:
+        """Run a read-only query on the primary (in a read-only session): for when the
+        answer must include the latest commits, e.g. a consistency token not yet projected."""
         try:
             with Session(self.primary_reader) as session:
                 return query(session)

@@ -1,0 +1,72 @@
+"""How every query is answered: the read model first, SQL when it cannot answer.
+
+- No token: the Redis read model; on a miss, or with Redis down, the same answer from SQL on
+  the replica (the primary when the replica is down or lagging).
+- With an X-Consistency-Token: wait, briefly and bounded, for the token's events to be
+  projected; if they are not, answer from the primary rather than return stale data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+from aws_lambda_powertools.metrics import MetricUnit
+from sqlalchemy.orm import Session
+
+from giftmarket.adapters.db import Database
+from giftmarket.adapters.read_models import ReadModels
+from giftmarket.consistency import ConsistencyToken
+from giftmarket.observability import metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Answer = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reads:
+    read_models: ReadModels
+    database: Database
+    # The stale re-render problem: wait this long at most for a command's events to land.
+    consistency_wait_seconds: float = 0.3
+    poll_seconds: float = 0.005
+
+    def answer(
+        self,
+        *,
+        read_model: Callable[[], T | None],
+        sql: Callable[[Session], T | None],
+        token: ConsistencyToken | None = None,
+    ) -> T | None:
+        if token is not None and not self._projected(token):
+            metrics.add_metric(name="ConsistencyFallbacks", unit=MetricUnit.Count, value=1)
+            return self.database.run_on_primary(sql)
+        try:
+            found = read_model()
+        except redis.RedisError as exc:
+            log.warning("read model unavailable, answering from SQL: %s", exc)
+            metrics.add_metric(name="ReadModelUnavailable", unit=MetricUnit.Count, value=1)
+            return self.database.run_query(sql)
+        if found is not None:
+            metrics.add_metric(name="ReadModelHits", unit=MetricUnit.Count, value=1)
+            return found
+        metrics.add_metric(name="ReadModelMisses", unit=MetricUnit.Count, value=1)
+        return self.database.run_query(sql)
+
+    def _projected(self, token: ConsistencyToken) -> bool:
+        deadline = time.monotonic() + self.consistency_wait_seconds
+        while True:
+            try:
+                if self.read_models.all_seen(token.outbox_ids):
+                    return True
+            except redis.RedisError:
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll_seconds)
