@@ -17,6 +17,7 @@ from giftmarket_local.migrations import upgrade
 from giftmarket_local.runner import Gateway, make_server
 from giftmarket_local.stack import Stack
 from giftmarket_local.template import read_application
+from giftmarket_local.triggers import start_triggers
 
 
 def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
@@ -44,6 +45,7 @@ def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
         server = make_server(gateway, host, port)
         serving = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
         serving.start()
+        triggers = start_triggers(gateway, stack.config.app_env(), stop)
         admin = os.environ.get("ADMIN_EMAILS", "admin@giftmarket.local").split(",")[0]
         print(
             f"\ngiftmarket is up in {time.monotonic() - began:.1f}s\n"
@@ -58,6 +60,8 @@ def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
         print("stopping...", flush=True)
         server.shutdown()
         server.server_close()
+        for trigger in triggers:
+            trigger.join(timeout=5)
         return 0
     finally:
         if gateway is not None:

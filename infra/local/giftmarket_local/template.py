@@ -53,6 +53,8 @@ class FunctionSpec:
     timeout_seconds: int
     memory_mb: int
     environment: dict[str, Any] = field(default_factory=dict)
+    sqs_sources: int = 0  # how many SQS event source mappings feed it
+    schedules: tuple[str, ...] = ()  # EventBridge Scheduler expressions, e.g. "rate(1 minute)"
 
     @property
     def module_file(self) -> Path:
@@ -129,6 +131,7 @@ def read_application(path: Path = TEMPLATE_PATH) -> Application:
             **function_globals.get("Environment", {}).get("Variables", {}),
             **resource.get("Properties", {}).get("Environment", {}).get("Variables", {}),
         }
+        events = list((props.get("Events") or {}).values())
         functions[logical_id] = FunctionSpec(
             logical_id=logical_id,
             code_uri=(path.parent / str(props["CodeUri"])).resolve(),
@@ -136,8 +139,14 @@ def read_application(path: Path = TEMPLATE_PATH) -> Application:
             timeout_seconds=int(props.get("Timeout", 3)),
             memory_mb=int(props.get("MemorySize", 128)),
             environment=env,
+            sqs_sources=sum(1 for e in events if e.get("Type") == "SQS"),
+            schedules=tuple(
+                str(e.get("Properties", {}).get("ScheduleExpression"))
+                for e in events
+                if e.get("Type") in ("ScheduleV2", "Schedule")
+            ),
         )
-        for event in (props.get("Events") or {}).values():
+        for event in events:
             if event.get("Type") != "HttpApi":
                 continue
             event_props = event.get("Properties", {})
