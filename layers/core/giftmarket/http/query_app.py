@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, FastAPI, Response
 from pydantic import BaseModel
 
+from giftmarket.http import query_routes
 from giftmarket.http.deps import ContainerDep
 from giftmarket.http.problems import RETRY_AFTER_SECONDS, install_problem_handlers
 from giftmarket.queries.health import system_health
@@ -43,4 +44,5 @@ def create_query_app() -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(router)
+    app.include_router(query_routes.router)
     return app
