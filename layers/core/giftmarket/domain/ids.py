@@ -1,5 +1,6 @@
 """Entity ids: ULIDs, 26 Crockford base32 characters, sortable by creation time."""
 
+import re
 import secrets
 import threading
 import time
@@ -64,3 +65,11 @@ _process_ulids = MonotonicUlids()
 
 def new_id() -> str:
     return _process_ulids()
+
+
+_ULID_TEXT = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def is_ulid(value: str) -> bool:
+    """Whether `value` can be one of our ids (anything else names nothing)."""
+    return bool(_ULID_TEXT.match(value))

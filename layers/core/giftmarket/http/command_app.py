@@ -6,20 +6,19 @@ transaction, idempotency and the consistency token) and shape the answer.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
 from giftmarket.commands import accounts, catalog, trading
 from giftmarket.domain.errors import NotFound
+from giftmarket.domain.ids import is_ulid
 from giftmarket.http import schemas as s
 from giftmarket.http.auth import CurrentUser, Tokens
 from giftmarket.http.command_runner import Run
 from giftmarket.http.problems import install_problem_handlers
 
 router = APIRouter()
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/problem+json": {}}}
     for code, text in {
@@ -34,7 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def entity_id(value: str, resource: str) -> str:
     """Ids are ULIDs: anything else cannot exist, so it is simply not found."""
-    if not _ULID.match(value):
+    if not is_ulid(value):
         raise NotFound(resource)
     return value
 

@@ -13,10 +13,28 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
+from giftmarket.consistency import ConsistencyToken
 from giftmarket.domain.errors import NotFound
 from giftmarket.http.auth import Caller, CurrentUser, Tokens, authenticate
 from giftmarket.http.deps import ContainerDep
 from giftmarket.queries import views
+
+
+def consistency_token(
+    token: Annotated[
+        str | None,
+        Header(
+            alias=CONSISTENCY_HEADER,
+            description="From a command's response: the answer then reflects that command.",
+        ),
+    ] = None,
+) -> ConsistencyToken | None:
+    # A token that is not one of ours is ignored (eventual consistency), never an error.
+    return ConsistencyToken.decode(token) if token else None
+
+
+Consistency = Annotated[ConsistencyToken | None, Depends(consistency_token)]
 
 router = APIRouter()
 
@@ -277,9 +295,13 @@ def search(q: SearchText, container: ContainerDep, caller: MaybeUser, limit: Lim
 
 
 @router.get("/api/me", response_model=UserPublic, responses=_ERRORS)
-def me(caller: CurrentUser, container: ContainerDep) -> Any:
-    """The caller's profile and balances."""
-    answer = container.database.run_query(lambda s: views.me(s, caller.user_id))
+def me(caller: CurrentUser, container: ContainerDep, token: Consistency) -> Any:
+    """The caller's profile and balances (send X-Consistency-Token to read your writes)."""
+    answer = container.reads.answer(
+        read_model=lambda: container.read_models.user(caller.user_id),
+        sql=lambda s: views.me(s, caller.user_id),
+        token=token,
+    )
     return _found(answer, "user")
 
 

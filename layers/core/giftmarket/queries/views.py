@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -35,6 +34,7 @@ from giftmarket.adapters.tables import (
     settlements,
     users,
 )
+from giftmarket.domain.ids import is_ulid
 
 Answer = dict[str, Any]
 ProductSort = Literal["popular", "latest", "price"]
@@ -55,7 +55,6 @@ SALE_STATUSES: dict[str, tuple[str, ...]] = {
     "done": ("SETTLED",),
 }
 
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 _MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999) - _EPOCH) // _MICROSECOND
@@ -64,7 +63,7 @@ _MAX_INT64 = 2**63 - 1
 
 def is_entity_id(value: str) -> bool:
     """Ids are ULIDs; anything else cannot name a row."""
-    return bool(_ULID.match(value))
+    return is_ulid(value)
 
 
 def iso(value: datetime | None) -> str | None:
