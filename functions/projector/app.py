@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from giftmarket.bootstrap import get_container
 from giftmarket.messages import EventEnvelope
-from giftmarket.observability import metrics
+from giftmarket.observability import with_metrics
 
 logger = Logger(service="giftmarket-projector")
 tracer = Tracer(service="giftmarket-projector", patch_modules=["botocore", "pymysql"])
@@ -29,7 +29,7 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@with_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response: dict[str, Any] = process_partial_response(  # type: ignore[assignment]
         event=event, record_handler=record_handler, processor=processor, context=context

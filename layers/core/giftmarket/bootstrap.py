@@ -9,6 +9,7 @@ container with their own parts: `bootstrap(settings, database=..., images=...)`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,9 @@ from giftmarket.domain.ids import new_id
 from giftmarket.settings import Settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+    from giftmarket.adapters.publisher import Publisher, RelayReport
     from giftmarket.adapters.read_models import ReadModels
     from giftmarket.projections.projector import Projector
     from giftmarket.queries.reads import Reads
@@ -51,6 +55,41 @@ class Container:
 
         client = build_s3_client(self.settings.aws_region, self.settings.aws_endpoint_url)
         return S3ImageStore(client, self.settings.images_bucket)
+
+    @cached_property
+    def sqs(self) -> SQSClient:
+        from giftmarket.adapters.publisher import build_sqs_client
+
+        return build_sqs_client(self.settings.aws_region, self.settings.aws_endpoint_url)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        from giftmarket.adapters.publisher import SqsPublisher
+
+        if not self.settings.events_queue_url:
+            raise RuntimeError("EVENTS_QUEUE_URL is not set: there is no queue to publish to")
+        return SqsPublisher(self.sqs, self.settings.events_queue_url)
+
+    def publish_committed(self, outbox_ids: Sequence[str]) -> None:
+        """Publish a command's events right after its commit (the fast path). Failures are
+        logged, not raised: the relay sends what this misses. Without a queue configured
+        (unit tests, a local run without SQS) it does nothing."""
+        if not outbox_ids or not self.settings.events_queue_url:
+            return
+        from giftmarket.adapters.publisher import publish_committed
+
+        publish_committed(self.database.writer, self.publisher, outbox_ids)
+
+    def relay_outbox(self) -> RelayReport:
+        """Publish whatever is still unpublished: the scheduled relay and the CLI."""
+        from giftmarket.adapters.publisher import relay_outbox
+
+        return relay_outbox(
+            self.database.writer,
+            self.publisher,
+            batch_size=self.settings.outbox_relay_batch_size,
+            max_batches=self.settings.outbox_relay_max_batches,
+        )
 
     @cached_property
     def passwords(self) -> PasswordHasher:
@@ -82,7 +121,10 @@ class Container:
     @cached_property
     def command_executor(self) -> CommandExecutor:
         return CommandExecutor(
-            self.unit_of_work, self.command_context, retries=self.settings.command_retries
+            self.unit_of_work,
+            self.command_context,
+            retries=self.settings.command_retries,
+            after_commit=self.publish_committed,
         )
 
     @cached_property
@@ -115,6 +157,10 @@ class Container:
             self.database.dispose()
         if "redis" in self.__dict__:
             self.redis.close()
+        if "sqs" in self.__dict__:
+            self.sqs.close()
+        if "images" in self.__dict__:
+            self.images.close()
 
 
 _lock = threading.Lock()
@@ -134,6 +180,13 @@ def get_container() -> Container:
             if _container is None:
                 _container = bootstrap()
     return _container
+
+
+def close_container() -> None:
+    """Close the process's container, if one was built (its pools and clients)."""
+    with _lock:
+        if _container is not None:
+            _container.close()
 
 
 def set_container(container: Container | None) -> None:

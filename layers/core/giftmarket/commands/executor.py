@@ -47,6 +47,7 @@ class IdempotencyClaim:
 class Outcome:
     response: StoredResponse
     replayed: bool
+    outbox_ids: tuple[str, ...] = ()  # what this call wrote (nothing when replayed)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class CommandExecutor:
     unit_of_work: UnitOfWorkFactory
     context: CommandContext
     retries: int = 3
+    # Told the outbox ids of every commit (not of replays): the fast path that publishes a
+    # command's events at once. It must not raise; the relay catches whatever it misses.
+    after_commit: Callable[[tuple[str, ...]], None] | None = None
 
     def execute(self, handler: Handler[R]) -> tuple[R, Committed]:
         """Run the handler and commit; returns its result and what was written."""
@@ -63,7 +67,9 @@ class CommandExecutor:
                 result = handler(uow, self.context)
                 return result, uow.commit()
 
-        return self._with_retries(attempt)
+        result, committed = self._with_retries(attempt)
+        self._committed(committed.outbox_ids)
+        return result, committed
 
     def execute_idempotent(
         self,
@@ -87,12 +93,19 @@ class CommandExecutor:
                 if stored is not None:
                     return Outcome(stored, replayed=True)
                 result = handler(uow, self.context)
-                response = respond(result, uow.flush())
+                written = uow.flush()
+                response = respond(result, written)
                 uow.idempotency.complete(claim.scope, claim.key, response)
                 uow.commit()
-                return Outcome(response, replayed=False)
+                return Outcome(response, replayed=False, outbox_ids=written.outbox_ids)
 
-        return self._with_retries(attempt)
+        outcome = self._with_retries(attempt)
+        self._committed(outcome.outbox_ids)
+        return outcome
+
+    def _committed(self, outbox_ids: tuple[str, ...]) -> None:
+        if outbox_ids and self.after_commit is not None:
+            self.after_commit(outbox_ids)
 
     def _with_retries(self, attempt: Callable[[], T]) -> T:
         for number in range(1, self.retries + 2):

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
-from giftmarket.observability import metrics, metrics_disabled
+from giftmarket.observability import with_metrics
 
 # Mangum and Powertools each type the context object; the runtime passes one object to both.
 # A request that records no metric of its own (a health check) is normal, not a warning.
@@ -38,22 +38,10 @@ def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
     )
     @tracer.capture_lambda_handler(capture_response=False)
-    @metrics.log_metrics(capture_cold_start_metric=True)
+    @with_metrics
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         response: dict[str, Any] = asgi(event, context)
         return response
 
-    if not metrics_disabled():
-        wrapped: LambdaHandler = handler
-        return wrapped
-
-    def handler_without_metrics(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        # Disabled metrics are never flushed, so Powertools never clears them: clear them
-        # here, or the set grows with every invocation of a warm container.
-        try:
-            response: dict[str, Any] = handler(event, context)
-            return response
-        finally:
-            metrics.clear_metrics()
-
-    return handler_without_metrics
+    wrapped: LambdaHandler = handler
+    return wrapped

@@ -1,0 +1,151 @@
+"""SqsPublisher on a real botocore SQS client whose calls are stubbed: no network.
+
+The Stubber checks every request against the SQS API model, so what is asserted here is
+what SQS would receive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from botocore.stub import Stubber
+
+from giftmarket.adapters.publisher import SqsPublisher, build_sqs_client
+from giftmarket.bootstrap import Container
+from giftmarket.messages import EventEnvelope
+from giftmarket.settings import Settings
+
+QUEUE_URL = "http://sqs.local/000000000000/events.fifo"
+
+
+def envelope(n: int, *, group: str = "product:P1", payload_bytes: int = 0) -> EventEnvelope:
+    return EventEnvelope(
+        outbox_id=f"01J0000000000000000000{n:04d}",
+        aggregate_type="product",
+        aggregate_id=group.split(":")[1],
+        version=n,
+        event_type="ProductLiked",
+        message_group=group,
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        payload={"user_id": "U1", "padding": "x" * payload_bytes},
+    )
+
+
+def entries(envelopes: list[EventEnvelope]) -> list[dict[str, str]]:
+    return [
+        {
+            "Id": e.outbox_id,
+            "MessageBody": e.to_json(),
+            "MessageGroupId": e.message_group,
+            "MessageDeduplicationId": e.outbox_id,
+        }
+        for e in envelopes
+    ]
+
+
+def accepted(*ids: str) -> list[dict[str, str]]:
+    return [{"Id": i, "MessageId": f"m-{i}", "MD5OfMessageBody": "0" * 32} for i in ids]
+
+
+def refused(*ids: str) -> list[dict[str, Any]]:
+    return [{"Id": i, "SenderFault": True, "Code": "InvalidParameterValue"} for i in ids]
+
+
+@pytest.fixture
+def client() -> Any:
+    return build_sqs_client("us-east-1", "http://127.0.0.1:9")
+
+
+@pytest.fixture
+def stubbed(client: Any) -> Iterator[Stubber]:
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def expect(stubbed: Stubber, sent: list[EventEnvelope], response: dict[str, Any]) -> None:
+    stubbed.add_response(
+        "send_message_batch",
+        {"Failed": [], **response},
+        {"QueueUrl": QUEUE_URL, "Entries": entries(sent)},
+    )
+
+
+def test_events_go_in_batches_of_ten_with_group_and_dedup_ids(
+    client: Any, stubbed: Stubber
+) -> None:
+    events = [envelope(n, group=f"product:P{n % 3}") for n in range(23)]
+    for chunk in (events[:10], events[10:20], events[20:]):
+        expect(stubbed, chunk, {"Successful": accepted(*(e.outbox_id for e in chunk))})
+
+    assert SqsPublisher(client, QUEUE_URL).send(events) == {e.outbox_id for e in events}
+
+
+def test_entries_sqs_lists_as_failed_are_not_accepted(client: Any, stubbed: Stubber) -> None:
+    events = [envelope(n) for n in range(4)]
+    ids = [e.outbox_id for e in events]
+    expect(stubbed, events, {"Successful": accepted(ids[0], ids[2]), "Failed": refused(ids[1])})
+
+    # ids[3] is in neither list: only what SQS names as successful counts as sent.
+    assert SqsPublisher(client, QUEUE_URL).send(events) == {ids[0], ids[2]}
+
+
+def test_a_batch_refused_as_a_whole_loses_only_its_own_events(
+    client: Any, stubbed: Stubber
+) -> None:
+    events = [envelope(n) for n in range(15)]
+    stubbed.add_client_error(
+        "send_message_batch",
+        service_error_code="AWS.SimpleQueueService.BatchRequestTooLong",
+        http_status_code=400,
+    )
+    expect(stubbed, events[10:], {"Successful": accepted(*(e.outbox_id for e in events[10:]))})
+
+    assert SqsPublisher(client, QUEUE_URL).send(events) == {e.outbox_id for e in events[10:]}
+
+
+def test_a_message_too_large_to_share_a_batch_travels_alone(client: Any, stubbed: Stubber) -> None:
+    small, large, after = envelope(1), envelope(2, payload_bytes=300 * 1024), envelope(3)
+    for chunk in ([small], [large], [after]):
+        expect(stubbed, chunk, {"Successful": accepted(chunk[0].outbox_id)})
+
+    sent = SqsPublisher(client, QUEUE_URL).send([small, large, after])
+    assert sent == {small.outbox_id, large.outbox_id, after.outbox_id}
+
+
+def test_batches_fill_up_to_the_size_limit(client: Any, stubbed: Stubber) -> None:
+    events = [envelope(n, payload_bytes=100 * 1024) for n in range(5)]
+    for chunk in (events[:2], events[2:4], events[4:]):
+        expect(stubbed, chunk, {"Successful": accepted(*(e.outbox_id for e in chunk))})
+
+    assert len(SqsPublisher(client, QUEUE_URL).send(events)) == 5
+
+
+def test_unreachable_sqs_means_nothing_accepted_and_no_further_batches(client: Any) -> None:
+    attempted: list[str] = []
+
+    def unreachable(request: Any, **_: Any) -> None:
+        attempted.append(request.body.decode() if isinstance(request.body, bytes) else "")
+        raise EndpointConnectionError(endpoint_url=QUEUE_URL)
+
+    client.meta.events.register("before-send.sqs.SendMessageBatch", unreachable)
+    events = [envelope(n) for n in range(25)]
+
+    assert SqsPublisher(client, QUEUE_URL).send(events) == set()
+    # Only the first batch was tried (with the client's own retry): the others would wait
+    # for the same unreachable endpoint.
+    assert attempted and all(events[0].outbox_id in body for body in attempted)
+    assert not any(events[10].outbox_id in body for body in attempted)
+
+
+def test_the_fast_path_does_nothing_without_a_queue() -> None:
+    class NoDatabase:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the database was used ({name})")
+
+    container = Container(Settings(events_queue_url=None), database=NoDatabase())
+    container.publish_committed(("01J00000000000000000000001",))
