@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,10 @@ def get(url: str) -> tuple[int, dict[str, str], Any]:
 
 
 def start_runner(profile: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    # Output to a file, not a pipe: an undrained pipe fills up and blocks the runner.
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the runner
+        "w+", prefix="runner-", suffix=".log", delete=False
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -54,16 +59,15 @@ def start_runner(profile: str, port: int, env: dict[str, str]) -> subprocess.Pop
         ],
         cwd=REPO_ROOT,
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    proc.log_path = log.name  # type: ignore[attr-defined]
     deadline = time.monotonic() + 180
     while not port_open(port):
         if proc.poll() is not None:
-            raise AssertionError(
-                f"runner exited early:\n{proc.stdout.read() if proc.stdout else ''}"
-            )
+            raise AssertionError(f"runner exited early:\n{output_of(proc)}")
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("runner did not start listening")
@@ -71,9 +75,15 @@ def start_runner(profile: str, port: int, env: dict[str, str]) -> subprocess.Pop
     return proc
 
 
+def output_of(proc: subprocess.Popen[str]) -> str:
+    return Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+
+
 def terminate(proc: subprocess.Popen[str]) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=90)
+    proc.wait(timeout=90)
+    output = output_of(proc)
+    Path(proc.log_path).unlink()  # type: ignore[attr-defined]
     return proc.returncode, output
 
 

@@ -601,6 +601,9 @@ class FakeImageStore:
     def presign_download(self, key: str) -> str:
         return f"https://fake-s3/get/{key}"
 
+    def close(self) -> None:
+        pass
+
 
 class FakePasswords:
     """`hashed:<password>` for hashes it makes; any other `<scheme>:` prefix is an old

@@ -56,13 +56,17 @@ class SqsEventSource:
         invoke: Invoke,
         *,
         batch_size: int = 10,
-        wait_seconds: int = 1,
+        wait_seconds: int = 0,
+        idle_seconds: float = 0.02,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._invoke = invoke
         self._batch_size = batch_size
+        # Short polls and a short idle pause rather than long polling: LocalStack 4.13 can
+        # hang in its shutdown after serving long polls (seen here: SIGTERM then nothing).
         self._wait_seconds = wait_seconds
+        self._idle_seconds = idle_seconds
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         self._queue_arn: str = attributes["Attributes"]["QueueArn"]
         self._region: str = sqs.meta.region_name
@@ -108,9 +112,14 @@ class SqsEventSource:
         return len(messages), len(failed)
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.poll_once()
-            except Exception:
-                log.exception("polling %s failed; retrying", self._queue_url)
-                stop.wait(1.0)
+        try:
+            while not stop.is_set():
+                try:
+                    if self.poll_once() == (0, 0):
+                        stop.wait(self._idle_seconds)
+                except Exception:
+                    log.exception("polling %s failed; retrying", self._queue_url)
+                    stop.wait(1.0)
+        finally:
+            # An open keep-alive connection holds LocalStack's shutdown up: close it.
+            self._sqs.close()

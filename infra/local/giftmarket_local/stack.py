@@ -273,6 +273,10 @@ class Stack:
                 "DNS_ADDRESS": "0",
                 "FILESYSTEM_ROOT": str(ls_root),
                 "SERVICES": "sqs,s3,events,scheduler,secretsmanager,cloudwatch,logs",
+                # Start every service before reporting ready: a SIGTERM that arrives while a
+                # lazily loaded service is still starting can leave LocalStack hanging in its
+                # shutdown (seen with SQS: "Stopping all services", then nothing).
+                "EAGER_SERVICE_LOADING": "1",
                 # Path-style queue URLs: no DNS name to resolve on a machine without a network.
                 "SQS_ENDPOINT_STRATEGY": "path",
                 "SKIP_SSL_CERT_DOWNLOAD": "1",
@@ -325,10 +329,18 @@ class Stack:
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop the named processes (all by default), the databases last, replica first."""
         order = [self.localstack, self.redis, self.replica.process, self.primary.process]
-        stopped = []
+        stopped: list[str] = []
+        errors: list[ProcessError] = []
         for process in order:
-            if (names is None or process.name in names) and process.stop():
-                stopped.append(process.name)
+            if names is not None and process.name not in names:
+                continue
+            try:
+                if process.stop():
+                    stopped.append(process.name)
+            except ProcessError as exc:
+                errors.append(exc)  # still stop the others
+        if errors:
+            raise ProcessError("; ".join(str(e) for e in errors))
         return stopped
 
     def status(self) -> dict[str, int | None]:

@@ -13,6 +13,7 @@ import threading
 import time
 from types import FrameType
 
+from giftmarket.bootstrap import close_container
 from giftmarket_local.migrations import upgrade
 from giftmarket_local.runner import Gateway, make_server
 from giftmarket_local.stack import Stack
@@ -66,5 +67,7 @@ def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
     finally:
         if gateway is not None:
             gateway.shutdown()
+        # The handlers' pools and clients: LocalStack waits on open connections at shutdown.
+        close_container()
         stopped = stack.stop(started)
         print(f"stopped: {', '.join(stopped) or 'nothing'}", file=sys.stderr, flush=True)

@@ -50,6 +50,9 @@ class S3ImageStore:
             raise
         return StoredObject(size=int(head["ContentLength"]), content_type=head.get("ContentType"))
 
+    def close(self) -> None:
+        self._s3.close()
+
     def presign_download(self, key: str) -> str:
         url: str = self._s3.generate_presigned_url(
             "get_object",

@@ -40,6 +40,8 @@ class ImageStore(Protocol):
 
     def presign_download(self, key: str) -> str: ...
 
+    def close(self) -> None: ...
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
