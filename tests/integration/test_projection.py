@@ -22,6 +22,7 @@ from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.messages import EventEnvelope
+from giftmarket.queries import views
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
 from giftmarket_local.stack import Stack
@@ -58,21 +59,8 @@ def envelopes(container: Container, aggregate_id: str) -> list[EventEnvelope]:
 
 
 def me_by_sql(user_id: str) -> Callable[[Session], dict[str, Any] | None]:
-    def query(session: Session) -> dict[str, Any] | None:
-        u = tables.users
-        row = session.execute(select(u).where(u.c.id == user_id)).first()
-        if row is None:
-            return None
-        return {
-            "user_id": row.id,
-            "email": row.email,
-            "nickname": row.nickname,
-            "available_points": row.available_points,
-            "escrowed_points": row.escrowed_points,
-            "pending_points": row.pending_points,
-        }
-
-    return query
+    """The same answer from SQL: the query API's fallback view."""
+    return lambda session: views.me(session, user_id)
 
 
 def test_user_read_model_equals_the_database_after_signup_and_charges(

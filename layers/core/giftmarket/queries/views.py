@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from giftmarket.adapters.tables import (
@@ -381,18 +381,31 @@ def me(session: Session, user_id: str) -> Answer | None:
     }
 
 
+def _open_bids(
+    session: Session,
+    bids: Table,
+    owner: ColumnElement[str],
+    id_field: str,
+    user_id: str,
+    limit: int,
+) -> Answer:
+    """The caller's open bids of one side of the book, newest first."""
+    rows = session.execute(
+        select(
+            bids.c.id, bids.c.product_id, _p.c.name, bids.c.price, bids.c.status, bids.c.created_at
+        )
+        .join(_p, _p.c.id == bids.c.product_id)
+        .where(owner == user_id, bids.c.status == OPEN)
+        .order_by(bids.c.created_at.desc(), bids.c.id.desc())
+        .limit(limit)
+    ).all()
+    return {"items": [_bid_item(id_field, r) for r in rows]}
+
+
 def buy_history(session: Session, user_id: str, state: HistoryState, *, limit: int = 50) -> Answer:
     """GET /api/buy/history/{state}: open buy bids, or purchases, newest first."""
     if state == "bidding":
-        b = buy_bids
-        rows = session.execute(
-            select(b.c.id, b.c.product_id, _p.c.name, b.c.price, b.c.status, b.c.created_at)
-            .join(_p, _p.c.id == b.c.product_id)
-            .where(b.c.buyer_id == user_id, b.c.status == OPEN)
-            .order_by(b.c.created_at.desc(), b.c.id.desc())
-            .limit(limit)
-        ).all()
-        return {"items": [_bid_item("buy_bid_id", r) for r in rows]}
+        return _open_bids(session, buy_bids, buy_bids.c.buyer_id, "buy_bid_id", user_id, limit)
     rows = _orders_of(session, orders.c.buyer_id, user_id, PURCHASE_STATUSES[state], limit)
     return {"items": [_order_item(r, with_payment=True) for r in rows]}
 
@@ -400,15 +413,7 @@ def buy_history(session: Session, user_id: str, state: HistoryState, *, limit: i
 def sell_history(session: Session, user_id: str, state: HistoryState, *, limit: int = 50) -> Answer:
     """GET /api/sell/history/{state}: open asks, or sales, newest first."""
     if state == "bidding":
-        a = sell_bids
-        rows = session.execute(
-            select(a.c.id, a.c.product_id, _p.c.name, a.c.price, a.c.status, a.c.created_at)
-            .join(_p, _p.c.id == a.c.product_id)
-            .where(a.c.seller_id == user_id, a.c.status == OPEN)
-            .order_by(a.c.created_at.desc(), a.c.id.desc())
-            .limit(limit)
-        ).all()
-        return {"items": [_bid_item("sell_bid_id", r) for r in rows]}
+        return _open_bids(session, sell_bids, sell_bids.c.seller_id, "sell_bid_id", user_id, limit)
     rows = _orders_of(session, orders.c.seller_id, user_id, SALE_STATUSES[state], limit)
     return {"items": [_order_item(r, with_payment=False) for r in rows]}
 
