@@ -1,0 +1,89 @@
+"""A process killed between a command's commit and its publish loses no event: the relay sends
+what the dead process never did."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+
+import boto3
+from sqlalchemy import select
+
+from giftmarket.adapters import tables
+from giftmarket.bootstrap import bootstrap
+from giftmarket.messages import EventEnvelope
+from giftmarket.settings import Settings
+from giftmarket_local.stack import Stack
+
+# Runs one signup whose after-commit hook (the fast path) kills the process with SIGKILL:
+# the transaction is committed, nothing is published, and no cleanup code gets to run.
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from dataclasses import replace
+    from giftmarket.bootstrap import bootstrap
+    from giftmarket.commands import accounts
+
+    container = bootstrap()
+    def die(outbox_ids):
+        print("committed", *outbox_ids, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    executor = replace(container.command_executor, after_commit=die)
+    command = accounts.SignUp(sys.argv[1], "password123", "doomed")
+    executor.execute(lambda uow, ctx: accounts.sign_up(uow, command, ctx))
+    print("survived", flush=True)
+    """
+)
+
+
+def test_events_committed_by_a_process_killed_before_publishing_are_relayed(
+    stack: Stack, make_settings: Callable[..., Settings]
+) -> None:
+    sqs = boto3.client(
+        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
+    )
+    queue_url = sqs.create_queue(
+        QueueName=f"crash-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    env = {**os.environ, **stack.config.app_env(), "EVENTS_QUEUE_URL": queue_url}
+    email = f"{uuid.uuid4().hex}@crash.io"
+
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, email], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert child.returncode == -9, child.stderr
+    assert "survived" not in child.stdout
+    committed = child.stdout.split()[1:]
+    assert committed, child.stdout
+    container = bootstrap(make_settings(events_queue_url=queue_url))
+    try:
+        o = tables.outbox
+        with container.database.writer.connect() as conn:
+            unpublished = conn.execute(
+                select(o.c.id).where(o.c.id.in_(committed), o.c.published_at.is_(None))
+            ).scalars()
+            assert sorted(unpublished) == sorted(committed)
+
+        report = container.relay_outbox()
+        assert report.published >= len(committed)
+
+        # The relay sends every unpublished row, other tests' leftovers too: read until ours.
+        seen: dict[str, EventEnvelope] = {}
+        deadline = time.monotonic() + 20
+        while not set(committed) <= seen.keys() and time.monotonic() < deadline:
+            for message in sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", []):
+                envelope = EventEnvelope.from_json(message["Body"])
+                seen[envelope.outbox_id] = envelope
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        assert set(committed) <= seen.keys()
+        assert seen[committed[0]].payload["email"] == email
+    finally:
+        container.close()
