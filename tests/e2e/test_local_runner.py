@@ -120,6 +120,63 @@ def test_routed_path_the_app_rejects_gets_problem_details(runner: int) -> None:
     assert body["status"] == status and "code" in body
 
 
+def send(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
+    for name, value in {"content-type": "application/json", **(headers or {})}.items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            raw = resp.read()
+            return (
+                resp.status,
+                {k.lower(): v for k, v in resp.headers.items()},
+                json.loads(raw or "null"),
+            )
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read())
+
+
+def test_a_command_reaches_the_query_api_through_sqs_and_the_projector(runner: int) -> None:
+    """The whole read side: command → outbox → SQS (LocalStack) → projector → Redis → query."""
+    base = f"http://127.0.0.1:{runner}"
+    email = f"{os.urandom(6).hex()}@read-side.io"
+    status, _, account = send(
+        "POST",
+        f"{base}/api/auth/signup",
+        {"email": email, "password": "password123", "nickname": "rs"},
+    )
+    assert status == 201
+    bearer = {"authorization": f"Bearer {account['token']}"}
+    status, headers, _ = send("POST", f"{base}/api/points/charge", {"amount": 777}, bearer)
+    assert status == 200
+    token = headers["x-consistency-token"]
+
+    # With the token: the answer reflects the charge at once (projected, or read from the primary).
+    status, _, me = send("GET", f"{base}/api/me", headers={**bearer, "x-consistency-token": token})
+    assert (status, me["available_points"]) == (200, 777)
+
+    # Without it: eventually consistent, and the projector gets there through SQS on its own.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, _, me = send("GET", f"{base}/api/me", headers=bearer)
+        if me.get("available_points") == 777:
+            break
+        time.sleep(0.1)
+    assert me["available_points"] == 777
+
+    # UserSignedUp also issued the welcome coupon, through the projector's command.
+    deadline = time.monotonic() + 15
+    coupons: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not coupons:
+        _, _, page = send("GET", f"{base}/api/me/coupons", headers=bearer)
+        coupons = page["items"]
+        time.sleep(0.1)
+    assert [c["discount_amount"] for c in coupons] == [1000]
+
+
 def test_docs_serve_one_openapi_document_for_both_functions(runner: int) -> None:
     status, _, doc = get(f"http://127.0.0.1:{runner}/openapi.json")
     assert status == 200
