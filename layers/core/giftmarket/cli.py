@@ -16,6 +16,8 @@ from giftmarket.queries.health import system_health
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 outbox = typer.Typer(no_args_is_help=True, help="The transactional outbox and its relay.")
 app.add_typer(outbox, name="outbox")
+dlq = typer.Typer(no_args_is_help=True, help="The events dead-letter queue.")
+app.add_typer(dlq, name="dlq")
 
 
 @app.callback()
@@ -51,6 +53,30 @@ def outbox_relay() -> None:
     typer.echo(json.dumps(report.as_dict(), indent=2))
     if report.failed:
         # Refused events stay unpublished (publish_attempts counts the tries): worth a look.
+        raise typer.Exit(code=1)
+
+
+@dlq.command("redrive")
+def dlq_redrive(
+    limit: int | None = typer.Option(None, min=1, help="Move at most this many messages."),
+) -> None:
+    """Move dead-lettered events back to the events queue (EVENTS_DLQ_URL → EVENTS_QUEUE_URL)
+    for the projector to try again, typically after the fix for what failed them."""
+    from giftmarket.adapters.dlq import redrive
+
+    container = bootstrap()
+    settings = container.settings
+    if not settings.events_queue_url or not settings.events_dlq_url:
+        typer.echo("EVENTS_QUEUE_URL and EVENTS_DLQ_URL must both be set", err=True)
+        raise typer.Exit(code=2)
+    try:
+        report = redrive(
+            container.sqs, settings.events_dlq_url, settings.events_queue_url, max_messages=limit
+        )
+    finally:
+        container.close()
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    if report.failed:
         raise typer.Exit(code=1)
 
 

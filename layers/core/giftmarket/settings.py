@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     images_bucket: str = "giftmarket-images"
     events_queue_url: str | None = None
+    events_dlq_url: str | None = None
     # One relay run claims this many outbox rows per transaction, for at most this many
     # batches; what is left waits for the next run (every minute) or a concurrent one.
     outbox_relay_batch_size: int = Field(default=100, ge=1, le=1000)
