@@ -58,14 +58,7 @@ def stack() -> Iterator[Stack]:
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        key.lower(): value
-        for key, value in stack.config.app_env().items()
-        if key.lower() in Settings.model_fields
-    }
-    values["environment"] = "test"
-    values.update(overrides)
-    return Settings.model_validate(values)
+    return stack.config.app_settings(**{"environment": "test", **overrides})
 
 
 @pytest.fixture(scope="session")

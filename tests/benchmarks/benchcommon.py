@@ -33,13 +33,7 @@ def bench_stack(*, fresh_schema: bool = True) -> Iterator[Stack]:
 
 def bench_settings(stack: Stack, **overrides: Any) -> Settings:
     os.environ.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
-    values: dict[str, Any] = {
-        key.lower(): value
-        for key, value in stack.config.app_env().items()
-        if key.lower() in Settings.model_fields
-    }
-    values.update(overrides)
-    return Settings.model_validate(values)
+    return stack.config.app_settings(**overrides)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -3,25 +3,18 @@ benchmarks that want the whole handler without an HTTP server in between."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from giftmarket_local.runner import LambdaContext, load_handler, route_request
+from giftmarket_local.runner import (
+    LambdaContext,
+    give_thread_an_event_loop,
+    load_handler,
+    route_request,
+)
 from giftmarket_local.template import Application, FunctionSpec, read_application
-
-_threads = threading.local()
-
-
-def give_thread_an_event_loop() -> None:
-    """Mangum needs asyncio.get_event_loop() to find a loop, as in the runtime's thread."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_threads, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _threads.loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ class ProcessError(RuntimeError):
     """A managed process failed to start, become ready, or stop."""
 
 
-def _port_taken(port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts connections on host:port."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def _cmdline(pid: int) -> str:
@@ -88,7 +89,7 @@ class ManagedProcess:
         if self.is_running():
             self._wait_ready()
             return False
-        if self.port is not None and _port_taken(self.port):
+        if self.port is not None and port_open("127.0.0.1", self.port):
             raise ProcessError(
                 f"{self.name}: port {self.port} is already used by another process; stop it or"
                 " choose another port (GM_<PROFILE>_<SERVICE>_PORT, e.g. GM_RUN_PRIMARY_PORT)"

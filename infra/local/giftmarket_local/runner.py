@@ -225,10 +225,17 @@ def load_handler(spec: FunctionSpec) -> tuple[ModuleType, Callable[[dict[str, An
     return module, handler
 
 
-def _give_thread_an_event_loop() -> None:
-    # Mangum drives the ASGI app with asyncio.get_event_loop(), which needs a loop per thread,
-    # as the Lambda runtime's single thread has.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+_threads = threading.local()
+
+
+def give_thread_an_event_loop() -> None:
+    """Mangum drives the ASGI app with asyncio.get_event_loop(), which needs a loop in the
+    calling thread, as the Lambda runtime's single thread has. One loop per thread, made
+    again if someone closed it."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_threads, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _threads.loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
 
 
 class FunctionHost:
@@ -242,7 +249,7 @@ class FunctionHost:
         self._pool = ThreadPoolExecutor(
             max_workers=containers,
             thread_name_prefix=f"lambda-{spec.logical_id}",
-            initializer=_give_thread_an_event_loop,
+            initializer=give_thread_an_event_loop,
         )
 
     def _loaded(self) -> Callable[[dict[str, Any], Any], Any]:

@@ -13,15 +13,15 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from giftmarket_local.processes import ManagedProcess, ProcessError
+from giftmarket.settings import Settings
+from giftmarket_local.processes import ManagedProcess, ProcessError, port_open
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -93,6 +93,16 @@ class StackConfig:
         digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
         return Path("/tmp") / f"giftmarket-{digest}-{server}.sock"
 
+    def app_settings(self, **overrides: Any) -> Settings:
+        """giftmarket's Settings for this stack, as a process with app_env() would read them."""
+        values: dict[str, Any] = {
+            key.lower(): value
+            for key, value in self.app_env().items()
+            if key.lower() in Settings.model_fields
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+
     def app_env(self) -> dict[str, str]:
         """The settings the giftmarket package reads (see giftmarket.settings)."""
         account = "000000000000"
@@ -116,12 +126,6 @@ class StackConfig:
             "EVENTS_QUEUE_URL": f"{queue_base}/{self.events_queue}",
             "EVENTS_DLQ_URL": f"{queue_base}/{self.events_dlq}",
         }
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _require(binary: str) -> str:
@@ -182,7 +186,7 @@ class MariaDB:
         )
 
     def accepts_connections(self) -> bool:
-        if not self.socket.exists() or not _port_open(self.config.host, self.port):
+        if not self.socket.exists() or not port_open(self.config.host, self.port):
             return False
         try:
             self.sql("SELECT 1")
@@ -256,7 +260,7 @@ class Stack:
             ],
             run_dir=config.root / "run",
             log_dir=config.root / "log",
-            ready=lambda: _port_open(config.host, config.redis_port),
+            ready=lambda: port_open(config.host, config.redis_port),
             marker=f"{config.host}:{config.redis_port}",
             port=config.redis_port,
         )

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -298,16 +297,3 @@ class Database:
         for engine in (self.writer, self.reader, self.primary_reader):
             if engine is not None:
                 engine.dispose()
-
-
-@contextmanager
-def translate_primary_errors() -> Iterator[None]:
-    """Turn 'cannot reach the primary' into DatabaseUnavailable (→ 503 + Retry-After)."""
-    try:
-        yield
-    except DatabaseUnavailable:
-        raise
-    except Exception as exc:
-        if is_connectivity_error(exc):
-            raise DatabaseUnavailable("primary", short_reason(exc)) from exc
-        raise

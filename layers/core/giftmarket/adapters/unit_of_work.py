@@ -22,7 +22,6 @@ from giftmarket.adapters.db import (
     is_connectivity_error,
     mysql_error_code,
     short_reason,
-    translate_primary_errors,
 )
 from giftmarket.adapters.outbox import write_events
 from giftmarket.commands.ports import Committed, TransientConflict, UnitOfWork
@@ -92,9 +91,9 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     def flush(self) -> Committed:
         assert self._tracker is not None, "flush outside the `with` block"
-        with translate_primary_errors():
-            self._tracker.save_changed()
-            written = write_events(self.session, self._tracker.new_events())
+        # Errors here surface through __exit__, which turns a lost primary into a 503.
+        self._tracker.save_changed()
+        written = write_events(self.session, self._tracker.new_events())
         self._written = Committed(
             self._written.outbox_ids + written.outbox_ids,
             {**self._written.versions, **written.versions},
@@ -103,6 +102,5 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     def commit(self) -> Committed:
         committed = self.flush()
-        with translate_primary_errors():
-            self.session.commit()
+        self.session.commit()
         return committed
