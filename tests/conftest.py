@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from giftmarket.adapters.db import Database
+from giftmarket.bootstrap import bootstrap
 from giftmarket.settings import Settings
 from giftmarket_local.migrations import reset
 from giftmarket_local.stack import Stack, StackConfig
@@ -52,9 +54,34 @@ def stack() -> Iterator[Stack]:
     # Every session starts from an empty schema, and proves the migrations both ways.
     reset(test_stack.config)
     test_stack.wait_replica_caught_up()
+    fresh_read_models(settings_for(test_stack))
     yield test_stack
     if not os.environ.get("GM_KEEP_TEST_STACK"):
         test_stack.stop()
+
+
+def fresh_read_models(settings: Settings, *, flush: bool = True) -> None:
+    """The test Redis emptied, and the read models rebuilt from the database, so queries
+    read a generation, as after `make run`."""
+    container = bootstrap(settings)
+    try:
+        if flush:
+            container.redis.flushdb()
+        container.rebuild_read_models()
+    finally:
+        container.close()
+
+
+@contextmanager
+def redis_stopped(stack: Stack) -> Iterator[None]:
+    """Redis stopped for the body, then started again. The test Redis keeps nothing across
+    a restart (like a replaced cache node), so the read models come back by a rebuild."""
+    assert stack.redis.stop()
+    try:
+        yield
+    finally:
+        stack.redis.start()
+        fresh_read_models(settings_for(stack), flush=False)
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from tests.conftest import redis_stopped
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.tables import metadata
@@ -56,11 +57,8 @@ def test_health_names_the_cache_down_while_redis_is_stopped(
 ) -> None:
     container = bootstrap(settings)
     try:
-        assert stack.redis.stop()
-        try:
+        with redis_stopped(stack):
             report = system_health(container.database, container.redis)
-        finally:
-            stack.redis.start()
         assert report["status"] == "degraded"
         assert report["cache"].startswith("unavailable")
         assert report["primary"] == report["replica"] == "ok"

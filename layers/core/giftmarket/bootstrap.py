@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from giftmarket.adapters.publisher import Publisher, RelayReport
     from giftmarket.adapters.read_models import ReadModels
     from giftmarket.projections.projector import Projector
+    from giftmarket.projections.rebuild import Progress, RebuildReport
     from giftmarket.queries.reads import Reads
 
 
@@ -144,6 +145,12 @@ class Container:
         from giftmarket.projections.projector import Projector
 
         return Projector(self.read_models, self.command_executor)
+
+    def rebuild_read_models(self, progress: Progress | None = None) -> RebuildReport:
+        """Every read model rebuilt from the database into a new generation, switched in."""
+        from giftmarket.projections.rebuild import rebuild
+
+        return rebuild(self.read_models, self.database, progress=progress)
 
     def unit_of_work(self) -> UnitOfWork:
         from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork

@@ -7,6 +7,7 @@ It reads the same settings as the Lambda functions (environment, local defaults 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -18,11 +19,13 @@ outbox = typer.Typer(no_args_is_help=True, help="The transactional outbox and it
 app.add_typer(outbox, name="outbox")
 dlq = typer.Typer(no_args_is_help=True, help="The events dead-letter queue.")
 app.add_typer(dlq, name="dlq")
+read_models = typer.Typer(no_args_is_help=True, help="The Redis read models of the query API.")
+app.add_typer(read_models, name="read-models")
 
 
 @app.callback()
 def _root() -> None:
-    """giftmarket operations: health now; jobs, outbox, read models and DLQ as they land."""
+    """giftmarket operations: health, the outbox, the read models, the DLQ."""
 
 
 @app.command()
@@ -78,6 +81,37 @@ def dlq_redrive(
     typer.echo(json.dumps(report.as_dict(), indent=2))
     if report.failed:
         raise typer.Exit(code=1)
+
+
+@read_models.command("rebuild")
+def read_models_rebuild(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Rebuild every read model from the database into a new generation and switch queries
+    to it at once; until then they keep reading the current one, and events arriving
+    meanwhile reach both."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    container = bootstrap()
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, disable=quiet, transient=False) as bar:
+            tasks: dict[str, Any] = {}
+
+            def advance(what: str, done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=total)
+                bar.update(tasks[what], completed=done)
+
+            report = container.rebuild_read_models(progress=advance)
+    finally:
+        container.close()
+    typer.echo(json.dumps(report.as_dict(), indent=2))
 
 
 def main() -> None:

@@ -283,6 +283,35 @@ class Database:
                 raise DatabaseUnavailable("primary", short_reason(exc)) from exc
             raise
 
+    def caught_up_reader(self, timeout_seconds: float = 10.0) -> tuple[Engine, str]:
+        """An engine whose reads include every commit made before this call, and its role:
+        the replica once it has applied the primary's current GTID position, else (no
+        replica, unusable, or not caught up in time) the primary's read-only engine."""
+        if self.reader is None or self.monitor is None or not self.monitor.state().usable:
+            return self.primary_reader, "primary"
+        try:
+            with self.writer.connect() as primary:
+                version = str(primary.exec_driver_sql("SELECT VERSION()").scalar())
+                mariadb = "mariadb" in version.lower()
+                gtids = "gtid_binlog_pos" if mariadb else "gtid_executed"
+                position = primary.exec_driver_sql(f"SELECT @@GLOBAL.{gtids}").scalar()
+            wait = (
+                "SELECT MASTER_GTID_WAIT(%s, %s)"
+                if mariadb
+                else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)"
+            )
+            with self.reader.connect() as replica:
+                waited = replica.exec_driver_sql(wait, (position or "", timeout_seconds)).scalar()
+        except DBAPIError as exc:
+            if not is_connectivity_error(exc) and mysql_error_code(exc) is None:
+                raise
+            log.warning("cannot wait for the replica (%s); reading the primary", short_reason(exc))
+            return self.primary_reader, "primary"
+        if waited != 0:
+            log.warning("the replica did not catch up in %ss; reading the primary", timeout_seconds)
+            return self.primary_reader, "primary"
+        return self.reader, "replica"
+
     def ping_primary(self) -> str:
         try:
             with self.writer.connect() as conn:

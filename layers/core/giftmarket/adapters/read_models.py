@@ -1,110 +1,286 @@
 """Redis read models (ElastiCache in AWS): response-shaped, idempotent, never going back.
 
-A read model is a Redis hash whose fields are the response's fields. Every write is a Lua
-script, so it is atomic, and guarded:
-- fields that never change once set (a user's email) are written only when absent, so an
-  event that arrives late cannot lose them and one that arrives twice changes nothing;
-- fields that change carry the aggregate version they reflect (`_v:<group>`), and are
-  written only by an event at least as new: a duplicate or out-of-order delivery never
-  moves a read model backwards.
-After an event is applied its outbox id is remembered for a day (`rm:seen:<id>`), which is
-how a query carrying a consistency token knows that token's events have arrived.
+Layout, under a generation prefix `rm:<g>:` (a rebuild fills a new generation and switches
+`rm:generation` to it in one step):
+- `user:<id>`, `product:<id>`, `order:<id>`, `ask:<id>`, `bid:<id>`, `coupon:<id>`,
+  `settlement:<id>`, `image:<id>`: hashes, the response's fields plus `_v`, the version
+  they reflect;
+- `asks:<product>`, `bids:<product>`: the open book, scored by price; `trades:<product>`:
+  its orders, scored by creation time;
+- `list:<sort>:*` and `list:<sort>:c:<category>`: every product in the order of
+  `/api/products`, as members of equal score whose bytes sort like the page does, so a
+  cursor is a member and a page one `ZRANGEBYLEX`;
+- `rank:likes`, `rank:orders`: sorted sets scored by the negated count (ties by id);
+- `hist:<buy|sell>:<state>:<user>`, `coupons:<user>`, `settlements:<user>`: the caller's
+  lists, newest first.
+
+All writes go through one Lua script (`lua/apply.lua`), reads through another
+(`lua/read.lua`); each query is one round trip. Outside the generations: `rm:seen:<outbox
+id>` (an event was projected, for consistency tokens) and `sh:<user>` (search history,
+which is this store's own data, not a projection).
+
+Lua touches keys it derives itself, so the Redis must not be in cluster mode (an
+ElastiCache replication group with cluster mode disabled, as the template has).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 import redis
 
-SEEN_TTL_SECONDS = 24 * 3600
+from giftmarket.projections.ops import Op
 
-# KEYS[1] the hash; ARGV: version-field, version, n-once, once-pairs..., then versioned pairs.
-# Returns 1 when the versioned fields were written, 0 when the event was older than the hash.
-_APPLY = """
-local key, vfield, version = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local n_once = tonumber(ARGV[3])
-local i = 4
-for _ = 1, n_once do
-  redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-if i > #ARGV then return 1 end
-local current = tonumber(redis.call('HGET', key, vfield) or '0')
-if version < current then return 0 end
-local pairs = {vfield, version}
-while i <= #ARGV do
-  pairs[#pairs + 1] = ARGV[i]
-  pairs[#pairs + 1] = ARGV[i + 1]
-  i = i + 2
-end
-redis.call('HSET', key, unpack(pairs))
-return 1
+SEEN_TTL_SECONDS = 24 * 3600
+# Longer than SQS keeps a message (at most 14 days): no late "placed" can outlive it.
+TOMBSTONE_TTL_SECONDS = 15 * 24 * 3600
+SEARCH_HISTORY_SIZE = 10
+
+GENERATION_KEY = "rm:generation"
+BUILDING_KEY = "rm:building"
+SEQUENCE_KEY = "rm:generation:seq"
+
+Answer = dict[str, Any]
+
+# Switches to the generation just built if it is still the one being built.
+_SWITCH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return old or ''
 """
 
+# Records one search: newest first, a repeated query moves to the front, at most N kept.
+_RECORD_SEARCH = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+SEARCH_HISTORY_TTL_SECONDS = 90 * 24 * 3600
 
-def user_key(user_id: str) -> str:
-    return f"rm:user:{user_id}"
+
+def _lua(name: str) -> str:
+    return resources.files("giftmarket.adapters").joinpath(f"lua/{name}.lua").read_text()
 
 
 def seen_key(outbox_id: str) -> str:
     return f"rm:seen:{outbox_id}"
 
 
+def generation_prefix(generation: int | str) -> str:
+    return f"rm:{generation}:"
+
+
 class ReadModels:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._apply = client.register_script(_APPLY)
+        self._apply = client.register_script(_lua("apply"))
+        self._read = client.register_script(_lua("read"))
+        self._switch = client.register_script(_SWITCH)
+        self._record_search = client.register_script(_RECORD_SEARCH)
 
-    # -- writing (the projector) --------------------------------------------------------
-    def apply(
-        self,
-        key: str,
-        *,
-        version_field: str,
-        version: int,
-        once: Mapping[str, object] | None = None,
-        fields: Mapping[str, object] | None = None,
-    ) -> bool:
-        """Write `once` fields if absent and `fields` if `version` is not older than the
-        hash's `version_field`. True when `fields` were written."""
-        args: list[str | int] = [version_field, version, len(once or {})]
-        for name, value in (once or {}).items():
-            args += [name, _encode(value)]
-        for name, value in (fields or {}).items():
-            args += [name, _encode(value)]
-        return bool(self._apply(keys=[key], args=args))
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
+    # -- writing (the projector, the rebuild) ------------------------------------------------
+    def apply(self, ops: Sequence[Op], *, outbox_id: str | None = None) -> int:
+        """Apply `ops` to the live generations (the current one and the one being built);
+        remember `outbox_id` as projected. Returns how many generations were written."""
+        return int(self._apply(args=self._apply_args("live", ops, outbox_id)))
+
+    def apply_batches(self, generation: int, batches: Iterable[Sequence[Op]]) -> None:
+        """Apply batches of `ops` to one generation, pipelined (the rebuild)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for ops in batches:
+            self._apply(args=self._apply_args(str(generation), ops, None), client=pipe)
+        pipe.execute()
+
+    def _apply_args(self, target: str, ops: Sequence[Op], outbox_id: str | None) -> list[Any]:
+        return [
+            target,
+            json.dumps(ops, separators=(",", ":")),
+            outbox_id or "",
+            SEEN_TTL_SECONDS,
+            TOMBSTONE_TTL_SECONDS,
+        ]
+
+    # -- generations -------------------------------------------------------------------------
+    def generation(self) -> int | None:
+        value = self._redis.get(GENERATION_KEY)
+        return None if value is None else int(value)
+
+    def building(self) -> int | None:
+        value = self._redis.get(BUILDING_KEY)
+        return None if value is None else int(value)
+
+    def begin_generation(self) -> int:
+        """A new, empty generation that the projector writes to from now on as well."""
+        generation = int(self._redis.incr(SEQUENCE_KEY))
+        self._redis.set(BUILDING_KEY, generation)
+        return generation
+
+    def switch_to(self, generation: int) -> int | None:
+        """Make `generation` the one queries read, atomically; the previous one, if any.
+        Raises if another rebuild took over in the meantime."""
+        old = self._switch(keys=[GENERATION_KEY, BUILDING_KEY], args=[generation])
+        if old is None:
+            raise RuntimeError(f"generation {generation} is no longer the one being built")
+        text = _text(old)
+        return int(text) if text else None
+
+    def abandon(self, generation: int) -> None:
+        if self.building() == generation:
+            self._redis.delete(BUILDING_KEY)
+        self.drop(generation)
+
+    def drop(self, generation: int, *, batch: int = 1000) -> int:
+        """Delete a generation's keys (UNLINK: freed off the main thread). Returns the count."""
+        removed = 0
+        keys: list[bytes] = []
+        for key in self._redis.scan_iter(match=f"{generation_prefix(generation)}*", count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                removed += int(self._redis.unlink(*keys))
+                keys = []
+        if keys:
+            removed += int(self._redis.unlink(*keys))
+        return removed
 
     def mark_seen(self, outbox_id: str) -> None:
         self._redis.set(seen_key(outbox_id), 1, ex=SEEN_TTL_SECONDS)
 
-    # -- reading (the query API) --------------------------------------------------------
+    # -- reading (the query API) -------------------------------------------------------------
     def all_seen(self, outbox_ids: Iterable[str]) -> bool:
         keys = [seen_key(i) for i in outbox_ids]
         return not keys or int(self._redis.exists(*keys)) == len(keys)
 
-    def user(self, user_id: str) -> dict[str, Any] | None:
-        """The /api/me answer, or None if the read model does not have the user yet."""
-        raw = self._redis.hgetall(user_key(user_id))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        if "email" not in fields or "_v:balances" not in fields:
+    def _query(self, *args: str | int) -> Any:
+        raw = self._read(args=list(args))
+        if raw is None:
+            return None
+        return json.loads(raw)
+
+    def user(self, user_id: str) -> Answer | None:
+        """The /api/me answer, or None if the read model does not have the user."""
+        found = self._query("user", user_id)
+        if found is None:
             return None
         return {
             "user_id": user_id,
-            "email": fields["email"],
-            "nickname": fields["nickname"],
-            "available_points": int(fields["available_points"]),
-            "escrowed_points": int(fields["escrowed_points"]),
-            "pending_points": int(fields["pending_points"]),
+            "email": found["email"],
+            "nickname": found["nickname"],
+            "available_points": int(found["available_points"]),
+            "escrowed_points": int(found["escrowed_points"]),
+            "pending_points": int(found["pending_points"]),
         }
+
+    def product(self, product_id: str, *, recent_trades: int) -> Answer | None:
+        found = self._query("product", product_id, recent_trades)
+        if found is None:
+            return None
+        summary, order_count, trades = found
+        recent = [{"price": int(price), "traded_at": at} for price, at in _list(trades)]
+        return {
+            **_summary(summary),
+            "order_count": int(order_count),
+            "last_trade_price": recent[0]["price"] if recent else None,
+            "recent_trades": recent,
+        }
+
+    def products(
+        self, *, sort: str, category: str | None, after: str | None, limit: int
+    ) -> list[tuple[Answer, int]] | None:
+        """Up to `limit` product summaries after the list member `after`, each with its
+        creation time (microseconds), which the cursor of the `latest` order needs."""
+        found = self._query("products", sort, category or "", after or "", limit)
+        if found is None:
+            return None
+        return [(_summary(row), int(row[8])) for row in _list(found[0])]
+
+    def rankings(self, *, by: str, limit: int) -> list[Answer] | None:
+        found = self._query("rankings", by, limit)
+        if found is None:
+            return None
+        return [
+            {"rank": rank, "product_id": product_id, "name": name, "score": -int(float(score))}
+            for rank, (product_id, name, score) in enumerate(_list(found[0]), start=1)
+        ]
+
+    def documents(self, user_id: str, listing: str, kind: str, limit: int) -> list[Answer] | None:
+        """The documents of one of the caller's lists, newest first (None: not projected)."""
+        found = self._query("list", user_id, listing, kind, limit)
+        return None if found is None else _list(found[0])
+
+    def order(self, order_id: str) -> Answer | None:
+        found: Answer | None = self._query("order", order_id)
+        return found
+
+    def gifticon(self, order_id: str) -> tuple[str, str, str] | None:
+        """(buyer id, seller id, the voucher image's S3 key) of an order."""
+        found = self._query("gifticon", order_id)
+        return None if found is None else (found[0], found[1], found[2])
+
+    # -- search history (this store's own data) ----------------------------------------------
+    def record_search(self, user_id: str, query: str, at: datetime) -> None:
+        self._record_search(
+            keys=[f"sh:{user_id}"],
+            args=[
+                query,
+                int(at.timestamp() * 1_000_000),
+                SEARCH_HISTORY_SIZE,
+                SEARCH_HISTORY_TTL_SECONDS,
+            ],
+        )
+
+    def search_history(self, user_id: str) -> list[Answer]:
+        entries: list[tuple[bytes, float]] = self._redis.zrevrange(  # type: ignore[assignment]
+            f"sh:{user_id}", 0, SEARCH_HISTORY_SIZE - 1, withscores=True
+        )
+        return [
+            {
+                "query": _text(query),
+                "searched_at": datetime.fromtimestamp(score / 1_000_000, UTC).isoformat(),
+            }
+            for query, score in entries
+        ]
+
+
+def _list(value: Any) -> list[Any]:
+    # Lua's JSON encoder writes an empty table as {}.
+    return value if isinstance(value, list) else []
+
+
+def _optional_int(value: str) -> int | None:
+    return int(value) if value else None
+
+
+def _summary(row: Sequence[str]) -> Answer:
+    product_id, name, brand, category, face_value, lowest_ask, highest_bid, likes = row[:8]
+    return {
+        "product_id": product_id,
+        "name": name,
+        "brand": brand,
+        "category": category,
+        "face_value": int(face_value),
+        "lowest_ask": _optional_int(_score(lowest_ask)),
+        "highest_bid": _optional_int(_score(highest_bid)),
+        "like_count": int(likes),
+    }
+
+
+def _score(value: str) -> str:
+    # Sorted-set scores come back as Redis prints doubles ("12000", or "1.2e+19" if huge).
+    if value and not value.lstrip("-").isdigit():
+        return str(int(float(value)))
+    return value
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _encode(value: object) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)

@@ -220,6 +220,10 @@ class OrderSettled(DomainEvent):
     buyer_id: str
     seller_id: str
     settlement_id: str
+    # The order's full state, so a projection that sees this before OrderCompleted (an
+    # out-of-order delivery) still shows when the order was completed.
+    completed_at: datetime | None
+    settled_at: datetime
 
 
 # --- coupons -----------------------------------------------------------------------------

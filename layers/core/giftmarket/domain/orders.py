@@ -151,6 +151,8 @@ class Order:
                 buyer_id=self.buyer_id,
                 seller_id=self.seller_id,
                 settlement_id=settlement_id,
+                completed_at=self.completed_at,
+                settled_at=now,
             )
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -97,6 +98,18 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _cache_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Only what lives in Redis alone (search history) gets here: read models fall back to SQL.
+    log.warning("cache unavailable: %s", exc)
+    metrics.add_metric(name="CacheUnavailable", unit=MetricUnit.Count, value=1)
+    return problem(
+        503,
+        "cache_unavailable",
+        "The cache is unavailable; retry shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 # Domain errors by class (most specific first); any other DomainError is a 409 conflict.
 _STATUS_BY_DOMAIN_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
@@ -165,6 +178,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
+    app.add_exception_handler(redis.RedisError, _cache_unavailable)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(InvalidIdempotencyKey, _invalid_idempotency_key)

@@ -1,14 +1,19 @@
-"""Routes of the query API: validate the request, run one view, return its answer.
+"""Routes of the query API: validate the request, answer it, return the answer.
 
-Every answer comes from `giftmarket.queries.views` through `Database.run_query` (the replica
-when it is usable, else the primary read-only). Views return the response's JSON already;
-the models here describe it for OpenAPI and keep it to the documented fields.
+Every answer comes through `Reads.answer`: the Redis read model (`queries.cached`) first,
+the same answer by SQL (`queries.views`) on the replica when Redis cannot give it, and on
+the primary when the caller's consistency token is not projected yet. Both return the
+response's JSON already; the models here describe it for OpenAPI and keep it to the
+documented fields.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
@@ -18,7 +23,7 @@ from giftmarket.consistency import ConsistencyToken
 from giftmarket.domain.errors import NotFound
 from giftmarket.http.auth import Caller, CurrentUser, Tokens, authenticate
 from giftmarket.http.deps import ContainerDep
-from giftmarket.queries import views
+from giftmarket.queries import cached, views
 
 
 def consistency_token(
@@ -35,6 +40,8 @@ def consistency_token(
 
 
 Consistency = Annotated[ConsistencyToken | None, Depends(consistency_token)]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -124,6 +131,15 @@ class RankingsPublic(BaseModel):
 
 class SearchResultsPublic(BaseModel):
     items: list[ProductSummaryPublic]
+
+
+class SearchHistoryEntryPublic(BaseModel):
+    query: str
+    searched_at: Instant
+
+
+class SearchHistoryPublic(BaseModel):
+    items: list[SearchHistoryEntryPublic]
 
 
 class UserPublic(BaseModel):
@@ -247,6 +263,7 @@ def _found(answer: dict[str, Any] | None, resource: str) -> dict[str, Any]:
 @router.get("/api/products", response_model=ProductPagePublic, responses=_ERRORS)
 def list_products(
     container: ContainerDep,
+    token: Consistency,
     category: Category = None,
     sort: Annotated[views.ProductSort, Query(description="Order of the list.")] = "popular",
     cursor: Cursor = None,
@@ -261,37 +278,62 @@ def list_products(
             raise _invalid_query("cursor", str(exc)) from exc
         if after.sort != sort:
             raise _invalid_query("cursor", "The cursor belongs to another sort order.")
-    return container.database.run_query(
-        lambda s: views.product_list(
-            s, sort=sort, category=category or None, after=after, limit=limit
-        )
+    category = category or None
+    return container.reads.answer(
+        read_model=lambda: cached.product_list(
+            container.read_models, sort=sort, category=category, after=after, limit=limit
+        ),
+        sql=lambda s: views.product_list(s, sort=sort, category=category, after=after, limit=limit),
+        token=token,
     )
 
 
 @router.get("/api/products/{product_id}", response_model=ProductDetailPublic, responses=_ERRORS)
-def product_detail(product_id: str, container: ContainerDep) -> Any:
+def product_detail(product_id: str, container: ContainerDep, token: Consistency) -> Any:
     """One product with its quotes, order count and the newest trades."""
     if not views.is_entity_id(product_id):
         raise NotFound("product")
-    answer = container.database.run_query(lambda s: views.product_detail(s, product_id))
+    answer = container.reads.answer(
+        read_model=lambda: cached.product_detail(container.read_models, product_id),
+        sql=lambda s: views.product_detail(s, product_id),
+        token=token,
+    )
     return _found(answer, "product")
 
 
 @router.get("/api/rankings", response_model=RankingsPublic, responses=_ERRORS)
 def rankings(
     container: ContainerDep,
+    token: Consistency,
     by: Annotated[views.RankingBy, Query(description="Rank by likes or by orders.")] = "likes",
     limit: Limit = 20,
 ) -> Any:
     """Products ranked by like count or by order count."""
-    return container.database.run_query(lambda s: views.rankings(s, by=by, limit=limit))
+    return container.reads.answer(
+        read_model=lambda: cached.rankings(container.read_models, by=by, limit=limit),
+        sql=lambda s: views.rankings(s, by=by, limit=limit),
+        token=token,
+    )
 
 
 @router.get("/api/search", response_model=SearchResultsPublic, responses=_ERRORS)
 def search(q: SearchText, container: ContainerDep, caller: MaybeUser, limit: Limit = 20) -> Any:
-    """Products whose name or brand contains `q`; a token is optional (and checked if sent)."""
-    # Recording the signed-in caller's search history belongs to the Redis read side.
-    return container.database.run_query(lambda s: views.search(s, q, limit=limit))
+    """Products whose name or brand contains `q`, most liked first. A token is optional (and
+    checked if sent): a signed-in caller's search goes into their search history."""
+    answer = container.database.run_query(lambda s: views.search(s, q, limit=limit))
+    if caller is not None:
+        try:
+            container.read_models.record_search(caller.user_id, q, datetime.now(UTC))
+        except redis.RedisError as exc:
+            # The search itself is answered; only its place in the history is lost.
+            log.warning("search history not recorded: %s", exc)
+    return answer
+
+
+@router.get("/api/me/search-history", response_model=SearchHistoryPublic, responses=_ERRORS)
+def search_history(caller: CurrentUser, container: ContainerDep) -> Any:
+    """The caller's recent searches, newest first: no repeats, at most 10."""
+    return {"items": container.read_models.search_history(caller.user_id)}
 
 
 @router.get("/api/me", response_model=UserPublic, responses=_ERRORS)
@@ -313,11 +355,16 @@ def buy_history(
     state: views.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
+    token: Consistency,
     limit: HistoryLimit = 50,
 ) -> Any:
     """The caller's open buy bids (bidding) or purchases (in_progress, done), newest first."""
-    return container.database.run_query(
-        lambda s: views.buy_history(s, caller.user_id, state, limit=limit)
+    return container.reads.answer(
+        read_model=lambda: cached.buy_history(
+            container.read_models, caller.user_id, state, limit=limit
+        ),
+        sql=lambda s: views.buy_history(s, caller.user_id, state, limit=limit),
+        token=token,
     )
 
 
@@ -326,11 +373,16 @@ def sell_history(
     state: views.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
+    token: Consistency,
     limit: HistoryLimit = 50,
 ) -> Any:
     """The caller's open asks (bidding) or sales (in_progress, done), newest first."""
-    return container.database.run_query(
-        lambda s: views.sell_history(s, caller.user_id, state, limit=limit)
+    return container.reads.answer(
+        read_model=lambda: cached.sell_history(
+            container.read_models, caller.user_id, state, limit=limit
+        ),
+        sql=lambda s: views.sell_history(s, caller.user_id, state, limit=limit),
+        token=token,
     )
 
 
@@ -340,21 +392,33 @@ def sell_history(
     response_model_exclude_unset=True,
     responses=_ERRORS,
 )
-def order_detail(order_id: str, caller: CurrentUser, container: ContainerDep) -> Any:
+def order_detail(
+    order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
+) -> Any:
     """One order, for its buyer or seller; anyone else gets 404."""
     if not views.is_entity_id(order_id):
         raise NotFound("order")
-    answer = container.database.run_query(lambda s: views.order_detail(s, order_id, caller.user_id))
+    answer = container.reads.answer(
+        read_model=lambda: cached.order_detail(container.read_models, order_id, caller.user_id),
+        sql=lambda s: views.order_detail(s, order_id, caller.user_id),
+        token=token,
+    )
     return _found(answer, "order")
 
 
 @router.get("/api/orders/{order_id}/gifticon", response_model=GifticonPublic, responses=_ERRORS)
-def order_gifticon(order_id: str, caller: CurrentUser, container: ContainerDep) -> Any:
+def order_gifticon(
+    order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
+) -> Any:
     """A short-lived download link for the order's voucher image, for its buyer or seller."""
     if not views.is_entity_id(order_id):
         raise NotFound("order")
-    key = container.database.run_query(
-        lambda s: views.order_gifticon_key(s, order_id, caller.user_id)
+    key = container.reads.answer(
+        read_model=lambda: cached.order_gifticon_key(
+            container.read_models, order_id, caller.user_id
+        ),
+        sql=lambda s: views.order_gifticon_key(s, order_id, caller.user_id),
+        token=token,
     )
     if key is None:
         raise NotFound("order")
@@ -362,14 +426,26 @@ def order_gifticon(order_id: str, caller: CurrentUser, container: ContainerDep) 
 
 
 @router.get("/api/me/coupons", response_model=CouponsPublic, responses=_ERRORS)
-def my_coupons(caller: CurrentUser, container: ContainerDep, limit: Limit = 100) -> Any:
+def my_coupons(
+    caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
+) -> Any:
     """The caller's coupons, newest first; expired ones say EXPIRED."""
-    return container.database.run_query(lambda s: views.my_coupons(s, caller.user_id, limit=limit))
+    return container.reads.answer(
+        read_model=lambda: cached.my_coupons(container.read_models, caller.user_id, limit=limit),
+        sql=lambda s: views.my_coupons(s, caller.user_id, limit=limit),
+        token=token,
+    )
 
 
 @router.get("/api/me/settlements", response_model=SettlementsPublic, responses=_ERRORS)
-def my_settlements(caller: CurrentUser, container: ContainerDep, limit: Limit = 100) -> Any:
+def my_settlements(
+    caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
+) -> Any:
     """The caller's daily settlements, newest business date first."""
-    return container.database.run_query(
-        lambda s: views.my_settlements(s, caller.user_id, limit=limit)
+    return container.reads.answer(
+        read_model=lambda: cached.my_settlements(
+            container.read_models, caller.user_id, limit=limit
+        ),
+        sql=lambda s: views.my_settlements(s, caller.user_id, limit=limit),
+        token=token,
     )

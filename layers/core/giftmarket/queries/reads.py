@@ -47,17 +47,20 @@ class Reads:
         if token is not None and not self._projected(token):
             metrics.add_metric(name="ConsistencyFallbacks", unit=MetricUnit.Count, value=1)
             return self.database.run_on_primary(sql)
+        # A token's events are projected, but the replica may not have them yet: a read
+        # model miss then goes to the primary too.
+        fallback = self.database.run_query if token is None else self.database.run_on_primary
         try:
             found = read_model()
         except redis.RedisError as exc:
             log.warning("read model unavailable, answering from SQL: %s", exc)
             metrics.add_metric(name="ReadModelUnavailable", unit=MetricUnit.Count, value=1)
-            return self.database.run_query(sql)
+            return fallback(sql)
         if found is not None:
             metrics.add_metric(name="ReadModelHits", unit=MetricUnit.Count, value=1)
             return found
         metrics.add_metric(name="ReadModelMisses", unit=MetricUnit.Count, value=1)
-        return self.database.run_query(sql)
+        return fallback(sql)
 
     def _projected(self, token: ConsistencyToken) -> bool:
         deadline = time.monotonic() + self.consistency_wait_seconds

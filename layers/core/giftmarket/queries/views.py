@@ -119,6 +119,31 @@ def decode_cursor(text: str) -> ProductCursor:
     return ProductCursor(sort, key, product_id)
 
 
+def list_member(cursor: ProductCursor) -> str:
+    """The Redis product-list member a cursor stands for (see `adapters/lua/apply.lua`):
+    bytes that sort like the page, so one cursor pages either store."""
+    if cursor.sort == "popular":
+        assert cursor.key is not None
+        return f"{2**31 - 1 - cursor.key:010d}{cursor.product_id}"
+    if cursor.sort == "latest":
+        assert cursor.key is not None
+        return f"{cursor.key:018d}{cursor.product_id}"
+    if cursor.key is None:
+        return f"1{cursor.product_id}"
+    return f"0{cursor.key:019d}{cursor.product_id}"
+
+
+def product_page(sort: ProductSort, rows: Sequence[tuple[Answer, int]], limit: int) -> Answer:
+    """A page of /api/products from up to `limit + 1` (summary, created micros) rows."""
+    items = [summary for summary, _ in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last, created = rows[limit - 1]
+        key = {"popular": last["like_count"], "latest": created, "price": last["lowest_ask"]}
+        next_cursor = encode_cursor(ProductCursor(sort, key[sort], last["product_id"]))
+    return {"items": items, "next_cursor": next_cursor}
+
+
 def _valid_key(sort: str, key: object) -> bool:
     if key is None:
         return sort == "price"
@@ -261,21 +286,8 @@ def product_list(
         page = page.order_by(no_ask.asc(), lowest.asc(), _p.c.id.asc())
         order_by = ["no_ask", "lowest_ask", "id"]
     rows = _summaries(session, page.limit(limit + 1), order_by)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor(ProductCursor(sort, _sort_key(sort, last), last.id))
-    return {"items": [_summary(r) for r in rows], "next_cursor": next_cursor}
-
-
-def _sort_key(sort: ProductSort, row: Any) -> int | None:
-    if sort == "popular":
-        return int(row.like_count)
-    if sort == "latest":
-        return _micros(row.created_at)
-    return None if row.lowest_ask is None else int(row.lowest_ask)
+    created = [_micros(r.created_at) if sort == "latest" else 0 for r in rows]
+    return product_page(sort, [(_summary(r), c) for r, c in zip(rows, created, strict=True)], limit)
 
 
 def product_detail(session: Session, product_id: str) -> Answer | None:
@@ -419,13 +431,20 @@ def sell_history(session: Session, user_id: str, state: HistoryState, *, limit: 
 
 
 def _bid_item(id_field: str, row: Any) -> Answer:
+    return bid_item(
+        id_field, {**row._mapping, "product_name": row.name, "created_at": iso(row.created_at)}
+    )
+
+
+def bid_item(id_field: str, fields: Mapping[str, Any]) -> Answer:
+    """A history item for an open bid, from its fields (times already ISO-8601)."""
     return {
-        id_field: row.id,
-        "product_id": row.product_id,
-        "product_name": row.name,
-        "price": int(row.price),
-        "status": row.status,
-        "created_at": iso(row.created_at),
+        id_field: fields["id"],
+        "product_id": fields["product_id"],
+        "product_name": fields["product_name"],
+        "price": int(fields["price"]),
+        "status": fields["status"],
+        "created_at": fields["created_at"],
     }
 
 
@@ -461,21 +480,33 @@ def _orders_of(
 
 
 def _order_item(row: Any, *, with_payment: bool) -> Answer:
-    item: Answer = {
-        "order_id": row.id,
-        "product_id": row.product_id,
+    fields = {
+        **row._mapping,
         "product_name": row.name,
-        "price": int(row.price),
-        "status": row.status,
-        "via": row.via,
         "created_at": iso(row.created_at),
         "completed_at": iso(row.completed_at),
         "settled_at": iso(row.settled_at),
     }
+    return order_item(fields, with_payment=with_payment)
+
+
+def order_item(fields: Mapping[str, Any], *, with_payment: bool) -> Answer:
+    """A history item for an order, from its fields (times ISO-8601 or None)."""
+    item: Answer = {
+        "order_id": fields["id"],
+        "product_id": fields["product_id"],
+        "product_name": fields["product_name"],
+        "price": int(fields["price"]),
+        "status": fields["status"],
+        "via": fields["via"],
+        "created_at": fields["created_at"],
+        "completed_at": fields["completed_at"] or None,
+        "settled_at": fields["settled_at"] or None,
+    }
     if with_payment:
         # What the buyer paid and the coupon discount are the buyer's own business.
-        item["discount"] = int(row.discount)
-        item["paid"] = int(row.paid)
+        item["discount"] = int(fields["discount"])
+        item["paid"] = int(fields["paid"])
     return item
 
 

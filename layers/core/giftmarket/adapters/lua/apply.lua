@@ -1,0 +1,176 @@
+-- Applies read-model operations atomically: one call per event (the projector) or per
+-- batch of snapshot rows (the rebuild); both go through exactly this code, which is why a
+-- rebuilt read model equals the incrementally maintained one.
+--
+-- ARGV[1]  'live' (the current generation and the one being built, if any) or a generation
+-- ARGV[2]  JSON array of operations {k: kind, id, v: version, once: {...}, set: {...}};
+--          every value is a string ('' for null)
+-- ARGV[3]  outbox id to remember as projected ('' for none)
+-- ARGV[4]  seconds to remember it; ARGV[5] seconds a closed bid's tombstone is kept
+--
+-- Every write is idempotent and monotonic: `once` fields are written only when absent,
+-- `set` fields only by an operation whose version is not older than the entity's `_v`,
+-- and the indexes (order books, lists, rankings, histories) are recomputed from the
+-- entity's resulting state, so duplicates and any delivery order end in the same state.
+
+local ops = cjson.decode(ARGV[2])
+local tombstone_ttl = tonumber(ARGV[5])
+
+local targets = {}
+if ARGV[1] == 'live' then
+  local current = redis.call('GET', 'rm:generation')
+  local building = redis.call('GET', 'rm:building')
+  if current then targets[#targets + 1] = current end
+  if building and building ~= current then targets[#targets + 1] = building end
+else
+  targets[1] = ARGV[1]
+end
+
+local function pad(text, width)
+  return string.rep('0', width - #text) .. text
+end
+
+local function write(key, op)
+  for name, value in pairs(op.once or {}) do
+    redis.call('HSETNX', key, name, value)
+  end
+  local set = op.set or {}
+  if next(set) == nil then return end
+  local current = tonumber(redis.call('HGET', key, '_v') or '0')
+  if tonumber(op.v) < current then return end
+  local args = {'_v', op.v}
+  for name, value in pairs(set) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
+  redis.call('HSET', key, unpack(args))
+end
+
+-- The product's place in every list and ranking, recomputed from its state.
+local function index_product(p, product_id)
+  local key = p .. 'product:' .. product_id
+  local h = redis.call('HMGET', key, 'category', 'created_us', 'like_count', '_mp', '_ml', '_mx')
+  local category, created = h[1], h[2]
+  if not category or not created then return end -- not registered (yet)
+  local likes = tonumber(h[3] or '0')
+  local ask = redis.call('ZRANGE', p .. 'asks:' .. product_id, 0, 0, 'WITHSCORES')
+  local by_price = '1' .. product_id
+  if #ask > 0 then by_price = '0' .. pad(ask[2], 19) .. product_id end
+  local members = {
+    pad(tostring(2147483647 - likes), 10) .. product_id,
+    pad(created, 18) .. product_id,
+    by_price,
+  }
+  local sorts = {'popular', 'latest', 'price'}
+  local fields = {'_mp', '_ml', '_mx'}
+  for i = 1, 3 do
+    local old = h[3 + i]
+    if old ~= members[i] then
+      local all = p .. 'list:' .. sorts[i] .. ':*'
+      local of_category = p .. 'list:' .. sorts[i] .. ':c:' .. category
+      if old then
+        redis.call('ZREM', all, old)
+        redis.call('ZREM', of_category, old)
+      end
+      redis.call('ZADD', all, 0, members[i])
+      redis.call('ZADD', of_category, 0, members[i])
+      redis.call('HSET', key, fields[i], members[i])
+    end
+  end
+  if likes > 0 then
+    redis.call('ZADD', p .. 'rank:likes', -likes, product_id)
+  else
+    redis.call('ZREM', p .. 'rank:likes', product_id)
+  end
+  local trades = redis.call('ZCARD', p .. 'trades:' .. product_id)
+  if trades > 0 then
+    redis.call('ZADD', p .. 'rank:orders', -trades, product_id)
+  end
+end
+
+-- An ask ('ask') or a buy bid ('bid'): in its product's book and its owner's history while
+-- open; a tombstone for a while once closed, so a late 'placed' cannot reopen it.
+local function index_bid(p, kind, key, id)
+  local h = redis.call('HMGET', key, 'product_id', 'owner_id', 'price', 'status', 'created_us')
+  local product_id, owner, price, status, created = h[1], h[2], h[3], h[4], h[5]
+  if not product_id or not status then return end
+  local side = 'buy'
+  if kind == 'ask' then side = 'sell' end
+  local book = p .. kind .. 's:' .. product_id
+  local history = nil
+  if owner and created then
+    history = p .. 'hist:' .. side .. ':bidding:' .. owner
+  end
+  if status == 'OPEN' then
+    redis.call('ZADD', book, price, id)
+    if history then redis.call('ZADD', history, 0, pad(created, 18) .. id) end
+  else
+    redis.call('ZREM', book, id)
+    if history then redis.call('ZREM', history, pad(created, 18) .. id) end
+    redis.call('EXPIRE', key, tombstone_ttl)
+  end
+  if kind == 'ask' then index_product(p, product_id) end
+end
+
+local BUYER_STATE = {PAID = 'in_progress', COMPLETED = 'done', SETTLED = 'done'}
+local SELLER_STATE = {PAID = 'in_progress', COMPLETED = 'in_progress', SETTLED = 'done'}
+
+local function place_in_history(p, key, member, owner, side, state, field, old)
+  if old == state then return end
+  local base = p .. 'hist:' .. side .. ':'
+  if old then redis.call('ZREM', base .. old .. ':' .. owner, member) end
+  redis.call('ZADD', base .. state .. ':' .. owner, 0, member)
+  redis.call('HSET', key, field, state)
+end
+
+local function index_order(p, key, id)
+  local h = redis.call(
+    'HMGET', key, 'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs'
+  )
+  local product_id, buyer, seller, status, created = h[1], h[2], h[3], h[4], h[5]
+  if not product_id or not buyer or not seller or not status or not created then return end
+  local member = pad(created, 18) .. id
+  redis.call('ZADD', p .. 'trades:' .. product_id, created, id)
+  place_in_history(p, key, member, buyer, 'buy', BUYER_STATE[status], '_hb', h[6])
+  place_in_history(p, key, member, seller, 'sell', SELLER_STATE[status], '_hs', h[7])
+  index_product(p, product_id)
+end
+
+local function index_coupon(p, key, id)
+  local h = redis.call('HMGET', key, 'user_id', 'created_us')
+  if h[1] and h[2] then
+    redis.call('ZADD', p .. 'coupons:' .. h[1], 0, pad(h[2], 18) .. id)
+  end
+end
+
+local function index_settlement(p, key, id)
+  local h = redis.call('HMGET', key, 'seller_id', 'business_date')
+  if h[1] and h[2] then
+    redis.call('ZADD', p .. 'settlements:' .. h[1], 0, h[2] .. id)
+  end
+end
+
+for _, generation in ipairs(targets) do
+  local p = 'rm:' .. generation .. ':'
+  for _, op in ipairs(ops) do
+    local kind, id = op.k, op.id
+    local key = p .. kind .. ':' .. id
+    write(key, op)
+    if kind == 'product' then
+      index_product(p, id)
+    elseif kind == 'ask' or kind == 'bid' then
+      index_bid(p, kind, key, id)
+    elseif kind == 'order' then
+      index_order(p, key, id)
+    elseif kind == 'coupon' then
+      index_coupon(p, key, id)
+    elseif kind == 'settlement' then
+      index_settlement(p, key, id)
+    end
+  end
+end
+
+if ARGV[3] ~= '' then
+  redis.call('SET', 'rm:seen:' .. ARGV[3], 1, 'EX', tonumber(ARGV[4]))
+end
+return #targets

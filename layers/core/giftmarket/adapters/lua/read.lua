@@ -1,0 +1,138 @@
+-- Answers one query from the current generation of the read models, in one round trip.
+-- ARGV[1] names the query, the rest are its arguments. Returns the answer as JSON (strings
+-- as Redis holds them; the caller shapes and types them), or false when the read model
+-- cannot answer (no generation yet, or the entity is not projected), so the caller asks SQL.
+
+local generation = redis.call('GET', 'rm:generation')
+if not generation then return false end
+local p = 'rm:' .. generation .. ':'
+local query = ARGV[1]
+
+local function hash(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local out = {}
+  for i = 1, #flat, 2 do out[flat[i]] = flat[i + 1] end
+  return out
+end
+
+local function best(key, reverse)
+  local found
+  if reverse then
+    found = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  else
+    found = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  end
+  if #found == 0 then return '' end
+  return found[2]
+end
+
+local function product_name(product_id)
+  return redis.call('HGET', p .. 'product:' .. product_id, 'name')
+end
+
+local function summary(product_id)
+  local h = redis.call(
+    'HMGET', p .. 'product:' .. product_id,
+    'name', 'brand', 'category', 'face_value', 'like_count', 'created_us'
+  )
+  if not h[1] or not h[6] then return nil end
+  return {
+    product_id, h[1], h[2], h[3], h[4],
+    best(p .. 'asks:' .. product_id, false),
+    best(p .. 'bids:' .. product_id, true),
+    h[5] or '0', h[6],
+  }
+end
+
+local function page(key, reverse, after, limit)
+  if reverse then
+    local from = '+'
+    if after ~= '' then from = '(' .. after end
+    return redis.call('ZREVRANGEBYLEX', key, from, '-', 'LIMIT', 0, limit)
+  end
+  local from = '-'
+  if after ~= '' then from = '(' .. after end
+  return redis.call('ZRANGEBYLEX', key, from, '+', 'LIMIT', 0, limit)
+end
+
+local function tail_id(member)
+  return string.sub(member, -26)
+end
+
+if query == 'user' then
+  local h = hash(p .. 'user:' .. ARGV[2])
+  if not h or not h.email or not h._v then return false end
+  return cjson.encode(h)
+
+elseif query == 'product' then
+  local product_id = ARGV[2]
+  local s = summary(product_id)
+  if not s then return false end
+  local trades = {}
+  local trades_key = p .. 'trades:' .. product_id
+  for _, order_id in ipairs(redis.call('ZREVRANGE', trades_key, 0, tonumber(ARGV[3]) - 1)) do
+    local t = redis.call('HMGET', p .. 'order:' .. order_id, 'price', 'created_at')
+    if not t[1] then return false end
+    trades[#trades + 1] = t
+  end
+  return cjson.encode({s, redis.call('ZCARD', trades_key), trades})
+
+elseif query == 'products' then
+  -- ARGV: sort, category ('' for all), after (a list member, '' for the first page), limit
+  local sort, category = ARGV[2], ARGV[3]
+  local key = p .. 'list:' .. sort .. ':*'
+  if category ~= '' then key = p .. 'list:' .. sort .. ':c:' .. category end
+  local items = {}
+  for _, member in ipairs(page(key, sort == 'latest', ARGV[4], tonumber(ARGV[5]))) do
+    local s = summary(tail_id(member))
+    if not s then return false end
+    items[#items + 1] = s
+  end
+  return cjson.encode({items})
+
+elseif query == 'rankings' then
+  local ranked = redis.call('ZRANGE', p .. 'rank:' .. ARGV[2], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
+  local items = {}
+  for i = 1, #ranked, 2 do
+    local name = product_name(ranked[i])
+    if not name then return false end
+    items[#items + 1] = {ranked[i], name, ranked[i + 1]}
+  end
+  return cjson.encode({items})
+
+elseif query == 'list' then
+  -- The caller's own items, newest first: ARGV: user, list (hist:buy:bidding, coupons...),
+  -- the kind of its documents, limit. The user must be projected, or an empty list could
+  -- be one not projected yet.
+  local user_id = ARGV[2]
+  if redis.call('EXISTS', p .. 'user:' .. user_id) == 0 then return false end
+  local items = {}
+  local key = p .. ARGV[3] .. ':' .. user_id
+  for _, member in ipairs(page(key, true, '', tonumber(ARGV[5]))) do
+    local doc = hash(p .. ARGV[4] .. ':' .. tail_id(member))
+    if not doc then return false end
+    doc.id = tail_id(member)
+    if doc.product_id then
+      doc.product_name = product_name(doc.product_id)
+      if not doc.product_name then return false end
+    end
+    items[#items + 1] = doc
+  end
+  return cjson.encode({items})
+
+elseif query == 'order' then
+  local doc = hash(p .. 'order:' .. ARGV[2])
+  if not doc or not doc.created_us then return false end
+  doc.product_name = product_name(doc.product_id)
+  if not doc.product_name then return false end
+  return cjson.encode(doc)
+
+elseif query == 'gifticon' then
+  local h = redis.call('HMGET', p .. 'order:' .. ARGV[2], 'buyer_id', 'seller_id', 'image_id')
+  if not h[1] or not h[3] then return false end
+  local key = redis.call('HGET', p .. 'image:' .. h[3], 's3_key')
+  if not key then return false end
+  return cjson.encode({h[1], h[2], key})
+end
+return redis.error_reply('unknown read-model query ' .. tostring(query))
