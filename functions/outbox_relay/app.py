@@ -3,10 +3,14 @@
 Commands publish their own events right after they commit; this sends whatever that fast
 path missed (a crash, SQS unreachable), so no event is lost. The schedule's event carries
 nothing the relay needs.
+
+Then it looks after the read side: if Redis holds no read models (a new deployment, a cache
+that lost its data), it rebuilds them, so queries go back to Redis without an operator.
 """
 
 from typing import Any
 
+import redis
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -18,9 +22,21 @@ logger = Logger(service="giftmarket-outbox-relay")
 
 @logger.inject_lambda_context(clear_state=True)
 @with_metrics
-def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
-    report = get_container().relay_outbox()
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    container = get_container()
+    report = container.relay_outbox()
     metrics.add_metric(name="OutboxPublished", unit=MetricUnit.Count, value=report.published)
     metrics.add_metric(name="OutboxPublishFailed", unit=MetricUnit.Count, value=report.failed)
     logger.info("outbox relayed", extra=report.as_dict())
-    return report.as_dict()
+    answer: dict[str, Any] = report.as_dict()
+    try:
+        rebuilt = container.ensure_read_models()
+    except redis.RedisError as exc:
+        # Queries are answered by SQL meanwhile; the next run tries again.
+        logger.warning("read models not checked: %s", exc)
+        rebuilt = None
+    if rebuilt is not None:
+        metrics.add_metric(name="ReadModelsRebuilt", unit=MetricUnit.Count, value=1)
+        logger.info("read models were missing and are rebuilt", extra=rebuilt.as_dict())
+        answer["read_models_rebuilt"] = rebuilt.as_dict()
+    return answer

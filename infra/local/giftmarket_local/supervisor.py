@@ -13,12 +13,25 @@ import threading
 import time
 from types import FrameType
 
-from giftmarket.bootstrap import close_container
+from giftmarket.bootstrap import bootstrap, close_container
 from giftmarket_local.migrations import upgrade
 from giftmarket_local.runner import Gateway, make_server
 from giftmarket_local.stack import Stack
 from giftmarket_local.template import read_application
 from giftmarket_local.triggers import start_triggers
+
+
+def _ensure_read_models(stack: Stack) -> None:
+    """Queries read Redis from the first request: rebuild the read models if it has none
+    (a first run, or a Redis started empty). The relay's schedule would do it within a
+    minute anyway."""
+    container = bootstrap(stack.config.app_settings())
+    try:
+        report = container.ensure_read_models()
+    finally:
+        container.close()
+    if report is not None:
+        print(f"read models rebuilt: {report.total_rows} rows in {report.seconds:.2f}s", flush=True)
 
 
 def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
@@ -37,6 +50,7 @@ def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
     gateway: Gateway | None = None
     try:
         upgrade(stack.config)
+        _ensure_read_models(stack)
         # The handlers read their settings from the environment, as in Lambda.
         os.environ.update(stack.config.app_env())
         # EMF metrics are one JSON line per invocation on stdout: useful in CloudWatch,

@@ -152,6 +152,19 @@ class Container:
 
         return rebuild(self.read_models, self.database, progress=progress)
 
+    def ensure_read_models(self) -> RebuildReport | None:
+        """Rebuild the read models if Redis has none (a new deployment, or a cache that lost
+        its data); until then every query is answered by SQL. None when there was nothing
+        to do or another rebuild is running."""
+        from giftmarket.adapters.read_models import RebuildRunning
+
+        if self.read_models.generation() is not None:
+            return None
+        try:
+            return self.rebuild_read_models()
+        except RebuildRunning:
+            return None
+
     def unit_of_work(self) -> UnitOfWork:
         from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork
 

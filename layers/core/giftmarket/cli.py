@@ -92,6 +92,8 @@ def read_models_rebuild(
     meanwhile reach both."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from giftmarket.adapters.read_models import RebuildRunning
+
     container = bootstrap()
     columns = (
         "[progress.description]{task.description}",
@@ -109,6 +111,9 @@ def read_models_rebuild(
                 bar.update(tasks[what], completed=done)
 
             report = container.rebuild_read_models(progress=advance)
+    except RebuildRunning as exc:
+        typer.echo(f"{exc}; run it again when that one is done", err=True)
+        raise typer.Exit(code=1) from exc
     finally:
         container.close()
     typer.echo(json.dumps(report.as_dict(), indent=2))

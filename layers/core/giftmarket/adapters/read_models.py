@@ -44,7 +44,18 @@ GENERATION_KEY = "rm:generation"
 BUILDING_KEY = "rm:building"
 SEQUENCE_KEY = "rm:generation:seq"
 
+BUILD_TIMEOUT_SECONDS = 3600
+
 Answer = dict[str, Any]
+
+
+class RebuildRunning(Exception):
+    """Another rebuild is filling a generation right now."""
+
+    def __init__(self, generation: int | None) -> None:
+        super().__init__(f"a rebuild is already running (generation {generation})")
+        self.generation = generation
+
 
 # Switches to the generation just built if it is still the one being built.
 _SWITCH = """
@@ -121,9 +132,12 @@ class ReadModels:
         return None if value is None else int(value)
 
     def begin_generation(self) -> int:
-        """A new, empty generation that the projector writes to from now on as well."""
+        """A new, empty generation that the projector writes to from now on as well.
+        Raises RebuildRunning while another one is being built (the mark expires after
+        BUILD_TIMEOUT_SECONDS, so a crashed rebuild does not block the next forever)."""
         generation = int(self._redis.incr(SEQUENCE_KEY))
-        self._redis.set(BUILDING_KEY, generation)
+        if not self._redis.set(BUILDING_KEY, generation, nx=True, ex=BUILD_TIMEOUT_SECONDS):
+            raise RebuildRunning(self.building())
         return generation
 
     def switch_to(self, generation: int) -> int | None:
