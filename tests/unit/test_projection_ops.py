@@ -1,0 +1,98 @@
+"""Events → read-model operations, and the operations' encoding (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from giftmarket.domain import events
+from giftmarket.messages import EventEnvelope
+from giftmarket.projections import ops
+from giftmarket.projections.projector import operations
+
+AT = datetime(2026, 11, 22, 5, 30, 1, 123456, tzinfo=UTC)
+
+
+def envelope(event: events.DomainEvent) -> EventEnvelope:
+    return EventEnvelope(
+        outbox_id="01KAQ3Y4MJ0A1B2C3D4E5F6G7H",
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        version=event.version,
+        event_type=event.event_type,
+        message_group=f"{event.aggregate_type}:{event.aggregate_id}",
+        occurred_at=event.occurred_at,
+        payload=event.to_payload(),
+    )
+
+
+def common(aggregate_id: str, version: int) -> dict[str, Any]:
+    return {"aggregate_id": aggregate_id, "version": version, "occurred_at": AT}
+
+
+def test_every_value_is_a_string_and_null_is_empty() -> None:
+    assert ops.text(None) == ""
+    assert ops.text(True) == "1" and ops.text(False) == "0"
+    assert ops.text(2**62) == "4611686018427387904"
+    assert ops.text(date(2026, 11, 21)) == "2026-11-21"
+    assert ops.text(datetime(2026, 11, 22, 5, 30)) == "2026-11-22T05:30:00+00:00"
+
+
+def test_micros_are_exact_for_naive_aware_and_iso_times() -> None:
+    expected = "1795325401123456"
+    assert ops.micros(AT) == expected
+    assert ops.micros(AT.replace(tzinfo=None)) == expected
+    assert ops.micros(AT.isoformat()) == expected
+    kst = datetime.fromisoformat("2026-11-22T14:30:01.123456+09:00")
+    assert ops.micros(kst) == expected
+
+
+def test_an_event_and_the_row_it_left_make_the_same_operation() -> None:
+    placed = events.OrderPlaced(
+        **common("o1", 1), order_id="o1", product_id="p1", buyer_id="b1", seller_id="s1",
+        price=5000, discount=1000, paid=4000, sell_bid_id="a1", buy_bid_id=None,
+        coupon_id="c1", image_id="i1", via="buy_now",
+    )  # fmt: skip
+    row = {
+        "product_id": "p1", "buyer_id": "b1", "seller_id": "s1", "price": 5000,
+        "discount": 1000, "paid": 4000, "via": "buy_now", "image_id": "i1",
+    }  # fmt: skip
+    from_row = ops.order(
+        "o1", 1, parties=row, terms=row, status="PAID", completed_at=None, settled_at=None,
+        created_at=AT.replace(tzinfo=None),
+    )  # fmt: skip
+    assert operations(envelope(placed)) == [from_row]
+
+
+def test_later_order_events_carry_the_whole_changing_state() -> None:
+    completed_at = datetime(2026, 11, 23, tzinfo=UTC)
+    settled = events.OrderSettled(
+        **common("o1", 3), order_id="o1", product_id="p1", buyer_id="b1", seller_id="s1",
+        settlement_id="st1", completed_at=completed_at, settled_at=AT,
+    )  # fmt: skip
+    (op,) = operations(envelope(settled))
+    assert op["set"] == {
+        "status": "SETTLED",
+        "completed_at": completed_at.isoformat(),
+        "settled_at": AT.isoformat(),
+    }
+    assert "created_us" not in op["once"]  # only the placement knows it
+
+
+def test_bid_events_open_and_close_the_bid_under_its_version() -> None:
+    base = {"sell_bid_id": "a1", "product_id": "p1", "seller_id": "s1", "price": 5000}
+    placed = events.SellBidPlaced(**common("a1", 1), **base, image_id="i1")
+    cancelled = events.SellBidCancelled(**common("a1", 2), **base, image_id="i1")
+    (opened,) = operations(envelope(placed))
+    (closed,) = operations(envelope(cancelled))
+    assert (opened["k"], opened["v"], opened["set"]["status"]) == ("ask", "1", "OPEN")
+    assert opened["once"]["owner_id"] == "s1" and "created_us" in opened["once"]
+    assert (closed["v"], closed["set"]["status"]) == ("2", "CANCELLED")
+    assert "created_us" not in closed["once"]
+
+
+def test_events_no_query_shows_make_no_operation() -> None:
+    charged = events.PointsCharged(
+        **common("u1", 2), user_id="u1", amount=5, available_points=5, transaction_id="t1"
+    )
+    assert operations(envelope(charged)) == []
