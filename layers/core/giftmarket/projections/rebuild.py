@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, Table, func, select
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.read_models import ReadModels
@@ -161,16 +161,49 @@ def _settlement(r: Any) -> Op:
     )
 
 
+def _columns(table: Table, *names: str) -> Select[Any]:
+    return select(*(table.c[name] for name in names))
+
+
+_u, _p, _i, _a, _b, _o, _c, _s = (
+    users, products, images, sell_bids, buy_bids, orders, coupons, settlements
+)  # fmt: skip
+_BID = ("id", "version", "product_id", "price", "status", "created_at")
+
 SOURCES = (
-    Source("users", select(users), _user),
-    Source("products", select(products), _product),
-    Source("images", select(images).where(images.c.status != "DELETED"), _image),
-    Source("asks", select(sell_bids).where(sell_bids.c.status == "OPEN"), _ask),
-    Source("bids", select(buy_bids).where(buy_bids.c.status == "OPEN"), _bid),
-    Source("orders", select(orders), _order),
-    Source("coupons", select(coupons), _coupon),
-    Source("settlements", select(settlements), _settlement),
-)
+    Source(
+        "users",
+        _columns(_u, "id", "version", "email", "nickname", "available_points",
+                 "escrowed_points", "pending_points"),
+        _user,
+    ),
+    Source(
+        "products",
+        _columns(_p, "id", "version", "name", "brand", "category", "face_value", "created_at",
+                 "like_count"),
+        _product,
+    ),
+    Source("images", _columns(_i, "id", "s3_key").where(_i.c.status != "DELETED"), _image),
+    Source("asks", _columns(_a, *_BID, "seller_id").where(_a.c.status == "OPEN"), _ask),
+    Source("bids", _columns(_b, *_BID, "buyer_id").where(_b.c.status == "OPEN"), _bid),
+    Source(
+        "orders",
+        _columns(_o, "id", "version", *ops.ORDER_IDENTITY, *ops.ORDER_TERMS, "status",
+                 "created_at", "completed_at", "settled_at"),
+        _order,
+    ),
+    Source(
+        "coupons",
+        _columns(_c, "id", "version", "user_id", "status", "name", "discount_amount",
+                 "expires_at", "created_at"),
+        _coupon,
+    ),
+    Source(
+        "settlements",
+        _columns(_s, "id", "seller_id", "business_date", "order_count", "gross", "fee", "net"),
+        _settlement,
+    ),
+)  # fmt: skip
 
 
 def rebuild(
