@@ -8,9 +8,12 @@ end. GM_KEEP_TEST_STACK=1 leaves it running between runs for a faster edit-test 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
@@ -82,6 +85,18 @@ def redis_stopped(stack: Stack) -> Iterator[None]:
     finally:
         stack.redis.start()
         fresh_read_models(settings_for(stack), flush=False)
+
+
+def giftmarket_cli(stack: Stack, *args: str, timeout: float = 120) -> CompletedProcess[str]:
+    """The `giftmarket` console script run as a real process against the test stack."""
+    return subprocess.run(
+        [sys.executable, "-m", "giftmarket.cli", *args],
+        env={**os.environ, **stack.config.app_env()},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:

@@ -4,15 +4,12 @@ at once, nothing half-built served, no event lost while it runs; and the search 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.conftest import redis_stopped
+from tests.conftest import giftmarket_cli, redis_stopped
 
 from giftmarket.adapters.read_models import RebuildRunning, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap, set_container
@@ -67,14 +64,7 @@ def test_the_cli_rebuilds_into_a_new_generation_and_drops_the_old_one(
     user_id = sign_up(container)
     before = container.read_models.generation()
     assert before is not None
-    result = subprocess.run(
-        [sys.executable, "-m", "giftmarket.cli", "read-models", "rebuild", "--quiet"],
-        env={**os.environ, **stack.config.app_env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = giftmarket_cli(stack, "read-models", "rebuild", "--quiet")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["previous"], report["generation"]) == (before, before + 1)

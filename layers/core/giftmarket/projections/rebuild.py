@@ -108,18 +108,22 @@ def _image(r: Any) -> Op:
     return ops.image(r.id, s3_key=r.s3_key)
 
 
-def _ask(r: Any) -> Op:
-    return ops.bid(
-        "ask", r.id, r.version, product_id=r.product_id, owner_id=r.seller_id, price=r.price,
-        status=r.status, created_at=r.created_at,
-    )  # fmt: skip
+def _open_bid(kind: str) -> Callable[[Any], Op]:
+    """An open ask ("ask") or buy bid ("bid"); the query labels its owner `owner_id`."""
 
+    def to_op(r: Any) -> Op:
+        return ops.bid(
+            kind,
+            r.id,
+            r.version,
+            product_id=r.product_id,
+            owner_id=r.owner_id,
+            price=r.price,
+            status=r.status,
+            created_at=r.created_at,
+        )
 
-def _bid(r: Any) -> Op:
-    return ops.bid(
-        "bid", r.id, r.version, product_id=r.product_id, owner_id=r.buyer_id, price=r.price,
-        status=r.status, created_at=r.created_at,
-    )  # fmt: skip
+    return to_op
 
 
 def _order(r: Any) -> Op:
@@ -168,7 +172,12 @@ def _columns(table: Table, *names: str) -> Select[Any]:
 _u, _p, _i, _a, _b, _o, _c, _s = (
     users, products, images, sell_bids, buy_bids, orders, coupons, settlements
 )  # fmt: skip
-_BID = ("id", "version", "product_id", "price", "status", "created_at")
+
+
+def _open_bids(table: Table, owner: Any) -> Select[Any]:
+    bid = _columns(table, "id", "version", "product_id", "price", "status", "created_at")
+    return bid.add_columns(owner.label("owner_id")).where(table.c.status == "OPEN")
+
 
 SOURCES = (
     Source(
@@ -184,8 +193,8 @@ SOURCES = (
         _product,
     ),
     Source("images", _columns(_i, "id", "s3_key").where(_i.c.status != "DELETED"), _image),
-    Source("asks", _columns(_a, *_BID, "seller_id").where(_a.c.status == "OPEN"), _ask),
-    Source("bids", _columns(_b, *_BID, "buyer_id").where(_b.c.status == "OPEN"), _bid),
+    Source("asks", _open_bids(_a, _a.c.seller_id), _open_bid("ask")),
+    Source("bids", _open_bids(_b, _b.c.buyer_id), _open_bid("bid")),
     Source(
         "orders",
         _columns(_o, "id", "version", *ops.ORDER_IDENTITY, *ops.ORDER_TERMS, "status",
