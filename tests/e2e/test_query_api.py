@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
@@ -207,3 +208,32 @@ def test_a_trade_is_visible_in_every_query_of_both_parties(client: Client) -> No
     liked = client.query("/api/rankings?by=likes&limit=100")["items"]
     assert any(r["product_id"] == product and r["score"] == 1 for r in liked)
     assert client.query("/api/me/settlements", seller) == {"items": []}
+
+    # The same answers when Redis is down (SQL on the replica), and when the replica is down
+    # too (the primary): nothing but latency changes.
+    every_query = [
+        (f"/api/products?category={category}&sort={sort}", None)
+        for sort in ("popular", "latest", "price")
+    ] + [
+        (f"/api/products/{product}", None),
+        ("/api/rankings?by=orders&limit=100", None),
+        (f"/api/orders/{order}", buyer),
+        (f"/api/orders/{order}", seller),
+        ("/api/me", buyer),
+        ("/api/me/coupons", buyer),
+        ("/api/me/settlements", seller),
+        *[(f"/api/{side}/history/{state}", who)
+          for side, who in (("buy", buyer), ("sell", seller))
+          for state in ("bidding", "in_progress", "done")],
+    ]  # fmt: skip
+    from_redis = [client.query(path, token) for path, token in every_query]
+    with redis_stopped(client.stack):
+        assert [client.query(path, token) for path, token in every_query] == from_redis
+        assert client.stack.replica.process.stop()
+        try:
+            from_primary = [client.call("GET", path, token=token) for path, token in every_query]
+            gifticon = client.call("GET", f"/api/orders/{order}/gifticon", token=buyer)
+        finally:
+            client.stack.replica.process.start()
+    assert [reply.body for reply in from_primary] == from_redis
+    assert gifticon.status == 200
