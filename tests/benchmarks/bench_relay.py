@@ -1,0 +1,298 @@
+"""Outbox relay throughput: unpublished outbox rows → the FIFO events queue on LocalStack.
+
+Writes EVENTS unpublished outbox rows shaped exactly as commands write them (the domain's
+own events: signups, then charges, each a PointsCharged and a UserBalancesChanged, made
+into rows by the outbox writer's `outbox_row`), then times `container.relay_outbox()`, the
+scheduled relay's whole work, until nothing is left. Afterwards every row must be marked
+published, once, and the queue must hold exactly that many messages.
+
+Three runs on the same rows (each on a new queue): as configured; again with hooks timing
+each phase (claim SELECT ... FOR UPDATE, SendMessageBatch, the UPDATE marking rows
+published, commit, the pool's ping and reset); and a short one under cProfile, for the CPU
+side. Then, for scale, what LocalStack itself takes: the same messages sent with no
+database, from one thread and from eight. Writes bench-results/relay.{json,png}.
+
+Run: make bench   (or .venv/bin/python tests/benchmarks/bench_relay.py [events])
+"""
+
+from __future__ import annotations
+
+import cProfile
+import itertools
+import pstats
+import statistics
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchcommon import (
+    OUT,
+    PublishPhases,
+    bench_settings,
+    bench_sqs,
+    bench_stack,
+    events_queue,
+    pyplot,
+    queue_depth,
+    write_result,
+)
+from sqlalchemy import delete, func, insert, select
+
+from giftmarket.adapters import tables
+from giftmarket.adapters.outbox import outbox_row
+from giftmarket.adapters.publisher import RelayReport, SqsPublisher
+from giftmarket.bootstrap import Container, bootstrap
+from giftmarket.domain import marketplace
+from giftmarket.domain.events import DomainEvent
+from giftmarket.domain.ids import new_id
+from giftmarket.domain.users import User
+from giftmarket.messages import EventEnvelope
+from giftmarket.settings import Settings
+from giftmarket_local.stack import Stack
+
+EVENTS = 20_000
+USERS = 2_000  # message groups
+PROFILED_EVENTS = 5_000
+CEILING_EVENTS = 5_000
+GOAL_EVENTS_PER_S = 5_000
+MEASURED_BEFORE_EVENTS_PER_S = 720  # the figure in the issue
+INSERT_CHUNK = 2_000
+
+
+def domain_events() -> Iterator[DomainEvent]:
+    """Signups, then charges round-robin: what the command side writes, by its own code."""
+    now = datetime.now(UTC)
+    users = [
+        User.sign_up(
+            user_id=new_id(),
+            email=f"user{n}@bench.local",
+            nickname=f"bench {n}",
+            password_hash="x",
+            admin_emails=(),
+            now=now,
+        )
+        for n in range(USERS)
+    ]
+    for user in users:
+        yield from user.events
+        user.events.clear()
+    for n in itertools.count():
+        user = users[n % USERS]
+        marketplace.charge(user, 1 + n % 5000, new_id, now)
+        yield from user.events
+        user.events.clear()
+
+
+def write_outbox(container: Container, events: int) -> list[str]:
+    """`events` unpublished rows, in an outbox emptied first; returns their ids."""
+    rows = [outbox_row(event, new_id()) for event in itertools.islice(domain_events(), events)]
+    with container.database.writer.begin() as conn:
+        conn.execute(delete(tables.outbox))
+        for start in range(0, len(rows), INSERT_CHUNK):
+            conn.execute(insert(tables.outbox), rows[start : start + INSERT_CHUNK])
+    return [row["id"] for row in rows]
+
+
+def relay_all(container: Container) -> tuple[float, list[RelayReport]]:
+    """Run the relay until the outbox is drained; its wall time and each run's report."""
+    settings = container.settings
+    reports: list[RelayReport] = []
+    began = time.perf_counter()
+    while True:
+        report = container.relay_outbox()
+        reports.append(report)
+        if report.published == 0 or report.batches < settings.outbox_relay_max_batches:
+            break
+    return time.perf_counter() - began, reports
+
+
+def verify(container: Container, sqs: Any, queue_url: str, ids: list[str]) -> dict[str, Any]:
+    o = tables.outbox
+    with container.database.writer.connect() as conn:
+        unpublished = conn.execute(
+            select(func.count()).select_from(o).where(o.c.published_at.is_(None))
+        ).scalar_one()
+        published = conn.execute(
+            select(func.count()).select_from(o).where(o.c.published_at.is_not(None))
+        ).scalar_one()
+        retried = conn.execute(
+            select(func.count()).select_from(o).where(o.c.publish_attempts > 0)
+        ).scalar_one()
+    in_queue = queue_depth(sqs, queue_url)
+    # A look at what arrived: the first messages are intact envelopes of rows written here.
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+    sample = [EventEnvelope.from_json(m["Body"]) for m in received.get("Messages", [])]
+    checks = {
+        "rows": len(ids),
+        "unpublished_rows": unpublished,
+        "published_rows": published,
+        "rows_with_refused_sends": retried,
+        "messages_in_queue": in_queue,
+        "sampled_messages_are_ours": bool(sample) and {e.outbox_id for e in sample} <= set(ids),
+    }
+    assert unpublished == 0 and published == len(ids) and retried == 0, checks
+    assert in_queue == len(ids), checks
+    assert checks["sampled_messages_are_ours"], checks
+    return checks
+
+
+def run(stack: Stack, settings: Settings, events: int, how: str) -> dict[str, Any]:
+    """One relay of `events` fresh rows to a new queue: plain, with phase hooks, or profiled."""
+    with events_queue(stack, "bench-relay") as queue_url:
+        container = bootstrap(settings.model_copy(update={"events_queue_url": queue_url}))
+        sqs = bench_sqs(stack)
+        try:
+            ids = write_outbox(container, events)
+            hooks = (
+                PublishPhases(container.database.writer, container.sqs).attach()
+                if how == "hooked"
+                else None
+            )
+            profiler = cProfile.Profile() if how == "profiled" else None
+            if profiler is not None:
+                profiler.enable()
+            seconds, reports = relay_all(container)
+            if profiler is not None:
+                profiler.disable()
+            if hooks is not None:
+                hooks.detach()
+            result: dict[str, Any] = {
+                "events": events,
+                "seconds": round(seconds, 3),
+                "events_per_s": round(events / seconds),
+                "relay_runs": len(reports),
+                "batches": sum(r.batches for r in reports),
+                "checks": verify(container, sqs, queue_url, ids),
+            }
+            if hooks is not None:
+                result["phases"] = phase_table(hooks, seconds)
+            if profiler is not None:
+                result["profile_top_by_own_time"] = top_functions(profiler, seconds)
+            return result
+        finally:
+            sqs.close()
+            container.close()
+
+
+def phase_table(hooks: PublishPhases, seconds: float) -> dict[str, dict[str, float]]:
+    """Each phase's share of the relay's wall time; `unhooked` is the rest (building
+    envelopes and requests, SQLAlchemy, the pool, Python)."""
+    table = {
+        phase: {
+            "seconds": round(spent, 3),
+            "share": round(spent / seconds, 3),
+            "calls": hooks.calls[phase],
+            "mean_ms": round(spent / hooks.calls[phase] * 1000, 3),
+        }
+        for phase, spent in sorted(hooks.seconds.items(), key=lambda kv: -kv[1])
+    }
+    rest = seconds - sum(hooks.seconds.values())
+    table["unhooked"] = {"seconds": round(rest, 3), "share": round(rest / seconds, 3)}
+    return table
+
+
+def top_functions(profiler: cProfile.Profile, seconds: float, n: int = 12) -> list[dict[str, Any]]:
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "function": f"{Path(path).name}:{line}({name})",
+                "calls": calls,
+                "own_s": round(own, 3),
+                "cumulative_s": round(cumulative, 3),
+                "own_share": round(own / seconds, 3),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["own_s"])[:n]
+
+
+def sqs_ceiling(stack: Stack, senders: int) -> dict[str, float]:
+    """What LocalStack takes at most, for comparison: the same messages sent with the
+    application's SqsPublisher (SendMessageBatch of 10) and no database, from `senders`
+    threads, each with its own message groups (so each group's order would still hold)."""
+    rows = [outbox_row(e, new_id()) for e in itertools.islice(domain_events(), CEILING_EVENTS)]
+    envelopes = [EventEnvelope.from_outbox_row(row) for row in rows]
+    lanes: list[list[EventEnvelope]] = [[] for _ in range(senders)]
+    for envelope in envelopes:
+        lanes[zlib.crc32(envelope.message_group.encode()) % senders].append(envelope)
+    with events_queue(stack, "bench-ceiling") as queue_url:
+        sqs = bench_sqs(stack)
+        try:
+            publisher = SqsPublisher(sqs, queue_url)
+            began = time.perf_counter()
+            with ThreadPoolExecutor(senders) as pool:
+                accepted = sum(len(ids) for ids in pool.map(publisher.send, lanes))
+            seconds = time.perf_counter() - began
+        finally:
+            sqs.close()
+    assert accepted == len(envelopes), (accepted, len(envelopes))
+    return {"senders": senders, "events": accepted, "events_per_s": round(accepted / seconds)}
+
+
+def main(events: int = EVENTS) -> None:
+    with bench_stack() as stack:
+        settings = bench_settings(stack)
+        runs = {
+            "as_configured": run(stack, settings, events, "plain"),
+            "with_phase_hooks": run(stack, settings, events, "hooked"),
+            "under_cprofile": run(stack, settings, min(events, PROFILED_EVENTS), "profiled"),
+        }
+        ceiling = [sqs_ceiling(stack, senders) for senders in (1, 8)]
+    rows = [outbox_row(e, new_id()) for e in itertools.islice(domain_events(), 1000)]
+    body_bytes = [len(EventEnvelope.from_outbox_row(r).to_json()) for r in rows]
+    result = {
+        "events": events,
+        "message_groups": USERS,
+        "mean_message_bytes": round(statistics.fmean(body_bytes)),
+        "relay_batch_size": settings.outbox_relay_batch_size,
+        "relay_max_batches": settings.outbox_relay_max_batches,
+        "durable": stack.config.durable,
+        "goal_events_per_s": GOAL_EVENTS_PER_S,
+        "measured_before_events_per_s": MEASURED_BEFORE_EVENTS_PER_S,
+        "events_per_s": runs["as_configured"]["events_per_s"],
+        "meets_goal": runs["as_configured"]["events_per_s"] >= GOAL_EVENTS_PER_S,
+        "runs": runs,
+        "localstack_ceiling_without_database": ceiling,
+    }
+    write_result("relay", result)
+    plot(result, OUT / "relay.png")
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    hooked = result["runs"]["with_phase_hooks"]
+    phases = hooked["phases"]
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), width_ratios=(3, 2))
+    names = list(phases)
+    left.barh(names, [phases[p]["seconds"] for p in names], color="#3b7dd8")
+    for y, p in enumerate(names):
+        left.text(phases[p]["seconds"], y, f" {phases[p]['share']:.0%}", va="center", fontsize=8)
+    left.invert_yaxis()
+    left.set_xlabel("seconds of the relay's wall time")
+    left.set_title(f"relay of {hooked['events']} events ({hooked['seconds']:.1f}s): where it goes")
+    bars = {"relay": result["events_per_s"]} | {
+        f"LocalStack alone,\n{c['senders']} sender(s)": c["events_per_s"]
+        for c in result["localstack_ceiling_without_database"]
+    }
+    right.bar(list(bars), list(bars.values()), color=["#3b7dd8", "#999999", "#777777"])
+    right.axhline(GOAL_EVENTS_PER_S, color="red", linestyle=":", label="goal")
+    right.axhline(
+        MEASURED_BEFORE_EVENTS_PER_S, color="grey", linestyle="--", label="issue's figure"
+    )
+    right.set_ylabel("events/s")
+    right.set_title("throughput")
+    right.tick_params(axis="x", labelsize=8)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else EVENTS)
