@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import boto3
@@ -70,6 +71,15 @@ def container(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[
     )
     yield built
     built.close()
+
+
+C = TypeVar("C")
+
+
+def bind(
+    handler: Callable[[UnitOfWork, C, CommandContext], T], command: C
+) -> Callable[[UnitOfWork, CommandContext], T]:
+    return lambda uow, ctx: handler(uow, command, ctx)
 
 
 class Player:
@@ -160,19 +170,17 @@ def market(container: Container, stack: Stack) -> Market:
         user = player.sign_up()
         m.users.append(user)
         welcome = accounts.IssueWelcomeCoupon(user)
-        player.run(lambda uow, ctx, c=welcome: accounts.issue_welcome_coupon(uow, c, ctx))
+        player.run(bind(accounts.issue_welcome_coupon, welcome))
         for _ in range(2):
             charge = accounts.ChargePoints(user, rng.randrange(20_000, 60_000))
-            player.run(lambda uow, ctx, c=charge: accounts.charge_points(uow, c, ctx))
+            player.run(bind(accounts.charge_points, charge))
     for i in range(8):
         register = catalog.RegisterProduct(m.admin, f"Gift {i}", f"Brand {i % 3}", m.category, 5000)
-        m.products.append(
-            player.run(lambda uow, ctx, c=register: catalog.register_product(uow, c, ctx))
-        )
+        m.products.append(player.run(bind(catalog.register_product, register)))
     for user in m.users[:8]:
         expires = datetime.now(UTC) + timedelta(days=rng.choice([-1, 30]))
         issue = catalog.IssueCoupon(m.admin, user, "Promo", 500, expires)
-        player.try_run(lambda uow, ctx, c=issue: catalog.issue_coupon(uow, c, ctx))
+        player.try_run(bind(catalog.issue_coupon, issue))
 
     asks: list[tuple[str, str, str]] = []  # (seller, product, ask)
     for _ in range(560):
@@ -181,39 +189,39 @@ def market(container: Container, stack: Stack) -> Market:
         user, product = rng.choice(m.users), rng.choice(m.products)
         if action in ("like", "unlike"):
             like = catalog.SetLike(user, product, action == "like")
-            player.try_run(lambda uow, ctx, c=like: catalog.set_like(uow, c, ctx))
+            player.try_run(bind(catalog.set_like, like))
         elif action == "ask":
             price = rng.randrange(46, 60) * 100
             command = trading.PlaceSellBid(user, product, price, player.image(user))
             try:
-                placed = player.run(lambda uow, ctx, c=command: trading.place_sell_bid(uow, c, ctx))
+                placed = player.run(bind(trading.place_sell_bid, command))
             except DomainError:
                 continue
             asks.append((user, product, placed.bid_id))
         elif action == "bid":
             command_b = trading.PlaceBuyBid(user, product, rng.randrange(30, 46) * 100)
-            player.try_run(lambda uow, ctx, c=command_b: trading.place_buy_bid(uow, c, ctx))
+            player.try_run(bind(trading.place_buy_bid, command_b))
         elif action == "cancel_ask" and asks:
             seller, _, ask = asks.pop(rng.randrange(len(asks)))
             cancel = trading.CancelSellBid(seller, ask)
-            player.try_run(lambda uow, ctx, c=cancel: trading.cancel_sell_bid(uow, c, ctx))
+            player.try_run(bind(trading.cancel_sell_bid, cancel))
         elif action == "cancel_bid":
             open_bids = _open_bids(container, m.users)
             if open_bids:
                 buyer, bid = rng.choice(open_bids)
                 cancel_b = trading.CancelBuyBid(buyer, bid)
-                player.try_run(lambda uow, ctx, c=cancel_b: trading.cancel_buy_bid(uow, c, ctx))
+                player.try_run(bind(trading.cancel_buy_bid, cancel_b))
         elif action == "buy_now":
             coupon = _usable_coupon(container, user) if rng.random() < 0.3 else None
             buy = trading.BuyNow(user, product, 6000, coupon)
-            player.try_run(lambda uow, ctx, c=buy: trading.buy_now(uow, c, ctx))
+            player.try_run(bind(trading.buy_now, buy))
         elif action == "sell_now":
             sell = trading.SellNow(user, product, 3000, player.image(user))
-            player.try_run(lambda uow, ctx, c=sell: trading.sell_now(uow, c, ctx))
+            player.try_run(bind(trading.sell_now, sell))
         elif action == "confirm":
             for order_id, buyer in _paid_orders(container, m.users)[:2]:
                 confirm = trading.ConfirmOrder(buyer, order_id)
-                player.try_run(lambda uow, ctx, c=confirm: trading.confirm_order(uow, c, ctx))
+                player.try_run(bind(trading.confirm_order, confirm))
     for seller, orders in _completed_by_seller(container, m.users).items():
         if rng.random() < 0.6:
             settle(player, seller, orders[: len(orders) // 2 + 1], date(2026, 11, 21))
@@ -328,7 +336,9 @@ def dump(rm: ReadModels, ids: set[str], category: str) -> dict[str, Any]:
         if client.type(raw) == b"hash":
             out[key] = client.hgetall(raw)
         else:
-            members = client.zrange(raw, 0, -1, withscores=True)
+            members: list[tuple[bytes, float]] = client.zrange(  # type: ignore[assignment]
+                raw, 0, -1, withscores=True
+            )
             out[key] = [(m, s) for m, s in members if not shared or m.decode()[-26:] in ids]
     return out
 
@@ -365,10 +375,10 @@ def answers(rm: ReadModels, market: Market, now: datetime) -> dict[str, Any]:
     for sort in views.PRODUCT_SORTS:
         out[f"list {sort}"] = cached.product_list(
             rm,
-            sort=sort,
+            sort=sort,  # type: ignore[arg-type]
             category=market.category,
             after=None,
-            limit=100,  # type: ignore[arg-type]
+            limit=100,
         )
     for user in market.users:
         out[f"me {user}"] = rm.user(user)
@@ -385,35 +395,27 @@ def answers(rm: ReadModels, market: Market, now: datetime) -> dict[str, Any]:
 
 
 def sql_answers(container: Container, market: Market, now: datetime) -> dict[str, Any]:
-    def run(query: Callable[[Any], T]) -> T:
-        return container.database.run_on_primary(query)
+    def run(view: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return container.database.run_on_primary(lambda s: view(s, *args, **kwargs))
 
     out: dict[str, Any] = {}
     for product in market.products:
-        out[f"product {product}"] = run(lambda s, p=product: views.product_detail(s, p))
+        out[f"product {product}"] = run(views.product_detail, product)
     for sort in views.PRODUCT_SORTS:
         out[f"list {sort}"] = run(
-            lambda s, o=sort: views.product_list(s, sort=o, category=market.category, limit=100)
+            views.product_list, sort=sort, category=market.category, limit=100
         )
     for user in market.users:
-        out[f"me {user}"] = run(lambda s, u=user: views.me(s, u))
+        out[f"me {user}"] = run(views.me, user)
         for state in ("bidding", "in_progress", "done"):
-            out[f"buy {state} {user}"] = run(
-                lambda s, u=user, t=state: views.buy_history(s, u, t, limit=100)
-            )
-            out[f"sell {state} {user}"] = run(
-                lambda s, u=user, t=state: views.sell_history(s, u, t, limit=100)
-            )
-        out[f"coupons {user}"] = run(lambda s, u=user: views.my_coupons(s, u, now=now, limit=100))
-        out[f"settlements {user}"] = run(lambda s, u=user: views.my_settlements(s, u, limit=100))
+            out[f"buy {state} {user}"] = run(views.buy_history, user, state, limit=100)
+            out[f"sell {state} {user}"] = run(views.sell_history, user, state, limit=100)
+        out[f"coupons {user}"] = run(views.my_coupons, user, now=now, limit=100)
+        out[f"settlements {user}"] = run(views.my_settlements, user, limit=100)
     for order in market.orders:
         for viewer in market.users[:3] + [market.admin]:
-            out[f"order {order} for {viewer}"] = run(
-                lambda s, o=order, v=viewer: views.order_detail(s, o, v)
-            )
-            out[f"gifticon {order} for {viewer}"] = run(
-                lambda s, o=order, v=viewer: views.order_gifticon_key(s, o, v)
-            )
+            out[f"order {order} for {viewer}"] = run(views.order_detail, order, viewer)
+            out[f"gifticon {order} for {viewer}"] = run(views.order_gifticon_key, order, viewer)
     return out
 
 
@@ -429,9 +431,7 @@ def test_rebuilt_read_models_answer_every_query_as_sql_does(
     assert {k: v for k, v in got.items() if v != expected[k]} == {}
     ranked = {by: rebuilt.rankings(by=by, limit=100) for by in ("likes", "orders")}
     assert ranked == {
-        by: container.database.run_on_primary(lambda s, b=by: views.rankings(s, by=b, limit=100))[
-            "items"
-        ]
+        by: container.database.run_on_primary(partial(views.rankings, by=by, limit=100))["items"]
         for by in ("likes", "orders")
     }
 

@@ -80,7 +80,8 @@ def test_later_order_events_carry_the_whole_changing_state() -> None:
 
 
 def test_bid_events_open_and_close_the_bid_under_its_version() -> None:
-    base = {"sell_bid_id": "a1", "product_id": "p1", "seller_id": "s1", "price": 5000}
+    base: dict[str, Any] = {"sell_bid_id": "a1", "product_id": "p1", "seller_id": "s1"}
+    base["price"] = 5000
     placed = events.SellBidPlaced(**common("a1", 1), **base, image_id="i1")
     cancelled = events.SellBidCancelled(**common("a1", 2), **base, image_id="i1")
     (opened,) = operations(envelope(placed))
