@@ -16,9 +16,12 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
+from sqlalchemy import ColumnElement, select
 
+from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
 from giftmarket.bootstrap import bootstrap
+from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
 from giftmarket_local.migrations import reset
 from giftmarket_local.stack import Stack, StackConfig
@@ -97,6 +100,14 @@ def giftmarket_cli(stack: Stack, *args: str, timeout: float = 120) -> CompletedP
         timeout=timeout,
         check=False,
     )
+
+
+def outbox_envelopes(database: Database, *where: ColumnElement[bool]) -> list[EventEnvelope]:
+    """The outbox rows matching `where` as the messages the relay would send, in id order."""
+    o = tables.outbox
+    with database.writer.connect() as conn:
+        rows = conn.execute(select(o).where(*where).order_by(o.c.id)).all()
+    return [EventEnvelope.from_outbox_row(row) for row in rows]
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import redis_stopped
+from tests.conftest import outbox_envelopes, redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
-from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
@@ -42,17 +41,11 @@ class Client:
     def project(self) -> None:
         """Hand every outbox event since the last call to the projector (which may write
         more: the welcome coupon), until there are none."""
-        o = tables.outbox
-        while True:
-            with self.container.database.writer.connect() as conn:
-                rows = conn.execute(
-                    select(o).where(o.c.id > self.projected_up_to).order_by(o.c.id)
-                ).all()
-            if not rows:
-                return
-            for row in rows:
-                self.container.projector.handle(EventEnvelope.from_outbox_row(row))
-            self.projected_up_to = rows[-1].id
+        database = self.container.database
+        while events := outbox_envelopes(database, tables.outbox.c.id > self.projected_up_to):
+            for envelope in events:
+                self.container.projector.handle(envelope)
+            self.projected_up_to = events[-1].outbox_id
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Reply:
         headers = {"content-type": "application/json"}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.conftest import redis_stopped
+from tests.conftest import outbox_envelopes, redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.read_models import generation_prefix
@@ -53,10 +53,7 @@ def charge(container: Container, user_id: str, amount: int) -> tuple[str, ...]:
 
 
 def envelopes(container: Container, aggregate_id: str) -> list[EventEnvelope]:
-    o = tables.outbox
-    with container.database.writer.connect() as conn:
-        rows = conn.execute(select(o).where(o.c.aggregate_id == aggregate_id).order_by(o.c.id))
-        return [EventEnvelope.from_outbox_row(row) for row in rows]
+    return outbox_envelopes(container.database, tables.outbox.c.aggregate_id == aggregate_id)
 
 
 def me_by_sql(user_id: str) -> Callable[[Session], dict[str, Any] | None]:

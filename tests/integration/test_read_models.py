@@ -24,6 +24,7 @@ import boto3
 import pytest
 import redis
 from sqlalchemy import func, select
+from tests.conftest import outbox_envelopes
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.read_models import ReadModels, generation_prefix
@@ -151,13 +152,6 @@ def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
     player.run(handler)
 
 
-def outbox_since(container: Container, after: str) -> list[EventEnvelope]:
-    o = tables.outbox
-    with container.database.writer.connect() as conn:
-        rows = conn.execute(select(o).where(o.c.id > after).order_by(o.c.id)).all()
-    return [EventEnvelope.from_outbox_row(row) for row in rows]
-
-
 @pytest.fixture(scope="module")
 def market(container: Container, stack: Stack) -> Market:
     rng = random.Random(20261122)
@@ -226,7 +220,7 @@ def market(container: Container, stack: Stack) -> Market:
         if rng.random() < 0.6:
             settle(player, seller, orders[: len(orders) // 2 + 1], date(2026, 11, 21))
 
-    m.events = outbox_since(container, start)
+    m.events = outbox_envelopes(container.database, tables.outbox.c.id > start)
     m.orders = [e.aggregate_id for e in m.events if e.event_type == "OrderPlaced"]
     stack.wait_replica_caught_up()
     return m

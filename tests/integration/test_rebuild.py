@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.conftest import giftmarket_cli, redis_stopped
+from tests.conftest import giftmarket_cli, outbox_envelopes, redis_stopped
 
+from giftmarket.adapters import tables
 from giftmarket.adapters.read_models import RebuildRunning, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.http.auth import TokenService
-from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
@@ -47,15 +47,8 @@ def charge(container: Container, user_id: str, amount: int) -> tuple[str, ...]:
 
 
 def project(container: Container, outbox_ids: tuple[str, ...]) -> None:
-    from sqlalchemy import select
-
-    from giftmarket.adapters import tables
-
-    o = tables.outbox
-    with container.database.writer.connect() as conn:
-        rows = conn.execute(select(o).where(o.c.id.in_(outbox_ids)).order_by(o.c.id)).all()
-    for row in rows:
-        container.projector.handle(EventEnvelope.from_outbox_row(row))
+    for envelope in outbox_envelopes(container.database, tables.outbox.c.id.in_(outbox_ids)):
+        container.projector.handle(envelope)
 
 
 def test_the_cli_rebuilds_into_a_new_generation_and_drops_the_old_one(
@@ -140,7 +133,7 @@ def test_a_token_already_projected_but_missing_from_redis_is_answered_by_the_pri
     user_id = sign_up(container)
     written = charge(container, user_id, 99)
     for outbox_id in written:
-        container.read_models.mark_seen(outbox_id)  # "seen", yet the read model lacks it
+        container.read_models.apply([], outbox_id=outbox_id)  # "seen", yet not in the model
     generation = container.read_models.generation()
     key = f"{generation_prefix(generation or 0)}user:{user_id}"
     container.redis.delete(key)

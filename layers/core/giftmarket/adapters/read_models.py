@@ -167,9 +167,6 @@ class ReadModels:
             removed += int(self._redis.unlink(*keys))
         return removed
 
-    def mark_seen(self, outbox_id: str) -> None:
-        self._redis.set(seen_key(outbox_id), 1, ex=SEEN_TTL_SECONDS)
-
     # -- reading (the query API) -------------------------------------------------------------
     def all_seen(self, outbox_ids: Iterable[str]) -> bool:
         keys = [seen_key(i) for i in outbox_ids]
