@@ -21,11 +21,13 @@ dlq = typer.Typer(no_args_is_help=True, help="The events dead-letter queue.")
 app.add_typer(dlq, name="dlq")
 read_models = typer.Typer(no_args_is_help=True, help="The Redis read models of the query API.")
 app.add_typer(read_models, name="read-models")
+jobs = typer.Typer(no_args_is_help=True, help="The scheduled jobs: settlement, image cleanup.")
+app.add_typer(jobs, name="jobs")
 
 
 @app.callback()
 def _root() -> None:
-    """giftmarket operations: health, the outbox, the read models, the DLQ."""
+    """giftmarket operations: health, the outbox, the read models, the DLQ, the jobs."""
 
 
 @app.command()
