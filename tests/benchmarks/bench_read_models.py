@@ -10,8 +10,9 @@ postings. Times are consistent (72-hour auto-completion, settlement at 00:10 KST
 are ULIDs of their rows' creation times. Then, on the same process:
 
 1. `container.rebuild_read_models()` loads all of it into Redis: rows/s (goal 50 000), and
-   where the time goes: SQL streaming alone, turning rows into operations, JSON, and the
-   Lua script's own time from INFO commandstats (plus cProfile below the goal).
+   where the time goes: SQL streaming alone (the database builds each row's operation
+   JSON), joining them into batches, and the Lua script's own time from INFO commandstats
+   (plus cProfile below the goal).
 2. Redis memory: INFO used_memory before and after, and MEMORY USAGE of ~200 keys of each
    family of the new generation, extrapolated to bytes per entity (an order's share of
    the history and trade sets included).
@@ -40,7 +41,7 @@ import random
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
@@ -52,12 +53,12 @@ from sqlalchemy import Engine, Table, insert
 from sqlalchemy.orm import Session
 
 from giftmarket.adapters import tables
+from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS, build_redis
 from giftmarket.adapters.read_models import SEQUENCE_KEY, ReadModels, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.domain.ids import encode_ulid
 from giftmarket.http.auth import TokenService
-from giftmarket.projections.ops import Op
-from giftmarket.projections.rebuild import SOURCES, RebuildReport
+from giftmarket.projections.rebuild import SOURCES, RebuildReport, batch_of
 from giftmarket.queries import cached, views
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.runner import route_request
@@ -143,7 +144,12 @@ class Seeded:
 
 
 class Seeder:
-    """Builds every row in memory (valid, consistent data), then inserts table by table."""
+    """Builds every row in memory (valid, consistent data), then inserts table by table.
+
+    bench_settlement.py seeds its own mix with it: `order_status_weights` and the sellers
+    orders are drawn from (`pick_seller`) are the knobs."""
+
+    order_status_weights: tuple[int, ...] = ORDER_STATUS_WEIGHTS
 
     def __init__(self, scale: Scale, *, fee_bps: int, seed: int = 7) -> None:
         self.scale = scale
@@ -402,7 +408,7 @@ class Seeder:
         heavy = self.rng.sample(self.users, self.scale.heavy_buyers)
         plans = []
         for _ in range(self.scale.orders):
-            status = self.rng.choices(ORDER_STATUSES, weights=ORDER_STATUS_WEIGHTS)[0]
+            status = self.rng.choices(ORDER_STATUSES, weights=self.order_status_weights)[0]
             plans.append((*self._order_times(status), status))
         plans.sort(key=lambda p: p[0])  # coupons are used in time order
         settling: defaultdict[tuple[str, date], list[Row]] = defaultdict(list)
@@ -410,9 +416,7 @@ class Seeder:
             plans, self.pick_products(len(plans)), strict=True
         ):
             buyer = self.rng.choice(heavy if self.rng.random() < 0.3 else self.users)
-            seller = self.rng.choice(self.users)
-            while seller == buyer:
-                seller = self.rng.choice(self.users)
+            seller = self.pick_seller(buyer)
             order = self._order(product_id, buyer, seller, created, completed, status)
             self.rows["orders"].append(order)
             if status != "PAID":
@@ -422,6 +426,12 @@ class Seeder:
                 settling[(seller, kst_date(completed))].append(order)
         for (seller, business_date), orders in settling.items():
             self._settle(seller, business_date, orders)
+
+    def pick_seller(self, buyer: str) -> str:
+        seller = self.rng.choice(self.users)
+        while seller == buyer:
+            seller = self.rng.choice(self.users)
+        return seller
 
     def _order(
         self,
@@ -633,29 +643,19 @@ def timed_rebuild(container: Container) -> tuple[RebuildReport, dict[str, dict[s
     return report, delta
 
 
-def _chunks(items: Iterable[list[Op]], size: int) -> Iterator[list[list[Op]]]:
-    group: list[list[Op]] = []
-    for item in items:
-        group.append(item)
-        if len(group) >= size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
 def rebuild_breakdown(container: Container) -> dict[str, Any]:
     """The rebuild's parts timed apart, from the same snapshot the same way: streaming the
-    rows alone, turning them into operations, their JSON, then applying the operations
-    alone (into a scratch generation, dropped afterwards) with the script's server time."""
+    rows (each already an operation's JSON, built by the database), joining them into
+    batches, then applying the batches alone (into a scratch generation, dropped
+    afterwards) with the script's server time."""
     engine, role = container.database.caught_up_reader()
     per_source: dict[str, dict[str, float]] = {}
-    batches: dict[str, list[list[Op]]] = {}
+    batches: dict[str, list[str]] = {}
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         for source in SOURCES:
-            fetch = to_op = dumps = 0.0
+            fetch = join = 0.0
             rows = 0
             batches[source.name] = []
             began = time.perf_counter()
@@ -671,30 +671,24 @@ def rebuild_breakdown(container: Container) -> dict[str, Any]:
                 fetch += t1 - t0
                 if part is None:
                     break
-                ops = [source.to_op(r) for r in part]
-                t2 = time.perf_counter()
-                json.dumps(ops, separators=(",", ":"))
-                t3 = time.perf_counter()
-                to_op += t2 - t1
-                dumps += t3 - t2
+                batches[source.name].append(batch_of(part))
+                join += time.perf_counter() - t1
                 rows += len(part)
-                batches[source.name].append(ops)
             per_source[source.name] = {
                 "rows": rows,
                 "sql_fetch_s": round(fetch, 3),
-                "to_op_s": round(to_op, 3),
-                "json_s": round(dumps, 3),
+                "join_s": round(join, 3),
             }
         conn.rollback()
-    rm: ReadModels = container.read_models
-    client = container.redis
+    client = build_redis(container.settings, timeout=BULK_TIMEOUT_SECONDS)
+    rm = ReadModels(client)
     scratch = int(client.incr(SEQUENCE_KEY))  # never current, never building: nobody reads it
     try:
         for name, source_batches in batches.items():
             before = command_stats(client)
             began = time.perf_counter()
-            for group in _chunks(source_batches, PIPELINE_BATCHES):
-                rm.apply_batches(scratch, group)
+            for i in range(0, len(source_batches), PIPELINE_BATCHES):
+                rm.apply_bulk(scratch, source_batches[i : i + PIPELINE_BATCHES])
             wall = time.perf_counter() - began
             delta = stats_delta(before, command_stats(client))
             per_source[name]["redis_apply_wall_s"] = round(wall, 3)
@@ -702,21 +696,13 @@ def rebuild_breakdown(container: Container) -> dict[str, Any]:
     finally:
         rm.drop(scratch)
         wait_lazyfree(client)
-    totals = {
-        key: round(sum(s[key] for s in per_source.values()), 3)
-        for key in (
-            "rows",
-            "sql_fetch_s",
-            "to_op_s",
-            "json_s",
-            "redis_apply_wall_s",
-            "redis_script_server_s",
-        )
-    }
+        client.close()
+    keys = ("rows", "sql_fetch_s", "join_s", "redis_apply_wall_s", "redis_script_server_s")
+    totals = {key: round(sum(s[key] for s in per_source.values()), 3) for key in keys}
     totals["rows"] = int(totals["rows"])
-    # The apply's wall time minus the script: JSON again, the pipeline, the socket.
+    # The apply's wall time minus the script: the pipeline and the socket.
     totals["redis_client_and_network_s"] = round(
-        totals["redis_apply_wall_s"] - totals["redis_script_server_s"] - totals["json_s"], 3
+        totals["redis_apply_wall_s"] - totals["redis_script_server_s"], 3
     )
     return {"reader": role, "per_source": per_source, "totals": totals}
 

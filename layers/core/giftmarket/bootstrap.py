@@ -148,9 +148,15 @@ class Container:
 
     def rebuild_read_models(self, progress: Progress | None = None) -> RebuildReport:
         """Every read model rebuilt from the database into a new generation, switched in."""
+        from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS
+        from giftmarket.adapters.read_models import ReadModels
         from giftmarket.projections.rebuild import rebuild
 
-        return rebuild(self.read_models, self.database, progress=progress)
+        client = build_redis(self.settings, timeout=BULK_TIMEOUT_SECONDS)
+        try:
+            return rebuild(ReadModels(client), self.database, progress=progress)
+        finally:
+            client.close()
 
     def ensure_read_models(self) -> RebuildReport | None:
         """Rebuild the read models if Redis has none (a new deployment, or a cache that lost

@@ -6,13 +6,16 @@ import redis
 
 from giftmarket.settings import Settings
 
+# A rebuild's pipelines of bulk writes take Redis far longer than one query's read.
+BULK_TIMEOUT_SECONDS = 30.0
 
-def build_redis(settings: Settings) -> redis.Redis:
-    # Short timeouts: when Redis is down, a query should fall back to SQL within
+
+def build_redis(settings: Settings, *, timeout: float | None = None) -> redis.Redis:
+    # Short timeouts by default: when Redis is down, a query should fall back to SQL within
     # milliseconds rather than wait for the Lambda timeout.
     return redis.Redis.from_url(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
+        socket_timeout=timeout or settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
         decode_responses=False,

@@ -80,6 +80,11 @@ def _lua(name: str) -> str:
     return resources.files("giftmarket.adapters").joinpath(f"lua/{name}.lua").read_text()
 
 
+def encode(ops: Sequence[Op]) -> str:
+    """Operations as the apply script takes them."""
+    return json.dumps(ops, separators=(",", ":"))
+
+
 def seen_key(outbox_id: str) -> str:
     return f"rm:seen:{outbox_id}"
 
@@ -106,21 +111,19 @@ class ReadModels:
         remember `outbox_id` as projected. Returns how many generations were written."""
         return int(self._apply(args=self._apply_args("live", ops, outbox_id)))
 
-    def apply_batches(self, generation: int, batches: Iterable[Sequence[Op]]) -> None:
-        """Apply batches of `ops` to one generation, pipelined (the rebuild)."""
+    def apply_bulk(self, generation: int, batches: Iterable[str]) -> None:
+        """Apply batches of operations, each `encode`d, to a generation being built, in one
+        pipeline (the rebuild). Products are indexed only by their own operations here, so
+        the rebuild loads them after every ask and order."""
         pipe = self._redis.pipeline(transaction=False)
-        for ops in batches:
-            self._apply(args=self._apply_args(str(generation), ops, None), client=pipe)
+        for batch in batches:
+            self._apply(
+                args=[str(generation), batch, "", 0, TOMBSTONE_TTL_SECONDS, "bulk"], client=pipe
+            )
         pipe.execute()
 
     def _apply_args(self, target: str, ops: Sequence[Op], outbox_id: str | None) -> list[Any]:
-        return [
-            target,
-            json.dumps(ops, separators=(",", ":")),
-            outbox_id or "",
-            SEEN_TTL_SECONDS,
-            TOMBSTONE_TTL_SECONDS,
-        ]
+        return [target, encode(ops), outbox_id or "", SEEN_TTL_SECONDS, TOMBSTONE_TTL_SECONDS, ""]
 
     # -- generations -------------------------------------------------------------------------
     def generation(self) -> int | None:

@@ -7,7 +7,8 @@
    reaches the new generation through the projector: none is lost.
 3. One consistent snapshot (REPEATABLE READ) is streamed table by table, each row turned
    into the same operations the projector makes from events (`projections/ops.py`) and
-   applied by the same script, pipelined in batches. Those writes are version-guarded like
+   applied by the same script, pipelined in batches from a second thread while the next
+   rows are read. Those writes are version-guarded like
    any other, so a snapshot row never overwrites a newer event that arrived meanwhile.
 4. Queries switch to the new generation in one atomic step; the old one is deleted.
 """
@@ -15,12 +16,26 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, func, select
+from sqlalchemy import (
+    CHAR,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.read_models import ReadModels
@@ -35,7 +50,6 @@ from giftmarket.adapters.tables import (
     users,
 )
 from giftmarket.projections import ops
-from giftmarket.projections.ops import Op
 
 log = logging.getLogger(__name__)
 
@@ -74,145 +88,130 @@ class RebuildReport:
 
 @dataclass(frozen=True)
 class Source:
-    """One table's rows and how each becomes read-model operations."""
+    """One table's rows as read-model operations, each row's built by the database as the
+    JSON the apply script takes (the same fields and values `projections/ops.py` gives the
+    projector for the entity; tests hold the two to equal read models, key by key)."""
 
     name: str
-    query: Select[Any]
-    to_op: Callable[[Any], Op]
+    query: Select[tuple[str]]
 
 
-def _user(r: Any) -> Op:
-    return ops.user(
-        r.id,
-        r.version,
-        email=r.email,
-        nickname=r.nickname,
-        balances=(r.available_points, r.escrowed_points, r.pending_points),
+def _text(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """`ops.text` in SQL: the value as a string, '' for null."""
+    return func.coalesce(cast(value, CHAR), "")
+
+
+def _instant(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """`ops.text` of a UTC timestamp: datetime.isoformat, which leaves out zero micros."""
+    with_micros = func.microsecond(value) != 0
+    layout = case((with_micros, "%Y-%m-%dT%H:%i:%s.%f"), else_="%Y-%m-%dT%H:%i:%s")
+    return func.coalesce(func.concat(func.date_format(value, layout), "+00:00"), "")
+
+
+def _micros(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """`ops.micros`: microseconds since the epoch (timestamps are stored as UTC)."""
+    return _text(func.timestampdiff(literal_column("MICROSECOND"), "1970-01-01", value))
+
+
+def _fields(fields: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
+    return func.json_object(*(part for name, value in fields.items() for part in (name, value)))
+
+
+def _source(
+    name: str,
+    kind: str,
+    table: Table,
+    *,
+    once: dict[str, ColumnElement[Any]],
+    set: dict[str, ColumnElement[Any]] | None = None,  # noqa: A002 - the operation's word
+    versioned: bool = True,
+) -> Source:
+    version = _text(table.c.version) if versioned else literal("1")
+    op = func.json_object(
+        "k", kind, "id", table.c.id, "v", version, "once", _fields(once), "set", _fields(set or {})
     )
+    return Source(name, select(op.label("op")))
 
 
-def _product(r: Any) -> Op:
-    return ops.product(
-        r.id,
-        r.version,
-        like_count=r.like_count,
-        name=r.name,
-        brand=r.brand,
-        category=r.category,
-        face_value=r.face_value,
-        created_at=r.created_at,
+def _texts(table: Table, *names: str) -> dict[str, ColumnElement[str]]:
+    return {name: _text(table.c[name]) for name in names}
+
+
+def _created(table: Table) -> dict[str, ColumnElement[str]]:
+    return {"created_at": _instant(table.c.created_at), "created_us": _micros(table.c.created_at)}
+
+
+def _open_bids(name: str, kind: str, table: Table, owner: ColumnElement[Any]) -> Source:
+    source = _source(
+        name,
+        kind,
+        table,
+        once={"product_id": _text(table.c.product_id), "owner_id": _text(owner), **_created(table)},
+        set=_texts(table, "price", "status"),
     )
+    return Source(source.name, source.query.where(table.c.status == "OPEN"))
 
 
-def _image(r: Any) -> Op:
-    return ops.image(r.id, s3_key=r.s3_key)
-
-
-def _open_bid(kind: str) -> Callable[[Any], Op]:
-    """An open ask ("ask") or buy bid ("bid"); the query labels its owner `owner_id`."""
-
-    def to_op(r: Any) -> Op:
-        return ops.bid(
-            kind,
-            r.id,
-            r.version,
-            product_id=r.product_id,
-            owner_id=r.owner_id,
-            price=r.price,
-            status=r.status,
-            created_at=r.created_at,
-        )
-
-    return to_op
-
-
-def _order(r: Any) -> Op:
-    row = r._mapping
-    return ops.order(
-        r.id,
-        r.version,
-        parties=row,
-        terms=row,
-        status=r.status,
-        completed_at=r.completed_at,
-        settled_at=r.settled_at,
-        created_at=r.created_at,
-    )
-
-
-def _coupon(r: Any) -> Op:
-    return ops.coupon(
-        r.id,
-        r.version,
-        user_id=r.user_id,
-        status=r.status,
-        name=r.name,
-        discount_amount=r.discount_amount,
-        expires_at=r.expires_at,
-        created_at=r.created_at,
-    )
-
-
-def _settlement(r: Any) -> Op:
-    return ops.settlement(
-        r.id,
-        seller_id=r.seller_id,
-        business_date=r.business_date,
-        order_count=r.order_count,
-        gross=r.gross,
-        fee=r.fee,
-        net=r.net,
-    )
-
-
-def _columns(table: Table, *names: str) -> Select[Any]:
-    return select(*(table.c[name] for name in names))
-
-
-_u, _p, _i, _a, _b, _o, _c, _s = (
-    users, products, images, sell_bids, buy_bids, orders, coupons, settlements
-)  # fmt: skip
-
-
-def _open_bids(table: Table, owner: Any) -> Select[Any]:
-    bid = _columns(table, "id", "version", "product_id", "price", "status", "created_at")
-    return bid.add_columns(owner.label("owner_id")).where(table.c.status == "OPEN")
-
+_u, _p, _i, _o, _c, _s = users, products, images, orders, coupons, settlements
 
 SOURCES = (
-    Source(
+    _source(
         "users",
-        _columns(_u, "id", "version", "email", "nickname", "available_points",
-                 "escrowed_points", "pending_points"),
-        _user,
+        "user",
+        _u,
+        once=_texts(_u, "email", "nickname"),
+        set=_texts(_u, "available_points", "escrowed_points", "pending_points"),
     ),
     Source(
-        "products",
-        _columns(_p, "id", "version", "name", "brand", "category", "face_value", "created_at",
-                 "like_count"),
-        _product,
+        "images",
+        _source("images", "image", _i, once=_texts(_i, "s3_key"), versioned=False).query.where(
+            _i.c.status != "DELETED"
+        ),
     ),
-    Source("images", _columns(_i, "id", "s3_key").where(_i.c.status != "DELETED"), _image),
-    Source("asks", _open_bids(_a, _a.c.seller_id), _open_bid("ask")),
-    Source("bids", _open_bids(_b, _b.c.buyer_id), _open_bid("bid")),
-    Source(
+    _open_bids("asks", "ask", sell_bids, sell_bids.c.seller_id),
+    _open_bids("bids", "bid", buy_bids, buy_bids.c.buyer_id),
+    _source(
         "orders",
-        _columns(_o, "id", "version", *ops.ORDER_IDENTITY, *ops.ORDER_TERMS, "status",
-                 "created_at", "completed_at", "settled_at"),
-        _order,
+        "order",
+        _o,
+        once={**_texts(_o, *ops.ORDER_IDENTITY, *ops.ORDER_TERMS), **_created(_o)},
+        set={
+            "status": _text(_o.c.status),
+            "completed_at": _instant(_o.c.completed_at),
+            "settled_at": _instant(_o.c.settled_at),
+        },
     ),
-    Source(
+    _source(
         "coupons",
-        _columns(_c, "id", "version", "user_id", "status", "name", "discount_amount",
-                 "expires_at", "created_at"),
-        _coupon,
+        "coupon",
+        _c,
+        once={
+            **_texts(_c, "user_id", "name", "discount_amount"),
+            "expires_at": _instant(_c.c.expires_at),
+            "created_us": _micros(_c.c.created_at),
+        },
+        set=_texts(_c, "status"),
     ),
-    Source(
+    _source(
         "settlements",
-        _columns(_s, "id", "seller_id", "business_date", "order_count", "gross", "fee", "net"),
-        _settlement,
+        "settlement",
+        _s,
+        once=_texts(_s, "seller_id", "business_date", "order_count", "gross", "fee", "net"),
+        versioned=False,
     ),
-)  # fmt: skip
+    # Last: a product's place in the lists and rankings depends on its asks and orders
+    # (the apply script's bulk mode indexes it once, here, instead of once per row).
+    _source(
+        "products",
+        "product",
+        _p,
+        once={
+            **_texts(_p, "name", "brand", "category", "face_value"),
+            "created_us": _micros(_p.c.created_at),
+        },
+        set=_texts(_p, "like_count"),
+    ),
+)
 
 
 def rebuild(
@@ -229,21 +228,21 @@ def rebuild(
     try:
         engine, role = database.caught_up_reader()
         report = RebuildReport(generation, None, role)
-        with engine.connect() as conn:
+        with engine.connect() as conn, _Sender(read_models, generation, progress) as sender:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             totals = {s.name: _count(conn, s.query) for s in SOURCES}
             for source in SOURCES:
-                report.rows[source.name] = _load(
-                    read_models,
-                    generation,
-                    conn,
-                    source,
-                    total=totals[source.name],
-                    batch_rows=batch_rows,
-                    pipeline_batches=pipeline_batches,
-                    progress=progress,
+                sender.begin(source.name, totals[source.name])
+                result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
+                    source.query
                 )
+                rows = 0
+                for group in _chunks(_encoded(result.partitions()), pipeline_batches):
+                    sender.send(source.name, group)
+                    rows += sum(n for n, _ in group)
+                report.rows[source.name] = rows
+            sender.finish()
             conn.rollback()
         report.previous = read_models.switch_to(generation)
     except BaseException:
@@ -260,36 +259,21 @@ def _count(conn: Connection, query: Select[Any]) -> int:
     return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
 
 
-def _load(
-    read_models: ReadModels,
-    generation: int,
-    conn: Connection,
-    source: Source,
-    *,
-    total: int,
-    batch_rows: int,
-    pipeline_batches: int,
-    progress: Progress | None,
-) -> int:
-    done = 0
-    if progress:
-        progress(source.name, 0, total)
-    result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(source.query)
-    for group in _chunks(_batches(result.partitions(), source.to_op), pipeline_batches):
-        read_models.apply_batches(generation, group)
-        done += sum(len(batch) for batch in group)
-        if progress:
-            progress(source.name, done, total)
-    return done
+Encoded = tuple[int, str]  # (rows, their operations as the apply script takes them)
 
 
-def _batches(partitions: Iterable[Any], to_op: Callable[[Any], Op]) -> Iterator[list[Op]]:
+def batch_of(rows: Sequence[Any]) -> str:
+    """Rows of a source (one operation's JSON each) as one batch for the apply script."""
+    return "[" + ",".join(row[0] for row in rows) + "]"
+
+
+def _encoded(partitions: Iterable[Sequence[Any]]) -> Iterator[Encoded]:
     for rows in partitions:
-        yield [to_op(row) for row in rows]
+        yield len(rows), batch_of(rows)
 
 
-def _chunks(items: Iterable[list[Op]], size: int) -> Iterator[list[list[Op]]]:
-    group: list[list[Op]] = []
+def _chunks(items: Iterable[Encoded], size: int) -> Iterator[list[Encoded]]:
+    group: list[Encoded] = []
     for item in items:
         group.append(item)
         if len(group) >= size:
@@ -297,3 +281,61 @@ def _chunks(items: Iterable[list[Op]], size: int) -> Iterator[list[list[Op]]]:
             group = []
     if group:
         yield group
+
+
+class _Sender:
+    """Applies encoded batches in Redis on a thread of its own while the caller streams and
+    encodes the next ones: the script's time in Redis overlaps the Python work instead of
+    adding to it. The first failure is raised to the caller at its next `send` or at
+    `finish`; the thread keeps draining the queue, so the caller never blocks on it."""
+
+    def __init__(self, read_models: ReadModels, generation: int, progress: Progress | None):
+        self._read_models = read_models
+        self._generation = generation
+        self._progress = progress
+        self._queue: queue.Queue[tuple[str, list[Encoded]] | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._totals: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, name="rebuild-sender", daemon=True)
+
+    def __enter__(self) -> _Sender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def begin(self, name: str, total: int) -> None:
+        self._totals[name] = total
+        self._done[name] = 0
+        if self._progress:
+            self._progress(name, 0, total)
+
+    def send(self, name: str, group: list[Encoded]) -> None:
+        self._raise_failure()
+        self._queue.put((name, group))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            name, group = item
+            try:
+                self._read_models.apply_bulk(self._generation, [batch for _, batch in group])
+                self._done[name] += sum(n for n, _ in group)
+                if self._progress:
+                    self._progress(name, self._done[name], self._totals[name])
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc

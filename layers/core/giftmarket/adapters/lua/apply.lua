@@ -7,6 +7,9 @@
 --          every value is a string ('' for null)
 -- ARGV[3]  outbox id to remember as projected ('' for none)
 -- ARGV[4]  seconds to remember it; ARGV[5] seconds a closed bid's tombstone is kept
+-- ARGV[6]  'bulk' while a rebuild loads a generation: products are then placed in their
+--          lists and rankings only by their own operations, which the rebuild loads after
+--          every ask and order (once per product instead of once per ask and order)
 --
 -- Every write is idempotent and monotonic: `once` fields are written only when absent,
 -- `set` fields only by an operation whose version is not older than the entity's `_v`,
@@ -15,6 +18,7 @@
 
 local ops = cjson.decode(ARGV[2])
 local tombstone_ttl = tonumber(ARGV[5])
+local bulk = ARGV[6] == 'bulk'
 
 local targets = {}
 if ARGV[1] == 'live' then
@@ -31,10 +35,28 @@ local function pad(text, width)
 end
 
 local function write(key, op)
+  local set = op.set or {}
+  if redis.call('EXISTS', key) == 0 then
+    -- A new entity: one HSET of everything it knows (what the general path below ends in).
+    local args = {}
+    for name, value in pairs(op.once or {}) do
+      args[#args + 1] = name
+      args[#args + 1] = value
+    end
+    if next(set) ~= nil then
+      args[#args + 1] = '_v'
+      args[#args + 1] = op.v
+      for name, value in pairs(set) do
+        args[#args + 1] = name
+        args[#args + 1] = value
+      end
+    end
+    if #args > 0 then redis.call('HSET', key, unpack(args)) end
+    return
+  end
   for name, value in pairs(op.once or {}) do
     redis.call('HSETNX', key, name, value)
   end
-  local set = op.set or {}
   if next(set) == nil then return end
   local current = tonumber(redis.call('HGET', key, '_v') or '0')
   if tonumber(op.v) < current then return end
@@ -109,18 +131,19 @@ local function index_bid(p, kind, key, id)
     if history then redis.call('ZREM', history, pad(created, 18) .. id) end
     redis.call('EXPIRE', key, tombstone_ttl)
   end
-  if kind == 'ask' then index_product(p, product_id) end
+  if kind == 'ask' and not bulk then index_product(p, product_id) end
 end
 
 local BUYER_STATE = {PAID = 'in_progress', COMPLETED = 'done', SETTLED = 'done'}
 local SELLER_STATE = {PAID = 'in_progress', COMPLETED = 'in_progress', SETTLED = 'done'}
 
-local function place_in_history(p, key, member, owner, side, state, field, old)
-  if old == state then return end
+-- Moves the order's member to the history of its `state`; returns the state when it moved.
+local function place_in_history(p, member, owner, side, state, old)
+  if old == state then return nil end
   local base = p .. 'hist:' .. side .. ':'
   if old then redis.call('ZREM', base .. old .. ':' .. owner, member) end
   redis.call('ZADD', base .. state .. ':' .. owner, 0, member)
-  redis.call('HSET', key, field, state)
+  return state
 end
 
 local function index_order(p, key, id)
@@ -131,9 +154,13 @@ local function index_order(p, key, id)
   if not product_id or not buyer or not seller or not status or not created then return end
   local member = pad(created, 18) .. id
   redis.call('ZADD', p .. 'trades:' .. product_id, created, id)
-  place_in_history(p, key, member, buyer, 'buy', BUYER_STATE[status], '_hb', h[6])
-  place_in_history(p, key, member, seller, 'sell', SELLER_STATE[status], '_hs', h[7])
-  index_product(p, product_id)
+  local moved = {}
+  local bought = place_in_history(p, member, buyer, 'buy', BUYER_STATE[status], h[6])
+  if bought then moved[#moved + 1] = '_hb'; moved[#moved + 1] = bought end
+  local sold = place_in_history(p, member, seller, 'sell', SELLER_STATE[status], h[7])
+  if sold then moved[#moved + 1] = '_hs'; moved[#moved + 1] = sold end
+  if #moved > 0 then redis.call('HSET', key, unpack(moved)) end
+  if not bulk then index_product(p, product_id) end
 end
 
 local function index_coupon(p, key, id)
