@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,9 @@ class Route:
     def route_key(self) -> str:
         return f"{self.method} {self.path}"
 
-    @property
+    @cached_property
     def _regex(self) -> re.Pattern[str]:
+        # Built once per route: every request of the local server resolves through it.
         pattern, pos = "", 0
         for m in _PARAM.finditer(self.path):
             pattern += re.escape(self.path[pos : m.start()])

@@ -57,7 +57,7 @@ class TokenService:
         return subject
 
 
-def token_service(container: ContainerDep) -> TokenService:
+async def token_service(container: ContainerDep) -> TokenService:
     return TokenService(container.jwt_secret, timedelta(seconds=container.settings.jwt_ttl_seconds))
 
 
@@ -69,7 +69,9 @@ class Caller:
     user_id: str
 
 
-def authenticate(tokens: Tokens, authorization: Annotated[str | None, Header()] = None) -> Caller:
+async def authenticate(
+    tokens: Tokens, authorization: Annotated[str | None, Header()] = None
+) -> Caller:
     if not authorization:
         raise NotAuthenticated("Send Authorization: Bearer <token> (from signup or login).")
     scheme, _, token = authorization.partition(" ")

@@ -39,7 +39,7 @@ def entity_id(value: str, resource: str) -> str:
 
 
 @router.post("/api/auth/signup", status_code=201, response_model=s.AuthPublic, responses=_ERRORS)
-def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
+async def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
     """Create an account; the email becomes an admin when listed in ADMIN_EMAILS."""
     command = accounts.SignUp(body.email, body.password, body.nickname)
     return run(
@@ -51,7 +51,7 @@ def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
 
 
 @router.post("/api/auth/login", response_model=s.AuthPublic, responses=_ERRORS)
-def login(body: s.LoginRequest, run: Run, tokens: Tokens) -> Any:
+async def login(body: s.LoginRequest, run: Run, tokens: Tokens) -> Any:
     """Exchange email and password for a bearer token."""
     command = accounts.SignIn(body.email, body.password)
     return run(
@@ -63,7 +63,7 @@ def login(body: s.LoginRequest, run: Run, tokens: Tokens) -> Any:
 
 
 @router.post("/api/points/charge", response_model=s.BalancePublic, responses=_ERRORS)
-def charge_points(body: s.ChargeRequest, caller: CurrentUser, run: Run) -> Any:
+async def charge_points(body: s.ChargeRequest, caller: CurrentUser, run: Run) -> Any:
     """Add points to the caller's available balance."""
     command = accounts.ChargePoints(caller.user_id, body.amount)
     return run(
@@ -76,7 +76,7 @@ def charge_points(body: s.ChargeRequest, caller: CurrentUser, run: Run) -> Any:
 
 
 @router.post("/api/products", status_code=201, response_model=s.ProductCreated, responses=_ERRORS)
-def register_product(body: s.ProductCreate, caller: CurrentUser, run: Run) -> Any:
+async def register_product(body: s.ProductCreate, caller: CurrentUser, run: Run) -> Any:
     """Register a product (admins only)."""
     command = catalog.RegisterProduct(
         caller.user_id, body.name, body.brand, body.category, body.face_value
@@ -103,7 +103,7 @@ def _set_like(product_id: str, caller: CurrentUser, run: Run, liked: bool) -> An
 @router.post(
     "/api/products/{product_id}/likes", status_code=204, response_model=None, responses=_ERRORS
 )
-def like_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
+async def like_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
     """Like a product; liking twice is the same as once."""
     return _set_like(product_id, caller, run, liked=True)
 
@@ -111,13 +111,13 @@ def like_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
 @router.delete(
     "/api/products/{product_id}/likes", status_code=204, response_model=None, responses=_ERRORS
 )
-def unlike_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
+async def unlike_product(product_id: str, caller: CurrentUser, run: Run) -> Any:
     """Take a like back; unliking twice is the same as once."""
     return _set_like(product_id, caller, run, liked=False)
 
 
 @router.post("/api/images", status_code=201, response_model=s.ImageUploadSlot, responses=_ERRORS)
-def request_image_upload(body: s.ImageUploadRequest, caller: CurrentUser, run: Run) -> Any:
+async def request_image_upload(body: s.ImageUploadRequest, caller: CurrentUser, run: Run) -> Any:
     """Get a presigned S3 PUT URL for a voucher image (PNG, JPEG or WebP, at most 5 MiB)."""
     command = catalog.RequestImageUpload(caller.user_id, body.content_type)
     return run(
@@ -135,7 +135,9 @@ def request_image_upload(body: s.ImageUploadRequest, caller: CurrentUser, run: R
     response_model=s.SellBidPlaced,
     responses=_ERRORS,
 )
-def place_sell_bid(product_id: str, body: s.SellBidCreate, caller: CurrentUser, run: Run) -> Any:
+async def place_sell_bid(
+    product_id: str, body: s.SellBidCreate, caller: CurrentUser, run: Run
+) -> Any:
     """Post an ask with its uploaded voucher image; refused when it would cross the book."""
     command = trading.PlaceSellBid(
         caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
@@ -152,7 +154,7 @@ def place_sell_bid(product_id: str, body: s.SellBidCreate, caller: CurrentUser, 
 @router.delete(
     "/api/sell-bids/{sell_bid_id}", status_code=204, response_model=None, responses=_ERRORS
 )
-def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> Any:
+async def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     """Cancel one of the caller's open asks."""
     command = trading.CancelSellBid(caller.user_id, entity_id(sell_bid_id, "sell bid"))
     return run(
@@ -169,7 +171,9 @@ def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     response_model=s.BuyBidPlaced,
     responses=_ERRORS,
 )
-def place_buy_bid(product_id: str, body: s.BuyBidCreate, caller: CurrentUser, run: Run) -> Any:
+async def place_buy_bid(
+    product_id: str, body: s.BuyBidCreate, caller: CurrentUser, run: Run
+) -> Any:
     """Bid to buy; the price is escrowed from available points at once."""
     command = trading.PlaceBuyBid(caller.user_id, entity_id(product_id, "product"), body.price)
     return run(
@@ -184,7 +188,7 @@ def place_buy_bid(product_id: str, body: s.BuyBidCreate, caller: CurrentUser, ru
 @router.delete(
     "/api/buy-bids/{buy_bid_id}", status_code=204, response_model=None, responses=_ERRORS
 )
-def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
+async def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     """Cancel one of the caller's open buy bids; its escrow returns to available points."""
     command = trading.CancelBuyBid(caller.user_id, entity_id(buy_bid_id, "buy bid"))
     return run(
@@ -201,7 +205,7 @@ def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     response_model=s.PurchasePublic,
     responses=_ERRORS,
 )
-def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, run: Run) -> Any:
+async def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, run: Run) -> Any:
     """Buy the cheapest open ask at or below `price`, optionally with a coupon."""
     command = trading.BuyNow(
         caller.user_id, entity_id(product_id, "product"), body.price, body.coupon_id
@@ -227,7 +231,7 @@ def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, run: Ru
     response_model=s.SalePublic,
     responses=_ERRORS,
 )
-def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser, run: Run) -> Any:
+async def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser, run: Run) -> Any:
     """Sell into the highest open buy bid at or above `price`, with the voucher image."""
     command = trading.SellNow(
         caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
@@ -248,7 +252,7 @@ def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser, run: 
 @router.post(
     "/api/orders/{order_id}/confirm", response_model=s.OrderStatusPublic, responses=_ERRORS
 )
-def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
+async def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
     """The buyer confirms receipt: the order becomes COMPLETED."""
     command = trading.ConfirmOrder(caller.user_id, entity_id(order_id, "order"))
     return run(
@@ -262,7 +266,7 @@ def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
 @router.post(
     "/api/admin/coupons", status_code=201, response_model=s.CouponCreated, responses=_ERRORS
 )
-def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> Any:
+async def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> Any:
     """Issue a coupon to a user (admins only)."""
     command = catalog.IssueCoupon(
         caller.user_id, body.user_id, body.name, body.discount_amount, body.expires_at

@@ -93,7 +93,7 @@ def _http(stored: StoredResponse, extra: dict[str, str] | None = None) -> Respon
     )
 
 
-def command_runner(
+async def command_runner(
     container: ContainerDep,
     request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,

@@ -24,7 +24,7 @@ class HealthPublic(BaseModel):
 
 
 @router.get("/api/health", response_model=HealthPublic)
-def health(container: ContainerDep, response: Response) -> dict[str, object]:
+async def health(container: ContainerDep, response: Response) -> dict[str, object]:
     """Whether the primary, the replica (with its lag) and the cache can be used now."""
     report = system_health(container.database, container.redis)
     if report["status"] == "down":

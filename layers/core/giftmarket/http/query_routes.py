@@ -26,7 +26,7 @@ from giftmarket.http.deps import ContainerDep
 from giftmarket.queries import cached, views
 
 
-def consistency_token(
+async def consistency_token(
     token: Annotated[
         str | None,
         Header(
@@ -235,13 +235,13 @@ class SettlementsPublic(BaseModel):
 # -- dependencies ----------------------------------------------------------------------------
 
 
-def optional_caller(
+async def optional_caller(
     tokens: Tokens, authorization: Annotated[str | None, Header()] = None
 ) -> Caller | None:
     """The caller when a token is sent (a bad one is still a 401), else None: anonymous."""
     if authorization is None:
         return None
-    return authenticate(tokens, authorization)
+    return await authenticate(tokens, authorization)
 
 
 MaybeUser = Annotated[Caller | None, Depends(optional_caller)]
@@ -261,7 +261,7 @@ def _found(answer: dict[str, Any] | None, resource: str) -> dict[str, Any]:
 
 
 @router.get("/api/products", response_model=ProductPagePublic, responses=_ERRORS)
-def list_products(
+async def list_products(
     container: ContainerDep,
     token: Consistency,
     category: Category = None,
@@ -289,7 +289,7 @@ def list_products(
 
 
 @router.get("/api/products/{product_id}", response_model=ProductDetailPublic, responses=_ERRORS)
-def product_detail(product_id: str, container: ContainerDep, token: Consistency) -> Any:
+async def product_detail(product_id: str, container: ContainerDep, token: Consistency) -> Any:
     """One product with its quotes, order count and the newest trades."""
     if not views.is_entity_id(product_id):
         raise NotFound("product")
@@ -302,7 +302,7 @@ def product_detail(product_id: str, container: ContainerDep, token: Consistency)
 
 
 @router.get("/api/rankings", response_model=RankingsPublic, responses=_ERRORS)
-def rankings(
+async def rankings(
     container: ContainerDep,
     token: Consistency,
     by: Annotated[views.RankingBy, Query(description="Rank by likes or by orders.")] = "likes",
@@ -317,7 +317,9 @@ def rankings(
 
 
 @router.get("/api/search", response_model=SearchResultsPublic, responses=_ERRORS)
-def search(q: SearchText, container: ContainerDep, caller: MaybeUser, limit: Limit = 20) -> Any:
+async def search(
+    q: SearchText, container: ContainerDep, caller: MaybeUser, limit: Limit = 20
+) -> Any:
     """Products whose name or brand contains `q`, most liked first. A token is optional (and
     checked if sent): a signed-in caller's search goes into their search history."""
     answer = container.database.run_query(lambda s: views.search(s, q, limit=limit))
@@ -331,13 +333,13 @@ def search(q: SearchText, container: ContainerDep, caller: MaybeUser, limit: Lim
 
 
 @router.get("/api/me/search-history", response_model=SearchHistoryPublic, responses=_ERRORS)
-def search_history(caller: CurrentUser, container: ContainerDep) -> Any:
+async def search_history(caller: CurrentUser, container: ContainerDep) -> Any:
     """The caller's recent searches, newest first: no repeats, at most 10."""
     return {"items": container.read_models.search_history(caller.user_id)}
 
 
 @router.get("/api/me", response_model=UserPublic, responses=_ERRORS)
-def me(caller: CurrentUser, container: ContainerDep, token: Consistency) -> Any:
+async def me(caller: CurrentUser, container: ContainerDep, token: Consistency) -> Any:
     """The caller's profile and balances (send X-Consistency-Token to read your writes)."""
     answer = container.reads.answer(
         read_model=lambda: container.read_models.user(caller.user_id),
@@ -351,7 +353,7 @@ HistoryLimit = Annotated[int, Query(ge=1, le=100, description="How many items, 1
 
 
 @router.get("/api/buy/history/{state}", response_model=BuyHistoryPublic, responses=_ERRORS)
-def buy_history(
+async def buy_history(
     state: views.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
@@ -369,7 +371,7 @@ def buy_history(
 
 
 @router.get("/api/sell/history/{state}", response_model=SellHistoryPublic, responses=_ERRORS)
-def sell_history(
+async def sell_history(
     state: views.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
@@ -392,7 +394,7 @@ def sell_history(
     response_model_exclude_unset=True,
     responses=_ERRORS,
 )
-def order_detail(
+async def order_detail(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
     """One order, for its buyer or seller; anyone else gets 404."""
@@ -407,7 +409,7 @@ def order_detail(
 
 
 @router.get("/api/orders/{order_id}/gifticon", response_model=GifticonPublic, responses=_ERRORS)
-def order_gifticon(
+async def order_gifticon(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
     """A short-lived download link for the order's voucher image, for its buyer or seller."""
@@ -426,7 +428,7 @@ def order_gifticon(
 
 
 @router.get("/api/me/coupons", response_model=CouponsPublic, responses=_ERRORS)
-def my_coupons(
+async def my_coupons(
     caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
 ) -> Any:
     """The caller's coupons, newest first; expired ones say EXPIRED."""
@@ -438,7 +440,7 @@ def my_coupons(
 
 
 @router.get("/api/me/settlements", response_model=SettlementsPublic, responses=_ERRORS)
-def my_settlements(
+async def my_settlements(
     caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
 ) -> Any:
     """The caller's daily settlements, newest business date first."""
