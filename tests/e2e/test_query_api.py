@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import outbox_envelopes, redis_stopped
+from tests.conftest import fresh_read_models, outbox_envelopes, redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
@@ -82,9 +82,11 @@ class Client:
 @pytest.fixture(scope="module")
 def client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Client]:
     # No events queue: the client projects the outbox itself.
-    container: Container = bootstrap(
-        make_settings(events_queue_url=None, replica_check_interval_seconds=0)
-    )
+    settings = make_settings(events_queue_url=None, replica_check_interval_seconds=0)
+    # These tests compare Redis with SQL: Redis first gets what earlier tests wrote to the
+    # database without projecting it.
+    fresh_read_models(settings)
+    container: Container = bootstrap(settings)
     set_container(container)
     with container.database.writer.connect() as conn:
         start = conn.execute(select(func.max(tables.outbox.c.id))).scalar() or ""

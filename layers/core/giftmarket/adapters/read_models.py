@@ -40,6 +40,16 @@ SEEN_TTL_SECONDS = 24 * 3600
 TOMBSTONE_TTL_SECONDS = 15 * 24 * 3600
 SEARCH_HISTORY_SIZE = 10
 
+# What a list item shows of each kind of document (the first field is never missing).
+LISTED_FIELDS: dict[str, tuple[str, ...]] = {
+    "order": ("product_id", "price", "discount", "paid", "status", "via", "created_at",
+              "completed_at", "settled_at"),
+    "bid": ("product_id", "price", "status", "created_at"),
+    "ask": ("product_id", "price", "status", "created_at"),
+    "coupon": ("name", "discount_amount", "status", "expires_at"),
+    "settlement": ("business_date", "order_count", "gross", "fee", "net"),
+}  # fmt: skip
+
 GENERATION_KEY = "rm:generation"
 BUILDING_KEY = "rm:building"
 SEQUENCE_KEY = "rm:generation:seq"
@@ -228,8 +238,9 @@ class ReadModels:
         ]
 
     def documents(self, user_id: str, listing: str, kind: str, limit: int) -> list[Answer] | None:
-        """The documents of one of the caller's lists, newest first (None: not projected)."""
-        found = self._query("list", user_id, listing, kind, limit)
+        """The documents of one of the caller's lists, newest first (None: not projected):
+        the fields of LISTED_FIELDS, plus `id` and, with a product, `product_name`."""
+        found = self._query("list", user_id, listing, kind, limit, *LISTED_FIELDS[kind])
         return None if found is None else _list(found[0])
 
     def order(self, order_id: str) -> Answer | None:

@@ -103,15 +103,22 @@ elseif query == 'rankings' then
 
 elseif query == 'list' then
   -- The caller's own items, newest first: ARGV: user, list (hist:buy:bidding, coupons...),
-  -- the kind of its documents, limit. The user must be projected, or an empty list could
-  -- be one not projected yet.
+  -- the kind of its documents, limit, then the fields wanted of each document (the first
+  -- one always present in a projected document). The user must be projected, or an empty
+  -- list could be one not projected yet.
   local user_id = ARGV[2]
   if redis.call('EXISTS', p .. 'user:' .. user_id) == 0 then return false end
+  local fields = {}
+  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
   local items = {}
   local key = p .. ARGV[3] .. ':' .. user_id
   for _, member in ipairs(page(key, true, '', tonumber(ARGV[5]))) do
-    local doc = hash(p .. ARGV[4] .. ':' .. tail_id(member))
-    if not doc then return false end
+    local values = redis.call('HMGET', p .. ARGV[4] .. ':' .. tail_id(member), unpack(fields))
+    if not values[1] then return false end
+    local doc = {}
+    for i, name in ipairs(fields) do
+      if values[i] then doc[name] = values[i] end
+    end
     doc.id = tail_id(member)
     if doc.product_id then
       doc.product_name = product_name(doc.product_id)
