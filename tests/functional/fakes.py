@@ -24,7 +24,7 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -43,10 +43,16 @@ from giftmarket.domain.coupons import Coupon
 from giftmarket.domain.errors import EmailTaken
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.ids import IdGenerator, encode_ulid
-from giftmarket.domain.images import Image
+from giftmarket.domain.image_cleanup import (
+    CleanupCandidate,
+    CleanupReason,
+    CleanupRules,
+    ImageUsage,
+)
+from giftmarket.domain.images import Image, ImageStatus
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
-from giftmarket.domain.orders import Order
+from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
 from giftmarket.domain.users import User, normalize_email
 
@@ -360,6 +366,9 @@ class FakeUserRepository(_FakeRepository[User], ports.UserRepository):
                 found[user_id] = self._tx.load(self.table, row, lock=True)
         return found
 
+    def share_lock(self, user_ids: Sequence[str]) -> None:
+        pass  # locks are no-ops here (see the module docstring)
+
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         # A direct UPDATE of the column, like the SQL one: the version stays, and an
         # aggregate already loaded in this unit of work keeps the hash it was loaded with.
@@ -391,6 +400,49 @@ class FakeProductRepository(_FakeRepository[Product], ports.ProductRepository):
 
 class FakeImageRepository(_FakeRepository[Image], ports.ImageRepository):
     table = "images"
+
+    def get_many(self, image_ids: Sequence[str], *, lock: bool = False) -> dict[str, Image]:
+        found: dict[str, Image] = {}
+        for image_id in sorted(set(image_ids)):
+            image = self.get(image_id, lock=lock)
+            if image is not None:
+                found[image_id] = image
+        return found
+
+    def usage(self, image_ids: Sequence[str]) -> dict[str, ImageUsage]:
+        wanted = set(image_ids)
+        in_order = {o.image_id for o in self._tx.all_rows("orders") if o.image_id in wanted}
+        found = {
+            ask.image_id: ImageUsage(ask.status, ask.updated_at, ask.image_id in in_order)
+            for ask in self._tx.all_rows("sell_bids")
+            if ask.image_id in wanted
+        }
+        return {image_id: ImageUsage(in_order=True) for image_id in in_order} | found
+
+    def cleanup_candidates(
+        self, rules: CleanupRules, *, after: str, limit: int
+    ) -> list[CleanupCandidate]:
+        cancelled = {
+            ask.image_id
+            for ask in self._tx.all_rows("sell_bids")
+            if ask.status is BidStatus.CANCELLED and ask.updated_at < rules.cancelled_before
+        }
+        found = []
+        for image in self._tx.all_rows(self.table):
+            reason = None
+            if image.status is ImageStatus.PENDING and image.created_at < rules.pending_before:
+                reason = CleanupReason.ABANDONED_UPLOAD
+            elif image.status is ImageStatus.DELETING:
+                reason = CleanupReason.UNFINISHED_DELETION
+            elif image.status is ImageStatus.ATTACHED and image.id in cancelled:
+                reason = CleanupReason.CANCELLED_ASK
+            if reason is not None and image.id > after:
+                found.append(CleanupCandidate(image.id, image.s3_key, reason))
+        return sorted(found, key=lambda candidate: candidate.image_id)[:limit]
+
+    def existing_keys(self, s3_keys: Sequence[str]) -> set[str]:
+        wanted = set(s3_keys)
+        return {image.s3_key for image in self._tx.all_rows(self.table) if image.s3_key in wanted}
 
 
 class FakeSellBidRepository(_FakeRepository[SellBid], ports.SellBidRepository):
@@ -436,6 +488,33 @@ class FakeBuyBidRepository(_FakeRepository[BuyBid], ports.BuyBidRepository):
 class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
     table = "orders"
 
+    def _locked(self, rows: list[Order]) -> list[Order]:
+        return [self._tx.load(self.table, row, lock=True) for row in rows]
+
+    def lock_due_for_completion(self, paid_before: datetime, limit: int) -> list[Order]:
+        due = [
+            order
+            for order in self._tx.all_rows(self.table)
+            if order.status is OrderStatus.PAID and order.created_at <= paid_before
+        ]
+        return self._locked(sorted(due, key=lambda o: (o.created_at, o.id))[:limit])
+
+    def _settleable(self, completed_before: datetime) -> Iterator[Order]:
+        for order in self._tx.all_rows(self.table):
+            if (
+                order.status is OrderStatus.COMPLETED
+                and order.completed_at is not None
+                and order.completed_at < completed_before
+            ):
+                yield order
+
+    def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
+        return sorted({order.seller_id for order in self._settleable(completed_before)})
+
+    def lock_settleable(self, seller_id: str, completed_before: datetime) -> list[Order]:
+        mine = [o for o in self._settleable(completed_before) if o.seller_id == seller_id]
+        return self._locked(sorted(mine, key=lambda o: o.id))
+
 
 class FakeCouponRepository(_FakeRepository[Coupon], ports.CouponRepository):
     table = "coupons"
@@ -452,6 +531,12 @@ class FakeCouponRepository(_FakeRepository[Coupon], ports.CouponRepository):
 
 class FakeSettlementRepository(_FakeRepository[Settlement], ports.SettlementRepository):
     table = "settlements"
+
+    def find(self, seller_id: str, business_date: date) -> Settlement | None:
+        for row in self._tx.all_rows(self.table):
+            if row.seller_id == seller_id and row.business_date == business_date:
+                return self._tx.load(self.table, row, lock=False)  # type: ignore[no-any-return]
+        return None
 
 
 class FakeLedger(ports.Ledger):

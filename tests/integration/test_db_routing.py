@@ -83,9 +83,7 @@ def test_row_written_by_a_command_reaches_queries_through_the_replica(
 
     # Polled until the replica answers with the row: under load the replica monitor may
     # rightly send a read or two to the primary first, which would find the row at once.
-    wait_until(
-        lambda: database.run_query(server_and_name(product_id)) == (REPLICA_ID, "americano")
-    )
+    wait_until(lambda: database.run_query(server_and_name(product_id)) == (REPLICA_ID, "americano"))
     lag_ms = (time.monotonic() - committed) * 1000
     print(f"\nreplication: row visible on the replica {lag_ms:.1f} ms after commit")
 

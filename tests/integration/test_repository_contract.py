@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -32,10 +33,16 @@ from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon, CouponKind
 from giftmarket.domain.errors import EmailTaken
 from giftmarket.domain.ids import new_id
+from giftmarket.domain.image_cleanup import (
+    CleanupCandidate,
+    CleanupReason,
+    CleanupRules,
+    ImageUsage,
+)
 from giftmarket.domain.images import Image
 from giftmarket.domain.ledger import Bucket
-from giftmarket.domain.orderbook import BuyBid, SellBid
-from giftmarket.domain.orders import Order, OrderVia
+from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
+from giftmarket.domain.orders import Order, OrderStatus, OrderVia
 from giftmarket.domain.settlement import KST, Settlement, business_date_of
 from giftmarket.domain.users import User
 
@@ -721,3 +728,204 @@ def test_without_commit_nothing_reaches_the_outbox_or_the_ledger(backend: Backen
     assert backend.outbox_rows(flushed.outbox_ids) == []
     assert backend.ledger_balances(user.id) == {}
     assert reloaded(backend, lambda uow: uow.users.get(user.id)).available_points == 0
+
+
+# --- what the settlement job reads ---------------------------------------------------------
+
+# Far ahead of every other test's trades (and of today), so the settlement runs of other
+# tests never take these orders, and the global reads below see ours where expected.
+FUTURE = datetime(2090, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def an_order(
+    backend: Backend, seller: User, paid_at: datetime, completed_at: datetime | None
+) -> Order:
+    """A committed order of `seller`'s, paid at `paid_at`, completed then if given."""
+    buyer, product = a_user(), a_product()
+    image = an_image(seller)
+    order = Order.place(
+        order_id=new_id(), product_id=product.id, buyer_id=buyer.id, seller_id=seller.id,
+        price=4000, discount=0, via=OrderVia.SELL_NOW, image_id=image.id, now=paid_at,
+    )  # fmt: skip
+    if completed_at is not None:
+        order.confirm(buyer.id, completed_at)
+    order.events.clear()
+    committed(backend, buyer, product, image, order)
+    return order
+
+
+def test_settleable_orders_are_a_sellers_completed_ones_before_the_instant_in_id_order(
+    backend: Backend,
+) -> None:
+    seller, other = a_user(), a_user()
+    committed(backend, seller, other)
+    end = FUTURE + 12 * HOUR
+    early = an_order(backend, seller, FUTURE - 80 * HOUR, FUTURE)
+    last = an_order(backend, seller, FUTURE, end - timedelta(microseconds=1))
+    an_order(backend, seller, FUTURE, end)  # completed at the instant: not before it
+    an_order(backend, seller, FUTURE, None)  # still PAID
+    an_order(backend, other, FUTURE, FUTURE)
+
+    with backend.new_uow() as uow:
+        locked = uow.orders.lock_settleable(seller.id, end)
+        assert [o.id for o in locked] == sorted([early.id, last.id])
+        assert uow.orders.get(early.id) is next(o for o in locked if o.id == early.id)
+        sellers = uow.orders.sellers_with_settleable(end)
+    assert {seller.id, other.id} <= set(sellers)
+    assert sellers == sorted(sellers)
+    with backend.new_uow() as uow:
+        assert other.id not in uow.orders.sellers_with_settleable(FUTURE)
+        assert seller.id in uow.orders.sellers_with_settleable(FUTURE + timedelta(microseconds=1))
+
+
+def test_orders_due_for_completion_are_paid_ones_up_to_the_instant_oldest_first(
+    backend: Backend,
+) -> None:
+    seller = a_user()
+    committed(backend, seller)
+    oldest = an_order(backend, seller, FUTURE - 2 * HOUR, None)
+    at_cutoff = an_order(backend, seller, FUTURE, None)
+    an_order(backend, seller, FUTURE + timedelta(microseconds=1), None)
+    completed = an_order(backend, seller, FUTURE - 3 * HOUR, FUTURE - HOUR)
+
+    with backend.new_uow() as uow:
+        due = uow.orders.lock_due_for_completion(FUTURE, 100_000)
+    mine = [o.id for o in due if o.seller_id == seller.id]
+    assert mine == [oldest.id, at_cutoff.id]
+    assert completed.id not in {o.id for o in due}
+    assert [o.created_at for o in due] == sorted(o.created_at for o in due)
+    with backend.new_uow() as uow:
+        assert len(uow.orders.lock_due_for_completion(FUTURE, 1)) == 1
+
+
+def test_a_settlement_is_found_by_seller_and_business_date(backend: Backend) -> None:
+    seller = a_user()
+    committed(backend, seller)
+    order = an_order(backend, seller, FUTURE - HOUR, FUTURE)
+    day = business_date_of(FUTURE)
+    settlement = Settlement.of_orders(
+        settlement_id=new_id(), seller_id=seller.id, business_date=day, orders=[order],
+        fee_bps=500, now=FUTURE + HOUR,
+    )  # fmt: skip
+    committed(backend, settlement)
+
+    found = reloaded(backend, lambda uow: uow.settlements.find(seller.id, day))
+    assert_round_trip(settlement, found)
+    with backend.new_uow() as uow:
+        assert uow.settlements.find(seller.id, day + timedelta(days=1)) is None
+        assert uow.settlements.find(a_user().id, day) is None
+
+
+# --- the image cleanup's reads -------------------------------------------------------------
+
+
+def attached_to_an_ask(seller: User, product: Product, at: datetime) -> tuple[Image, SellBid]:
+    image = an_image(seller, at)
+    ask = an_ask(product, seller, image, 5000, at)
+    image.attach(
+        by_user=seller.id, object_size=1024, object_content_type="image/png", now=at,
+        sell_bid_id=ask.id,
+    )  # fmt: skip
+    return image, ask
+
+
+def test_cleanup_candidates_are_old_uploads_unfinished_deletions_and_long_cancelled_asks(
+    backend: Backend,
+) -> None:
+    seller, product = a_user(), a_product()
+    rules = CleanupRules(NOW)
+    day, tick = timedelta(days=1), timedelta(microseconds=1)
+    old_upload, young_upload = an_image(seller, NOW - day - tick), an_image(seller, NOW - day)
+    deleting = an_image(seller, NOW)
+    deleting.begin_deletion(reason="abandoned_upload", now=NOW)
+    long_cancelled, ask_long = attached_to_an_ask(seller, product, NOW - 30 * day)
+    ask_long.cancel(seller.id, NOW - 7 * day - tick)
+    lately_cancelled, ask_late = attached_to_an_ask(seller, product, NOW - 30 * day)
+    ask_late.cancel(seller.id, NOW - 7 * day)
+    still_open, ask_open = attached_to_an_ask(seller, product, NOW - 30 * day)
+    images = (old_upload, young_upload, deleting, long_cancelled, lately_cancelled, still_open)
+    committed(backend, seller, product, *images, ask_long, ask_late, ask_open)
+    mine = {image.id for image in images}
+
+    with backend.new_uow() as uow:
+        found = [
+            c
+            for c in uow.images.cleanup_candidates(rules, after="", limit=10**6)
+            if c.image_id in mine
+        ]
+        after_first = uow.images.cleanup_candidates(rules, after=found[0].image_id, limit=1)
+
+    assert found == sorted(
+        [
+            CleanupCandidate(old_upload.id, old_upload.s3_key, CleanupReason.ABANDONED_UPLOAD),
+            CleanupCandidate(deleting.id, deleting.s3_key, CleanupReason.UNFINISHED_DELETION),
+            CleanupCandidate(long_cancelled.id, long_cancelled.s3_key, CleanupReason.CANCELLED_ASK),
+        ],
+        key=lambda c: c.image_id,
+    )
+    assert len(after_first) == 1 and after_first[0].image_id > found[0].image_id
+
+
+def test_image_usage_names_the_ask_and_orders_and_leaves_out_unused_images(
+    backend: Backend,
+) -> None:
+    seller, buyer, product = a_user(), a_user(), a_product()
+    unused = an_image(seller)
+    in_ask, ask = attached_to_an_ask(seller, product, NOW - HOUR)
+    sold_now = an_image(seller)
+    order = Order.place(
+        order_id=new_id(), product_id=product.id, buyer_id=buyer.id, seller_id=seller.id,
+        price=4000, discount=0, via=OrderVia.SELL_NOW, image_id=sold_now.id, now=NOW,
+    )  # fmt: skip
+    committed(backend, seller, buyer, product, unused, in_ask, ask, sold_now, order)
+
+    with backend.new_uow() as uow:
+        usage = uow.images.usage([unused.id, in_ask.id, sold_now.id])
+        many = uow.images.get_many([sold_now.id, unused.id, new_id()], lock=True)
+        same = uow.images.get(unused.id)
+        keys = uow.images.existing_keys([unused.s3_key, f"images/{seller.id}/{new_id()}"])
+
+    assert usage == {
+        in_ask.id: ImageUsage(BidStatus.OPEN, NOW - HOUR, in_order=False),
+        sold_now.id: ImageUsage(in_order=True),
+    }
+    assert list(many) == sorted([sold_now.id, unused.id]) and many[unused.id] is same
+    assert keys == {unused.s3_key}
+
+
+def an_order_in(uow: UnitOfWork, order_id: str) -> Order | None:
+    return uow.orders.get(order_id)
+
+
+def test_orders_changed_alike_are_all_saved_and_one_changed_meanwhile_fails_them_all(
+    backend: Backend,
+) -> None:
+    seller = a_user()
+    committed(backend, seller)
+    orders = [an_order(backend, seller, FUTURE, None) for _ in range(4)]
+    due = FUTURE + 72 * HOUR
+    with backend.new_uow() as uow:
+        for order in orders[:2]:
+            loaded = uow.orders.get(order.id)
+            assert loaded is not None and loaded.complete_if_due(due)
+        uow.commit()
+    saved = [reloaded(backend, partial(an_order_in, order_id=o.id)) for o in orders[:2]]
+    assert {(o.status, o.version, o.completed_at) for o in saved} == {
+        (OrderStatus.COMPLETED, 2, due)
+    }
+
+    with pytest.raises(TransientConflict), backend.new_uow() as slow:
+        stale = [slow.orders.get(o.id) for o in orders[2:]]
+        with backend.new_uow() as fast:
+            confirmed = fast.orders.get(orders[3].id, lock=True)
+            assert confirmed is not None
+            confirmed.confirm(orders[3].buyer_id, FUTURE + HOUR)
+            fast.commit()
+        for stale_order in stale:
+            assert stale_order is not None and stale_order.complete_if_due(due)
+        slow.commit()
+    kept = [reloaded(backend, partial(an_order_in, order_id=o.id)) for o in orders[2:]]
+    assert [(o.status, o.completed_at) for o in kept] == [
+        (OrderStatus.PAID, None),
+        (OrderStatus.COMPLETED, FUTURE + HOUR),
+    ]

@@ -97,3 +97,12 @@ def test_events_no_query_shows_make_no_operation() -> None:
         **common("u1", 2), user_id="u1", amount=5, available_points=5, transaction_id="t1"
     )
     assert operations(envelope(charged)) == []
+
+
+def test_a_deleted_image_becomes_a_tombstone_under_its_version() -> None:
+    deleted = events.ImageDeleted(
+        **common("i1", 3), image_id="i1", owner_id="u1", s3_key="images/u1/i1"
+    )
+    (op,) = operations(envelope(deleted))
+    assert (op["k"], op["id"], op["v"]) == ("image", "i1", "3")
+    assert (op["once"], op["set"]) == ({"s3_key": "images/u1/i1"}, {"status": "DELETED"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     from giftmarket.adapters.publisher import Publisher, RelayReport
     from giftmarket.adapters.read_models import ReadModels
+    from giftmarket.jobs.images import CleanupReport
+    from giftmarket.jobs.settlement import SettlementReport
     from giftmarket.projections.projector import Projector
     from giftmarket.projections.rebuild import Progress, RebuildReport
     from giftmarket.queries.reads import Reads
@@ -145,6 +147,41 @@ class Container:
         from giftmarket.projections.projector import Projector
 
         return Projector(self.read_models, self.command_executor)
+
+    def settle(self, business_date: date | None, now: datetime | None = None) -> SettlementReport:
+        """Daily settlement of `business_date` (default: the day just ended in Korea) as of
+        `now`: the scheduled function and `giftmarket jobs settle` both come here."""
+        from giftmarket.domain.settlement import default_business_date
+        from giftmarket.jobs.settlement import settle_business_date
+
+        at = now or self.command_context.clock()
+        settings = self.settings
+        if settings.events_queue_url:
+            self.publisher  # noqa: B018 - built here once, not by racing worker threads
+        return settle_business_date(
+            self.command_executor,
+            business_date=business_date or default_business_date(at),
+            now=at,
+            fee_bps=settings.seller_fee_bps,
+            # Each worker holds one pooled connection at a time; none may wait for one.
+            workers=min(
+                settings.settlement_workers, settings.db_pool_size + settings.db_max_overflow
+            ),
+        )
+
+    def clean_images(self, as_of: datetime | None = None, dry_run: bool = False) -> CleanupReport:
+        """The orphaned-image cleanup as of `as_of` (default now): the scheduled function
+        and `giftmarket jobs clean-images` both come here."""
+        from giftmarket.jobs.images import ImageJanitor, ImageObjects
+
+        if not isinstance(self.images, ImageObjects):
+            raise RuntimeError("the image store cannot list or delete objects")
+        # No fast path for its events: nothing waits for them, and the relay sends a
+        # batch's thousand ImageDeleted rows within a minute without slowing the run.
+        commands = CommandExecutor(
+            self.unit_of_work, self.command_context, retries=self.settings.command_retries
+        )
+        return ImageJanitor(commands, self.images).run(as_of, dry_run=dry_run)
 
     def rebuild_read_models(self, progress: Progress | None = None) -> RebuildReport:
         """Every read model rebuilt from the database into a new generation, switched in."""

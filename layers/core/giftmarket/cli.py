@@ -121,6 +121,94 @@ def read_models_rebuild(
     typer.echo(json.dumps(report.as_dict(), indent=2))
 
 
+@jobs.command("settle")
+def jobs_settle(
+    business_date: str | None = typer.Option(
+        None,
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="The business date (Asia/Seoul) to settle; default: yesterday in Korea.",
+    ),
+) -> None:
+    """Settle sellers' proceeds for a business date exactly as the scheduled function does:
+    orders PAID for 72 hours are completed first, then one settlement per seller. Running
+    it again for the same date changes nothing; after a crash it finishes the work."""
+    from giftmarket.domain.errors import InvalidField
+    from giftmarket.domain.settlement import parse_business_date
+
+    try:
+        day = None if business_date is None else parse_business_date(business_date)
+    except InvalidField as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(code=2) from exc
+    container = bootstrap()
+    try:
+        report = container.settle(day)
+    except InvalidField as exc:  # a date that has not ended yet
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(code=2) from exc
+    finally:
+        container.close()
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@jobs.command("clean-images")
+def jobs_clean_images(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Report what would be deleted; change nothing."
+    ),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        metavar="ISO-8601",
+        help="Apply the rules as of this instant (with its time zone), for backfills; "
+        "default: now.",
+    ),
+) -> None:
+    """Delete orphaned images as the daily scheduled function does: uploads still PENDING
+    after 24 hours, images of asks cancelled over 7 days ago, objects under images/ that no
+    row names after 24 hours. Prints one line per image deleted (or, with --dry-run, that
+    would be), then a summary. Images S3 refuses to delete are retried on the next run."""
+    from giftmarket.domain.errors import InvalidField
+    from giftmarket.jobs.images import Outcome, parse_as_of
+
+    try:
+        instant = None if as_of is None else parse_as_of(as_of)
+    except InvalidField as exc:
+        typer.echo(f"--as-of: {exc.detail}", err=True)
+        raise typer.Exit(code=2) from exc
+    container = bootstrap()
+    try:
+        report = container.clean_images(instant, dry_run=dry_run)
+    except InvalidField as exc:  # an instant in the future
+        typer.echo(f"--as-of: {exc.detail}", err=True)
+        raise typer.Exit(code=2) from exc
+    finally:
+        container.close()
+    shown = {Outcome.DELETED: "deleted", Outcome.WOULD_DELETE: "would delete"}
+    for entry in report.entries:
+        line = f"{entry.image_id or '-'} {entry.key} ({entry.reason})"
+        if entry.outcome in shown:
+            typer.echo(f"{shown[entry.outcome]} {line}")
+        elif entry.outcome is Outcome.FAILED:
+            typer.echo(f"not deleted {line}: {entry.detail}; retried on the next run", err=True)
+    as_of_text = report.as_of.isoformat()
+    if dry_run:
+        typer.echo(
+            f"dry run as of {as_of_text}: would delete {report.would_delete}, "
+            f"{report.skipped_live} in use; nothing was changed"
+        )
+    else:
+        typer.echo(
+            f"as of {as_of_text}: deleted {report.deleted}, failed {report.failed}, "
+            f"{report.skipped_live} in use left alone"
+        )
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     app()
 

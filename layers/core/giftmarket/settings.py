@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     admin_emails: str = "admin@giftmarket.local"
     welcome_coupon_amount: int = Field(default=1000, ge=0, le=10**9)
     seller_fee_bps: int = Field(default=500, ge=0, le=10_000)
+    # Sellers settled at once, each in its own transaction on its own connection: the
+    # database round trips of one overlap the others'. At most the pool's connections.
+    settlement_workers: int = Field(default=4, ge=1, le=32)
 
     # AWS_REGION is set by the Lambda runtime; AWS_ENDPOINT_URL points boto3 at LocalStack.
     aws_region: str = "us-east-1"

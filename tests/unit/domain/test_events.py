@@ -63,6 +63,9 @@ def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
         sally.id, product.id, 6_000, withdrawn_image, 1_000, "image/png", None, ids, now
     )
     marketplace.cancel_sell_bid(sally.id, withdrawn, now)
+    # The daily cleanup, a week later.
+    withdrawn_image.begin_deletion(reason="cancelled_ask", now=now + timedelta(days=8))
+    withdrawn_image.mark_deleted(now + timedelta(days=8))
 
     bid, _ = marketplace.place_buy_bid(bob, product.id, 4_000, None, ids, now)
     regretted, _ = marketplace.place_buy_bid(bob, product.id, 3_000, None, ids, now)

@@ -11,12 +11,23 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Row, Select, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,10 +37,16 @@ from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
 from giftmarket.domain.errors import EmailTaken
 from giftmarket.domain.events import DomainEvent
-from giftmarket.domain.images import Image
+from giftmarket.domain.image_cleanup import (
+    CleanupCandidate,
+    CleanupReason,
+    CleanupRules,
+    ImageUsage,
+)
+from giftmarket.domain.images import Image, ImageStatus
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
-from giftmarket.domain.orders import Order
+from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
 from giftmarket.domain.users import User, normalize_email
 
@@ -41,6 +58,8 @@ class StaleAggregate(Exception):
 
 
 def to_db_time(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value.replace(tzinfo=None)
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -49,6 +68,9 @@ def from_db_time(value: datetime) -> datetime:
 
 
 def _to_column(value: object) -> object:
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
     if isinstance(value, datetime):
         return to_db_time(value)
     if isinstance(value, enum.Enum):
@@ -62,6 +84,15 @@ def _base_type(hint: Any) -> Any:
         options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
         return options[0] if len(options) == 1 else hint
     return hint
+
+
+def _from_column(kind: Any) -> Callable[[Any], object] | None:
+    """How a field's column value becomes the field's value (None: as it is)."""
+    if kind is datetime:
+        return from_db_time
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind
+    return None
 
 
 class Mapper(Generic[A]):
@@ -81,6 +112,9 @@ class Mapper(Generic[A]):
             for f in fields(cls)  # type: ignore[arg-type]
             if f.name in columns
         }
+        self._from_column: list[tuple[str, Callable[[Any], object] | None]] = [
+            (name, _from_column(kind)) for name, kind in self._fields.items()
+        ]
         self.insert = insert(table)
         self.by_id = select(table).where(table.c.id == bindparam("id"))
         self.by_id_locked = self.by_id.with_for_update()
@@ -89,25 +123,31 @@ class Mapper(Generic[A]):
             .where(table.c.id == bindparam("k_id"), table.c.version == bindparam("k_version"))
             .values({name: bindparam(f"v_{name}") for name in self._fields if name != "id"})
         )
+        self._updates_of_many: dict[tuple[str, ...], Update] = {}
 
-    def update_params(self, aggregate: A, loaded_version: int) -> dict[str, object]:
-        row = self.to_row(aggregate)
-        params: dict[str, object] = {f"v_{name}": value for name, value in row.items()}
-        params.update(k_id=row["id"], k_version=loaded_version)
-        return params
+    def update_many(self, columns: tuple[str, ...]) -> Update:
+        """UPDATE of `columns` on the rows with the given ids still at the given version."""
+        statement = self._updates_of_many.get(columns)
+        if statement is None:
+            statement = self._updates_of_many[columns] = (
+                update(self.table)
+                .where(
+                    self.table.c.id.in_(bindparam("k_ids", expanding=True)),
+                    self.table.c.version == bindparam("k_version"),
+                )
+                .values({name: bindparam(f"v_{name}") for name in columns})
+            )
+        return statement
 
     def to_row(self, aggregate: A) -> dict[str, object]:
         return {name: _to_column(getattr(aggregate, name)) for name in self._fields}
 
     def from_row(self, row: Row[Any]) -> A:
+        mapping = row._mapping
         values: dict[str, object] = {}
-        for name, kind in self._fields.items():
-            value = row._mapping[name]
-            if value is not None and kind is datetime:
-                value = from_db_time(value)
-            elif value is not None and isinstance(kind, type) and issubclass(kind, enum.Enum):
-                value = kind(value)
-            values[name] = value
+        for name, convert in self._from_column:
+            value = mapping[name]
+            values[name] = value if value is None or convert is None else convert(value)
         return self.cls(**values)
 
 
@@ -116,6 +156,7 @@ class _Seen:
     aggregate: Any
     mapper: Mapper[Any]
     loaded_version: int
+    saved: Mapping[Any, Any]  # its row as loaded or last saved
 
 
 class Tracker:
@@ -129,10 +170,15 @@ class Tracker:
         seen = self._seen.get((mapper.table.name, aggregate_id))
         return None if seen is None else seen.aggregate
 
-    def track(self, mapper: Mapper[A], aggregate: A) -> A:
-        """Remember an aggregate as loaded (or inserted) at its current version."""
+    def track(self, mapper: Mapper[A], aggregate: A, row: Mapping[Any, Any] | None = None) -> A:
+        """Remember an aggregate as loaded (from `row`, if given) or inserted, at its
+        current version."""
         key = (mapper.table.name, getattr(aggregate, "id"))  # noqa: B009
-        seen = self._seen.setdefault(key, _Seen(aggregate, mapper, getattr(aggregate, "version")))  # noqa: B009
+        seen = self._seen.get(key)
+        if seen is None:
+            saved = mapper.to_row(aggregate) if row is None else row
+            version = getattr(aggregate, "version")  # noqa: B009
+            seen = self._seen[key] = _Seen(aggregate, mapper, version, saved)
         return seen.aggregate  # type: ignore[no-any-return]
 
     def check_fresh(self, mapper: Mapper[A], row: Row[Any]) -> None:
@@ -142,15 +188,41 @@ class Tracker:
             raise StaleAggregate(f"{mapper.table.name} {row._mapping['id']} changed meanwhile")
 
     def save_changed(self) -> None:
+        """UPDATE what changed, each row guarded by the version it was loaded at.
+
+        Aggregates of one table that made the same change from the same version (the
+        orders of a settlement) are saved by one UPDATE ... WHERE id IN (...): a round trip
+        per row would cost more than everything else such a unit of work does."""
+        alike: dict[tuple[Any, ...], list[tuple[_Seen, dict[str, object]]]] = {}
         for seen in self._seen.values():
-            version = getattr(seen.aggregate, "version")  # noqa: B009
-            if version == seen.loaded_version:
+            if getattr(seen.aggregate, "version") == seen.loaded_version:  # noqa: B009
                 continue
-            params = seen.mapper.update_params(seen.aggregate, seen.loaded_version)
-            result = self.session.execute(seen.mapper.update, params)
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise StaleAggregate(f"{seen.mapper.table.name} {params['k_id']} changed meanwhile")
-            seen.loaded_version = version
+            row = seen.mapper.to_row(seen.aggregate)
+            change = tuple((k, v) for k, v in row.items() if v != seen.saved.get(k))
+            key: tuple[Any, ...] = (seen.mapper.table.name, seen.loaded_version, change)
+            try:
+                hash(key)
+            except TypeError:  # a value that cannot be compared this way: saved on its own
+                key = (id(seen),)
+            alike.setdefault(key, []).append((seen, row))
+        for key, batch in alike.items():
+            first, row = batch[0]
+            if len(batch) == 1:
+                statement = first.mapper.update
+                params: dict[str, object] = {f"v_{k}": v for k, v in row.items()}
+                params.update(k_id=row["id"], k_version=first.loaded_version)
+            else:
+                changed: dict[str, object] = dict(key[2])
+                statement = first.mapper.update_many(tuple(changed))
+                params = {f"v_{k}": v for k, v in changed.items()}
+                params.update(k_ids=[r["id"] for _, r in batch], k_version=first.loaded_version)
+            result = self.session.execute(statement, params)
+            if result.rowcount != len(batch):  # type: ignore[attr-defined]
+                ids = ", ".join(str(r["id"]) for _, r in batch)
+                raise StaleAggregate(f"{first.mapper.table.name} {ids} changed meanwhile")
+            for seen, saved in batch:
+                seen.loaded_version = getattr(seen.aggregate, "version")  # noqa: B009
+                seen.saved = saved
 
     def new_events(self) -> Iterator[DomainEvent]:
         for seen in self._seen.values():
@@ -192,6 +264,18 @@ class _SqlRepository(Generic[A]):
         query = self.mapper.by_id_locked if lock else self.mapper.by_id
         return self._one(query, {"id": aggregate_id}, lock=lock)
 
+    def _all(self, query: Select[Any], params: dict[str, object]) -> list[A]:
+        """The aggregates of every row of a locking `query`, through the identity map."""
+        found: list[A] = []
+        for row in self._session.execute(query, params):
+            self._tracker.check_fresh(self.mapper, row)
+            known = self._tracker.lookup(self.mapper, row._mapping["id"])
+            aggregate = known or self._tracker.track(
+                self.mapper, self.mapper.from_row(row), row._mapping
+            )
+            found.append(aggregate)
+        return found
+
 
 def _mapper(cls: type[A], table: Table) -> Mapper[A]:
     return Mapper(cls, table)
@@ -231,6 +315,17 @@ class SqlUserRepository(_SqlRepository[User], ports.UserRepository):
             found[user.id] = user
         return found
 
+    _share_lock = (
+        select(tables.users.c.id)
+        .where(tables.users.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(tables.users.c.id)
+        .with_for_update(read=True)
+    )
+
+    def share_lock(self, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            self._session.execute(self._share_lock, {"ids": sorted(set(user_ids))}).all()
+
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         self._session.execute(
             update(tables.users)
@@ -266,6 +361,103 @@ class SqlProductRepository(_SqlRepository[Product], ports.ProductRepository):
 
 class SqlImageRepository(_SqlRepository[Image], ports.ImageRepository):
     mapper = _mapper(Image, tables.images)
+
+    _i, _s, _o = tables.images, tables.sell_bids, tables.orders
+    _many = select(_i).where(_i.c.id.in_(bindparam("ids", expanding=True))).order_by(_i.c.id)
+    _many_locked = _many.with_for_update()
+    _asks_of = select(_s.c.image_id, _s.c.status, _s.c.updated_at).where(
+        _s.c.image_id.in_(bindparam("ids", expanding=True))
+    )
+    _ordered = (
+        select(_o.c.image_id).where(_o.c.image_id.in_(bindparam("ids", expanding=True))).distinct()
+    )
+    _keys = select(_i.c.s3_key).where(_i.c.s3_key.in_(bindparam("keys", expanding=True)))
+    _candidate_columns = (_i.c.id, _i.c.s3_key)
+    # One query per rule, each on an index: images (status, created_at) for the first two,
+    # the cancelled asks joined to their image by the unique sell_bids.image_id.
+    _abandoned = (
+        select(*_candidate_columns)
+        .where(
+            _i.c.status == ImageStatus.PENDING.value,
+            _i.c.created_at < bindparam("pending_before"),
+            _i.c.id > bindparam("after"),
+        )
+        .order_by(_i.c.id)
+        .limit(bindparam("limit"))
+    )
+    _unfinished = (
+        select(*_candidate_columns)
+        .where(_i.c.status == ImageStatus.DELETING.value, _i.c.id > bindparam("after"))
+        .order_by(_i.c.id)
+        .limit(bindparam("limit"))
+    )
+    _of_cancelled_asks = (
+        select(*_candidate_columns)
+        .select_from(_s.join(_i, _i.c.id == _s.c.image_id))
+        .where(
+            _s.c.status == BidStatus.CANCELLED.value,
+            _s.c.updated_at < bindparam("cancelled_before"),
+            _i.c.status == ImageStatus.ATTACHED.value,
+            _i.c.id > bindparam("after"),
+        )
+        .order_by(_i.c.id)
+        .limit(bindparam("limit"))
+    )
+
+    def get_many(self, image_ids: Sequence[str], *, lock: bool = False) -> dict[str, Image]:
+        if not image_ids:
+            return {}
+        params: dict[str, object] = {"ids": sorted(set(image_ids))}
+        if lock:
+            return {image.id: image for image in self._all(self._many_locked, params)}
+        found: dict[str, Image] = {}
+        for row in self._session.execute(self._many, params):
+            image = self._tracker.lookup(self.mapper, row.id) or self._tracker.track(
+                self.mapper, self.mapper.from_row(row), row._mapping
+            )
+            found[image.id] = image
+        return found
+
+    def usage(self, image_ids: Sequence[str]) -> dict[str, ImageUsage]:
+        if not image_ids:
+            return {}
+        ids = {"ids": sorted(set(image_ids))}
+        in_order = set(self._session.execute(self._ordered, ids).scalars())
+        found: dict[str, ImageUsage] = {}
+        for image_id, status, updated_at in self._session.execute(self._asks_of, ids):
+            found[image_id] = ImageUsage(
+                ask_status=BidStatus(status),
+                ask_changed_at=from_db_time(updated_at),
+                in_order=image_id in in_order,
+            )
+        for image_id in in_order - found.keys():
+            found[image_id] = ImageUsage(in_order=True)
+        return found
+
+    def cleanup_candidates(
+        self, rules: CleanupRules, *, after: str, limit: int
+    ) -> list[CleanupCandidate]:
+        params = {
+            "after": after,
+            "limit": limit,
+            "pending_before": to_db_time(rules.pending_before),
+            "cancelled_before": to_db_time(rules.cancelled_before),
+        }
+        found = [
+            CleanupCandidate(image_id, s3_key, reason)
+            for query, reason in (
+                (self._abandoned, CleanupReason.ABANDONED_UPLOAD),
+                (self._unfinished, CleanupReason.UNFINISHED_DELETION),
+                (self._of_cancelled_asks, CleanupReason.CANCELLED_ASK),
+            )
+            for image_id, s3_key in self._session.execute(query, params)
+        ]
+        return sorted(found, key=lambda candidate: candidate.image_id)[:limit]
+
+    def existing_keys(self, s3_keys: Sequence[str]) -> set[str]:
+        if not s3_keys:
+            return set()
+        return set(self._session.execute(self._keys, {"keys": list(set(s3_keys))}).scalars())
 
 
 _OPEN = BidStatus.OPEN.value
@@ -332,8 +524,59 @@ class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
         return self._one(self._best, params, lock=True)
 
 
+_orders = tables.orders
+
+
 class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
     mapper = _mapper(Order, tables.orders)
+    # Each names its index: a locking read that the optimizer let walk a wider index (all
+    # COMPLETED orders, say, on statistics from before a bulk load) would lock every row it
+    # passed, other sellers' included. Under READ COMMITTED a locking read on the right
+    # range locks only the rows it returns, so buyers placing orders never wait on it.
+    _due = (
+        select(_orders)
+        .where(
+            _orders.c.status == OrderStatus.PAID.value,
+            _orders.c.created_at <= bindparam("paid_before"),
+        )
+        .order_by(_orders.c.created_at, _orders.c.id)
+        .limit(bindparam("limit", type_=Integer, literal_execute=True))
+        .with_hint(_orders, "FORCE INDEX (ix_orders_status_created_at)", "mysql")
+        .with_for_update()
+    )
+    _sellers = (
+        select(_orders.c.seller_id)
+        .where(
+            _orders.c.status == OrderStatus.COMPLETED.value,
+            _orders.c.completed_at < bindparam("completed_before"),
+        )
+        .distinct()
+        .order_by(_orders.c.seller_id)
+        # The unsettled backlog only, not every order ever sold.
+        .with_hint(_orders, "FORCE INDEX (ix_orders_status_completed_at)", "mysql")
+    )
+    _settleable = (
+        select(_orders)
+        .where(
+            _orders.c.seller_id == bindparam("seller_id"),
+            _orders.c.status == OrderStatus.COMPLETED.value,
+            _orders.c.completed_at < bindparam("completed_before"),
+        )
+        .order_by(_orders.c.id)
+        .with_hint(_orders, "FORCE INDEX (ix_orders_seller_id_status_completed_at)", "mysql")
+        .with_for_update()
+    )
+
+    def lock_due_for_completion(self, paid_before: datetime, limit: int) -> list[Order]:
+        return self._all(self._due, {"paid_before": to_db_time(paid_before), "limit": limit})
+
+    def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
+        params = {"completed_before": to_db_time(completed_before)}
+        return list(self._session.execute(self._sellers, params).scalars())
+
+    def lock_settleable(self, seller_id: str, completed_before: datetime) -> list[Order]:
+        params = {"seller_id": seller_id, "completed_before": to_db_time(completed_before)}
+        return self._all(self._settleable, params)
 
 
 class SqlCouponRepository(_SqlRepository[Coupon], ports.CouponRepository):
@@ -353,6 +596,14 @@ class SqlCouponRepository(_SqlRepository[Coupon], ports.CouponRepository):
 
 class SqlSettlementRepository(_SqlRepository[Settlement], ports.SettlementRepository):
     mapper = _mapper(Settlement, tables.settlements)
+    _of_seller_and_date = select(tables.settlements).where(
+        tables.settlements.c.seller_id == bindparam("seller_id"),
+        tables.settlements.c.business_date == bindparam("business_date"),
+    )
+
+    def find(self, seller_id: str, business_date: date) -> Settlement | None:
+        params = {"seller_id": seller_id, "business_date": business_date}
+        return self._one(self._of_seller_and_date, params)
 
 
 class SqlLedger(ports.Ledger):

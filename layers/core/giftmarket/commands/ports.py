@@ -13,12 +13,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
+from giftmarket.domain.image_cleanup import CleanupCandidate, CleanupRules, ImageUsage
 from giftmarket.domain.images import Image
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BuyBid, SellBid
@@ -41,6 +42,11 @@ class UserRepository(ABC):
     @abstractmethod
     def lock_many(self, user_ids: Sequence[str]) -> dict[str, User]:
         """Lock several users at once, always in id order, so two trades never deadlock."""
+
+    @abstractmethod
+    def share_lock(self, user_ids: Sequence[str]) -> None:
+        """Lock these users' rows in share mode, in id order, for the rest of the unit of
+        work: others may share-lock them too; nobody may change them meanwhile."""
 
     @abstractmethod
     def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
@@ -69,6 +75,27 @@ class ImageRepository(ABC):
 
     @abstractmethod
     def get(self, image_id: str, *, lock: bool = False) -> Image | None: ...
+
+    # -- for the image cleanup ---------------------------------------------------------
+
+    @abstractmethod
+    def get_many(self, image_ids: Sequence[str], *, lock: bool = False) -> dict[str, Image]:
+        """The images of those ids that exist; with `lock`, locked in id order."""
+
+    @abstractmethod
+    def usage(self, image_ids: Sequence[str]) -> dict[str, ImageUsage]:
+        """What refers to each image (its ask, orders); images nothing refers to are absent."""
+
+    @abstractmethod
+    def cleanup_candidates(
+        self, rules: CleanupRules, *, after: str, limit: int
+    ) -> list[CleanupCandidate]:
+        """Up to `limit` images the rules may delete, with ids greater than `after`, in id
+        order. A superset is fine: each is decided again under its row lock."""
+
+    @abstractmethod
+    def existing_keys(self, s3_keys: Sequence[str]) -> set[str]:
+        """Those of the keys that some image row (of any status) names."""
 
 
 class SellBidRepository(ABC):
@@ -110,6 +137,19 @@ class OrderRepository(ABC):
     @abstractmethod
     def get(self, order_id: str, *, lock: bool = False) -> Order | None: ...
 
+    @abstractmethod
+    def lock_due_for_completion(self, paid_before: datetime, limit: int) -> list[Order]:
+        """Lock up to `limit` PAID orders paid at or before `paid_before`, oldest first."""
+
+    @abstractmethod
+    def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
+        """The sellers with COMPLETED orders completed before the instant, in id order:
+        one set-based read, no locks."""
+
+    @abstractmethod
+    def lock_settleable(self, seller_id: str, completed_before: datetime) -> list[Order]:
+        """Lock the seller's COMPLETED orders completed before the instant, in id order."""
+
 
 class CouponRepository(ABC):
     @abstractmethod
@@ -123,6 +163,10 @@ class CouponRepository(ABC):
 class SettlementRepository(ABC):
     @abstractmethod
     def add(self, settlement: Settlement) -> None: ...
+
+    @abstractmethod
+    def find(self, seller_id: str, business_date: date) -> Settlement | None:
+        """The seller's settlement of that business date, if there is one."""
 
 
 class Ledger(ABC):

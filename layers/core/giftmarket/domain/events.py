@@ -13,6 +13,11 @@ from typing import ClassVar
 
 
 def _json_safe(value: object) -> object:
+    # Exact types first: most values are strings and integers, and a settlement writes
+    # one event per order it settles.
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, date):
@@ -34,7 +39,17 @@ class DomainEvent:
         return type(self).__name__
 
     def to_payload(self) -> dict[str, object]:
-        return {field.name: _json_safe(getattr(self, field.name)) for field in fields(self)}
+        return {name: _json_safe(getattr(self, name)) for name in _field_names(type(self))}
+
+
+_FIELD_NAMES: dict[type[DomainEvent], tuple[str, ...]] = {}
+
+
+def _field_names(event_type: type[DomainEvent]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(event_type)
+    if names is None:
+        names = _FIELD_NAMES[event_type] = tuple(f.name for f in fields(event_type))
+    return names
 
 
 # --- users -------------------------------------------------------------------------------
@@ -117,6 +132,25 @@ class ImageAttached(DomainEvent):
     owner_id: str
     sell_bid_id: str | None
     order_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageDeletionStarted(DomainEvent):
+    """The cleanup decided the image goes: it can no longer be attached."""
+
+    aggregate_type = "image"
+    image_id: str
+    owner_id: str
+    s3_key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageDeleted(DomainEvent):
+    aggregate_type = "image"
+    image_id: str
+    owner_id: str
+    s3_key: str
 
 
 # --- order book --------------------------------------------------------------------------

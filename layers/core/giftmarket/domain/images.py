@@ -20,6 +20,9 @@ UNTRACKED_OBJECT_TTL = timedelta(hours=24)
 class ImageStatus(StrEnum):
     PENDING = "PENDING"
     ATTACHED = "ATTACHED"
+    # The cleanup decided, under the row's lock, that the image goes, and committed that
+    # before touching S3: from here on nothing can attach it. DELETED once S3 confirms.
+    DELETING = "DELETING"
     DELETED = "DELETED"
 
 
@@ -123,6 +126,26 @@ class Image:
     def is_abandoned_upload(self, now: datetime) -> bool:
         return self.status is ImageStatus.PENDING and self.created_at < now - PENDING_IMAGE_TTL
 
+    def begin_deletion(self, *, reason: str, now: datetime) -> bool:
+        """Returns whether anything changed. Whether the image may go (no open ask, no
+        order) is the cleanup's decision (`domain.image_cleanup`), not the image's."""
+        if self.status in (ImageStatus.DELETING, ImageStatus.DELETED):
+            return False
+        self.status = ImageStatus.DELETING
+        self.version += 1
+        self.events.append(
+            events.ImageDeletionStarted(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                image_id=self.id,
+                owner_id=self.owner_id,
+                s3_key=self.s3_key,
+                reason=reason,
+            )
+        )
+        return True
+
     def mark_deleted(self, now: datetime) -> bool:
         """Returns whether anything changed; deleting twice is harmless. Whether the image
         may go (no open ask, no order) is the cleanup job's decision, not the image's."""
@@ -131,4 +154,14 @@ class Image:
         self.status = ImageStatus.DELETED
         self.deleted_at = now
         self.version += 1
+        self.events.append(
+            events.ImageDeleted(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                image_id=self.id,
+                owner_id=self.owner_id,
+                s3_key=self.s3_key,
+            )
+        )
         return True

@@ -12,6 +12,11 @@ from giftmarket.domain.events import DomainEvent
 AUTO_COMPLETE_AFTER = timedelta(hours=72)
 
 
+def auto_complete_paid_before(now: datetime) -> datetime:
+    """Orders paid at or before this instant are due to complete automatically at `now`."""
+    return now - AUTO_COMPLETE_AFTER
+
+
 class OrderStatus(StrEnum):
     PAID = "PAID"
     COMPLETED = "COMPLETED"

@@ -1,5 +1,6 @@
 """Daily settlement of sellers' proceeds, by business date in Korea."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
@@ -7,11 +8,13 @@ from typing import Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from giftmarket.domain import events
+from giftmarket.domain.errors import InvalidField
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.validation import require_aware
 
 BASIS_POINTS = 10_000
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _korea() -> tzinfo:
@@ -46,6 +49,32 @@ def business_day_bounds(business_date: date) -> tuple[datetime, datetime]:
 def default_business_date(now: datetime) -> date:
     """The day that has just ended in Korea: what the 00:10 KST run settles."""
     return business_date_of(now) - timedelta(days=1)
+
+
+def parse_business_date(text: str) -> date:
+    """A business date as operators and rerun events write it: YYYY-MM-DD."""
+    cleaned = text.strip()
+    try:
+        if not _ISO_DATE.match(cleaned):
+            raise ValueError(cleaned)
+        return date.fromisoformat(cleaned)
+    except ValueError:
+        raise InvalidField(
+            "business_date", f"business_date must be a date as YYYY-MM-DD, got {text!r}."
+        ) from None
+
+
+def require_business_day_over(business_date: date, now: datetime) -> date:
+    """A day still running in Korea cannot be settled: its settlement would miss the orders
+    completed later that day, and (seller, date) is settled once."""
+    _, end = business_day_bounds(business_date)
+    if require_aware(now, "now") < end:
+        raise InvalidField(
+            "business_date",
+            f"business date {business_date} has not ended yet in Korea "
+            f"(it ends at {end.astimezone(KST).isoformat()}).",
+        )
+    return business_date
 
 
 def settleable(order: Order, business_date: date) -> bool:

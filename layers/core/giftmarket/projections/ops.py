@@ -215,5 +215,11 @@ def settlement(
     )
 
 
-def image(image_id: str, *, s3_key: str) -> Op:
-    return op("image", image_id, 1, once={"s3_key": s3_key})
+def image(image_id: str, *, s3_key: str, deleted_version: int | None = None) -> Op:
+    """An image's S3 key, known from its upload slot on. A deleted image (at that version)
+    becomes a tombstone that expires, like a closed bid."""
+    if deleted_version is None:
+        return op("image", image_id, 1, once={"s3_key": s3_key})
+    return op(
+        "image", image_id, deleted_version, once={"s3_key": s3_key}, set={"status": "DELETED"}
+    )

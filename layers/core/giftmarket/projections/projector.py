@@ -111,6 +111,11 @@ def _image_requested(e: EventEnvelope) -> list[Op]:
     return [ops.image(e.aggregate_id, s3_key=e.payload["s3_key"])]
 
 
+@projects("ImageDeleted")
+def _image_deleted(e: EventEnvelope) -> list[Op]:
+    return [ops.image(e.aggregate_id, s3_key=e.payload["s3_key"], deleted_version=e.version)]
+
+
 _BID_STATUS = {"Placed": "OPEN", "Cancelled": "CANCELLED", "Matched": "MATCHED"}
 
 

@@ -6,7 +6,8 @@
 -- ARGV[2]  JSON array of operations {k: kind, id, v: version, once: {...}, set: {...}};
 --          every value is a string ('' for null)
 -- ARGV[3]  outbox id to remember as projected ('' for none)
--- ARGV[4]  seconds to remember it; ARGV[5] seconds a closed bid's tombstone is kept
+-- ARGV[4]  seconds to remember it; ARGV[5] seconds a closed bid's (or a deleted image's)
+--          tombstone is kept
 -- ARGV[6]  'bulk' while a rebuild loads a generation: products are then placed in their
 --          lists and rankings only by their own operations, which the rebuild loads after
 --          every ask and order (once per product instead of once per ask and order)
@@ -193,6 +194,8 @@ for _, generation in ipairs(targets) do
       index_coupon(p, key, id)
     elseif kind == 'settlement' then
       index_settlement(p, key, id)
+    elseif kind == 'image' and redis.call('HGET', key, 'status') == 'DELETED' then
+      redis.call('EXPIRE', key, tombstone_ttl)
     end
   end
 end

@@ -138,8 +138,8 @@ elseif query == 'order' then
 elseif query == 'gifticon' then
   local h = redis.call('HMGET', p .. 'order:' .. ARGV[2], 'buyer_id', 'seller_id', 'image_id')
   if not h[1] or not h[3] then return false end
-  local key = redis.call('HGET', p .. 'image:' .. h[3], 's3_key')
-  if not key then return false end
-  return cjson.encode({h[1], h[2], key})
+  local image = redis.call('HMGET', p .. 'image:' .. h[3], 's3_key', 'status')
+  if not image[1] or image[2] == 'DELETED' then return false end
+  return cjson.encode({h[1], h[2], image[1]})
 end
 return redis.error_reply('unknown read-model query ' .. tostring(query))

@@ -1,0 +1,792 @@
+"""Daily settlement on the real primary: money moved exactly once, reruns and crashes that
+change nothing a clean run would not, buyers trading meanwhile, and the read side showing
+the result.
+
+The database is shared by the whole session. Each test trades on business dates of its own
+in 2019, going back in time test after test, so what one test leaves unsettled (an order
+completed after its date) is later than any date a following test settles. Sales are made
+by the real commands, with a clock set to those dates and S3 replaced by a fake (what this
+tests is the money, not the upload).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time as clock_time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+from sqlalchemy import func, select, text
+from tests.conftest import outbox_envelopes
+from tests.functional.fakes import FakeClock, FakeImageStore
+
+from giftmarket.adapters import tables
+from giftmarket.bootstrap import Container, bootstrap, set_container
+from giftmarket.commands import accounts, catalog, trading
+from giftmarket.commands.context import CommandContext
+from giftmarket.commands.ports import UnitOfWork
+from giftmarket.domain.errors import DomainError
+from giftmarket.domain.images import s3_key_for
+from giftmarket.domain.settlement import KST
+from giftmarket.http.auth import TokenService
+from giftmarket.jobs.settlement import SettlementReport
+from giftmarket.messages import EventEnvelope
+from giftmarket.queries import cached
+from giftmarket.settings import Settings
+from giftmarket_local.invoke import LocalInvoker
+from giftmarket_local.stack import Stack
+
+T = TypeVar("T")
+ADMIN = "admin@giftmarket.local"
+PASSWORD = "password123"
+SHAPE = [
+    [10_000, 4_999, 19],
+    [7_777],
+    [3_000, 3_000],
+    [1_234, 5_678, 9_999, 20],
+    [50_000],
+    [39, 61],
+]
+EVENTS = Path(__file__).resolve().parents[2] / "functions" / "settlement" / "events"
+_dates = itertools.count()
+
+
+def next_business_date() -> date:
+    """A date no earlier test of this module has traded on or after."""
+    return date(2019, 12, 1) - timedelta(days=20 * next(_dates))
+
+
+def kst(day: date, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute, second, micro), tzinfo=KST)
+
+
+def run_at(day: date) -> datetime:
+    """00:10 KST the day after: when the schedule settles `day`."""
+    return kst(day + timedelta(days=1), 0, 10)
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def images() -> FakeImageStore:
+    return FakeImageStore()
+
+
+@pytest.fixture(scope="module")
+def container(
+    make_settings: Callable[..., Settings], clock: FakeClock, images: FakeImageStore
+) -> Iterator[Container]:
+    """Commands on the test stack at the module's clock, events left in the outbox."""
+    settings = make_settings(events_queue_url=None, db_pool_size=4, db_max_overflow=8)
+    built = bootstrap(settings, images=images)
+    built.command_context = replace(built.command_context, clock=clock)
+    yield built
+    built.close()
+
+
+@dataclass
+class Market:
+    """Sellers with sales completed on one business date, made by the real commands."""
+
+    container: Container
+    clock: FakeClock
+    images: FakeImageStore
+    day: date
+    sellers: list[str] = field(default_factory=list)
+    orders: dict[str, list[str]] = field(default_factory=dict)
+    product_id: str = ""
+    buyer_id: str = ""
+
+    def run(self, handler: Callable[[UnitOfWork, CommandContext], T]) -> T:
+        return self.container.command_executor.execute(handler)[0]
+
+    def sign_up(self, email: str | None = None) -> str:
+        command = accounts.SignUp(email or f"{uuid.uuid4().hex}@settle.test", PASSWORD, "s")
+        return self.run(lambda uow, ctx: accounts.sign_up(uow, command, ctx)).user_id
+
+    def admin(self) -> str:
+        command = accounts.SignIn(ADMIN, PASSWORD)
+        try:
+            return self.run(lambda uow, ctx: accounts.sign_in(uow, command, ctx)).user_id
+        except DomainError:
+            return self.sign_up(ADMIN)
+
+    def open(self) -> Market:
+        self.clock.now = kst(self.day - timedelta(days=10))
+        register = catalog.RegisterProduct(self.admin(), "Latte", "Cafe", "settle", 60_000)
+        self.product_id = self.run(lambda uow, ctx: catalog.register_product(uow, register, ctx))
+        self.buyer_id = self.sign_up()
+        self.charge(self.buyer_id, 10**9)
+        return self
+
+    def charge(self, user_id: str, amount: int) -> None:
+        command = accounts.ChargePoints(user_id, amount)
+        self.run(lambda uow, ctx: accounts.charge_points(uow, command, ctx))
+
+    def ask(self, seller_id: str, price: int) -> str:
+        request = catalog.RequestImageUpload(seller_id, "image/png")
+        image_id = self.run(lambda uow, ctx: catalog.request_image_upload(uow, request, ctx))
+        self.images.put(s3_key_for(seller_id, image_id.image_id))
+        place = trading.PlaceSellBid(seller_id, self.product_id, price, image_id.image_id)
+        return self.run(lambda uow, ctx: trading.place_sell_bid(uow, place, ctx)).bid_id
+
+    def sale(
+        self, seller_id: str, price: int, paid_at: datetime, confirmed_at: datetime | None
+    ) -> str:
+        self.clock.now = paid_at
+        self.ask(seller_id, price)
+        buy = trading.BuyNow(self.buyer_id, self.product_id, price)
+        order_id = self.run(lambda uow, ctx: trading.buy_now(uow, buy, ctx)).order_id
+        if confirmed_at is not None:
+            self.clock.now = confirmed_at
+            confirm = trading.ConfirmOrder(self.buyer_id, order_id)
+            self.run(lambda uow, ctx: trading.confirm_order(uow, confirm, ctx))
+        self.orders.setdefault(seller_id, []).append(order_id)
+        return order_id
+
+    def seller(self) -> str:
+        seller_id = self.sign_up()
+        self.sellers.append(seller_id)
+        return seller_id
+
+    def with_sales(self, shape: list[list[int]]) -> Market:
+        """One seller per price list, each sale confirmed during the day."""
+        for n, prices in enumerate(shape):
+            seller_id = self.seller()
+            for m, price in enumerate(prices):
+                paid_at = kst(self.day, 8) + timedelta(minutes=n, seconds=m)
+                self.sale(seller_id, price, paid_at, paid_at + timedelta(hours=1, minutes=7 * n))
+        return self
+
+
+@pytest.fixture
+def market(container: Container, clock: FakeClock, images: FakeImageStore) -> Market:
+    return Market(container, clock, images, next_business_date()).open()
+
+
+def new_market(container: Container, clock: FakeClock, images: FakeImageStore) -> Market:
+    return Market(container, clock, images, next_business_date()).open()
+
+
+# -- reading the truth ------------------------------------------------------------------------
+
+
+def scalar(container: Container, query: Any) -> Any:
+    with container.database.writer.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def rows(container: Container, query: Any) -> list[Any]:
+    with container.database.writer.connect() as conn:
+        return list(conn.execute(query).all())
+
+
+def balances(container: Container, user_id: str) -> tuple[int, int, int]:
+    u = tables.users
+    [row] = rows(
+        container,
+        select(u.c.available_points, u.c.escrowed_points, u.c.pending_points).where(
+            u.c.id == user_id
+        ),
+    )
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def ledger_sums(container: Container, owner: str) -> dict[str, int]:
+    e = tables.ledger_entries
+    query = (
+        select(e.c.bucket, func.sum(e.c.amount))
+        .where(e.c.account_owner == owner)
+        .group_by(e.c.bucket)
+    )
+    return {bucket: int(total) for bucket, total in rows(container, query)}
+
+
+def settlement_of(container: Container, seller_id: str, day: date) -> Any:
+    s = tables.settlements
+    found = rows(container, select(s).where(s.c.seller_id == seller_id, s.c.business_date == day))
+    return found[0] if found else None
+
+
+def order_statuses(container: Container, order_ids: list[str]) -> dict[str, str]:
+    o = tables.orders
+    return dict(rows(container, select(o.c.id, o.c.status).where(o.c.id.in_(order_ids))))
+
+
+def fees_of(container: Container, settlement_ids: list[str]) -> int:
+    e = tables.ledger_entries
+    query = select(func.coalesce(func.sum(e.c.amount), 0)).where(
+        e.c.account_owner == "platform", e.c.bucket == "fees", e.c.ref_id.in_(settlement_ids)
+    )
+    return int(scalar(container, query))
+
+
+def table_counts(container: Container) -> dict[str, int]:
+    counts = {}
+    for table in (tables.ledger_entries, tables.outbox, tables.settlements):
+        counts[table.name] = int(scalar(container, select(func.count()).select_from(table)))
+    o, u = tables.orders, tables.users
+    counts["order_versions"] = int(scalar(container, select(func.sum(o.c.version))))
+    counts["user_versions"] = int(scalar(container, select(func.sum(u.c.version))))
+    return counts
+
+
+def outcome(container: Container, market: Market) -> list[Any]:
+    """What settling the market left, seller by seller in creation order, free of ids and
+    times: settlement amounts, balances, ledger sums, the fees booked and the events."""
+    result: list[Any] = []
+    settlement_ids = []
+    for seller_id in market.sellers:
+        s = settlement_of(container, seller_id, market.day)
+        settlement_ids.append(s.id)
+        statuses = sorted(order_statuses(container, market.orders[seller_id]).values())
+        result.append(
+            (
+                (s.order_count, s.gross, s.fee, s.net),
+                statuses,
+                balances(container, seller_id),
+                ledger_sums(container, seller_id),
+            )
+        )
+    o = tables.outbox
+    aggregate_ids = settlement_ids + [oid for ids in market.orders.values() for oid in ids]
+    events = rows(
+        container,
+        select(o.c.event_type).where(
+            o.c.aggregate_id.in_(aggregate_ids + market.sellers),
+            o.c.event_type.in_(["SettlementCompleted", "OrderSettled", "UserBalancesChanged"]),
+            o.c.occurred_at >= run_at(market.day).astimezone(UTC).replace(tzinfo=None),
+        ),
+    )
+    result.append((fees_of(container, settlement_ids), Counter(e[0] for e in events)))
+    return result
+
+
+def assert_money_is_conserved(container: Container) -> None:
+    """charges = users' balances + platform fees − coupon subsidies, and every user's
+    balances are the sums of their postings."""
+    e, u = tables.ledger_entries, tables.users
+    assert scalar(container, select(func.coalesce(func.sum(e.c.amount), 0))) == 0
+    sums = {
+        (owner, bucket): int(total)
+        for owner, bucket, total in rows(
+            container,
+            select(e.c.account_owner, e.c.bucket, func.sum(e.c.amount)).group_by(
+                e.c.account_owner, e.c.bucket
+            ),
+        )
+    }
+    users_total = 0
+    for user_id, available, escrowed, pending in rows(
+        container, select(u.c.id, u.c.available_points, u.c.escrowed_points, u.c.pending_points)
+    ):
+        assert (available, escrowed, pending) == (
+            sums.get((user_id, "available"), 0),
+            sums.get((user_id, "escrowed"), 0),
+            sums.get((user_id, "pending"), 0),
+        ), user_id
+        users_total += available + escrowed + pending
+    charges = -sums.get(("external", "charges"), 0)
+    fees = sums.get(("platform", "fees"), 0)
+    subsidies = -sums.get(("platform", "coupon_subsidy"), 0)
+    assert charges == users_total + fees - subsidies
+
+
+def settle(container: Container, day: date, now: datetime | None = None) -> SettlementReport:
+    return container.settle(day, now=now or run_at(day))
+
+
+# -- what one run does ------------------------------------------------------------------------
+
+
+def test_settlement_moves_pending_to_available_and_the_fee_to_the_platform(
+    container: Container, market: Market
+) -> None:
+    market.with_sales(SHAPE[:2])
+    sally, sam = market.sellers
+    before = {seller: balances(container, seller) for seller in market.sellers}
+
+    report = settle(container, market.day)
+
+    assert (report.sellers_settled, report.orders_settled) == (2, 4)
+    mine, theirs = (
+        settlement_of(container, sally, market.day),
+        settlement_of(container, sam, market.day),
+    )
+    # 5% of 10_000, 4_999 and 19, each floored: 500 + 249 + 0.
+    assert (mine.order_count, mine.gross, mine.fee, mine.net) == (3, 15_018, 749, 14_269)
+    assert (theirs.order_count, theirs.gross, theirs.fee, theirs.net) == (1, 7_777, 388, 7_389)
+    assert (report.gross, report.fee, report.net) == (22_795, 1_137, 21_658)
+    available, escrowed, pending = before[sally]
+    assert balances(container, sally) == (available + 14_269, escrowed, pending - 15_018)
+    assert ledger_sums(container, sally) == {"available": 14_269, "pending": 0}
+    assert fees_of(container, [mine.id, theirs.id]) == 1_137
+    assert set(order_statuses(container, market.orders[sally]).values()) == {"SETTLED"}
+    o = tables.orders
+    assert {r.settlement_id for r in rows(container, select(o).where(o.c.seller_id == sally))} == {
+        mine.id
+    }
+    assert_money_is_conserved(container)
+
+
+def test_the_outbox_carries_the_settlement_every_order_and_the_sellers_balances(
+    container: Container, market: Market
+) -> None:
+    market.with_sales(SHAPE[:1])
+    [sally] = market.sellers
+
+    settle(container, market.day)
+
+    settlement = settlement_of(container, sally, market.day)
+    written = outbox_envelopes(
+        container.database,
+        tables.outbox.c.aggregate_id.in_([settlement.id, sally, *market.orders[sally]]),
+        tables.outbox.c.event_type.in_(
+            ["SettlementCompleted", "OrderSettled", "UserBalancesChanged"]
+        ),
+    )
+    by_type: dict[str, list[EventEnvelope]] = {}
+    for envelope in written:
+        by_type.setdefault(envelope.event_type, []).append(envelope)
+    [completed] = by_type["SettlementCompleted"]
+    assert completed.payload | {"occurred_at": None} == {
+        "aggregate_id": settlement.id,
+        "version": 1,
+        "occurred_at": None,
+        "settlement_id": settlement.id,
+        "seller_id": sally,
+        "business_date": market.day.isoformat(),
+        "order_count": 3,
+        "gross": 15_018,
+        "fee": 749,
+        "net": 14_269,
+    }
+    settled = by_type["OrderSettled"]
+    assert sorted(e.aggregate_id for e in settled) == sorted(market.orders[sally])
+    assert {(e.version, e.payload["settlement_id"]) for e in settled} == {(3, settlement.id)}
+    assert all(e.payload["completed_at"] is not None for e in settled)
+    [balances_changed] = [
+        e for e in by_type["UserBalancesChanged"] if e.payload["reason"] == "settlement"
+    ]
+    assert balances_changed.payload["pending_points"] == 0
+
+
+def test_a_second_run_for_the_same_date_changes_nothing(
+    container: Container, market: Market
+) -> None:
+    market.with_sales(SHAPE)
+    first = settle(container, market.day)
+    before = table_counts(container)
+
+    again = settle(container, market.day)
+
+    assert first.sellers_settled == len(SHAPE)
+    assert table_counts(container) == before
+    assert (again.sellers_settled, again.orders_settled, again.orders_completed) == (0, 0, 0)
+    assert (again.gross, again.fee, again.net) == (0, 0, 0)
+
+
+def test_orders_paid_72_hours_before_the_run_are_completed_then_settled(
+    container: Container, market: Market
+) -> None:
+    sally = market.seller()
+    within_day = market.sale(sally, 10_000, kst(market.day - timedelta(days=3), 9), None)
+    due_after_day = market.sale(sally, 6_000, kst(market.day - timedelta(days=2), 0, 5), None)
+    not_due = market.sale(sally, 5_000, kst(market.day - timedelta(days=2), 0, 11), None)
+
+    report = settle(container, market.day)
+
+    assert report.orders_completed == 2
+    assert order_statuses(container, [within_day, due_after_day, not_due]) == {
+        within_day: "SETTLED",
+        due_after_day: "COMPLETED",  # its 72 hours ended at 00:05 the next day
+        not_due: "PAID",
+    }
+    o = tables.orders
+    completed_at = scalar(container, select(o.c.completed_at).where(o.c.id == within_day))
+    assert completed_at == kst(market.day, 9).astimezone(UTC).replace(tzinfo=None)
+    assert settlement_of(container, sally, market.day).gross == 10_000
+    [auto] = outbox_envelopes(
+        container.database,
+        tables.outbox.c.aggregate_id == within_day,
+        tables.outbox.c.event_type == "OrderCompleted",
+    )
+    assert auto.payload["automatically"] is True
+
+
+def test_orders_completed_after_the_end_of_the_date_are_left_for_the_next(
+    container: Container, market: Market
+) -> None:
+    sally = market.seller()
+    day = market.day
+    last = market.sale(sally, 3_000, kst(day, 9), kst(day, 23, 59, 59, 999_999))
+    midnight = market.sale(sally, 4_000, kst(day, 9), kst(day + timedelta(days=1)))
+
+    settle(container, day)
+
+    assert order_statuses(container, [last, midnight]) == {last: "SETTLED", midnight: "COMPLETED"}
+    assert settlement_of(container, sally, day).gross == 3_000
+    assert balances(container, sally)[2] == 4_000
+
+
+def test_orders_found_for_a_date_already_settled_wait_for_the_next_date(
+    container: Container, market: Market
+) -> None:
+    sally = market.seller()
+    day = market.day
+    market.sale(sally, 3_000, kst(day, 9), kst(day, 10))
+    settle(container, day)
+    late = market.sale(sally, 2_000, kst(day, 9), kst(day, 23))  # committed after the run
+    before = table_counts(container)
+
+    rerun = settle(container, day)
+
+    assert (rerun.sellers_deferred, rerun.sellers_settled) == (1, 0)
+    assert table_counts(container) == before
+    settle(container, day + timedelta(days=1))
+    assert order_statuses(container, [late]) == {late: "SETTLED"}
+    assert settlement_of(container, sally, day + timedelta(days=1)).gross == 2_000
+
+
+# -- a run killed half way ------------------------------------------------------------------
+
+# Settles a date with a hook that SIGKILLs the process: after the commit of the N-th seller
+# ("between"), or inside the next seller's transaction, with its locks held and its ledger
+# half written ("inside"). No cleanup code runs, as when a Lambda is killed at its timeout.
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from datetime import date, datetime
+    from giftmarket.adapters import repositories
+    from giftmarket.bootstrap import bootstrap
+    from giftmarket.jobs.settlement import settle_business_date
+
+    day, now, after, where, workers = sys.argv[1:6]
+    container = bootstrap()
+    settled = 0
+    record = repositories.SqlLedger.record
+
+    def die():
+        print("killed after", settled, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def hook(result):
+        global settled
+        settled += 1
+        if where == "between" and settled == int(after):
+            die()
+
+    def record_then_maybe_die(self, transaction):
+        record(self, transaction)
+        if where == "inside" and settled == int(after):
+            die()
+
+    repositories.SqlLedger.record = record_then_maybe_die
+    settle_business_date(
+        container.command_executor,
+        business_date=date.fromisoformat(day),
+        now=datetime.fromisoformat(now),
+        fee_bps=container.settings.seller_fee_bps,
+        workers=int(workers),
+        after_seller=hook,
+    )
+    print("survived", flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def clean_run(
+    container: Container, clock: FakeClock, images: FakeImageStore
+) -> tuple[Market, list[Any]]:
+    market = new_market(container, clock, images).with_sales(SHAPE)
+    report = settle(container, market.day)
+    assert report.sellers_settled == len(SHAPE)
+    return market, outcome(container, market)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("where", ["between", "inside"])
+def test_a_run_killed_half_way_then_run_again_ends_as_one_clean_run(
+    stack: Stack,
+    container: Container,
+    clock: FakeClock,
+    images: FakeImageStore,
+    clean_run: tuple[Market, list[Any]],
+    where: str,
+    workers: int,
+) -> None:
+    _, clean = clean_run
+    market = new_market(container, clock, images).with_sales(SHAPE)
+    env = {**os.environ, **stack.config.app_env(), "EVENTS_QUEUE_URL": ""}
+    args = [market.day.isoformat(), run_at(market.day).isoformat(), "3", where, str(workers)]
+
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert "killed after 3" in child.stdout and "survived" not in child.stdout
+    settled = [s for s in market.sellers if settlement_of(container, s, market.day) is not None]
+    # Three were reported; with workers, others may have committed and not been reported.
+    assert len(settled) == 3 if workers == 1 else 3 <= len(settled) < len(SHAPE)
+    assert_money_is_conserved(container)
+
+    resumed = settle(container, market.day)
+
+    assert resumed.sellers_settled == len(SHAPE) - len(settled)
+    assert outcome(container, market) == clean
+    assert_money_is_conserved(container)
+
+
+# -- buyers trading while it runs -------------------------------------------------------------
+
+
+def test_buyers_trading_with_the_sellers_while_they_are_settled_lose_nothing(
+    container: Container, market: Market, make_settings: Callable[..., Settings]
+) -> None:
+    shape = [[1_000 + n, 2_000 + n] for n in range(30)]
+    market.with_sales(shape)
+    # What buyers trade during the run, at today's real time: an open ask of every seller,
+    # and a paid order of every seller to confirm.
+    traders = bootstrap(
+        make_settings(events_queue_url=None, db_pool_size=2, db_max_overflow=4),
+        images=market.images,
+    )
+    live = Market(traders, market.clock, market.images, market.day, product_id=market.product_id)
+    live.buyer_id = market.buyer_id
+    asks, paid = [], []
+    for seller in market.sellers:
+        asks.append(live.ask(seller, 5_000))
+        paid.append(live.sale(seller, 4_000, datetime.now(UTC), None))
+    start = threading.Barrier(2)
+    done = threading.Event()
+
+    def run_settlement() -> SettlementReport:
+        start.wait()
+        try:
+            return settle(container, market.day)
+        finally:
+            done.set()
+
+    def trade() -> tuple[list[str], int]:
+        start.wait()
+        bought, during = [], 0
+        buy = trading.BuyNow(market.buyer_id, market.product_id, 5_000)
+        for order_id in paid:
+            confirm = trading.ConfirmOrder(market.buyer_id, order_id)
+            live.run(partial(confirm_order, command=confirm))
+            bought.append(live.run(lambda uow, ctx: trading.buy_now(uow, buy, ctx)).order_id)
+            during += not done.is_set()
+        return bought, during
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            settling, trading_ = pool.submit(run_settlement), pool.submit(trade)
+            report, (bought, during) = settling.result(timeout=120), trading_.result(timeout=120)
+    finally:
+        traders.close()
+
+    assert during > 0, "no trade happened while the settlement ran"
+    assert report.sellers_settled == len(shape)
+    assert report.orders_settled == 2 * len(shape)
+    assert report.gross == sum(map(sum, shape))
+    assert len(bought) == len(asks)
+    statuses = order_statuses(container, paid + bought)
+    assert {statuses[o] for o in paid} == {"COMPLETED"}  # completed today, not on the date
+    assert {statuses[o] for o in bought} == {"PAID"}
+    for seller in market.sellers:
+        assert balances(container, seller)[2] == 4_000 + 5_000  # what was sold meanwhile
+    assert_money_is_conserved(container)
+
+
+def innodb_deadlocks(container: Container) -> int:
+    with container.database.writer.connect() as conn:
+        row = conn.execute(text("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")).one()
+    return int(row[1])
+
+
+def test_sellers_who_bought_from_each_other_are_settled_at_once_without_deadlocks(
+    container: Container, market: Market
+) -> None:
+    traders = [market.seller() for _ in range(8)]
+    for trader in traders:
+        market.charge(trader, 7 * 1_000)
+    for n, seller in enumerate(traders):
+        for m, buyer in enumerate(traders):
+            if buyer != seller:
+                market.buyer_id = buyer
+                paid_at = kst(market.day, 8) + timedelta(minutes=n, seconds=m)
+                market.sale(seller, 1_000, paid_at, paid_at + timedelta(hours=1))
+    assert container.settings.settlement_workers > 1
+    before = innodb_deadlocks(container)
+
+    report = settle(container, market.day)
+
+    assert (report.sellers_settled, report.orders_settled) == (8, 8 * 7)
+    # Each seller's buyers are the other sellers: settled four at a time, any two of them
+    # lock each other's rows. A deadlock would be retried, so it is counted, not awaited.
+    assert innodb_deadlocks(container) == before
+    assert_money_is_conserved(container)
+
+
+# -- the read side ----------------------------------------------------------------------------
+
+
+def test_a_settlement_reaches_the_read_models_and_the_query_api(
+    stack: Stack, container: Container, market: Market, make_settings: Callable[..., Settings]
+) -> None:
+    market.with_sales(SHAPE[:1])
+    [sally] = market.sellers
+    sqs = boto3.client(
+        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
+    )
+    queue_url = sqs.create_queue(
+        QueueName=f"settle-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    publishing = bootstrap(make_settings(events_queue_url=queue_url))
+    o = tables.outbox
+    # The sales so far reach the read side first, as they would have when they were made.
+    for envelope in outbox_envelopes(container.database):
+        if envelope.aggregate_id in {sally, market.product_id, *market.orders[sally]}:
+            container.projector.handle(envelope)
+    start = scalar(container, select(func.max(o.c.id)))
+    try:
+        report = settle(publishing, market.day)
+        assert report.sellers_settled == 1
+
+        # Published right after each seller's commit: what the run wrote is in the queue.
+        written = {e.outbox_id for e in outbox_envelopes(container.database, o.c.id > start)}
+        assert (
+            scalar(
+                container,
+                select(func.count()).where(o.c.id.in_(written), o.c.published_at.is_(None)),
+            )
+            == 0
+        )
+        received: dict[str, EventEnvelope] = {}
+        deadline = clock_time.monotonic() + 30
+        while not written <= received.keys() and clock_time.monotonic() < deadline:
+            for message in sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", []):
+                envelope = EventEnvelope.from_json(message["Body"])
+                received[envelope.outbox_id] = envelope
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        assert written <= received.keys()
+        for outbox_id in sorted(written):
+            container.projector.handle(received[outbox_id])
+    finally:
+        publishing.close()
+        sqs.delete_queue(QueueUrl=queue_url)
+        sqs.close()
+
+    expected = {
+        "items": [
+            {
+                "business_date": market.day.isoformat(),
+                "order_count": 3,
+                "gross": 15_018,
+                "fee": 749,
+                "net": 14_269,
+            }
+        ]
+    }
+    rm = container.read_models
+    assert cached.my_settlements(rm, sally, limit=100) == expected
+    done = cached.sell_history(rm, sally, "done", limit=100)
+    assert done is not None
+    assert sorted(item["order_id"] for item in done["items"]) == sorted(market.orders[sally])
+    assert {item["status"] for item in done["items"]} == {"SETTLED"}
+    assert cached.sell_history(rm, sally, "in_progress", limit=100) == {"items": []}
+
+    tokens = TokenService(container.jwt_secret, timedelta(hours=1))
+    headers = {"authorization": f"Bearer {tokens.issue(sally)}"}
+    set_container(container)
+    try:
+        invoker = LocalInvoker()
+        answer = invoker.http("GET", "/api/me/settlements", headers=headers)
+        history = invoker.http("GET", "/api/sell/history/done", headers=headers)
+    finally:
+        set_container(None)
+    assert (answer.status, answer.body) == (200, expected)
+    assert history.status == 200 and history.body == done
+
+
+# -- the CLI and the Lambda handler -----------------------------------------------------------
+
+
+def settle_by_cli(env: dict[str, str], day: date) -> subprocess.CompletedProcess[str]:
+    """`giftmarket jobs settle --date` as a real process (publishing off: the outbox keeps
+    the events, and the stack's shared queue stays clean)."""
+    command = [sys.executable, "-m", "giftmarket.cli", "jobs", "settle", "--date", str(day)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_and_the_handler_with_the_sample_event_settle_alike(
+    stack: Stack, container: Container, clock: FakeClock, images: FakeImageStore
+) -> None:
+    # The handler's date comes first: the CLI's run settles everything before its date.
+    by_cli = new_market(container, clock, images).with_sales(SHAPE[:3])
+    by_handler = new_market(container, clock, images).with_sales(SHAPE[:3])
+    assert by_handler.day < by_cli.day
+    env = {**os.environ, **stack.config.app_env(), "EVENTS_QUEUE_URL": ""}
+
+    event = json.loads((EVENTS / "rerun.json").read_text())
+    event["business_date"] = by_handler.day.isoformat()
+    clock.now = datetime.now(UTC)  # the handler runs at the real time, as the CLI does
+    set_container(container)
+    try:
+        answer = LocalInvoker().invoke_event_raw("SettlementFunction", event)
+    finally:
+        set_container(None)
+    cli = settle_by_cli(env, by_cli.day)
+
+    assert cli.returncode == 0, cli.stderr
+    printed = json.loads(cli.stdout)
+    assert printed["business_date"] == by_cli.day.isoformat()
+    assert answer["business_date"] == by_handler.day.isoformat()
+    for report in (printed, answer):
+        assert (report["sellers_settled"], report["orders_settled"]) == (3, 6)
+        assert (report["gross"], report["fee"], report["net"]) == (28_795, 1_437, 27_358)
+    assert outcome_now(container, by_cli) == outcome_now(container, by_handler)
+    again = settle_by_cli(env, by_cli.day)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["sellers_settled"] == 0
+
+
+def confirm_order(uow: UnitOfWork, ctx: CommandContext, command: trading.ConfirmOrder) -> str:
+    return trading.confirm_order(uow, command, ctx)
+
+
+def outcome_now(container: Container, market: Market) -> list[Any]:
+    """The money a run moved for the market's sellers, in creation order."""
+    return [
+        (
+            (s.order_count, s.gross, s.fee, s.net),
+            balances(container, seller_id),
+            ledger_sums(container, seller_id),
+            fees_of(container, [s.id]),
+        )
+        for seller_id in market.sellers
+        if (s := settlement_of(container, seller_id, market.day)) is not None
+    ]
