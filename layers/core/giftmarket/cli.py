@@ -7,6 +7,8 @@ It reads the same settings as the Lambda functions (environment, local defaults 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -209,7 +211,21 @@ def jobs_clean_images(
         raise typer.Exit(code=1)
 
 
+def use_local_stack_settings() -> None:
+    """With no ENVIRONMENT set, take the settings of the local stack that `make run` (or
+    `make stack-up`) started, from its stack.json (under GM_LOCAL_DIR, `.local` by default,
+    from the repository root), so the CLI reaches the same databases, Redis and LocalStack.
+    Variables already set win; in AWS, ENVIRONMENT=aws is set and nothing is read."""
+    if "ENVIRONMENT" in os.environ:
+        return
+    state = Path(os.environ.get("GM_LOCAL_DIR", ".local")) / "run" / "stack.json"
+    if state.is_file():
+        for key, value in json.loads(state.read_text())["env"].items():
+            os.environ.setdefault(key, value)
+
+
 def main() -> None:
+    use_local_stack_settings()
     app()
 
 
