@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 from sqlalchemy import func, select, text
-from tests.conftest import outbox_envelopes
+from tests.conftest import fresh_read_models, outbox_envelopes, settings_for
 from tests.functional.fakes import FakeClock, FakeImageStore
 
 from giftmarket.adapters import tables
@@ -50,6 +50,7 @@ from giftmarket.messages import EventEnvelope
 from giftmarket.queries import cached
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
+from giftmarket_local.migrations import reset
 from giftmarket_local.stack import Stack
 
 T = TypeVar("T")
@@ -79,6 +80,15 @@ def kst(day: date, hour: int = 0, minute: int = 0, second: int = 0, micro: int =
 def run_at(day: date) -> datetime:
     """00:10 KST the day after: when the schedule settles `day`."""
     return kst(day + timedelta(days=1), 0, 10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def empty_schema(stack: Stack) -> None:
+    """The money checks here cover every user and ledger entry, and earlier tests seed users
+    behind the ledger's back (test_query_views): this module starts from an empty schema."""
+    reset(stack.config)
+    stack.wait_replica_caught_up()
+    fresh_read_models(settings_for(stack))
 
 
 @pytest.fixture(scope="module")
