@@ -18,11 +18,12 @@ run: setup ## start the whole local stack and serve the API on http://127.0.0.1:
 test: setup lint ## lint, then the whole test suite (starts and stops its own stack)
 	@$(PY) -m pytest
 
-lint: setup ## ruff, mypy (strict) and cfn-lint
+lint: setup ## ruff, mypy (strict), cfn-lint and sam validate --lint
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
 	@.venv/bin/cfn-lint template.yaml
+	@SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam validate --lint --template-file template.yaml
 
 unit: setup ## only the tests that need no server
 	@$(PY) -m pytest -m unit

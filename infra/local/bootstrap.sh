@@ -69,3 +69,8 @@ LOCALSTACK_PINS=("localstack-core[runtime]==4.13.1" "cryptography<44" "pyopenssl
   "service_identity<24.2" "cbor2<5.7")
 mkdir -p .local/venvs
 ensure_venv .local/venvs/localstack "${LOCALSTACK_PINS[*]}" "${LOCALSTACK_PINS[@]}"
+
+# AWS SAM CLI for `sam validate --lint` (make lint) and `sam build`, in its own virtualenv:
+# its pins (boto3, cfn-lint, pydantic...) are not the project's to follow.
+SAM_PINS=("aws-sam-cli==1.170.0")
+ensure_venv .local/venvs/sam "${SAM_PINS[*]}" "${SAM_PINS[@]}"

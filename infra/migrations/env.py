@@ -6,7 +6,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from giftmarket.adapters.db import build_engine, resolve_credentials
+from giftmarket.adapters.db import Credentials, build_engine, resolve_credentials
 from giftmarket.adapters.tables import metadata
 from giftmarket.settings import Settings
 
@@ -16,10 +16,13 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def run_migrations_online() -> None:
-    settings = Settings()
+    # The migration function passes the master user's settings and credentials; the CLI
+    # and the local stack take them from the environment.
+    settings: Settings = config.attributes.get("settings") or Settings()
+    credentials: Credentials = config.attributes.get("credentials") or resolve_credentials(settings)
     engine = build_engine(
         settings,
-        resolve_credentials(settings),
+        credentials,
         settings.db_primary_host,
         settings.db_primary_port,
         read_only=False,

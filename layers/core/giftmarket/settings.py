@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # In AWS the credentials come from this Secrets Manager secret (JSON with username and
     # password), fetched through Powertools Parameters; when set it wins over DB_USER/PASSWORD.
     db_secret_arn: str | None = None
+    # Only the migration function: the RDS-managed master user's secret, with which it
+    # creates the application user and runs the DDL the application user may not.
+    db_master_secret_arn: str | None = None
 
     # Pooling for one Lambda container: it serves one request at a time, so a tiny pool;
     # overflow covers the local runner and tests, which call a handler from many threads.
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     replica_check_interval_seconds: float = Field(default=1.0, ge=0)
 
     redis_url: str = "redis://127.0.0.1:16379/0"
+    # In AWS the ElastiCache AUTH token comes from this Secrets Manager secret (a plain
+    # string), fetched through Powertools Parameters; REDIS_URL then carries no password.
+    redis_auth_secret_arn: str | None = None
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
 
     jwt_secret: SecretStr = SecretStr(_LOCAL_JWT_SECRET)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from giftmarket.adapters.read_models import ReadModels
@@ -63,6 +64,14 @@ class Projector:
         )
         if coupon_id:
             log.info("welcome coupon %s issued to %s", coupon_id, user_id)
+
+
+def projection_lag_ms(envelope: EventEnvelope, now: datetime | None = None) -> float:
+    """Milliseconds from the event's commit to `now` (default: this moment). The event's
+    `occurred_at` is stamped inside the command's transaction, a few milliseconds before
+    its commit; a clock running behind the database's gives 0, never a negative lag."""
+    at = now or datetime.now(UTC)
+    return max(0.0, (at - envelope.occurred_at) / timedelta(milliseconds=1))
 
 
 def _balances(p: dict[str, Any]) -> tuple[int, int, int]:

@@ -1,0 +1,46 @@
+"""ElastiCache's AUTH token reaches the Redis client from Secrets Manager (REDIS_AUTH_SECRET_ARN),
+never from REDIS_URL or the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+from moto import mock_aws
+
+from giftmarket.adapters.cache import build_redis
+from giftmarket.settings import Settings
+
+
+@pytest.fixture
+def secretsmanager() -> Iterator[Any]:
+    # Powertools keeps its providers (their boto3 clients, their caches) per process: fresh
+    # ones here, built inside the mock, and none left behind for other tests.
+    DEFAULT_PROVIDERS.clear()
+    try:
+        with mock_aws():
+            yield boto3.client("secretsmanager", region_name="us-east-1")
+    finally:
+        DEFAULT_PROVIDERS.clear()
+
+
+def test_the_auth_token_comes_from_the_secret(secretsmanager: Any) -> None:
+    arn = secretsmanager.create_secret(Name="redis-auth", SecretString="t0ken" * 8)["ARN"]
+    settings = Settings(
+        redis_url="rediss://master.giftmarket.cache.amazonaws.com:6379/0",
+        redis_auth_secret_arn=arn,
+    )
+    client = build_redis(settings)
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["password"] == "t0ken" * 8
+    assert kwargs["host"] == "master.giftmarket.cache.amazonaws.com"
+    # rediss:// is TLS: ElastiCache refuses AUTH over plain text when in-transit encryption is on.
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+def test_without_a_secret_the_url_alone_configures_the_client() -> None:
+    client = build_redis(Settings(redis_url="redis://:from-url@127.0.0.1:16379/0"))
+    assert client.connection_pool.connection_kwargs["password"] == "from-url"
