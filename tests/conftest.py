@@ -14,8 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
+import boto3
 import pytest
+from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+from moto import mock_aws
 from sqlalchemy import ColumnElement, select
 
 from giftmarket.adapters import tables
@@ -134,3 +138,16 @@ def database(stack: Stack) -> Iterator[Database]:
     db = Database.from_settings(settings_for(stack, replica_check_interval_seconds=0))
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def secretsmanager() -> Iterator[Any]:
+    """A moto Secrets Manager, and Powertools parameter providers built inside it: Powertools
+    keeps its providers (their boto3 clients, their caches) per process, so fresh ones here
+    and none left behind for other tests."""
+    DEFAULT_PROVIDERS.clear()
+    try:
+        with mock_aws():
+            yield boto3.client("secretsmanager", region_name="us-east-1")
+    finally:
+        DEFAULT_PROVIDERS.clear()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import cProfile
 import dataclasses
-import pstats
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchcommon import OUT, bench_settings, bench_stack, pyplot, write_result
+from benchcommon import OUT, bench_settings, bench_stack, pyplot, top_functions, write_result
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy import event as sa_event
 
@@ -385,22 +384,6 @@ def listing_by_parser(stack: Stack, bucket: str, rounds: int = 3) -> dict[str, A
     for client in clients.values():
         client.close()
     return {"objects": objects, "seconds_best_of_3": {k: round(v, 3) for k, v in best.items()}}
-
-
-def top_functions(profiler: cProfile.Profile, seconds: float, n: int = 12) -> list[dict[str, Any]]:
-    stats = pstats.Stats(profiler)
-    rows = []
-    for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "function": f"{Path(path).name}:{line}({name})",
-                "calls": calls,
-                "own_s": round(own, 3),
-                "cumulative_s": round(cumulative, 3),
-                "own_share": round(own / seconds, 3),
-            }
-        )
-    return sorted(rows, key=lambda r: -r["own_s"])[:n]
 
 
 def main(orphans: int = ORPHANS) -> None:

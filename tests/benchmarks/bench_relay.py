@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import cProfile
 import itertools
-import pstats
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from benchcommon import (
     events_queue,
     pyplot,
     queue_depth,
+    top_functions,
     write_result,
 )
 from sqlalchemy import delete, func, insert, select
@@ -194,22 +194,6 @@ def phase_table(hooks: PublishPhases, seconds: float) -> dict[str, dict[str, flo
     rest = seconds - sum(hooks.seconds.values())
     table["unhooked"] = {"seconds": round(rest, 3), "share": round(rest / seconds, 3)}
     return table
-
-
-def top_functions(profiler: cProfile.Profile, seconds: float, n: int = 12) -> list[dict[str, Any]]:
-    stats = pstats.Stats(profiler)
-    rows = []
-    for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "function": f"{Path(path).name}:{line}({name})",
-                "calls": calls,
-                "own_s": round(own, 3),
-                "cumulative_s": round(cumulative, 3),
-                "own_share": round(own / seconds, 3),
-            }
-        )
-    return sorted(rows, key=lambda r: -r["own_s"])[:n]
 
 
 def sqs_ceiling(stack: Stack, senders: int) -> dict[str, float]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import pstats
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench_read_models import DAY, Scale, Seeder, kst_date, kst_midnight
-from benchcommon import OUT, bench_settings, bench_stack, percentile, pyplot, write_result
+from benchcommon import (
+    OUT,
+    bench_settings,
+    bench_stack,
+    percentile,
+    pyplot,
+    top_functions,
+    write_result,
+)
 from sqlalchemy import func, select, text
 
 from giftmarket.adapters import tables
@@ -303,25 +310,9 @@ def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
         "events_published": False,
     }
     if profiler is not None:
-        result["profile_top_by_own_time"] = top_functions(profiler, seconds)
+        result["profile_top_by_own_time"] = top_functions(profiler, seconds, n=15)
     result["per_seller_ms_all"] = [round(ms, 2) for ms in per_seller_ms]
     return result
-
-
-def top_functions(profiler: cProfile.Profile, seconds: float, n: int = 15) -> list[dict[str, Any]]:
-    stats = pstats.Stats(profiler)
-    rows = []
-    for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "function": f"{Path(path).name}:{line}({name})",
-                "calls": calls,
-                "own_s": round(own, 3),
-                "cumulative_s": round(cumulative, 3),
-                "own_share": round(own / seconds, 3),
-            }
-        )
-    return sorted(rows, key=lambda r: -r["own_s"])[:n]
 
 
 def plot(result: dict[str, Any], per_seller: list[float], path: Path) -> None:

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
-from moto import mock_aws
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
@@ -42,18 +40,6 @@ def master_user(stack: Stack) -> Iterator[str]:
     stack.primary.sql(f"DROP USER IF EXISTS '{MASTER}'@'{host}'; DROP USER IF EXISTS '{APP}'@'%';")
 
 
-@pytest.fixture
-def secrets() -> Iterator[Any]:
-    # Powertools keeps its providers (their boto3 clients, their caches) per process: fresh
-    # ones here, built inside the mock, and none left behind for other tests.
-    DEFAULT_PROVIDERS.clear()
-    try:
-        with mock_aws():
-            yield boto3.client("secretsmanager", region_name="us-east-1")
-    finally:
-        DEFAULT_PROVIDERS.clear()
-
-
 def app_engine(settings: Settings, password: str) -> Engine:
     url = URL.create(
         "mysql+pymysql",
@@ -67,12 +53,12 @@ def app_engine(settings: Settings, password: str) -> Engine:
 
 
 def test_the_job_creates_a_row_only_app_user_and_a_rerun_applies_a_new_password(
-    make_settings: SettingsFactory, master_user: str, secrets: Any
+    make_settings: SettingsFactory, master_user: str, secretsmanager: Any
 ) -> None:
-    master_arn = secrets.create_secret(
+    master_arn = secretsmanager.create_secret(
         Name="master", SecretString=json.dumps({"username": MASTER, "password": master_user})
     )["ARN"]
-    app_arn = secrets.create_secret(
+    app_arn = secretsmanager.create_secret(
         Name="app", SecretString=json.dumps({"username": APP, "password": "first-Passw0rd"})
     )["ARN"]
     settings = make_settings(db_secret_arn=app_arn, db_master_secret_arn=master_arn)
@@ -90,7 +76,7 @@ def test_the_job_creates_a_row_only_app_user_and_a_rerun_applies_a_new_password(
     finally:
         engine.dispose()
 
-    secrets.put_secret_value(
+    secretsmanager.put_secret_value(
         SecretId=app_arn, SecretString=json.dumps({"username": APP, "password": "second-Passw0rd"})
     )
     DEFAULT_PROVIDERS.clear()  # Powertools would serve the old secret for 5 minutes

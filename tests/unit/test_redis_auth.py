@@ -3,28 +3,10 @@ never from REDIS_URL or the environment."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import boto3
-import pytest
-from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
-from moto import mock_aws
 
 from giftmarket.adapters.cache import build_redis
 from giftmarket.settings import Settings
-
-
-@pytest.fixture
-def secretsmanager() -> Iterator[Any]:
-    # Powertools keeps its providers (their boto3 clients, their caches) per process: fresh
-    # ones here, built inside the mock, and none left behind for other tests.
-    DEFAULT_PROVIDERS.clear()
-    try:
-        with mock_aws():
-            yield boto3.client("secretsmanager", region_name="us-east-1")
-    finally:
-        DEFAULT_PROVIDERS.clear()
 
 
 def test_the_auth_token_comes_from_the_secret(secretsmanager: Any) -> None:

@@ -1,6 +1,7 @@
 from datetime import datetime, timedelta
 
 import pytest
+from tests.unit.domain.factories import placed_order
 
 from giftmarket.domain import events
 from giftmarket.domain.errors import NotFound, OrderNotConfirmable
@@ -10,19 +11,7 @@ pytestmark = pytest.mark.unit
 
 
 def paid_order(now: datetime) -> Order:
-    return Order.place(
-        order_id="order-1",
-        product_id="product-1",
-        buyer_id="bob",
-        seller_id="sally",
-        price=4_000,
-        discount=1_000,
-        via=OrderVia.BUY_NOW,
-        image_id="image-1",
-        now=now,
-        sell_bid_id="ask-1",
-        coupon_id="coupon-1",
-    )
+    return placed_order(4_000, now, 1, discount=1_000, sell_bid_id="ask-1", coupon_id="coupon-1")
 
 
 def test_placed_order_is_paid_and_records_what_the_read_side_needs(now: datetime) -> None:

@@ -1,10 +1,11 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from tests.unit.domain.factories import placed_order
 
 from giftmarket.domain import events
 from giftmarket.domain.errors import InvalidField
-from giftmarket.domain.orders import Order, OrderVia
+from giftmarket.domain.orders import Order
 from giftmarket.domain.settlement import (
     KST,
     Settlement,
@@ -24,22 +25,8 @@ def kst(
     return datetime(year, month, day, hour, minute, second, tzinfo=KST)
 
 
-def order_of(price: int, paid_at: datetime) -> Order:
-    return Order.place(
-        order_id=f"order-{price}",
-        product_id="product-1",
-        buyer_id="bob",
-        seller_id="sally",
-        price=price,
-        discount=0,
-        via=OrderVia.BUY_NOW,
-        image_id="image-1",
-        now=paid_at,
-    )
-
-
 def completed_order(completed_at: datetime, price: int = 10_000) -> Order:
-    order = order_of(price, completed_at - timedelta(hours=1))
+    order = placed_order(price, completed_at - timedelta(hours=1))
     order.confirm("bob", completed_at)
     return order
 
@@ -61,7 +48,7 @@ def test_fee_rate_must_lie_between_0_and_100_percent(fee_bps: int) -> None:
 
 
 def test_settlement_floors_the_fee_per_order_not_on_the_sum(now: datetime) -> None:
-    orders = [order_of(19, now), order_of(19, now)]
+    orders = [placed_order(19, now), placed_order(19, now)]
 
     settlement = Settlement.of_orders(
         settlement_id="s",
@@ -77,7 +64,7 @@ def test_settlement_floors_the_fee_per_order_not_on_the_sum(now: datetime) -> No
 
 
 def test_settlement_records_its_amounts(now: datetime) -> None:
-    orders = [order_of(10_000, now), order_of(4_999, now)]
+    orders = [placed_order(10_000, now), placed_order(4_999, now)]
 
     settlement = Settlement.of_orders(
         settlement_id="s",
@@ -170,7 +157,7 @@ def test_order_completed_days_earlier_is_still_settleable() -> None:
 
 
 def test_paid_and_settled_orders_are_not_settleable(now: datetime) -> None:
-    paid = order_of(1_000, now)
+    paid = placed_order(1_000, now)
     settled = completed_order(now)
     settled.settle("s", now)
 

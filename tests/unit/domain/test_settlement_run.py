@@ -4,9 +4,10 @@ settled, which orders are due to complete, and the fee of many orders."""
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+from tests.unit.domain.factories import placed_order
 
 from giftmarket.domain.errors import InvalidField
-from giftmarket.domain.orders import Order, OrderStatus, OrderVia, auto_complete_paid_before
+from giftmarket.domain.orders import OrderStatus, auto_complete_paid_before
 from giftmarket.domain.settlement import (
     KST,
     Settlement,
@@ -27,25 +28,11 @@ def kst(day: date, hour: int = 0, minute: int = 0, second: int = 0, micro: int =
     return datetime.combine(day, time(hour, minute, second, micro), tzinfo=KST)
 
 
-def paid_order(price: int, paid_at: datetime, n: int = 0) -> Order:
-    return Order.place(
-        order_id=f"order-{n}",
-        product_id="product-1",
-        buyer_id="bob",
-        seller_id="sally",
-        price=price,
-        discount=0,
-        via=OrderVia.BUY_NOW,
-        image_id="image-1",
-        now=paid_at,
-    )
-
-
 # --- fees ----------------------------------------------------------------------------------
 
 
 def test_the_fee_of_many_small_orders_is_the_sum_of_their_floored_fees() -> None:
-    orders = [paid_order(19, kst(D, 9), n) for n in range(100)]
+    orders = [placed_order(19, kst(D, 9), n) for n in range(100)]
 
     settlement = Settlement.of_orders(
         settlement_id="s", seller_id="sally", business_date=D, orders=orders,
@@ -69,7 +56,7 @@ def test_the_fee_of_many_small_orders_is_the_sum_of_their_floored_fees() -> None
 def test_fee_is_floored_per_order_and_net_is_gross_minus_fee(
     prices: list[int], fee_bps: int, fee: int
 ) -> None:
-    orders = [paid_order(p, kst(D, 9), n) for n, p in enumerate(prices)]
+    orders = [placed_order(p, kst(D, 9), n) for n, p in enumerate(prices)]
 
     settlement = Settlement.of_orders(
         settlement_id="s", seller_id="sally", business_date=D, orders=orders,
@@ -121,7 +108,7 @@ def test_a_run_needs_an_instant_with_a_time_zone() -> None:
 
 def test_an_order_completed_in_the_last_microsecond_of_d_is_settled_with_d() -> None:
     _, end = business_day_bounds(D)
-    order = paid_order(1_000, kst(D, 9))
+    order = placed_order(1_000, kst(D, 9))
     order.confirm("bob", end - timedelta(microseconds=1))
 
     assert settleable(order, D)
@@ -152,8 +139,8 @@ def test_anything_else_is_refused_naming_the_expected_form(text: str) -> None:
 def test_an_order_paid_72_hours_before_the_run_is_due_and_one_paid_later_is_not() -> None:
     run_at = kst(D + timedelta(days=1), 0, 10)
     cutoff = auto_complete_paid_before(run_at)
-    due = paid_order(1_000, cutoff)
-    not_yet = paid_order(1_000, cutoff + timedelta(microseconds=1))
+    due = placed_order(1_000, cutoff)
+    not_yet = placed_order(1_000, cutoff + timedelta(microseconds=1))
 
     assert due.complete_if_due(run_at) and due.status is OrderStatus.COMPLETED
     assert due.completed_at == cutoff + timedelta(hours=72) == run_at
