@@ -28,8 +28,9 @@ lint: setup ## ruff, mypy (strict), cfn-lint and sam validate --lint
 unit: setup ## only the tests that need no server
 	@$(PY) -m pytest -m unit
 
-bench: setup ## benchmarks on the test stack; figures and plots in bench-results/
+bench: setup ## benchmarks on the test stack; figures, plots and report.md in bench-results/
 	@for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
+	@$(PY) tests/benchmarks/report.py
 
 stack-up: setup ## start the `run` stack without the API (for the giftmarket CLI)
 	@$(PY) -m giftmarket_local up --profile run

@@ -1,0 +1,219 @@
+"""One report of every benchmark's figures: bench-results/report.md and results.json.
+
+`make bench` runs it after the benchmarks; it only reads their JSON files (a benchmark not
+run shows as such), so it can also be run alone after any one of them. Each figure sits
+beside its goal and beside an anchor: what a published system or the machine's own floor
+measured for the same thing.
+
+Run: .venv/bin/python tests/benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchcommon import OUT
+
+Row = tuple[str, str, str, str]  # figure, measured, goal (met?), anchor
+
+ANCHOR_SPRING = "Spring + Redis CQRS read model: 19 → 14 ms per query"
+ANCHOR_COMMAND = "the same write-up: 90–130 ms per command"
+ANCHOR_SQS = "published SQS → Lambda delivery: p50 16 / p99 105 ms (standard), 28 / 645 ms (FIFO)"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def read_models(r: dict[str, Any]) -> list[Row]:
+    latency = r["latency"]
+    floor = latency["redis_get_floor"]
+    handler_floor = latency["handler_floors"]["handler_404_no_store"]
+    rows: list[Row] = [
+        (
+            "Redis GET on loopback (the floor)",
+            f"p50 {floor['p50_ms']} / p99 {floor['p99_ms']} ms",
+            "",
+            "the floor of any Redis read here",
+        ),
+        (
+            "query handler, a request touching no store",
+            f"p50 {handler_floor['p50_ms']} / p99 {handler_floor['p99_ms']} ms",
+            "",
+            "JWT, FastAPI, Mangum, Powertools: in every answer",
+        ),
+    ]
+    for name, t in latency["routes"].items():
+        redis, sql = t["redis_handler"], t["sql_handler"]
+        ratio = t["ratio_sql_to_redis"]
+        goal = ""
+        if name in latency["goals"]:
+            g = latency["goals"][name]
+            goal = (
+                f"≥ {g['ratio_goal']:g}× and p99 ≤ {g['handler_p99_goal_ms']:g} ms: "
+                f"{verdict(g['met'])}"
+            )
+        rows.append(
+            (
+                f"{name}: read model vs SQL on the replica, via the handler",
+                f"p50 {redis['p50_ms']} vs {sql['p50_ms']} ms, p99 {redis['p99_ms']} vs "
+                f"{sql['p99_ms']} ms; ratio {ratio['handler']['p50_ms']}× "
+                f"(raw reads {ratio['raw']['p50_ms']}×)",
+                goal,
+                ANCHOR_SPRING,
+            )
+        )
+    rebuild = r["rebuild"]
+    rows.append(
+        (
+            f"rebuild of {rebuild['runs'][0]['total_rows']:,} rows",
+            f"{rebuild['rows_per_second_best']:,} rows/s (best of {len(rebuild['runs'])})",
+            f"≥ {rebuild['goal_rows_per_second']:,} rows/s: {verdict(rebuild['met'])}",
+            "",
+        )
+    )
+    per_entity = r["redis_memory"]["bytes_per_entity"]
+    memory = ", ".join(f"{k} {v}" for k, v in per_entity.items())
+    rows.append(("Redis memory per entity (bytes)", memory, "", ""))
+    return rows
+
+
+def projection_lag(r: dict[str, Any]) -> list[Row]:
+    lag, goal = r["commit_to_visible"], r["goal"]
+    return [
+        (
+            f"projection lag, commit → visible in Redis ({r['samples']} samples)",
+            f"p50 {lag['p50_ms']} / p99 {lag['p99_ms']} ms (max {lag['max_ms']})",
+            f"p50 ≤ {goal['p50_ms']:g}, p99 ≤ {goal['p99_ms']:g} ms: {verdict(r['meets_goal'])}",
+            ANCHOR_SQS,
+        )
+    ]
+
+
+def relay(r: dict[str, Any]) -> list[Row]:
+    ceiling = max(c["events_per_s"] for c in r["localstack_ceiling_without_database"])
+    return [
+        (
+            f"outbox relay ({r['events']:,} events)",
+            f"{r['events_per_s']:,} events/s (LocalStack alone accepts {ceiling:,}/s here)",
+            f"≥ {r['goal_events_per_s']:,}/s: {verdict(r['meets_goal'])}",
+            "",
+        )
+    ]
+
+
+def buy_now(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for path, levels in r["levels"].items():
+        figures = ", ".join(f"{x['clients']}: {x['orders_per_s']}/s" for x in levels)
+        best = max(x["orders_per_s"] for x in levels)
+        p50s = ", ".join(f"{x['p50_ms']}" for x in levels)
+        rows.append(
+            (
+                f"buy-now through the {path.replace('_', ' ')} (clients: orders/s)",
+                f"{figures}; p50 {p50s} ms",
+                f"≥ 300/s: {verdict(best >= 300)}",
+                ANCHOR_COMMAND,
+            )
+        )
+    checks = r["checks"]
+    rows.append(
+        (
+            "double-sells, ledger",
+            f"asks sold twice {checks['asks_sold_twice']}, ledger sum {checks['ledger_sum']}",
+            f"0 and 0: {verdict(checks['asks_sold_twice'] == 0 and checks['ledger_sum'] == 0)}",
+            "",
+        )
+    )
+    return rows
+
+
+def settlement(r: dict[str, Any]) -> list[Row]:
+    cpu = r.get("cpu_seconds", {})
+    spent = ", ".join(f"{k} {v} s" for k, v in cpu.items())
+    return [
+        (
+            f"settlement of {r['orders']:,} orders of {r['sellers']:,} sellers",
+            f"{r['seconds']} s ({r['orders_per_s']:,} orders/s); CPU: {spent}",
+            f"< {r['goal_seconds']:g} s: {verdict(r['meets_goal'])}",
+            "",
+        )
+    ]
+
+
+def image_janitor(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"image cleanup, {r['orphans']:,} orphans ({case.replace('_', ' ')})",
+            f"{r['seconds'][case]} s ({r['objects_per_s'][case]:,} objects/s)",
+            "",
+            "",
+        )
+        for case in r["seconds"]
+    ]
+
+
+def replication_lag(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "replication lag, commit → applied on the replica",
+            f"p50 {r['p50_ms']} / p99 {r['p99_ms']} ms",
+            "",
+            "",
+        )
+    ]
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
+    ("Queries: read models against SQL", "read_models", read_models),
+    ("Projection lag", "projection_lag", projection_lag),
+    ("Outbox relay", "relay", relay),
+    ("Commands", "buy_now", buy_now),
+    ("Settlement", "settlement", settlement),
+    ("Orphaned-image cleanup", "image_janitor", image_janitor),
+    ("Replication", "replication_lag", replication_lag),
+]
+
+
+def main() -> Path:
+    lines = [
+        "# giftmarket benchmarks",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({platform.machine()}, Python {platform.python_version()}). Every process of the "
+        "stack (MariaDB primary and replica, Redis, LocalStack) shares this machine's cores "
+        "with the benchmark: figures are of this machine, ratios are the portable part.",
+        "",
+    ]
+    results: dict[str, Any] = {}
+    for title, name, rows_of in SECTIONS:
+        lines += [f"## {title}", ""]
+        result = load(name)
+        if result is None:
+            lines += [f"Not run: no bench-results/{name}.json.", ""]
+            continue
+        results[name] = result
+        lines += ["| figure | measured | goal | anchor |", "|---|---|---|---|"]
+        lines += [f"| {' | '.join(row)} |" for row in rows_of(result)]
+        plot = OUT / f"{name}.png"
+        if plot.exists():
+            lines += ["", f"![{name}]({plot.name})"]
+        lines.append("")
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = OUT / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    print(main())
