@@ -1,0 +1,111 @@
+"""No secrets in logs: signup, login (right and wrong), charge and refused requests driven
+through the command and query Lambda handlers while everything they log is captured: the
+Powertools loggers' own output (their stdout stream is redirected for the test), every other
+logger at DEBUG, and the process's stdout/stderr. Neither a password, an issued JWT, a
+presented (forged) JWT, the JWT secret nor the database password may appear.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import Iterator
+
+import jwt
+import pytest
+from tests.security.conftest import Client
+
+pytestmark = pytest.mark.e2e
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+
+    def text(self) -> str:
+        return self.buffer.getvalue()
+
+
+@pytest.fixture
+def logs(client: Client) -> Iterator[Captured]:
+    # Load both handlers first, so that their Powertools loggers exist.
+    client.call("GET", "/api/health")
+    client.call("POST", "/api/auth/login", {})
+    captured = Captured()
+    handler = logging.StreamHandler(captured.buffer)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    swapped: list[tuple[logging.StreamHandler[io.TextIOWrapper], object]] = []
+    attached: list[logging.Logger] = [root]
+    for logger in [*logging.root.manager.loggerDict.values()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        for existing in logger.handlers:
+            if type(existing) is logging.StreamHandler:
+                swapped.append((existing, existing.setStream(captured.buffer)))
+        if not logger.propagate:
+            attached.append(logger)
+    assert swapped, "no Powertools stream handler found"
+    levels = {logger: logger.level for logger in attached}
+    for logger in attached:
+        logger.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield captured
+    finally:
+        for logger in attached:
+            logger.removeHandler(handler)
+            logger.setLevel(levels[logger])
+        for existing, stream in swapped:
+            existing.setStream(stream)  # type: ignore[arg-type]
+
+
+def test_no_password_token_or_secret_is_logged(
+    client: Client, logs: Captured, capfd: pytest.CaptureFixture[str]
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    email = f"{uuid.uuid4().hex}@security.test"
+    account = {"email": email, "password": password, "nickname": "logged"}
+    signup = client.call("POST", "/api/auth/signup", account)
+    assert signup.status == 201, signup
+    login = client.call("POST", "/api/auth/login", {"email": email, "password": password})
+    assert login.status == 200, login
+    tokens = [signup.body["token"], login.body["token"]]
+
+    wrong_password = f"wrong-{uuid.uuid4().hex}"
+    bad = client.call("POST", "/api/auth/login", {"email": email, "password": wrong_password})
+    assert bad.status == 401, bad
+    assert client.call("POST", "/api/auth/signup", account).status == 409
+    too_long = f"long-{uuid.uuid4().hex}" * 10
+    refused = client.call("POST", "/api/auth/signup", {**account, "password": too_long})
+    assert refused.status == 422, refused
+    assert too_long not in refused.raw.decode()
+
+    for token in tokens:
+        assert client.call("POST", "/api/points/charge", {"amount": 10}, token).status == 200
+        client.settle()
+        assert client.call("GET", "/api/me", token=token).status == 200
+    forged = jwt.encode({"sub": signup.body["user_id"]}, f"x-{uuid.uuid4().hex}", "HS256")
+    assert client.call("POST", "/api/points/charge", {"amount": 10}, forged).status == 401
+    assert client.call("GET", "/api/me", token=forged).status == 401
+
+    out, err = capfd.readouterr()
+    output = logs.text() + out + err
+    assert len(output) > 0, "nothing was captured: the probe would prove nothing"
+    assert "POST" in output or "/api/" in output or "giftmarket" in output, output[:2000]
+    settings = client.container.settings
+    secrets = {
+        "password": password,
+        "wrong password": wrong_password,
+        "over-long password": too_long,
+        "issued token": tokens[0],
+        "login token": tokens[1],
+        "token signature": tokens[0].rsplit(".", 1)[1],
+        "forged token": forged,
+        "JWT secret": client.container.jwt_secret,
+        "database password": settings.db_password.get_secret_value(),
+    }
+    leaked = [name for name, value in secrets.items() if value in output]
+    assert leaked == [], f"{leaked} found in the logs:\n{output[:4000]}"
+    print(f"captured {len(output)} characters of logs, no secret in them")
