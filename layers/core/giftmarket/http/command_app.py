@@ -22,12 +22,16 @@ router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/problem+json": {}}}
     for code, text in {
+        400: "The body is not JSON",
         401: "Not signed in, or the token is invalid or expired",
         404: "Not found (including other users' objects)",
         409: "Business conflict; see `code`",
         422: "Invalid request",
         503: "The primary database is unavailable; retry after Retry-After seconds",
     }.items()
+}
+_ADMIN_ERRORS = _ERRORS | {
+    403: {"description": "Signed in, but not an admin", "content": {"application/problem+json": {}}}
 }
 
 
@@ -75,7 +79,9 @@ async def charge_points(body: s.ChargeRequest, caller: CurrentUser, run: Run) ->
     )
 
 
-@router.post("/api/products", status_code=201, response_model=s.ProductCreated, responses=_ERRORS)
+@router.post(
+    "/api/products", status_code=201, response_model=s.ProductCreated, responses=_ADMIN_ERRORS
+)
 async def register_product(body: s.ProductCreate, caller: CurrentUser, run: Run) -> Any:
     """Register a product (admins only)."""
     command = catalog.RegisterProduct(
@@ -264,7 +270,7 @@ async def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
 
 
 @router.post(
-    "/api/admin/coupons", status_code=201, response_model=s.CouponCreated, responses=_ERRORS
+    "/api/admin/coupons", status_code=201, response_model=s.CouponCreated, responses=_ADMIN_ERRORS
 )
 async def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> Any:
     """Issue a coupon to a user (admins only)."""
