@@ -27,7 +27,9 @@ from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
 
-ADMIN_EMAIL = "admin@giftmarket.local"
+# An admin of these probes' own: the usual admin address may have been signed up by an
+# earlier test with another password.
+ADMIN_EMAIL = f"security-admin-{uuid.uuid4().hex[:12]}@probe.test"
 PASSWORD = "security-probe-password-1"
 PNG = b"\x89PNG\r\n\x1a\n" + b"voucher" * 100
 
@@ -135,7 +137,9 @@ def missing_id() -> str:
 @pytest.fixture(scope="module")
 def client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Client]:
     # No events queue: the client projects the outbox itself.
-    settings = make_settings(events_queue_url=None, replica_check_interval_seconds=0)
+    settings = make_settings(
+        events_queue_url=None, replica_check_interval_seconds=0, admin_emails=ADMIN_EMAIL
+    )
     fresh_read_models(settings)
     container: Container = bootstrap(settings)
     set_container(container)

@@ -11,6 +11,7 @@ import io
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -36,14 +37,17 @@ def logs(client: Client) -> Iterator[Captured]:
     handler = logging.StreamHandler(captured.buffer)
     handler.setLevel(logging.DEBUG)
     root = logging.getLogger()
-    swapped: list[tuple[logging.StreamHandler[io.TextIOWrapper], object]] = []
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
     attached: list[logging.Logger] = [root]
     for logger in [*logging.root.manager.loggerDict.values()]:
         if not isinstance(logger, logging.Logger):
             continue
         for existing in logger.handlers:
             if type(existing) is logging.StreamHandler:
-                swapped.append((existing, existing.setStream(captured.buffer)))
+                # Assigned, not setStream(): that flushes the old stream first, which may be
+                # an earlier test's capture, closed by now.
+                swapped.append((existing, existing.stream))
+                existing.stream = captured.buffer
         if not logger.propagate:
             attached.append(logger)
     assert swapped, "no Powertools stream handler found"
@@ -58,7 +62,7 @@ def logs(client: Client) -> Iterator[Captured]:
             logger.removeHandler(handler)
             logger.setLevel(levels[logger])
         for existing, stream in swapped:
-            existing.setStream(stream)  # type: ignore[arg-type]
+            existing.stream = stream
 
 
 def test_no_password_token_or_secret_is_logged(
