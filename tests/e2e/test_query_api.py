@@ -9,21 +9,15 @@ has its own e2e test (test_local_runner.py).
 
 from __future__ import annotations
 
-import json
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-from tests.conftest import fresh_read_models, outbox_envelopes, redis_stopped
+from tests.conftest import redis_stopped
+from tests.handler_client import HandlerClient, handler_client
 
-from giftmarket.adapters import tables
-from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.settings import Settings
-from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
 
 ADMIN_EMAIL = "admin@giftmarket.local"
@@ -31,43 +25,7 @@ PASSWORD = "password123"
 PNG = b"\x89PNG\r\n\x1a\n" + b"voucher" * 100
 
 
-@dataclass
-class Client:
-    invoker: LocalInvoker
-    stack: Stack
-    container: Container
-    projected_up_to: str
-
-    def project(self) -> None:
-        """Hand every outbox event since the last call to the projector (which may write
-        more: the welcome coupon), until there are none."""
-        database = self.container.database
-        while events := outbox_envelopes(database, tables.outbox.c.id > self.projected_up_to):
-            for envelope in events:
-                self.container.projector.handle(envelope)
-            self.projected_up_to = events[-1].outbox_id
-
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Reply:
-        headers = {"content-type": "application/json"}
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
-        data = b"" if body is None else json.dumps(body).encode()
-        return self.invoker.http(method, path, body=data, headers=headers)
-
-    def command(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        reply = self.call(method, path, body, token)
-        assert reply.status in (200, 201, 204), reply
-        return reply.body
-
-    def query(self, path: str, token: str | None = None) -> Any:
-        """Queries read the read models, or the replica: both get every command so far."""
-        self.project()
-        self.stack.wait_replica_caught_up()
-        reply = self.call("GET", path, token=token)
-        assert reply.status == 200, reply
-        assert reply.headers["content-type"] == "application/json"
-        return reply.body
-
+class Client(HandlerClient):
     def sign_up(self, email: str | None = None) -> tuple[str, str]:
         email = email or f"{uuid.uuid4().hex}@query-e2e.test"
         reply = self.call(
@@ -83,18 +41,8 @@ class Client:
 def client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Client]:
     # No events queue: the client projects the outbox itself.
     settings = make_settings(events_queue_url=None, replica_check_interval_seconds=0)
-    # These tests compare Redis with SQL: Redis first gets what earlier tests wrote to the
-    # database without projecting it.
-    fresh_read_models(settings)
-    container: Container = bootstrap(settings)
-    set_container(container)
-    with container.database.writer.connect() as conn:
-        start = conn.execute(select(func.max(tables.outbox.c.id))).scalar() or ""
-    try:
-        yield Client(LocalInvoker(), stack, container, start)
-    finally:
-        set_container(None)
-        container.close()
+    with handler_client(Client, settings, stack) as client:
+        yield client
 
 
 def upload(url: str, data: bytes) -> None:

@@ -8,23 +8,17 @@ owner can see is really in the read models when a stranger is refused it.
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-from tests.conftest import fresh_read_models, outbox_envelopes
+from tests.handler_client import HandlerClient, handler_client
 
-from giftmarket.adapters import tables
-from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.domain.ids import new_id
 from giftmarket.settings import Settings
-from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
 
 # An admin of these probes' own: the usual admin address may have been signed up by an
@@ -41,54 +35,7 @@ class User:
     email: str
 
 
-@dataclass
-class Client:
-    invoker: LocalInvoker
-    stack: Stack
-    container: Container
-    projected_up_to: str
-
-    def project(self) -> None:
-        """Hand every outbox event since the last call to the projector, until none."""
-        database = self.container.database
-        while events := outbox_envelopes(database, tables.outbox.c.id > self.projected_up_to):
-            for envelope in events:
-                self.container.projector.handle(envelope)
-            self.projected_up_to = events[-1].outbox_id
-
-    def settle(self) -> None:
-        """Read models and replica hold every command so far."""
-        self.project()
-        self.stack.wait_replica_caught_up()
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        token: str | None = None,
-        *,
-        authorization: str | None = None,
-    ) -> Reply:
-        headers = {"content-type": "application/json"}
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
-        if authorization is not None:
-            headers["authorization"] = authorization
-        data = b"" if body is None else json.dumps(body).encode()
-        return self.invoker.http(method, path, body=data, headers=headers)
-
-    def command(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        reply = self.call(method, path, body, token)
-        assert reply.status in (200, 201, 204), reply
-        return reply.body
-
-    def query(self, path: str, token: str | None = None) -> Any:
-        self.settle()
-        reply = self.call("GET", path, token=token)
-        assert reply.status == 200, reply
-        return reply.body
-
+class Client(HandlerClient):
     def sign_up(self, email: str | None = None) -> User:
         email = email or f"{uuid.uuid4().hex}@security.test"
         body = {"email": email, "password": PASSWORD, "nickname": "probe"}
@@ -140,16 +87,8 @@ def client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Cli
     settings = make_settings(
         events_queue_url=None, replica_check_interval_seconds=0, admin_emails=ADMIN_EMAIL
     )
-    fresh_read_models(settings)
-    container: Container = bootstrap(settings)
-    set_container(container)
-    with container.database.writer.connect() as conn:
-        start = conn.execute(select(func.max(tables.outbox.c.id))).scalar() or ""
-    try:
-        yield Client(LocalInvoker(), stack, container, start)
-    finally:
-        set_container(None)
-        container.close()
+    with handler_client(Client, settings, stack) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
