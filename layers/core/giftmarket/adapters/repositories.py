@@ -242,20 +242,23 @@ class _SqlRepository(Generic[A]):
         self._session.execute(self.mapper.insert, self.mapper.to_row(aggregate))
         self._tracker.track(self.mapper, aggregate)
 
-    def _one(
-        self, query: Select[Any], params: dict[str, object], *, lock: bool = False
-    ) -> A | None:
-        """The aggregate of the first row of `query` (which already carries its FOR UPDATE
-        when `lock`), from the identity map when this unit of work has seen it."""
-        row = self._session.execute(query, params).first()
-        if row is None:
-            return None
+    def _aggregate(self, row: Row[Any], *, lock: bool) -> A:
+        """The aggregate of `row` (read with FOR UPDATE when `lock`), from the identity map
+        when this unit of work has seen it."""
         if lock:
             self._tracker.check_fresh(self.mapper, row)
         known = self._tracker.lookup(self.mapper, row._mapping["id"])
         if known is not None:
             return known
-        return self._tracker.track(self.mapper, self.mapper.from_row(row))
+        return self._tracker.track(self.mapper, self.mapper.from_row(row), row._mapping)
+
+    def _one(
+        self, query: Select[Any], params: dict[str, object], *, lock: bool = False
+    ) -> A | None:
+        """The aggregate of the first row of `query` (which already carries its FOR UPDATE
+        when `lock`)."""
+        row = self._session.execute(query, params).first()
+        return None if row is None else self._aggregate(row, lock=lock)
 
     def get(self, aggregate_id: str, *, lock: bool = False) -> A | None:
         known = self._tracker.lookup(self.mapper, aggregate_id)
@@ -264,17 +267,9 @@ class _SqlRepository(Generic[A]):
         query = self.mapper.by_id_locked if lock else self.mapper.by_id
         return self._one(query, {"id": aggregate_id}, lock=lock)
 
-    def _all(self, query: Select[Any], params: dict[str, object]) -> list[A]:
-        """The aggregates of every row of a locking `query`, through the identity map."""
-        found: list[A] = []
-        for row in self._session.execute(query, params):
-            self._tracker.check_fresh(self.mapper, row)
-            known = self._tracker.lookup(self.mapper, row._mapping["id"])
-            aggregate = known or self._tracker.track(
-                self.mapper, self.mapper.from_row(row), row._mapping
-            )
-            found.append(aggregate)
-        return found
+    def _all(self, query: Select[Any], params: dict[str, object], *, lock: bool = True) -> list[A]:
+        """The aggregates of every row of `query` (a locking one unless `lock` is False)."""
+        return [self._aggregate(row, lock=lock) for row in self._session.execute(query, params)]
 
 
 def _mapper(cls: type[A], table: Table) -> Mapper[A]:
@@ -306,14 +301,8 @@ class SqlUserRepository(_SqlRepository[User], ports.UserRepository):
         return self._one(self._by_email, {"email": normalize_email(email)})
 
     def lock_many(self, user_ids: Sequence[str]) -> dict[str, User]:
-        found: dict[str, User] = {}
-        for row in self._session.execute(self._lock_many, {"ids": sorted(set(user_ids))}):
-            self._tracker.check_fresh(self.mapper, row)
-            user = self._tracker.lookup(self.mapper, row.id) or self._tracker.track(
-                self.mapper, self.mapper.from_row(row)
-            )
-            found[user.id] = user
-        return found
+        users = self._all(self._lock_many, {"ids": sorted(set(user_ids))})
+        return {user.id: user for user in users}
 
     _share_lock = (
         select(tables.users.c.id)
@@ -407,16 +396,9 @@ class SqlImageRepository(_SqlRepository[Image], ports.ImageRepository):
     def get_many(self, image_ids: Sequence[str], *, lock: bool = False) -> dict[str, Image]:
         if not image_ids:
             return {}
-        params: dict[str, object] = {"ids": sorted(set(image_ids))}
-        if lock:
-            return {image.id: image for image in self._all(self._many_locked, params)}
-        found: dict[str, Image] = {}
-        for row in self._session.execute(self._many, params):
-            image = self._tracker.lookup(self.mapper, row.id) or self._tracker.track(
-                self.mapper, self.mapper.from_row(row), row._mapping
-            )
-            found[image.id] = image
-        return found
+        query = self._many_locked if lock else self._many
+        images = self._all(query, {"ids": sorted(set(image_ids))}, lock=lock)
+        return {image.id: image for image in images}
 
     def usage(self, image_ids: Sequence[str]) -> dict[str, ImageUsage]:
         if not image_ids:
