@@ -90,9 +90,12 @@ def _lua(name: str) -> str:
     return resources.files("giftmarket.adapters").joinpath(f"lua/{name}.lua").read_text()
 
 
-def encode(ops: Sequence[Op]) -> str:
-    """Operations as the apply script takes them."""
-    return json.dumps(ops, separators=(",", ":"))
+def _apply_args(
+    target: str, batch: str, *, outbox_id: str | None = None, mode: str = ""
+) -> list[Any]:
+    """The apply script's ARGV (see its header): where, the operations' JSON, what to mark
+    seen and for how long, the tombstones' life, and the mode."""
+    return [target, batch, outbox_id or "", SEEN_TTL_SECONDS, TOMBSTONE_TTL_SECONDS, mode]
 
 
 def seen_key(outbox_id: str) -> str:
@@ -119,21 +122,17 @@ class ReadModels:
     def apply(self, ops: Sequence[Op], *, outbox_id: str | None = None) -> int:
         """Apply `ops` to the live generations (the current one and the one being built);
         remember `outbox_id` as projected. Returns how many generations were written."""
-        return int(self._apply(args=self._apply_args("live", ops, outbox_id)))
+        batch = json.dumps(ops, separators=(",", ":"))
+        return int(self._apply(args=_apply_args("live", batch, outbox_id=outbox_id)))
 
     def apply_bulk(self, generation: int, batches: Iterable[str]) -> None:
-        """Apply batches of operations, each `encode`d, to a generation being built, in one
+        """Apply batches of operations, each a JSON array, to a generation being built, in one
         pipeline (the rebuild). Products are indexed only by their own operations here, so
         the rebuild loads them after every ask and order."""
         pipe = self._redis.pipeline(transaction=False)
         for batch in batches:
-            self._apply(
-                args=[str(generation), batch, "", 0, TOMBSTONE_TTL_SECONDS, "bulk"], client=pipe
-            )
+            self._apply(args=_apply_args(str(generation), batch, mode="bulk"), client=pipe)
         pipe.execute()
-
-    def _apply_args(self, target: str, ops: Sequence[Op], outbox_id: str | None) -> list[Any]:
-        return [target, encode(ops), outbox_id or "", SEEN_TTL_SECONDS, TOMBSTONE_TTL_SECONDS, ""]
 
     # -- generations -------------------------------------------------------------------------
     def generation(self) -> int | None:
