@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 3000
 
-.PHONY: help setup run test lint unit bench stack-up stack-down stack-status clean
+.PHONY: help setup run test lint unit bench soak failover-drill stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ unit: setup ## only the tests that need no server
 bench: setup ## benchmarks on the test stack; figures, plots and report.md in bench-results/
 	@for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
 	@$(PY) tests/benchmarks/report.py
+
+soak: setup ## the reliability tests longer and bigger (GM_SOAK_SCALE, default 10)
+	@GM_SOAK_SCALE=$${GM_SOAK_SCALE:-10} $(PY) -m pytest tests/reliability
+
+failover-drill: setup ## crash the `run` stack's primary and promote its replica (see README)
+	@$(PY) -m giftmarket_local failover-drill --profile run
 
 stack-up: setup ## start the `run` stack without the API (for the giftmarket CLI)
 	@$(PY) -m giftmarket_local up --profile run

@@ -57,6 +57,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, level))
 
 
+FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Records what a test measured (the reliability suite's figures): printed in the test's
+    captured output and again in the session's summary."""
+
+    def record(text: str) -> None:
+        print(text)
+        request.config.stash.setdefault(FIGURES, []).append((request.node.nodeid, text))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    figures = config.stash.get(FIGURES, [])
+    if figures:
+        terminalreporter.section("figures measured")
+        for nodeid, text in figures:
+            terminalreporter.write_line(f"{nodeid.rsplit('::', 1)[-1]}: {text}")
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     test_stack = Stack(StackConfig.for_profile("test"))

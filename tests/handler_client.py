@@ -4,6 +4,9 @@ hand: the client the end-to-end and security tests drive the whole application w
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +72,57 @@ class HandlerClient:
         assert reply.status == 200, reply
         assert reply.headers["content-type"] == "application/json"
         return reply.body
+
+
+PASSWORD = "handler-client-password-1"
+PNG = b"\x89PNG\r\n\x1a\n" + b"voucher" * 100
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    token: str
+    email: str
+
+
+class MarketClient(HandlerClient):
+    """A HandlerClient that makes the market's parts: users, products, uploaded images."""
+
+    def sign_up(self, email: str | None = None) -> User:
+        email = email or f"{uuid.uuid4().hex}@client.test"
+        body = {"email": email, "password": PASSWORD, "nickname": "client"}
+        reply = self.call("POST", "/api/auth/signup", body)
+        if reply.status == 409:  # an admin, signed up earlier in the session
+            reply = self.call("POST", "/api/auth/login", {"email": email, "password": PASSWORD})
+        assert reply.status in (200, 201), reply
+        return User(reply.body["user_id"], reply.body["token"], email)
+
+    def new_product(self, admin: User, category: str | None = None) -> str:
+        body = {
+            "name": f"Gift {uuid.uuid4().hex[:10]}",
+            "brand": "Client Bakery",
+            "category": category or f"cat-{uuid.uuid4().hex[:8]}",
+            "face_value": 6000,
+        }
+        return str(self.command("POST", "/api/products", body, admin.token)["product_id"])
+
+    def uploaded_image(self, owner: User) -> str:
+        """An image slot, with its voucher PUT to the presigned URL (LocalStack S3)."""
+        slot = self.command("POST", "/api/images", {"content_type": "image/png"}, owner.token)
+        status, _ = http_put(slot["upload_url"], PNG, "image/png")
+        assert status == 200
+        return str(slot["image_id"])
+
+
+def http_put(url: str, data: bytes, content_type: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=data, method="PUT", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - LocalStack
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read()
 
 
 C = TypeVar("C", bound=HandlerClient)

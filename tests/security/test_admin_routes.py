@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.security.conftest import Client, User
+from tests.handler_client import User
+from tests.security.conftest import Client
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests.security.conftest import Client, User, missing_id
+from tests.handler_client import User
+from tests.security.conftest import Client, missing_id
 
 from giftmarket_local.invoke import Reply
 

@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pytest
-from tests.security.conftest import PNG, Client, User, http_put, missing_id
+from tests.handler_client import PNG, User, http_put
+from tests.security.conftest import Client, missing_id
 
 from giftmarket.adapters.images import (
     DOWNLOAD_URL_TTL_SECONDS,

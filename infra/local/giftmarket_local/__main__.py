@@ -1,4 +1,4 @@
-"""`python -m giftmarket_local up|down|status|env [--profile run|test]`."""
+"""`python -m giftmarket_local <command> [--profile run|test]`: see `--help`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from giftmarket_local.stack import Stack, StackConfig
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="giftmarket_local", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "env", "migrate", "run"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "env", "migrate", "run", "failover-drill"]
+    )
     parser.add_argument("--profile", default="run", choices=["run", "test"])
     parser.add_argument("--port", type=int, default=3000, help="runner port (run only)")
     args = parser.parse_args(argv)
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from giftmarket_local.migrations import upgrade
 
         upgrade(config)
+    elif args.command == "failover-drill":
+        from giftmarket_local.failover import failover_drill
+
+        failover_drill(stack)
     elif args.command == "run":
         from giftmarket_local.supervisor import run
 

@@ -146,6 +146,18 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL our process (a crash: no shutdown code runs) and wait until it is gone.
+        True if there was a process to kill."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        if not self._exited(pid, 10):
+            raise ProcessError(f"{self.name} (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     @staticmethod
     def _exited(pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

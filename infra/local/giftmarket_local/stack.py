@@ -356,33 +356,49 @@ class Stack:
         self.primary.install()
         self.replica.install()
         started = [p.name for p in (self.primary.process, self.replica.process) if p.start()]
-        c = self.config
-        repl = f"'{c.repl_user}'@'{c.host}'"
         # The replication account is created outside the binlog; everything after it is
         # replicated, so both servers end up with the same schema and application user.
+        self.create_replication_user()
+        self.start_replicating(gtid_slave_pos="")
+        c = self.config
+        self.primary.sql(
+            f"CREATE DATABASE IF NOT EXISTS `{c.db_name}` CHARACTER SET utf8mb4;"
+            + self.application_user_sql()
+        )
+        self.wait_replica_caught_up(timeout=30)
+        self._initialized_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        return started
+
+    def create_replication_user(self) -> None:
+        """The account the replica connects as, on the primary, outside the binlog."""
+        c = self.config
+        repl = f"'{c.repl_user}'@'{c.host}'"
         self.primary.sql(
             "SET sql_log_bin=0;"
             f"CREATE USER IF NOT EXISTS {repl} IDENTIFIED BY '{c.repl_password}';"
             f"GRANT REPLICATION SLAVE ON *.* TO {repl};"
             "SET sql_log_bin=1;"
         )
+
+    def start_replicating(self, *, gtid_slave_pos: str) -> None:
+        """Point the replica at the primary, from `gtid_slave_pos` on, and start it."""
+        c = self.config
         self.replica.sql(
-            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL gtid_slave_pos='';"
+            f"STOP SLAVE; RESET SLAVE ALL; SET GLOBAL gtid_slave_pos='{gtid_slave_pos}';"
             f"CHANGE MASTER TO MASTER_HOST='{c.host}', MASTER_PORT={c.primary_port},"
             f" MASTER_USER='{c.repl_user}', MASTER_PASSWORD='{c.repl_password}',"
             " MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;"
             "START SLAVE;"
         )
-        self.primary.sql(
-            f"CREATE DATABASE IF NOT EXISTS `{c.db_name}` CHARACTER SET utf8mb4;"
+
+    def application_user_sql(self) -> str:
+        c = self.config
+        return (
             f"CREATE USER IF NOT EXISTS '{c.db_user}'@'{c.host}' IDENTIFIED BY '{c.db_password}';"
             f"GRANT ALL PRIVILEGES ON `{c.db_name}`.* TO '{c.db_user}'@'{c.host}';"
             # Lets the application read its replica's lag (SHOW REPLICA STATUS).
             f"GRANT SLAVE MONITOR, REPLICATION CLIENT ON *.* TO '{c.db_user}'@'{c.host}';"
         )
-        self.wait_replica_caught_up(timeout=30)
-        self._initialized_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-        return started
 
     def _ensure_replicating(self) -> None:
         status = self.replica_status()

@@ -352,13 +352,17 @@ def test_the_scenario_made_over_a_thousand_events_of_every_kind(market: Market) 
 
 
 def test_events_delivered_twice_and_shuffled_equal_a_fresh_rebuild(
-    market: Market, rebuilt: ReadModels, projected: ReadModels
+    market: Market, rebuilt: ReadModels, projected: ReadModels, figure: Callable[[str], None]
 ) -> None:
     from_rebuild = dump(rebuilt, market.ids, market.category)
     from_events = dump(projected, market.ids, market.category)
     assert len(from_rebuild) > 300
     assert from_events.keys() == from_rebuild.keys()
     assert from_events == from_rebuild
+    figure(
+        f"{2 * len(market.events)} deliveries ({len(market.events)} events each twice, shuffled):"
+        f" {len(from_events)} read-model keys, 0 differing from a fresh rebuild"
+    )
 
 
 def answers(rm: ReadModels, market: Market, now: datetime) -> dict[str, Any]:

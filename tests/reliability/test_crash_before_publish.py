@@ -1,9 +1,10 @@
-"""A process killed between a command's commit and its publish loses no event: the relay sends
-what the dead process never did."""
+"""Worker processes killed between a command's commit and its publish lose no event: the relay
+sends what the dead processes never did."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import boto3
 from sqlalchemy import select
+from tests.reliability.load import soak
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import bootstrap
@@ -41,26 +43,44 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_events_committed_by_a_process_killed_before_publishing_are_relayed(
-    stack: Stack, make_settings: Callable[..., Settings]
+WORKERS = soak(4, cap=32)
+
+
+def test_events_committed_by_processes_killed_before_publishing_are_relayed(
+    stack: Stack, make_settings: Callable[..., Settings], figure: Callable[[str], None]
 ) -> None:
     sqs = boto3.client(
         "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
+    )
+    # Only this test's rows to relay: whatever earlier tests left unpublished is marked sent.
+    stack.primary.sql(
+        f"UPDATE `{stack.config.db_name}`.outbox SET published_at = UTC_TIMESTAMP(6)"
+        " WHERE published_at IS NULL"
     )
     queue_url = sqs.create_queue(
         QueueName=f"crash-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
     )["QueueUrl"]
     env = {**os.environ, **stack.config.app_env(), "EVENTS_QUEUE_URL": queue_url}
-    email = f"{uuid.uuid4().hex}@crash.io"
+    emails = [f"{uuid.uuid4().hex}@crash.io" for _ in range(WORKERS)]
 
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, email], env=env, capture_output=True, text=True, timeout=60
-    )
-
-    assert child.returncode == -9, child.stderr
-    assert "survived" not in child.stdout
-    committed = child.stdout.split()[1:]
-    assert committed, child.stdout
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, email],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for email in emails
+    ]
+    committed_by: dict[str, list[str]] = {}
+    for email, child in zip(emails, children, strict=True):
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == -signal.SIGKILL, err
+        assert "survived" not in out
+        committed_by[email] = out.split()[1:]
+        assert committed_by[email], out
+    committed = [outbox_id for ids in committed_by.values() for outbox_id in ids]
     container = bootstrap(make_settings(events_queue_url=queue_url))
     try:
         o = tables.outbox
@@ -73,7 +93,6 @@ def test_events_committed_by_a_process_killed_before_publishing_are_relayed(
         report = container.relay_outbox()
         assert report.published >= len(committed)
 
-        # The relay sends every unpublished row, other tests' leftovers too: read until ours.
         seen: dict[str, EventEnvelope] = {}
         deadline = time.monotonic() + 20
         while not set(committed) <= seen.keys() and time.monotonic() < deadline:
@@ -84,6 +103,12 @@ def test_events_committed_by_a_process_killed_before_publishing_are_relayed(
                 seen[envelope.outbox_id] = envelope
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         assert set(committed) <= seen.keys()
-        assert seen[committed[0]].payload["email"] == email
+        for email, ids in committed_by.items():
+            assert seen[ids[0]].payload["email"] == email
+        figure(
+            f"{WORKERS} workers SIGKILLed between commit and publish: {len(committed)} events"
+            f" committed unpublished, {len(set(committed) & seen.keys())} delivered after"
+            f" the relay ran, {len(set(committed) - seen.keys())} lost"
+        )
     finally:
         container.close()
