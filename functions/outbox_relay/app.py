@@ -10,7 +10,6 @@ that lost its data), it rebuilds them, so queries go back to Redis without an op
 
 from typing import Any
 
-import redis
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -23,6 +22,8 @@ logger = Logger(service="giftmarket-outbox-relay")
 @logger.inject_lambda_context(clear_state=True)
 @with_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from redis import RedisError  # not at import: the client comes with the read models
+
     container = get_container()
     report = container.relay_outbox()
     metrics.add_metric(name="OutboxPublished", unit=MetricUnit.Count, value=report.published)
@@ -31,7 +32,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     answer: dict[str, Any] = report.as_dict()
     try:
         rebuilt = container.ensure_read_models()
-    except redis.RedisError as exc:
+    except RedisError as exc:
         # Queries are answered by SQL meanwhile; the next run tries again.
         logger.warning("read models not checked: %s", exc)
         rebuilt = None

@@ -10,7 +10,7 @@ EventsRetried (records handed back to the queue: failed, or behind a failure in 
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     SqsFifoPartialProcessor,
@@ -20,11 +20,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from giftmarket.bootstrap import get_container
 from giftmarket.messages import EventEnvelope
-from giftmarket.observability import metrics, with_metrics
+from giftmarket.observability import metrics, with_metrics, with_tracing
 from giftmarket.projections.projector import projection_lag_ms
 
 logger = Logger(service="giftmarket-projector")
-tracer = Tracer(service="giftmarket-projector", patch_modules=["botocore", "pymysql"])
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
@@ -37,7 +36,7 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@with_tracing("giftmarket-projector")
 @with_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response: dict[str, Any] = process_partial_response(  # type: ignore[assignment]

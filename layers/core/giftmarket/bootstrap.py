@@ -1,8 +1,11 @@
 """The composition root: builds settings, engines and clients once per Lambda container.
 
-Nothing is built at import time. The first request asks for the container; each part is
-built the first time something needs it (a query never pays for the S3 client or the
-password hasher), and later requests in the same warm container reuse it. Tests build a
+Nothing is built at import time, nor imported: SQLAlchemy, redis, pydantic-settings and the
+command modules are imported by the parts that need them, when those are built (importing
+a handler is a cold start's cost: tests/benchmarks/bench_cold_start.py). The first request
+asks for the container; each part is built the first time something needs it (a query never
+pays for the S3 client or the password hasher), and later requests in the same warm
+container reuse it. Tests build a
 container with their own parts: `bootstrap(settings, database=..., images=...)`.
 """
 
@@ -14,26 +17,22 @@ from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from giftmarket.adapters.cache import build_redis
-from giftmarket.adapters.db import Database
-from giftmarket.commands.context import CommandContext, ImageStore, PasswordHasher
-from giftmarket.commands.executor import CommandExecutor
-from giftmarket.commands.ports import UnitOfWork
-from giftmarket.domain.ids import new_id
-from giftmarket.settings import Settings
-
 if TYPE_CHECKING:
+    import redis
     from mypy_boto3_sqs import SQSClient
 
+    from giftmarket.adapters.db import Database
     from giftmarket.adapters.publisher import Publisher, RelayReport
     from giftmarket.adapters.read_models import ReadModels
+    from giftmarket.commands.context import CommandContext, ImageStore, PasswordHasher
+    from giftmarket.commands.executor import CommandExecutor
+    from giftmarket.commands.ports import UnitOfWork
     from giftmarket.jobs.images import CleanupReport
     from giftmarket.jobs.settlement import SettlementReport
     from giftmarket.projections.projector import Projector
     from giftmarket.projections.rebuild import Progress, RebuildReport
     from giftmarket.queries.reads import Reads
+    from giftmarket.settings import Settings
 
 
 class Container:
@@ -46,10 +45,14 @@ class Container:
 
     @cached_property
     def database(self) -> Database:
+        from giftmarket.adapters.db import Database
+
         return Database.from_settings(self.settings)
 
     @cached_property
     def redis(self) -> redis.Redis:
+        from giftmarket.adapters.cache import build_redis
+
         return build_redis(self.settings)
 
     @cached_property
@@ -113,6 +116,9 @@ class Container:
 
     @cached_property
     def command_context(self) -> CommandContext:
+        from giftmarket.commands.context import CommandContext
+        from giftmarket.domain.ids import new_id
+
         return CommandContext(
             ids=new_id,
             passwords=self.passwords,
@@ -123,6 +129,8 @@ class Container:
 
     @cached_property
     def command_executor(self) -> CommandExecutor:
+        from giftmarket.commands.executor import CommandExecutor
+
         return CommandExecutor(
             self.unit_of_work,
             self.command_context,
@@ -172,6 +180,7 @@ class Container:
     def clean_images(self, as_of: datetime | None = None, dry_run: bool = False) -> CleanupReport:
         """The orphaned-image cleanup as of `as_of` (default now): the scheduled function
         and `giftmarket jobs clean-images` both come here."""
+        from giftmarket.commands.executor import CommandExecutor
         from giftmarket.jobs.images import ImageJanitor, ImageObjects
 
         if not isinstance(self.images, ImageObjects):
@@ -185,7 +194,7 @@ class Container:
 
     def rebuild_read_models(self, progress: Progress | None = None) -> RebuildReport:
         """Every read model rebuilt from the database into a new generation, switched in."""
-        from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS
+        from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS, build_redis
         from giftmarket.adapters.read_models import ReadModels
         from giftmarket.projections.rebuild import rebuild
 
@@ -232,6 +241,8 @@ _container: Container | None = None
 
 def bootstrap(settings: Settings | None = None, **parts: Any) -> Container:
     """A container from the given parts, the rest built from settings when first needed."""
+    from giftmarket.settings import Settings
+
     return Container(settings or Settings(), **parts)
 
 

@@ -1,13 +1,15 @@
-"""The process's Powertools metrics, shared by the handler wrapper and the HTTP layer."""
+"""The process's Powertools metrics, shared by the handler wrapper and the HTTP layer, and
+the handlers' tracing."""
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Metrics
+from aws_lambda_powertools import Metrics, Tracer
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -37,3 +39,39 @@ def with_metrics(handler: H) -> H:
                 metrics.clear_metrics()
 
     return wrapper  # type: ignore[return-value]
+
+
+# Only the libraries the functions use are patched: each patch costs cold-start time.
+TRACED_MODULES = ("botocore", "pymysql")
+
+
+def with_tracing(
+    service: str, *, patch_modules: Sequence[str] = TRACED_MODULES
+) -> Callable[[H], H]:
+    """Powertools' `Tracer(service, patch_modules).capture_lambda_handler(capture_response=
+    False)`, with the Tracer built when the first invocation arrives instead of at import.
+
+    Building a Tracer imports the X-Ray SDK (and botocore with it) even when tracing is
+    disabled: about 0.3 s of the HTTP handlers' import (bench_cold_start.py). The modules it
+    patches are only called within invocations (clients and connections are made there,
+    never at import), so patching just before the first one traces the same calls. With
+    tracing on, the SDK's import moves to the first invocation; it is not saved."""
+
+    def decorate(handler: H) -> H:
+        lock = threading.Lock()
+        traced: list[Callable[..., Any]] = []
+
+        def build() -> Callable[..., Any]:
+            with lock:
+                if not traced:
+                    tracer = Tracer(service=service, patch_modules=list(patch_modules))
+                    traced.append(tracer.capture_lambda_handler(capture_response=False)(handler))
+            return traced[0]
+
+        @functools.wraps(handler)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return (traced[0] if traced else build())(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

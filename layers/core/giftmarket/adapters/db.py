@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from giftmarket.adapters.errors import DatabaseUnavailable as DatabaseUnavailable
 from giftmarket.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,6 @@ T = TypeVar("T")
 # --read-only) and 1836 (read-only mode) are what a connection opened before a failover
 # gets from the demoted primary, and would otherwise be handed out again and again.
 FAILOVER_ERROR_CODES = frozenset({1290, 1836, 2006, 2013})
-
-
-class DatabaseUnavailable(Exception):
-    """The database a request needs cannot be reached; the caller should retry later."""
-
-    def __init__(self, role: str, reason: str) -> None:
-        super().__init__(f"{role} database unavailable: {reason}")
-        self.role = role
-        self.reason = reason
 
 
 def mysql_error_code(exc: BaseException) -> int | None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import jwt
 from fastapi import Depends, Header
 
 from giftmarket.http.deps import ContainerDep
@@ -34,11 +33,15 @@ class TokenService:
     ttl: timedelta
 
     def issue(self, user_id: str, now: datetime | None = None) -> str:
+        import jwt  # PyJWT (and cryptography with it) only when a token is issued or read
+
         issued = now or datetime.now(UTC)
         claims = {"sub": user_id, "iss": ISSUER, "iat": issued, "exp": issued + self.ttl}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def subject(self, token: str) -> str:
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,

@@ -16,7 +16,7 @@ from giftmarket.domain.ids import is_ulid
 from giftmarket.http import schemas as s
 from giftmarket.http.auth import CurrentUser, Tokens
 from giftmarket.http.command_runner import Run
-from giftmarket.http.problems import install_problem_handlers
+from giftmarket.http.problems import ProblemApp, install_problem_handlers
 
 router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -287,7 +287,7 @@ async def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> A
 
 
 def create_command_app() -> FastAPI:
-    app = FastAPI(
+    app = ProblemApp(
         # API Gateway routes exact paths; a redirect to a slash-less URL (built from Mangum's
         # placeholder host) would be wrong, so a trailing slash is simply not found.
         redirect_slashes=False,

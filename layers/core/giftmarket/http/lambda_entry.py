@@ -9,13 +9,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
 from fastapi import FastAPI
 from mangum import Mangum
 from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
 
-from giftmarket.observability import with_metrics
+from giftmarket.observability import with_metrics, with_tracing
 
 # Mangum and Powertools each type the context object; the runtime passes one object to both.
 # A request that records no metric of its own (a health check) is normal, not a warning.
@@ -26,8 +26,6 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
     logger = Logger(service=service)
-    # Only the libraries the functions use are patched: each patch costs cold-start time.
-    tracer = Tracer(service=service, patch_modules=["botocore", "pymysql"])
     # The metrics' service dimension comes from POWERTOOLS_SERVICE_NAME, set per function.
     # Problem details are text too: without this Mangum would base64-encode every error body.
     asgi = Mangum(
@@ -37,7 +35,7 @@ def lambda_handler(app: FastAPI, *, service: str) -> LambdaHandler:
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
     )
-    @tracer.capture_lambda_handler(capture_response=False)
+    @with_tracing(service)
     @with_metrics
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         response: dict[str, Any] = asgi(event, context)

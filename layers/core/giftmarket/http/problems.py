@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
-from giftmarket.adapters.db import DatabaseUnavailable
+from giftmarket.adapters.errors import DatabaseUnavailable
 from giftmarket.commands.context import InvalidCredentials, Unauthenticated
 from giftmarket.commands.executor import CommandContention
 from giftmarket.commands.ports import IdempotencyKeyReused
@@ -174,11 +174,26 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal_error", "An unexpected error occurred.")
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+class ProblemApp(FastAPI):
+    """A FastAPI app answering its errors with problem details (`install_problem_handlers`).
+
+    Redis errors get their answer (503 cache_unavailable) when the app builds its middleware
+    on its first request, not when it is made: their class is redis's, and importing redis
+    at import time would be a cold-start cost even of the command API, which never uses it.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        from redis import RedisError
+
+        self.add_exception_handler(RedisError, _cache_unavailable)
+        return super().build_middleware_stack()
+
+
+def install_problem_handlers(app: ProblemApp) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
-    app.add_exception_handler(redis.RedisError, _cache_unavailable)
+    # redis.RedisError → _cache_unavailable: ProblemApp.build_middleware_stack
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(InvalidIdempotencyKey, _invalid_idempotency_key)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from giftmarket.http import query_routes
 from giftmarket.http.deps import ContainerDep
-from giftmarket.http.problems import RETRY_AFTER_SECONDS, install_problem_handlers
+from giftmarket.http.problems import RETRY_AFTER_SECONDS, ProblemApp, install_problem_handlers
 from giftmarket.queries.health import system_health
 
 router = APIRouter()
@@ -34,7 +34,7 @@ async def health(container: ContainerDep, response: Response) -> dict[str, objec
 
 
 def create_query_app() -> FastAPI:
-    app = FastAPI(
+    app = ProblemApp(
         # API Gateway routes exact paths; a redirect to a slash-less URL (built from Mangum's
         # placeholder host) would be wrong, so a trailing slash is simply not found.
         redirect_slashes=False,

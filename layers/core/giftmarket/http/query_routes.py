@@ -5,6 +5,10 @@ the same answer by SQL (`queries.views`) on the replica when Redis cannot give i
 the primary when the caller's consistency token is not projected yet. Both return the
 response's JSON already; the models here describe it for OpenAPI and keep it to the
 documented fields.
+
+Each route imports those two modules itself, when first called: they bring SQLAlchemy and
+redis, which importing the handler (a cold start) need not pay for; the parameters' types
+come from `queries.params`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import redis
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
@@ -23,7 +26,7 @@ from giftmarket.consistency import ConsistencyToken
 from giftmarket.domain.errors import NotFound
 from giftmarket.http.auth import Caller, CurrentUser, Tokens, authenticate
 from giftmarket.http.deps import ContainerDep
-from giftmarket.queries import cached, views
+from giftmarket.queries import params
 
 
 async def consistency_token(
@@ -265,16 +268,18 @@ async def list_products(
     container: ContainerDep,
     token: Consistency,
     category: Category = None,
-    sort: Annotated[views.ProductSort, Query(description="Order of the list.")] = "popular",
+    sort: Annotated[params.ProductSort, Query(description="Order of the list.")] = "popular",
     cursor: Cursor = None,
     limit: Limit = 20,
 ) -> Any:
     """Products, most liked, newest or cheapest first, a page at a time."""
+    from giftmarket.queries import cached, views
+
     after = None
     if cursor:
         try:
-            after = views.decode_cursor(cursor)
-        except views.InvalidCursor as exc:
+            after = params.decode_cursor(cursor)
+        except params.InvalidCursor as exc:
             raise _invalid_query("cursor", str(exc)) from exc
         if after.sort != sort:
             raise _invalid_query("cursor", "The cursor belongs to another sort order.")
@@ -291,7 +296,9 @@ async def list_products(
 @router.get("/api/products/{product_id}", response_model=ProductDetailPublic, responses=_ERRORS)
 async def product_detail(product_id: str, container: ContainerDep, token: Consistency) -> Any:
     """One product with its quotes, order count and the newest trades."""
-    if not views.is_entity_id(product_id):
+    from giftmarket.queries import cached, views
+
+    if not params.is_entity_id(product_id):
         raise NotFound("product")
     answer = container.reads.answer(
         read_model=lambda: cached.product_detail(container.read_models, product_id),
@@ -305,10 +312,12 @@ async def product_detail(product_id: str, container: ContainerDep, token: Consis
 async def rankings(
     container: ContainerDep,
     token: Consistency,
-    by: Annotated[views.RankingBy, Query(description="Rank by likes or by orders.")] = "likes",
+    by: Annotated[params.RankingBy, Query(description="Rank by likes or by orders.")] = "likes",
     limit: Limit = 20,
 ) -> Any:
     """Products ranked by like count or by order count."""
+    from giftmarket.queries import cached, views
+
     return container.reads.answer(
         read_model=lambda: cached.rankings(container.read_models, by=by, limit=limit),
         sql=lambda s: views.rankings(s, by=by, limit=limit),
@@ -322,11 +331,15 @@ async def search(
 ) -> Any:
     """Products whose name or brand contains `q`, most liked first. A token is optional (and
     checked if sent): a signed-in caller's search goes into their search history."""
+    from redis import RedisError
+
+    from giftmarket.queries import views
+
     answer = container.database.run_query(lambda s: views.search(s, q, limit=limit))
     if caller is not None:
         try:
             container.read_models.record_search(caller.user_id, q, datetime.now(UTC))
-        except redis.RedisError as exc:
+        except RedisError as exc:
             # The search itself is answered; only its place in the history is lost.
             log.warning("search history not recorded: %s", exc)
     return answer
@@ -341,6 +354,8 @@ async def search_history(caller: CurrentUser, container: ContainerDep) -> Any:
 @router.get("/api/me", response_model=UserPublic, responses=_ERRORS)
 async def me(caller: CurrentUser, container: ContainerDep, token: Consistency) -> Any:
     """The caller's profile and balances (send X-Consistency-Token to read your writes)."""
+    from giftmarket.queries import views
+
     answer = container.reads.answer(
         read_model=lambda: container.read_models.user(caller.user_id),
         sql=lambda s: views.me(s, caller.user_id),
@@ -354,13 +369,15 @@ HistoryLimit = Annotated[int, Query(ge=1, le=100, description="How many items, 1
 
 @router.get("/api/buy/history/{state}", response_model=BuyHistoryPublic, responses=_ERRORS)
 async def buy_history(
-    state: views.HistoryState,
+    state: params.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
     token: Consistency,
     limit: HistoryLimit = 50,
 ) -> Any:
     """The caller's open buy bids (bidding) or purchases (in_progress, done), newest first."""
+    from giftmarket.queries import cached, views
+
     return container.reads.answer(
         read_model=lambda: cached.buy_history(
             container.read_models, caller.user_id, state, limit=limit
@@ -372,13 +389,15 @@ async def buy_history(
 
 @router.get("/api/sell/history/{state}", response_model=SellHistoryPublic, responses=_ERRORS)
 async def sell_history(
-    state: views.HistoryState,
+    state: params.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
     token: Consistency,
     limit: HistoryLimit = 50,
 ) -> Any:
     """The caller's open asks (bidding) or sales (in_progress, done), newest first."""
+    from giftmarket.queries import cached, views
+
     return container.reads.answer(
         read_model=lambda: cached.sell_history(
             container.read_models, caller.user_id, state, limit=limit
@@ -398,7 +417,9 @@ async def order_detail(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
     """One order, for its buyer or seller; anyone else gets 404."""
-    if not views.is_entity_id(order_id):
+    from giftmarket.queries import cached, views
+
+    if not params.is_entity_id(order_id):
         raise NotFound("order")
     answer = container.reads.answer(
         read_model=lambda: cached.order_detail(container.read_models, order_id, caller.user_id),
@@ -413,7 +434,9 @@ async def order_gifticon(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
     """A short-lived download link for the order's voucher image, for its buyer or seller."""
-    if not views.is_entity_id(order_id):
+    from giftmarket.queries import cached, views
+
+    if not params.is_entity_id(order_id):
         raise NotFound("order")
     key = container.reads.answer(
         read_model=lambda: cached.order_gifticon_key(
@@ -432,6 +455,8 @@ async def my_coupons(
     caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
 ) -> Any:
     """The caller's coupons, newest first; expired ones say EXPIRED."""
+    from giftmarket.queries import cached, views
+
     return container.reads.answer(
         read_model=lambda: cached.my_coupons(container.read_models, caller.user_id, limit=limit),
         sql=lambda s: views.my_coupons(s, caller.user_id, limit=limit),
@@ -444,6 +469,8 @@ async def my_settlements(
     caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
 ) -> Any:
     """The caller's daily settlements, newest business date first."""
+    from giftmarket.queries import cached, views
+
     return container.reads.answer(
         read_model=lambda: cached.my_settlements(
             container.read_models, caller.user_id, limit=limit

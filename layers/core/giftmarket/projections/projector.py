@@ -12,14 +12,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from giftmarket.adapters.read_models import ReadModels
-from giftmarket.commands import accounts
-from giftmarket.commands.executor import CommandExecutor
 from giftmarket.messages import EventEnvelope
 from giftmarket.projections import ops
 from giftmarket.projections.ops import Op
+
+if TYPE_CHECKING:
+    # Not at import: the projector function imports this module for `projection_lag_ms`,
+    # and redis comes with the read models when its container builds them.
+    from giftmarket.adapters.read_models import ReadModels
+    from giftmarket.commands.executor import CommandExecutor
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class Projector:
         # Not part of signup itself, so signup can never fail because of it; issued here,
         # once (the coupon's issue key makes redeliveries no-ops), retried with the message
         # on error.
+        from giftmarket.commands import accounts
+
         command = accounts.IssueWelcomeCoupon(user_id)
         coupon_id, _ = self.commands.execute(
             lambda uow, ctx: accounts.issue_welcome_coupon(uow, command, ctx)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
-from giftmarket.adapters.cache import ping
-from giftmarket.adapters.db import Database
+    from giftmarket.adapters.db import Database
 
 
 def system_health(database: Database, cache: redis.Redis) -> dict[str, Any]:
+    from giftmarket.adapters.cache import ping  # with redis: not at the query API's import
+
     primary = database.ping_primary()
     if database.monitor is None:
         replica, lag = "not configured (queries read the primary)", None
