@@ -20,7 +20,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 from moto import mock_aws
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Engine, delete, select, text
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
@@ -135,6 +135,20 @@ def outbox_envelopes(database: Database, *where: ColumnElement[bool]) -> list[Ev
     with database.writer.connect() as conn:
         rows = conn.execute(select(o).where(*where).order_by(o.c.id)).all()
     return [EventEnvelope.from_outbox_row(row) for row in rows]
+
+
+@contextmanager
+def outbox_of_its_own(database: Database, aggregate_type: str) -> Iterator[Engine]:
+    """The writer, with every row earlier tests left unpublished marked published (so a
+    relay sends only the caller's rows), and the rows of `aggregate_type` the caller wrote
+    deleted afterwards."""
+    with database.writer.begin() as conn:
+        conn.execute(
+            text("UPDATE outbox SET published_at = UTC_TIMESTAMP(6) WHERE published_at IS NULL")
+        )
+    yield database.writer
+    with database.writer.begin() as conn:
+        conn.execute(delete(tables.outbox).where(tables.outbox.c.aggregate_type == aggregate_type))
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:

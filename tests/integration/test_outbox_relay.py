@@ -25,7 +25,8 @@ from typing import Any
 
 import boto3
 import pytest
-from sqlalchemy import Engine, delete, insert, select, text
+from sqlalchemy import Engine, insert, select
+from tests.conftest import outbox_of_its_own
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.publisher import (
@@ -86,13 +87,8 @@ def queue_url(make_queue: Callable[..., str]) -> str:
 
 @pytest.fixture
 def engine(database: Database) -> Iterator[Engine]:
-    with database.writer.begin() as conn:
-        conn.execute(
-            text("UPDATE outbox SET published_at = UTC_TIMESTAMP(6) WHERE published_at IS NULL")
-        )
-    yield database.writer
-    with database.writer.begin() as conn:
-        conn.execute(delete(outbox).where(outbox.c.aggregate_type == TEST_AGGREGATE))
+    with outbox_of_its_own(database, TEST_AGGREGATE) as writer:
+        yield writer
 
 
 @pytest.fixture

@@ -6,15 +6,18 @@ what SQS would receive.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
-from giftmarket.adapters.publisher import SqsPublisher, build_sqs_client
+from giftmarket.adapters.publisher import SqsPublisher, build_sqs_client, by_lane
 from giftmarket.bootstrap import Container
 from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
@@ -149,3 +152,50 @@ def test_the_fast_path_does_nothing_without_a_queue() -> None:
 
     container = Container(Settings(events_queue_url=None), database=NoDatabase())
     container.publish_committed(("01J00000000000000000000001",))
+
+
+def test_lanes_keep_each_group_in_one_lane_in_its_order() -> None:
+    entries: list[Any] = [
+        {"Id": f"E{n:03}", "MessageGroupId": f"product:P{n % 7}"} for n in range(100)
+    ]
+
+    lanes = by_lane(entries, 4)
+
+    assert len(lanes) <= 4
+    assert sorted(e["Id"] for lane in lanes for e in lane) == [e["Id"] for e in entries]
+    for lane in lanes:
+        assert [e["Id"] for e in lane] == sorted(e["Id"] for e in lane)  # the given order
+    groups = [{e["MessageGroupId"] for e in lane} for lane in lanes]
+    assert all(a.isdisjoint(b) for n, a in enumerate(groups) for b in groups[n + 1 :])
+
+
+def test_lanes_send_side_by_side_and_every_event_is_accepted(client: Any) -> None:
+    in_flight = most = 0
+    lock = threading.Lock()
+    current = threading.local()
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        current.entries = params["Entries"]
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        # Answers the call in place of SQS (a before-call handler's return is the response),
+        # after a round trip's pause, counting the calls in flight meanwhile.
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.02)
+        with lock:
+            in_flight -= 1
+        ok = [{"Id": e["Id"], "MessageId": "m", "MD5OfMessageBody": "x"} for e in current.entries]
+        return SimpleNamespace(status_code=200), {"Successful": ok, "Failed": []}
+
+    client.meta.events.register("before-parameter-build.sqs.SendMessageBatch", record)
+    client.meta.events.register("before-call.sqs.SendMessageBatch", answer)
+    events = [envelope(n, group=f"product:P{n % 16}") for n in range(200)]
+    publisher = SqsPublisher(client, QUEUE_URL, lanes=4)
+    try:
+        assert publisher.send(events) == {e.outbox_id for e in events}
+    finally:
+        publisher.close()
+    assert 1 < most <= 4

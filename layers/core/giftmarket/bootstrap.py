@@ -66,7 +66,11 @@ class Container:
     def sqs(self) -> SQSClient:
         from giftmarket.adapters.publisher import build_sqs_client
 
-        return build_sqs_client(self.settings.aws_region, self.settings.aws_endpoint_url)
+        return build_sqs_client(
+            self.settings.aws_region,
+            self.settings.aws_endpoint_url,
+            connections=self.settings.outbox_relay_lanes,
+        )
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -74,7 +78,9 @@ class Container:
 
         if not self.settings.events_queue_url:
             raise RuntimeError("EVENTS_QUEUE_URL is not set: there is no queue to publish to")
-        return SqsPublisher(self.sqs, self.settings.events_queue_url)
+        return SqsPublisher(
+            self.sqs, self.settings.events_queue_url, lanes=self.settings.outbox_relay_lanes
+        )
 
     def publish_committed(self, outbox_ids: Sequence[str]) -> None:
         """Publish a command's events right after its commit (the fast path). Failures are
@@ -229,6 +235,8 @@ class Container:
             self.database.dispose()
         if "redis" in self.__dict__:
             self.redis.close()
+        if "publisher" in self.__dict__:
+            self.publisher.close()
         if "sqs" in self.__dict__:
             self.sqs.close()
         if "images" in self.__dict__:

@@ -90,7 +90,11 @@ class Settings(BaseSettings):
     events_dlq_url: str | None = None
     # One relay run claims this many outbox rows per transaction, for at most this many
     # batches; what is left waits for the next run (every minute) or a concurrent one.
-    outbox_relay_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Rows a relay claims at a time, and the SendMessageBatch calls in flight for them
+    # (SqsPublisher's lanes, by message group): 1000 rows are 100 calls, over 32 lanes 4
+    # round trips (bench_relay.py: 3.4k events/s against a 20 ms stand-in, 390 on 1 lane).
+    outbox_relay_batch_size: int = Field(default=1000, ge=1, le=1000)
+    outbox_relay_lanes: int = Field(default=32, ge=1, le=64)
     outbox_relay_max_batches: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
