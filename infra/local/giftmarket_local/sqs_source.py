@@ -1,9 +1,10 @@
 """An SQS event source mapping, locally: LocalStack queue → the function's handler.
 
-As Lambda's mapping does, it long-polls the queue, hands the handler an SQS event of up to
-ten records, and, with ReportBatchItemFailures, deletes only the records the handler did
-not list as failed; the failed ones reappear after the visibility timeout and, past the
-queue's maxReceiveCount, move to the dead-letter queue.
+As Lambda's mapping does, it polls the queue (short polls 20 ms apart while it is idle, not
+long polls: see SqsEventSource), hands the handler an SQS event of up to ten records, and,
+with ReportBatchItemFailures, deletes only the records the handler did not list as failed;
+the failed ones reappear after the visibility timeout and, past the queue's
+maxReceiveCount, move to the dead-letter queue.
 """
 
 from __future__ import annotations
