@@ -1,13 +1,14 @@
-"""Read models against SQL on 10^5 orders: rebuild throughput, Redis memory, query latency.
+"""Read models against SQL: rebuild, Redis memory, query latency at 10^5 (and 10^4, 10^6) orders.
 
-A marketplace is seeded behind the application's back, by multi-row INSERTs on the primary
-(chunks of 5000): 10^4 users, 10^3 products in 20 categories with likes, 2x10^4 open asks
-and 2x10^4 open buy bids, 10^5 orders (PAID, COMPLETED and SETTLED; buy-now ones each with
-their matched ask and its voucher image, some paid partly with a coupon; sell-now ones with
-their matched buy bid and the seller's image), the settlements of the SETTLED ones, a few
-coupons per user and the double-entry ledger of all of it, so balances equal their
-postings. Times are consistent (72-hour auto-completion, settlement at 00:10 KST) and ids
-are ULIDs of their rows' creation times. Then, on the same process:
+A marketplace is seeded behind the application's back, by LOAD DATA LOCAL INFILE on the
+primary (files of 200 000 rows, unique and foreign key checks off): 10^4 users, 10^3
+products in 20 categories with likes, 2x10^4 open asks and 2x10^4 open buy bids, 10^5
+orders (PAID, COMPLETED and SETTLED; buy-now ones each with their matched ask and its
+voucher image, some paid partly with a coupon; sell-now ones with their matched buy bid
+and the seller's image), the settlements of the SETTLED ones, a few coupons per user and
+the double-entry ledger of all of it, so balances equal their postings. Times are
+consistent (72-hour auto-completion, settlement at 00:10 KST) and ids are ULIDs of their
+rows' creation times. Then, on the same process:
 
 1. `container.rebuild_read_models()` loads all of it into Redis: rows/s (goal 50 000), and
    where the time goes: SQL streaming alone (the database builds each row's operation
@@ -22,10 +23,20 @@ are ULIDs of their rows' creation times. Then, on the same process:
    SQL view) beside them. All four interleaved in random order per request, after
    warm-up, on entities drawn beforehand; every drawn entity's answers are compared first
    (both handlers' bodies byte for byte, both raw answers as values).
+4. Latency against data size (--sizes, 10^4, 10^5 and 10^6 orders by default, the marketplace
+   scaled with them): for each size in turn an empty schema, the seed, one rebuild, the
+   same verification, then the handler from the read models against the handler by SQL
+   (--size-samples per store; at most --route-budget seconds of timed requests per route,
+   as SQL slows with the data). The main size's figures (--orders) are those of 3. Goals:
+   read-model p99 <= 2 ms at every size and flat (p99 at the largest size over the
+   smallest's <= 1.5), SQL/read model >= 20x at 10^5. At 10^6 the seed takes ~6 GB in this
+   process while it is built, Redis ~1.6 GB.
 
-Writes bench-results/read_models.{json,png}.
+Writes bench-results/read_models.{json,png} and read_models_by_size.png ("by_size" and
+"by_size_goals" in the JSON).
 
-Run: make bench   (or .venv/bin/python tests/benchmarks/bench_read_models.py --orders 10000)
+Run: make bench   (or .venv/bin/python tests/benchmarks/bench_read_models.py --orders 10000
+--sizes 10000 for the main measurement alone)
 """
 
 from __future__ import annotations
@@ -35,10 +46,13 @@ import cProfile
 import gc
 import itertools
 import json
+import operator
 import os
 import pstats
 import random
+import re
 import statistics
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -49,8 +63,9 @@ from typing import Any
 
 import redis
 from benchcommon import OUT, bench_settings, bench_stack, percentile, pyplot, write_result
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS, build_redis
@@ -61,16 +76,20 @@ from giftmarket.http.auth import TokenService
 from giftmarket.projections.rebuild import SOURCES, RebuildReport, batch_of
 from giftmarket.queries import cached, views
 from giftmarket_local.invoke import LocalInvoker, Reply
+from giftmarket_local.migrations import reset
 from giftmarket_local.runner import route_request
 from giftmarket_local.stack import Stack
 
 GOAL_ROWS_PER_SECOND = 50_000
 GOAL_RATIO = 20.0  # SQL / read model, product detail and history
 GOAL_HANDLER_P99_MS = 2.0
-CHUNK = 5000
+LOAD_CHUNK = 200_000  # rows per LOAD DATA file
 MEMORY_SAMPLE = 200
 # As the rebuild does (rebuild.py's defaults): rows per script call, calls per pipeline.
 BATCH_ROWS, PIPELINE_BATCHES = 500, 16
+# Across data sizes: the read-model handler's p99 at the largest size over the smallest's.
+GOAL_FLATNESS = 1.5
+MIN_SAMPLES = 300  # timed requests per route however slow SQL gets (see --route-budget)
 
 EPOCH = datetime(1970, 1, 1)
 MICROSECOND, MILLISECOND = timedelta(microseconds=1), timedelta(milliseconds=1)
@@ -570,15 +589,93 @@ class Seeder:
             )
 
     def insert(self, writer: Engine) -> dict[str, float]:
+        """Table by table, by LOAD DATA LOCAL INFILE of tab-separated files of LOAD_CHUNK
+        rows in primary key order, on a session with unique and foreign key checks off (the
+        rows are consistent by construction), the secondary indexes no foreign key needs
+        dropped before and built again after (sorted: with the stack's 256 MB buffer pool,
+        maintaining them row by row makes 10^6 orders several times slower). Replicated as
+        any write is; each table's definition is checked to be unchanged afterwards."""
         seconds: dict[str, float] = {}
-        for table in INSERT_ORDER:
-            began = time.perf_counter()
-            rows = self.rows[table.name]
-            with writer.begin() as conn:
-                for start in range(0, len(rows), CHUNK):
-                    conn.execute(insert(table), rows[start : start + CHUNK])
-            seconds[table.name] = round(time.perf_counter() - began, 2)
+        engine = create_engine(writer.url, poolclass=NullPool, connect_args={"local_infile": True})
+        try:
+            with tempfile.TemporaryDirectory(prefix="gm-seed-") as folder, engine.connect() as conn:
+                raw: Any = conn.connection.dbapi_connection
+                cursor = raw.cursor()
+                cursor.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
+                path = f"{folder}/rows.tsv"
+                for table in INSERT_ORDER:
+                    began = time.perf_counter()
+                    rows = self.rows[table.name]
+                    if not rows:
+                        continue
+                    columns = list(rows[0])
+                    if "id" in columns:
+                        rows = sorted(rows, key=operator.itemgetter("id"))
+                    definition = show_create_table(cursor, table.name)
+                    deferred = deferrable_indexes(definition)
+                    if deferred:
+                        drops = ", ".join(f"DROP INDEX `{name}`" for name in deferred)
+                        cursor.execute(f"ALTER TABLE {table.name} {drops}")
+                    for start in range(0, len(rows), LOAD_CHUNK):
+                        with open(path, "w", encoding="utf-8", newline="") as file:
+                            file.writelines(
+                                "\t".join([tsv_cell(row[c]) for c in columns]) + "\n"
+                                for row in rows[start : start + LOAD_CHUNK]
+                            )
+                        cursor.execute(
+                            f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {table.name} "
+                            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
+                            f"LINES TERMINATED BY '\\n' ({', '.join(columns)})"
+                        )
+                        loaded = cursor.rowcount
+                        cursor.execute("SHOW WARNINGS LIMIT 3")
+                        warnings = cursor.fetchall()
+                        if warnings or loaded != len(rows[start : start + LOAD_CHUNK]):
+                            raise RuntimeError(f"{table.name}: loaded {loaded} rows, {warnings}")
+                        raw.commit()
+                    if deferred:
+                        adds = ", ".join(f"ADD {index}" for index in deferred.values())
+                        cursor.execute(f"ALTER TABLE {table.name} {adds}")
+                        after = show_create_table(cursor, table.name)
+                        if sorted(after.splitlines()) != sorted(definition.splitlines()):
+                            raise RuntimeError(f"{table.name} changed:\n{definition}\n{after}")
+                    seconds[table.name] = round(time.perf_counter() - began, 2)
+        finally:
+            engine.dispose()
         return seconds
+
+
+def show_create_table(cursor: Any, table: str) -> str:
+    """The table's definition, one line per column, index and constraint (no commas), but
+    for the AUTO_INCREMENT counter."""
+    cursor.execute(f"SHOW CREATE TABLE {table}")
+    definition: str = re.sub(r" AUTO_INCREMENT=\d+", "", cursor.fetchone()[1])
+    return "\n".join(line.rstrip(",") for line in definition.splitlines())
+
+
+def deferrable_indexes(definition: str) -> dict[str, str]:
+    """name → definition of the secondary indexes whose first column is no foreign key's
+    (those a foreign key needs cannot be dropped)."""
+    foreign = set(re.findall(r"FOREIGN KEY \(`(\w+)`", definition))
+    found: dict[str, str] = {}
+    for match in re.finditer(r"^\s*((?:UNIQUE )?KEY `(\w+)` \(`(\w+)`.*)$", definition, re.M):
+        index, name, first = match.groups()
+        if first not in foreign:
+            found[name] = index
+    return found
+
+
+def tsv_cell(value: Any) -> str:
+    """One value as LOAD DATA reads it: NULL as \\N, booleans as 0/1, datetimes and dates
+    as their ISO text with a space, backslash, tab and newline escaped."""
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "1" if value else "0"
+    text = str(value)
+    if isinstance(value, str) and ("\\" in text or "\t" in text or "\n" in text):
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    return text
 
 
 def seed(container: Container, scale: Scale) -> Seeded:
@@ -943,6 +1040,13 @@ def routes(seeded: Seeded, rng: random.Random, n: int) -> list[Route]:
 
 
 STORES = ("redis_handler", "sql_handler", "redis_read", "sql_view")
+HANDLER_STORES = ("redis_handler", "sql_handler")  # at the other sizes: the handler's figures
+STORE_DESCRIPTIONS = {
+    "redis_handler": "query Lambda handler in-process (LocalInvoker), read model hit",
+    "sql_handler": "the same handler, read models always missing: SQL on the replica",
+    "redis_read": "the read model call alone (Lua read script + shaping in Python)",
+    "sql_view": "the SQL view alone: database.run_query(views....) on the replica",
+}
 
 
 class Bench:
@@ -1044,21 +1148,42 @@ def summary(ms: Sequence[float]) -> dict[str, float]:
     }
 
 
-def time_route(bench: Bench, route: Route, warmup: int, rng: random.Random) -> dict[str, Any]:
+def time_route(
+    bench: Bench,
+    route: Route,
+    warmup: int,
+    rng: random.Random,
+    stores: Sequence[str] = STORES,
+    budget_s: float | None = None,
+) -> dict[str, Any]:
+    """`stores`' answers to each drawn entity, interleaved in random order, after `warmup`
+    untimed requests. With `budget_s`, timing stops once that many seconds are spent on the
+    timed requests (MIN_SAMPLES at least): the entities are drawn at random, so the first
+    ones are as good a sample as all of them."""
     call = bench.calls(route)
-    order = list(STORES)
-    samples: dict[str, list[float]] = {store: [] for store in STORES}
+    order = list(stores)
+    samples: dict[str, list[float]] = {store: [] for store in stores}
     warm = rng.choices(route.entities, k=warmup)
     gc.collect()
+    timing_began = 0.0
     for i, entity in enumerate(itertools.chain(warm, route.entities)):
-        rng.shuffle(order)  # each request's four answers in a new order: no store goes first
+        if i == warmup:
+            timing_began = time.perf_counter()
+        elif (
+            budget_s is not None
+            and i - warmup >= MIN_SAMPLES
+            and time.perf_counter() - timing_began > budget_s
+        ):
+            break
+        rng.shuffle(order)  # each request's answers in a new order: no store goes first
         for store in order:
             began = time.perf_counter()
             call[store](entity)
             elapsed = (time.perf_counter() - began) * 1000
             if i >= warmup:
                 samples[store].append(elapsed)
-    result: dict[str, Any] = {store: summary(samples[store]) for store in STORES}
+    result: dict[str, Any] = {store: summary(samples[store]) for store in stores}
+    result["samples"] = len(samples[order[0]])
 
     def ratio(sql: str, rm: str) -> dict[str, float]:
         return {
@@ -1066,8 +1191,12 @@ def time_route(bench: Bench, route: Route, warmup: int, rng: random.Random) -> d
         }
 
     result["ratio_sql_to_redis"] = {
-        "handler": ratio("sql_handler", "redis_handler"),
-        "raw": ratio("sql_view", "redis_read"),
+        kind: ratio(sql, rm)
+        for kind, sql, rm in (
+            ("handler", "sql_handler", "redis_handler"),
+            ("raw", "sql_view", "redis_read"),
+        )
+        if sql in stores and rm in stores
     }
     return result
 
@@ -1106,7 +1235,13 @@ def handler_floors(bench: Bench, n: int) -> dict[str, dict[str, float]]:
 
 
 def measure_latency(
-    settings_container: Container, seeded: Seeded, samples: int, warmup: int
+    settings_container: Container,
+    seeded: Seeded,
+    samples: int,
+    warmup: int,
+    *,
+    stores: Sequence[str] = STORES,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     settings = settings_container.settings
     redis_side = bootstrap(settings)
@@ -1114,6 +1249,7 @@ def measure_latency(
     tokens = TokenService(redis_side.jwt_secret, timedelta(seconds=settings.jwt_ttl_seconds))
     bench = Bench(redis_side, sql_side, tokens)
     rng = random.Random(11)
+    wall_began = time.perf_counter()
     try:
         chosen = routes(seeded, rng, samples)
         equality = {}
@@ -1126,7 +1262,7 @@ def measure_latency(
         timings = {}
         for route in chosen:
             began = time.perf_counter()
-            timings[route.name] = time_route(bench, route, warmup, rng)
+            timings[route.name] = time_route(bench, route, warmup, rng, stores, budget_s)
             print(
                 f"  timed {route.name} in {time.perf_counter() - began:.0f}s: "
                 f"{json.dumps(timings[route.name])}",
@@ -1143,11 +1279,12 @@ def measure_latency(
         sql_side.close()
     # Each read-model answer is one script call: fewer means some fell back to SQL.
     script_calls = sum(delta.get(name, {}).get("calls", 0) for name in ("evalsha", "eval"))
-    expected = 2 * (samples + warmup) * len(chosen)
+    redis_stores = sum(1 for store in stores if store.startswith("redis"))
+    expected = sum(redis_stores * (t["samples"] + warmup) for t in timings.values())
     goals = {
         route: {
             "ratio_handler_p50": timings[route]["ratio_sql_to_redis"]["handler"]["p50_ms"],
-            "ratio_raw_p50": timings[route]["ratio_sql_to_redis"]["raw"]["p50_ms"],
+            "ratio_raw_p50": timings[route]["ratio_sql_to_redis"].get("raw", {}).get("p50_ms"),
             "ratio_goal": GOAL_RATIO,
             "redis_handler_p99_ms": timings[route]["redis_handler"]["p99_ms"],
             "handler_p99_goal_ms": GOAL_HANDLER_P99_MS,
@@ -1157,14 +1294,11 @@ def measure_latency(
         for route in ("product_detail", "buy_history_done")
     }
     return {
+        "wall_seconds": round(time.perf_counter() - wall_began, 1),  # verification and timing
         "samples_per_store": samples,
         "warmup_per_route": warmup,
-        "stores": {
-            "redis_handler": "query Lambda handler in-process (LocalInvoker), read model hit",
-            "sql_handler": "the same handler, read models always missing: SQL on the replica",
-            "redis_read": "the read model call alone (Lua read script + shaping in Python)",
-            "sql_view": "the SQL view alone: database.run_query(views....) on the replica",
-        },
+        "route_budget_s": budget_s,
+        "stores": {store: STORE_DESCRIPTIONS[store] for store in stores},
         "redis_get_floor": floor,
         "handler_floors": floors,
         "routes": timings,
@@ -1181,10 +1315,31 @@ def measure_latency(
 # -- the program -----------------------------------------------------------------------------
 
 
+def sizes_argument(text: str) -> list[int]:
+    return sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--orders", type=int, default=100_000, help="orders seeded")
+    parser.add_argument(
+        "--orders", type=int, default=100_000, help="orders seeded for the full measurement"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=sizes_argument,
+        default=[10_000, 100_000, 1_000_000],
+        help="orders seeded in turn for latency against data size (--orders among them)",
+    )
     parser.add_argument("--samples", type=int, default=2000, help="timed requests per store")
+    parser.add_argument(
+        "--size-samples", type=int, default=1000, help="timed requests per store, other sizes"
+    )
+    parser.add_argument(
+        "--route-budget",
+        type=float,
+        default=120.0,
+        help=f"seconds of timed requests per route at the other sizes ({MIN_SAMPLES} at least)",
+    )
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests per route")
     parser.add_argument("--rebuilds", type=int, default=2, help="rebuilds timed")
     parser.add_argument(
@@ -1192,11 +1347,148 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    scale = Scale.for_orders(args.orders)
+    sizes = sorted(set(args.sizes) | {args.orders})
+    by_size: dict[str, dict[str, Any]] = {}
+    result: dict[str, Any] = {}
     with bench_stack() as stack:
-        result = run(stack, scale, args)
+        for i, orders in enumerate(sizes):
+            if i:
+                reset(stack.config)  # an empty schema for the next size
+            scale = Scale.for_orders(orders)
+            print(f"== {orders:,} orders", flush=True)
+            if orders == args.orders:
+                result = run(stack, scale, args)
+                by_size[str(orders)] = size_entry(
+                    scale,
+                    result["seed"],
+                    result["rebuild"]["runs"][0],
+                    result["redis_memory"]["used_memory_delta"],
+                    result["latency"],
+                )
+            else:
+                by_size[str(orders)] = run_size(stack, scale, args)
+            print(f"  by size: {json.dumps(by_size[str(orders)])}", flush=True)
+        stack_redis = redis.Redis(host=stack.config.host, port=stack.config.redis_port)
+        stack_redis.flushdb(asynchronous=True)  # ~1.6 GB at 10^6 orders: not left behind
+        stack_redis.close()
+    result["by_size"] = by_size
+    result["by_size_goals"] = size_goals(by_size, args.orders)
     write_result("read_models", result)
     plot(result)
+    plot_by_size(result)
+
+
+def size_entry(
+    scale: Scale,
+    seeded: dict[str, Any],
+    rebuild: dict[str, Any],
+    redis_bytes: int,
+    latency: dict[str, Any],
+) -> dict[str, Any]:
+    """One data size's handler figures: read model against SQL on the replica, per route."""
+    routes: dict[str, dict[str, Any]] = {}
+    for name, t in latency["routes"].items():
+        redis_side, sql_side = t["redis_handler"], t["sql_handler"]
+        routes[name] = {
+            "samples": t["samples"],
+            "redis_p50_ms": redis_side["p50_ms"],
+            "redis_p99_ms": redis_side["p99_ms"],
+            "sql_p50_ms": sql_side["p50_ms"],
+            "sql_p99_ms": sql_side["p99_ms"],
+            "ratio_p50": t["ratio_sql_to_redis"]["handler"]["p50_ms"],
+            "ratio_p99": t["ratio_sql_to_redis"]["handler"]["p99_ms"],
+        }
+    equality = latency["equality"].values()
+    checks = latency["checks"]
+    return {
+        "scale": asdict(scale),
+        "seconds": {
+            "seed": seeded["seconds"],
+            "replica_catch_up": seeded["replica_catch_up_seconds"],
+            "rebuild": rebuild["seconds"],
+            "latency": latency["wall_seconds"],
+        },
+        "rebuild_rows": rebuild["total_rows"],
+        "rebuild_rows_per_second": rebuild["rows_per_second"],
+        "redis_used_memory_bytes": redis_bytes,
+        "samples_per_store": latency["samples_per_store"],
+        "route_budget_s": latency["route_budget_s"],
+        "routes": routes,
+        "checks": {
+            "handler_body_mismatches": sum(e["handler_body_mismatches"] for e in equality),
+            "raw_answer_mismatches": sum(e["raw_answer_mismatches"] for e in equality),
+            "read_model_misses": sum(e["read_model_misses"] for e in equality),
+            "read_model_script_calls": checks["read_model_script_calls"],
+            "expected_script_calls": checks["expected_script_calls"],
+        },
+    }
+
+
+def wait_replica(stack: Stack) -> float:
+    """Seconds until the replica has applied all the primary wrote: the index builds after
+    a seed's load replay there only then, for minutes at 10^6 orders."""
+    return stack.wait_replica_caught_up(timeout=3600)
+
+
+def run_size(stack: Stack, scale: Scale, args: argparse.Namespace) -> dict[str, Any]:
+    """Seed, rebuild once, verify and time the handler against SQL: the latency at this size
+    (the rebuild, memory and profile sections are the main size's)."""
+    container = bootstrap(bench_settings(stack))
+    try:
+        print(f"seeding {scale}", flush=True)
+        seeded = seed(container, scale)
+        print(f"  seeded in {seeded.seconds:.1f}s: {seeded.insert_seconds}", flush=True)
+        caught_up = wait_replica(stack)
+        print(f"  replica caught up in {caught_up:.1f}s", flush=True)
+        client = container.redis
+        client.flushdb(asynchronous=True)  # freed off Redis's main thread, not timing out
+        wait_lazyfree(client, timeout=600)
+        used_before = int(client.info("memory")["used_memory"])
+        report, _ = timed_rebuild(container)
+        used_after = int(client.info("memory")["used_memory"])
+        print(f"  rebuild: {report.as_dict()}", flush=True)
+        gc.collect()
+        latency = measure_latency(
+            container,
+            seeded,
+            args.size_samples,
+            args.warmup,
+            stores=HANDLER_STORES,
+            budget_s=args.route_budget,
+        )
+    finally:
+        set_container(None)
+        container.close()
+    seed_figures = {
+        "seconds": round(seeded.seconds, 1),
+        "replica_catch_up_seconds": round(caught_up, 1),
+    }
+    return size_entry(scale, seed_figures, report.as_dict(), used_after - used_before, latency)
+
+
+def size_goals(by_size: dict[str, dict[str, Any]], main_orders: int) -> dict[str, Any]:
+    """Per route: read-model handler p99 ≤ 2 ms at every size, flat in data size (p99 at
+    the largest over p99 at the smallest ≤ GOAL_FLATNESS), SQL/read model ≥ 20× at the main
+    size (p50, as the main goals)."""
+    sizes = sorted(by_size, key=int)
+    smallest, largest = by_size[sizes[0]]["routes"], by_size[sizes[-1]]["routes"]
+    main = by_size[str(main_orders)]["routes"]
+    goals: dict[str, Any] = {}
+    for route in main:
+        p99 = {size: by_size[size]["routes"][route]["redis_p99_ms"] for size in sizes}
+        flatness = round(largest[route]["redis_p99_ms"] / smallest[route]["redis_p99_ms"], 2)
+        goals[route] = {
+            "redis_p99_ms": p99,
+            "p99_goal_ms": GOAL_HANDLER_P99_MS,
+            "p99_met_at_every_size": all(v <= GOAL_HANDLER_P99_MS for v in p99.values()),
+            "flatness_p99_largest_over_smallest": flatness,
+            "flatness_goal": GOAL_FLATNESS,
+            "flat": flatness <= GOAL_FLATNESS,
+            "ratio_p50_at_main": main[route]["ratio_p50"],
+            "ratio_goal": GOAL_RATIO,
+            "ratio_met": main[route]["ratio_p50"] >= GOAL_RATIO,
+        }
+    return {"sizes": [int(size) for size in sizes], "main": main_orders, "routes": goals}
 
 
 def run(stack: Stack, scale: Scale, args: argparse.Namespace) -> dict[str, Any]:
@@ -1205,9 +1497,10 @@ def run(stack: Stack, scale: Scale, args: argparse.Namespace) -> dict[str, Any]:
         print(f"seeding {scale}", flush=True)
         seeded = seed(container, scale)
         print(f"  seeded in {seeded.seconds:.1f}s: {seeded.rows}", flush=True)
-        caught_up = stack.wait_replica_caught_up(timeout=600)
+        caught_up = wait_replica(stack)
         client = container.redis
-        client.flushdb()  # this stack's Redis (bench_stack reset its databases too)
+        client.flushdb(asynchronous=True)  # this stack's Redis (the previous size's data too)
+        wait_lazyfree(client, timeout=600)
         used_before = int(client.info("memory")["used_memory"])
         runs: list[dict[str, Any]] = []
         scripts: list[dict[str, dict[str, float]]] = []
@@ -1292,6 +1585,67 @@ def plot(result: dict[str, Any]) -> None:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(OUT / "read_models.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_by_size(result: dict[str, Any]) -> None:
+    """Per route, the handler's p50 and p99 from the read model and from SQL against the
+    orders seeded (log-log), with the 2 ms goal; then the SQL/read-model ratio, and the
+    read model's p99 relative to the smallest size (flatness)."""
+    plt = pyplot()
+    from matplotlib import ticker
+
+    by_size: dict[str, dict[str, Any]] = result["by_size"]
+    sizes = sorted(by_size, key=int)
+    xs = [int(size) for size in sizes]
+    names = list(by_size[sizes[0]]["routes"])
+    cols = 4
+    rows = -(-(len(names) + 2) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    panels = list(axes.flat)
+    for ax, name in zip(panels, names, strict=False):
+        for side, color, label in (("redis", "C0", "read model"), ("sql", "C3", "SQL")):
+            for stat, style in (("p50", "-"), ("p99", "--")):
+                ys = [by_size[size]["routes"][name][f"{side}_{stat}_ms"] for size in sizes]
+                ax.plot(xs, ys, style, color=color, marker="o", label=f"{label} {stat}")
+        ax.axhline(GOAL_HANDLER_P99_MS, color="black", linestyle=":", label="goal p99 2 ms")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("orders", fontsize=8)
+        ax.set_ylabel("handler ms (log)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    panels[0].legend(fontsize=6, loc="upper left")
+    ratio_ax, flat_ax = panels[len(names)], panels[len(names) + 1]
+    for i, name in enumerate(names):
+        routes = [by_size[size]["routes"][name] for size in sizes]
+        ratio_ax.plot(xs, [r["ratio_p50"] for r in routes], "-o", color=f"C{i}", label=name)
+        ratio_ax.plot(xs, [r["ratio_p99"] for r in routes], ":", color=f"C{i}")
+        base = routes[0]["redis_p99_ms"]
+        flat_ax.plot(xs, [r["redis_p99_ms"] / base for r in routes], "-o", color=f"C{i}")
+    ratio_ax.axhline(GOAL_RATIO, color="black", linestyle=":", label=f"goal {GOAL_RATIO:g}x")
+    ratio_ax.set_title("SQL / read model (p50; dotted: p99)", fontsize=9)
+    ratio_ax.set_yscale("log")
+    ratio_ax.legend(fontsize=6, loc="upper left")
+    flat_ax.axhline(GOAL_FLATNESS, color="black", linestyle=":", label=f"goal ≤ {GOAL_FLATNESS}x")
+    flat_ax.axhline(1.0, color="grey", linewidth=0.5)
+    flat_ax.set_title("read model p99 / p99 at the smallest size", fontsize=9)
+    flat_ax.legend(fontsize=6, loc="upper left")
+    for ax in (ratio_ax, flat_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("orders", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in panels[: len(names) + 2]:
+        ax.set_xticks(xs, [f"{x:,}" for x in xs])
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.tick_params(which="minor", labelsize=6)
+    for ax in panels[len(names) + 2 :]:
+        ax.set_visible(False)
+    fig.suptitle("Query handler: read model vs SQL on the replica, against data size")
+    fig.tight_layout()
+    fig.savefig(OUT / "read_models_by_size.png", dpi=100)
     plt.close(fig)
 
 

@@ -41,6 +41,8 @@ def bench_stack(*, fresh_schema: bool = True) -> Iterator[Stack]:
             upgrade(stack.config, "head")
         yield stack
     finally:
+        if stack.primary.process.is_running() and stack.replica.process.is_running():
+            stack.purge_binlogs()
         stack.stop(started)
 
 

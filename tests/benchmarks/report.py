@@ -85,6 +85,67 @@ def read_models(r: dict[str, Any]) -> list[Row]:
     per_entity = r["redis_memory"]["bytes_per_entity"]
     memory = ", ".join(f"{k} {v}" for k, v in per_entity.items())
     rows.append(("Redis memory per entity (bytes)", memory, "", ""))
+    return rows + read_models_by_size(r)
+
+
+def read_models_by_size(r: dict[str, Any], route: str = "product_detail") -> list[Row]:
+    """The handler's figures against data size: `route` at each size, then how flat the
+    read model's p99 is across sizes, per route."""
+    by_size, goals = r.get("by_size"), r.get("by_size_goals")
+    if not by_size or not goals:
+        return []
+    rows: list[Row] = []
+    for size in sorted(by_size, key=int):
+        entry = by_size[size]
+        t = entry["routes"][route]
+        p99_goal = goals["routes"][route]["p99_goal_ms"]
+        goal = f"read model p99 ≤ {p99_goal:g} ms: {verdict(t['redis_p99_ms'] <= p99_goal)}"
+        if int(size) == goals["main"]:
+            ratio_goal = goals["routes"][route]["ratio_goal"]
+            goal += f"; ≥ {ratio_goal:g}× (p50): {verdict(t['ratio_p50'] >= ratio_goal)}"
+        seconds = entry["seconds"]
+        rows.append(
+            (
+                f"{route} at {int(size):,} orders: read model vs SQL, via the handler "
+                f"({t['samples']} samples)",
+                f"p50 {t['redis_p50_ms']} vs {t['sql_p50_ms']} ms, p99 {t['redis_p99_ms']} vs "
+                f"{t['sql_p99_ms']} ms; ratio {t['ratio_p50']}× (p99: {t['ratio_p99']}×); "
+                f"seed {seconds['seed']:g} s, rebuild {seconds['rebuild']:g} s, Redis "
+                f"{entry['redis_used_memory_bytes'] / 2**20:,.0f} MiB",
+                goal,
+                "",
+            )
+        )
+    sizes = goals["sizes"]
+    flat = goals["routes"]
+    figures = ", ".join(
+        f"{name} {g['flatness_p99_largest_over_smallest']}×" for name, g in flat.items()
+    )
+    met = all(g["flat"] for g in flat.values())
+    goal_flat = next(iter(flat.values()))["flatness_goal"]
+    rows.append(
+        (
+            f"read model flat in data size: handler p99 at {sizes[-1]:,} / at {sizes[0]:,} orders",
+            figures,
+            f"≤ {goal_flat:g}× (every route): {verdict(met)}",
+            "",
+        )
+    )
+    every = all(g["p99_met_at_every_size"] for g in flat.values())
+    p99s = "; ".join(
+        f"{name} {' / '.join(f'{v:g}' for v in g['redis_p99_ms'].values())}"
+        for name, g in flat.items()
+    )
+    rows.append(
+        (
+            "read model handler p99 at "
+            + " / ".join(f"{size:,}" for size in sizes)
+            + " orders (ms)",
+            p99s,
+            f"≤ {flat[route]['p99_goal_ms']:g} ms (every route, every size): {verdict(every)}",
+            "",
+        )
+    )
     return rows
 
 
@@ -282,9 +343,9 @@ def main() -> Path:
         results[name] = result
         lines += ["| figure | measured | goal | anchor |", "|---|---|---|---|"]
         lines += [f"| {' | '.join(row)} |" for row in rows_of(result)]
-        plot = OUT / f"{name}.png"
-        if plot.exists():
-            lines += ["", f"![{name}]({plot.name})"]
+        for plot in (OUT / f"{name}.png", *EXTRA_PLOTS.get(name, ())):
+            if plot.exists():
+                lines += ["", f"![{plot.stem}]({plot.name})"]
         lines.append("")
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report = OUT / "report.md"

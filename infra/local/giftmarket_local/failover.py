@@ -105,7 +105,7 @@ def failover_drill(stack: Stack, say: Callable[[str], None] = print) -> DrillRep
 
     received = stack.replica_status().get("Gtid_IO_Pos", "")
     if received:
-        replica.sql(f"SELECT MASTER_GTID_WAIT('{received}', 30)")
+        replica.sql(f"SELECT MASTER_GTID_WAIT('{received}', 30)", timeout=40)
     replica.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=0")
     promoted_gtid = replica.sql("SELECT @@gtid_binlog_pos")
     step("replica promoted (writable)")

@@ -194,7 +194,7 @@ class MariaDB:
             return False
         return True
 
-    def sql(self, statements: str) -> str:
+    def sql(self, statements: str, timeout: float = 30) -> str:
         result = subprocess.run(
             [
                 _require("mariadb"),
@@ -208,7 +208,7 @@ class MariaDB:
             ],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=timeout,
             check=False,
         )
         if result.returncode != 0:
@@ -431,10 +431,23 @@ class Stack:
         """Block until the replica has applied the primary's current GTID position."""
         started = time.monotonic()
         position = self.primary.sql("SELECT @@gtid_binlog_pos")
-        result = self.replica.sql(f"SELECT MASTER_GTID_WAIT('{position}', {timeout})")
+        result = self.replica.sql(
+            f"SELECT MASTER_GTID_WAIT('{position}', {timeout})", timeout=timeout + 10
+        )
         if result.strip() != "0":
             raise ProcessError(f"replica did not reach {position} within {timeout}s")
         return time.monotonic() - started
+
+    def purge_binlogs(self) -> None:
+        """Drop the primary's binary logs once the replica has applied them: a benchmark's
+        seeding writes gigabytes of them, which nothing needs afterwards. The replica must
+        have moved on to the primary's new log first, or the one it reads is kept. (The
+        replica's own logs, which log-slave-updates writes, are left: a purge there kept
+        them in a trial, and the failover drill reads the promoted replica's position.)"""
+        self.primary.sql("FLUSH BINARY LOGS")
+        self.wait_replica_caught_up(timeout=3600)
+        current = self.primary.sql("FLUSH BINARY LOGS; SHOW MASTER STATUS").split()[0]
+        self.primary.sql(f"PURGE BINARY LOGS TO '{current}'")
 
     def _localstack_ready(self) -> bool:
         try:
