@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,6 +150,30 @@ def outbox_of_its_own(database: Database, aggregate_type: str) -> Iterator[Engin
     yield database.writer
     with database.writer.begin() as conn:
         conn.execute(delete(tables.outbox).where(tables.outbox.c.aggregate_type == aggregate_type))
+
+
+def drain_queue(sqs: Any, url: str, expected: int, *, timeout: float = 15) -> list[dict[str, Any]]:
+    """Every message on the queue, each deleted as read (with its system attributes): until
+    `expected` arrived (bounded by `timeout`), then one more empty poll to be sure nothing
+    else is there."""
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        if batch:
+            entries = [
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)
+            ]
+            sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+        messages += batch
+        if not batch and len(messages) >= expected:
+            break
+    return messages
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:

@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 import pytest
 from sqlalchemy import Engine, insert, select
-from tests.conftest import outbox_of_its_own
+from tests.conftest import drain_queue, outbox_of_its_own
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.publisher import (
@@ -134,26 +134,6 @@ def state(engine: Engine, ids: Sequence[str]) -> dict[str, tuple[bool, int]]:
     return {row.id: (row.published_at is not None, row.publish_attempts) for row in rows}
 
 
-def receive(sqs: Any, url: str, expected: int, *, timeout: float = 15) -> list[dict[str, Any]]:
-    """Everything on the queue: until `expected` arrived (bounded), then one more empty poll
-    to be sure nothing else is there."""
-    messages: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-        ).get("Messages", [])
-        for message in batch:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        messages += batch
-        if not batch and len(messages) >= expected:
-            break
-    return messages
-
-
 def dedup_ids(messages: list[dict[str, Any]]) -> list[str]:
     return [m["Attributes"]["MessageDeduplicationId"] for m in messages]
 
@@ -211,7 +191,7 @@ def test_relay_publishes_exactly_the_unpublished_rows_and_marks_them(
         ).scalars()
         assert set(untouched) == {datetime(2026, 1, 1)}
 
-    messages = receive(sqs, queue_url, len(ids))
+    messages = drain_queue(sqs, queue_url, len(ids))
     assert sorted(dedup_ids(messages)) == sorted(ids)
     expected = {row["id"]: EventEnvelope.from_outbox_row(row) for row in rows}
     for message in messages:
@@ -252,7 +232,7 @@ def test_rows_of_an_uncommitted_transaction_are_published_once_it_commits(
     assert before.published == 0
     assert after.published == 3
     ids = [row["id"] for row in rows]
-    assert sorted(dedup_ids(receive(sqs, queue_url, 3))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 3))) == sorted(ids)
     assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
 
 
@@ -277,7 +257,7 @@ def test_two_relays_at_once_publish_every_row_exactly_once_between_them(
     assert sum(report.published for report in reports) == 300
     assert Counter(recording.sent) == Counter(ids)  # nobody sent a row the other held
     assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
-    assert sorted(dedup_ids(receive(sqs, queue_url, 300))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 300))) == sorted(ids)
 
 
 def test_rows_sqs_refuses_stay_unpublished_with_their_attempts_counted(
@@ -301,7 +281,7 @@ def test_rows_sqs_refuses_stay_unpublished_with_their_attempts_counted(
     assert again == RelayReport(published=0, failed=3, batches=1)
     assert state(engine, big_ids) == dict.fromkeys(big_ids, (False, 2))
     assert state(engine, small_ids) == dict.fromkeys(small_ids, (True, 0))
-    assert sorted(dedup_ids(receive(sqs, url, 12))) == sorted(small_ids)
+    assert sorted(dedup_ids(drain_queue(sqs, url, 12))) == sorted(small_ids)
 
 
 def test_an_event_too_large_for_sqs_fails_alone(
@@ -316,7 +296,7 @@ def test_an_event_too_large_for_sqs_fails_alone(
 
     assert (report.published, report.failed) == (8, 1)
     assert state(engine, [too_large]) == {too_large: (False, 1)}
-    assert sorted(dedup_ids(receive(sqs, queue_url, 8))) == sorted(set(ids) - {too_large})
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 8))) == sorted(set(ids) - {too_large})
 
 
 class Refusing(Publisher):
@@ -341,7 +321,7 @@ def test_refused_rows_do_not_hold_back_the_rows_behind_them(
     assert again == RelayReport(published=0, failed=3, batches=1)
     assert state(engine, ids[:3]) == dict.fromkeys(ids[:3], (False, 2))
     assert state(engine, ids[3:]) == dict.fromkeys(ids[3:], (True, 0))
-    assert sorted(dedup_ids(receive(sqs, queue_url, 27))) == sorted(ids[3:])
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 27))) == sorted(ids[3:])
 
 
 def test_a_relay_stops_after_one_batch_when_sqs_is_unreachable(
@@ -381,7 +361,7 @@ def test_a_relay_killed_after_sending_leaves_the_rows_for_the_next_run(
     assert report.published == 12
     assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
     # The resend carried the same deduplication ids: SQS kept one copy of each.
-    assert sorted(dedup_ids(receive(sqs, queue_url, 12))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 12))) == sorted(ids)
 
 
 # ---------------------------------------------------------------------------------------
@@ -430,7 +410,7 @@ def test_a_command_publishes_its_events_as_soon_as_it_commits(
     engine = container.database.writer
     assert committed.outbox_ids
     assert state(engine, committed.outbox_ids) == dict.fromkeys(committed.outbox_ids, (True, 0))
-    messages = receive(sqs, queue_url, len(committed.outbox_ids))
+    messages = drain_queue(sqs, queue_url, len(committed.outbox_ids))
     assert sorted(dedup_ids(messages)) == sorted(committed.outbox_ids)
     body = EventEnvelope.from_json(messages[0]["Body"])
     assert (body.event_type, body.aggregate_id) == ("UserSignedUp", account.user_id)
@@ -442,7 +422,7 @@ def test_the_fast_path_skips_rows_already_published_or_held_by_a_relay(
 ) -> None:
     published = write(engine, outbox_rows(1))
     relay_outbox(engine, publisher)
-    receive(sqs, queue_url, 1)
+    drain_queue(sqs, queue_url, 1)
     held, free = write(engine, outbox_rows(1)), write(engine, outbox_rows(1))
     with engine.connect() as relay, ThreadPoolExecutor(1) as pool:
         transaction = relay.begin()
@@ -455,7 +435,7 @@ def test_the_fast_path_skips_rows_already_published_or_held_by_a_relay(
             transaction.rollback()
 
     assert count == 1
-    assert dedup_ids(receive(sqs, queue_url, 1)) == free
+    assert dedup_ids(drain_queue(sqs, queue_url, 1)) == free
     assert state(engine, held) == {held[0]: (False, 0)}
 
 
@@ -494,7 +474,7 @@ def test_commands_through_the_api_are_published_before_they_answer(
     assert sent_by_signup and sent_by_charge and not sent_by_replay
     sent = sent_by_signup + sent_by_charge
     assert state(container.database.writer, sent) == dict.fromkeys(sent, (True, 0))
-    assert sorted(dedup_ids(receive(sqs, queue_url, len(sent)))) == sorted(sent)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, len(sent)))) == sorted(sent)
 
 
 def test_the_fast_path_with_sqs_unreachable_answers_and_leaves_rows_for_the_relay(
@@ -523,7 +503,7 @@ def test_the_fast_path_with_sqs_unreachable_answers_and_leaves_rows_for_the_rela
     assert state(engine, ids) == dict.fromkeys(ids, (False, 1))
     assert relay_outbox(engine, publisher).published == len(ids)
     assert state(engine, ids) == dict.fromkeys(ids, (True, 1))
-    assert sorted(dedup_ids(receive(sqs, queue_url, len(ids)))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, len(ids)))) == sorted(ids)
 
 
 def test_the_fast_path_swallows_any_error_and_leaves_the_rows_for_the_relay(
@@ -562,7 +542,7 @@ def test_the_relay_handler_publishes_and_reports_metrics(
         set_container(None)
 
     assert result == {"published": 7, "failed": 0, "batches": 1}
-    assert sorted(dedup_ids(receive(sqs, queue_url, 7))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 7))) == sorted(ids)
     emitted = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
     ]
@@ -591,4 +571,4 @@ def test_giftmarket_outbox_relay_publishes_and_prints_the_report(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"published": 4, "failed": 0, "batches": 1}
-    assert sorted(dedup_ids(receive(sqs, queue_url, 4))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 4))) == sorted(ids)

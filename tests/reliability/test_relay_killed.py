@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import boto3
 import pytest
 from sqlalchemy import Engine, func, insert, select
-from tests.conftest import outbox_of_its_own
+from tests.conftest import drain_queue, outbox_of_its_own
 from tests.reliability.load import soak
 
 from giftmarket.adapters.db import Database
@@ -122,31 +121,6 @@ def published(engine: Engine, ids: list[str]) -> int:
         )
 
 
-def drain(sqs: Any, url: str, expected: int, timeout: float = 60) -> list[dict[str, Any]]:
-    """Every message on the queue, deleted as read: until `expected` arrived and one more
-    poll finds nothing."""
-    messages: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-        ).get("Messages", [])
-        if batch:
-            sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)
-                ],
-            )
-        messages += batch
-        if not batch and len(messages) >= expected:
-            break
-    return messages
-
-
 def test_a_relay_killed_mid_batch_then_run_again_delivers_every_event_once(
     stack: Stack,
     engine: Engine,
@@ -186,7 +160,7 @@ def test_a_relay_killed_mid_batch_then_run_again_delivers_every_event_once(
 
     assert report.published == EVENTS - marked
     assert published(engine, ids) == EVENTS
-    messages = drain(sqs, queue_url, EVENTS)
+    messages = drain_queue(sqs, queue_url, EVENTS, timeout=60)
     delivered = Counter(m["Attributes"]["MessageDeduplicationId"] for m in messages)
     assert set(delivered) == set(ids)
     copies = sum(n - 1 for n in delivered.values())
