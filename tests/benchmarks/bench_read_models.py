@@ -1424,10 +1424,18 @@ def size_entry(
     }
 
 
-def wait_replica(stack: Stack) -> float:
-    """Seconds until the replica has applied all the primary wrote: the index builds after
-    a seed's load replay there only then, for minutes at 10^6 orders."""
-    return stack.wait_replica_caught_up(timeout=3600)
+def seed_into_empty_redis(container: Container, stack: Stack, scale: Scale) -> tuple[Seeded, float]:
+    """Seed `scale`, wait for the replica to apply it (the index builds after a seed's load
+    replay there only then, for minutes at 10^6 orders), and empty this stack's Redis (the
+    previous size's data too); returns the seeding and the replica's catch-up seconds."""
+    print(f"seeding {scale}", flush=True)
+    seeded = seed(container, scale)
+    print(f"  seeded in {seeded.seconds:.1f}s: {seeded.insert_seconds}", flush=True)
+    caught_up = stack.wait_replica_caught_up(timeout=3600)
+    print(f"  replica caught up in {caught_up:.1f}s", flush=True)
+    container.redis.flushdb(asynchronous=True)  # freed off Redis's main thread, no timeout
+    wait_lazyfree(container.redis, timeout=600)
+    return seeded, caught_up
 
 
 def run_size(stack: Stack, scale: Scale, args: argparse.Namespace) -> dict[str, Any]:
@@ -1435,14 +1443,8 @@ def run_size(stack: Stack, scale: Scale, args: argparse.Namespace) -> dict[str, 
     (the rebuild, memory and profile sections are the main size's)."""
     container = bootstrap(bench_settings(stack))
     try:
-        print(f"seeding {scale}", flush=True)
-        seeded = seed(container, scale)
-        print(f"  seeded in {seeded.seconds:.1f}s: {seeded.insert_seconds}", flush=True)
-        caught_up = wait_replica(stack)
-        print(f"  replica caught up in {caught_up:.1f}s", flush=True)
+        seeded, caught_up = seed_into_empty_redis(container, stack, scale)
         client = container.redis
-        client.flushdb(asynchronous=True)  # freed off Redis's main thread, not timing out
-        wait_lazyfree(client, timeout=600)
         used_before = int(client.info("memory")["used_memory"])
         report, _ = timed_rebuild(container)
         used_after = int(client.info("memory")["used_memory"])
@@ -1494,13 +1496,8 @@ def size_goals(by_size: dict[str, dict[str, Any]], main_orders: int) -> dict[str
 def run(stack: Stack, scale: Scale, args: argparse.Namespace) -> dict[str, Any]:
     container = bootstrap(bench_settings(stack))
     try:
-        print(f"seeding {scale}", flush=True)
-        seeded = seed(container, scale)
-        print(f"  seeded in {seeded.seconds:.1f}s: {seeded.rows}", flush=True)
-        caught_up = wait_replica(stack)
+        seeded, caught_up = seed_into_empty_redis(container, stack, scale)
         client = container.redis
-        client.flushdb(asynchronous=True)  # this stack's Redis (the previous size's data too)
-        wait_lazyfree(client, timeout=600)
         used_before = int(client.info("memory")["used_memory"])
         runs: list[dict[str, Any]] = []
         scripts: list[dict[str, dict[str, float]]] = []
