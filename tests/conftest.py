@@ -138,15 +138,21 @@ def outbox_envelopes(database: Database, *where: ColumnElement[bool]) -> list[Ev
     return [EventEnvelope.from_outbox_row(row) for row in rows]
 
 
+def mark_outbox_published(database: Database) -> None:
+    """Every row earlier tests left unpublished marked published: a relay run then sends
+    only the rows written after this."""
+    with database.writer.begin() as conn:
+        conn.execute(
+            text("UPDATE outbox SET published_at = UTC_TIMESTAMP(6) WHERE published_at IS NULL")
+        )
+
+
 @contextmanager
 def outbox_of_its_own(database: Database, aggregate_type: str) -> Iterator[Engine]:
     """The writer, with every row earlier tests left unpublished marked published (so a
     relay sends only the caller's rows), and the rows of `aggregate_type` the caller wrote
     deleted afterwards."""
-    with database.writer.begin() as conn:
-        conn.execute(
-            text("UPDATE outbox SET published_at = UTC_TIMESTAMP(6) WHERE published_at IS NULL")
-        )
+    mark_outbox_published(database)
     yield database.writer
     with database.writer.begin() as conn:
         conn.execute(delete(tables.outbox).where(tables.outbox.c.aggregate_type == aggregate_type))

@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from tests.conftest import redis_stopped
-from tests.handler_client import HandlerClient, handler_client
+from tests.handler_client import PNG, HandlerClient, handler_client, http_put
 
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack
 
 ADMIN_EMAIL = "admin@giftmarket.local"
 PASSWORD = "password123"
-PNG = b"\x89PNG\r\n\x1a\n" + b"voucher" * 100
 
 
 class Client(HandlerClient):
@@ -43,14 +42,6 @@ def client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Cli
     settings = make_settings(events_queue_url=None, replica_check_interval_seconds=0)
     with handler_client(Client, settings, stack) as client:
         yield client
-
-
-def upload(url: str, data: bytes) -> None:
-    request = urllib.request.Request(
-        url, data=data, method="PUT", headers={"Content-Type": "image/png"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - LocalStack
-        assert resp.status == 200
 
 
 def download(url: str) -> bytes:
@@ -74,7 +65,7 @@ def test_a_trade_is_visible_in_every_query_of_both_parties(client: Client) -> No
     client.command("POST", "/api/points/charge", {"amount": 10_000}, buyer)
     client.command("POST", f"/api/products/{product}/likes", token=buyer)
     slot = client.command("POST", "/api/images", {"content_type": "image/png"}, seller)
-    upload(slot["upload_url"], PNG)
+    assert http_put(slot["upload_url"], PNG, "image/png")[0] == 200
     ask = client.command(
         "POST",
         f"/api/products/{product}/sell-bids",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from tests.handler_client import PNG, http_put
 
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.http.command_app import create_command_app
@@ -49,7 +49,6 @@ pytestmark = pytest.mark.e2e
 MAX_EXAMPLES = 15
 ADMIN_EMAIL = "admin@giftmarket.local"
 PASSWORD = "password123"
-PNG = b"\x89PNG\r\n\x1a\n" + b"voucher" * 100
 # Routes only an admin may call: they get the admin's token, every other route a user's.
 ADMIN_ROUTES = {("POST", "/api/products"), ("POST", "/api/admin/coupons")}
 # Never sent by a real client: the placeholder host of the generated URLs.
@@ -194,14 +193,6 @@ def sign_up(invoker: LocalInvoker, email: str) -> str:
     return token
 
 
-def upload(url: str, data: bytes) -> None:
-    request = urllib.request.Request(
-        url, data=data, method="PUT", headers={"Content-Type": "image/png"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - LocalStack
-        assert resp.status == 200
-
-
 @pytest.fixture(scope="module")
 def world(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[World]:
     # No events queue: what the fuzzer writes stays in the outbox, out of other tests' way.
@@ -226,7 +217,7 @@ def world(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Worl
         images = []
         for _ in range(3):
             slot = w.call("POST", "/api/images", {"content_type": "image/png"}, seller)
-            upload(slot["upload_url"], PNG)
+            assert http_put(slot["upload_url"], PNG, "image/png")[0] == 200
             images.append(slot["image_id"])
         w.call(
             "POST",

@@ -14,9 +14,11 @@ from collections.abc import Callable
 
 import boto3
 from sqlalchemy import select
+from tests.conftest import mark_outbox_published
 from tests.reliability.load import soak
 
 from giftmarket.adapters import tables
+from giftmarket.adapters.db import Database
 from giftmarket.bootstrap import bootstrap
 from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
@@ -47,16 +49,15 @@ WORKERS = soak(4, cap=32)
 
 
 def test_events_committed_by_processes_killed_before_publishing_are_relayed(
-    stack: Stack, make_settings: Callable[..., Settings], figure: Callable[[str], None]
+    stack: Stack,
+    database: Database,
+    make_settings: Callable[..., Settings],
+    figure: Callable[[str], None],
 ) -> None:
     sqs = boto3.client(
         "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
     )
-    # Only this test's rows to relay: whatever earlier tests left unpublished is marked sent.
-    stack.primary.sql(
-        f"UPDATE `{stack.config.db_name}`.outbox SET published_at = UTC_TIMESTAMP(6)"
-        " WHERE published_at IS NULL"
-    )
+    mark_outbox_published(database)  # only this test's rows for the relay to send
     queue_url = sqs.create_queue(
         QueueName=f"crash-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
     )["QueueUrl"]
