@@ -69,12 +69,14 @@ from sqlalchemy.pool import NullPool
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS, build_redis
+from giftmarket.adapters.db import mysql_tls_context
 from giftmarket.adapters.read_models import SEQUENCE_KEY, ReadModels, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.domain.ids import encode_ulid
 from giftmarket.http.auth import TokenService
 from giftmarket.projections.rebuild import SOURCES, RebuildReport, batch_of
 from giftmarket.queries import cached, views
+from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.migrations import reset
 from giftmarket_local.runner import route_request
@@ -588,7 +590,7 @@ class Seeder:
                 pending_points=self.sold[user_id] - self.settled_gross[user_id],
             )
 
-    def insert(self, writer: Engine) -> dict[str, float]:
+    def insert(self, writer: Engine, settings: Settings) -> dict[str, float]:
         """Table by table, by LOAD DATA LOCAL INFILE of tab-separated files of LOAD_CHUNK
         rows in primary key order, on a session with unique and foreign key checks off (the
         rows are consistent by construction), the secondary indexes no foreign key needs
@@ -596,7 +598,12 @@ class Seeder:
         maintaining them row by row makes 10^6 orders several times slower). Replicated as
         any write is; each table's definition is checked to be unchanged afterwards."""
         seconds: dict[str, float] = {}
-        engine = create_engine(writer.url, poolclass=NullPool, connect_args={"local_infile": True})
+        engine = create_engine(
+            writer.url,
+            poolclass=NullPool,
+            # TLS as the application's own connections (the stack refuses plain TCP).
+            connect_args={"local_infile": True, "ssl": mysql_tls_context(settings)},
+        )
         try:
             with tempfile.TemporaryDirectory(prefix="gm-seed-") as folder, engine.connect() as conn:
                 raw: Any = conn.connection.dbapi_connection
@@ -683,7 +690,7 @@ def seed(container: Container, scale: Scale) -> Seeded:
     seeder = Seeder(scale, fee_bps=container.settings.seller_fee_bps)
     seeder.build()
     built = time.perf_counter() - began
-    insert_seconds = seeder.insert(container.database.writer)
+    insert_seconds = seeder.insert(container.database.writer, container.settings)
     insert_seconds["_build_rows_in_python"] = round(built, 2)
     heavy = [user for user, _ in seeder.finished_purchases.most_common(scale.heavy_buyers)]
     return Seeded(
@@ -1368,7 +1375,7 @@ def main() -> None:
             else:
                 by_size[str(orders)] = run_size(stack, scale, args)
             print(f"  by size: {json.dumps(by_size[str(orders)])}", flush=True)
-        stack_redis = redis.Redis(host=stack.config.host, port=stack.config.redis_port)
+        stack_redis = build_redis(bench_settings(stack), timeout=BULK_TIMEOUT_SECONDS)
         stack_redis.flushdb(asynchronous=True)  # ~1.6 GB at 10^6 orders: not left behind
         stack_redis.close()
     result["by_size"] = by_size

@@ -29,6 +29,8 @@ def connect(config: StackConfig, port: int) -> pymysql.Connection[Any]:
         password=config.db_password,
         database=config.db_name,
         autocommit=True,
+        # The stack's servers take TLS only; verified against its CA, host name included.
+        ssl={"ca": str(config.ca_path), "check_hostname": True},
     )
 
 

@@ -113,7 +113,7 @@ def seed(container: Container, orders: int, sellers: int) -> tuple[SettlementSee
     )
     seeder = SettlementSeeder(scale, fee_bps=container.settings.seller_fee_bps, sellers=sellers)
     seeder.build()
-    seeder.insert(container.database.writer)
+    seeder.insert(container.database.writer, container.settings)
     return seeder, time.perf_counter() - began
 
 

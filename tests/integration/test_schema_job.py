@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 from tests.conftest import SettingsFactory
 
 from giftmarket.adapters import tables
-from giftmarket.adapters.db import mysql_error_code
+from giftmarket.adapters.db import mysql_error_code, mysql_tls_context
 from giftmarket.jobs.schema import migrate
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack
@@ -49,7 +49,18 @@ def app_engine(settings: Settings, password: str) -> Engine:
         port=settings.db_primary_port,
         database=settings.db_name,
     )
-    return create_engine(url, poolclass=NullPool)
+    # TLS as the application's own connections (the stack refuses plain TCP).
+    return create_engine(url, poolclass=NullPool, connect_args={"ssl": mysql_tls_context(settings)})
+
+
+def head_revision() -> str:
+    """The newest migration's revision id, from the scripts themselves."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
+    assert head is not None
+    return head
 
 
 def test_the_job_creates_a_row_only_app_user_and_a_rerun_applies_a_new_password(
@@ -66,7 +77,7 @@ def test_the_job_creates_a_row_only_app_user_and_a_rerun_applies_a_new_password(
     report = migrate(settings, ALEMBIC_INI)
 
     assert report.app_user == APP
-    assert report.revision == "0001"
+    assert report.revision == head_revision()
     engine = app_engine(settings, "first-Passw0rd")
     try:
         with engine.connect() as conn:

@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 
 import boto3
 import pytest
-import redis
 from sqlalchemy import func, select
 from tests.conftest import outbox_envelopes
 
 from giftmarket.adapters import tables
+from giftmarket.adapters.cache import build_redis
 from giftmarket.adapters.read_models import ReadModels, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.commands import accounts, catalog, trading
@@ -275,7 +275,8 @@ def _completed_by_seller(container: Container, users: list[str]) -> dict[str, li
 
 def read_models_in(container: Container, db: int) -> ReadModels:
     url = container.settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
-    client = redis.Redis.from_url(url)
+    # The stack's Redis speaks TLS only: the application's client, pointed at another db.
+    client = build_redis(container.settings.model_copy(update={"redis_url": url}))
     client.flushdb()
     return ReadModels(client)
 

@@ -117,7 +117,7 @@ def sql_client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator
     settings = make_settings(
         events_queue_url=None,
         admin_emails=ADMIN_EMAIL,
-        redis_url=f"redis://127.0.0.1:{stack.config.redis_port}/9",
+        redis_url=f"rediss://127.0.0.1:{stack.config.redis_port}/9",
     )
     with handler_client(MarketClient, settings, stack) as client:
         client.container.redis.flushdb()

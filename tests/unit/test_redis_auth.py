@@ -17,7 +17,9 @@ def test_the_auth_token_comes_from_the_secret(secretsmanager: Any) -> None:
     )
     client = build_redis(settings)
     kwargs = client.connection_pool.connection_kwargs
-    assert kwargs["password"] == "t0ken" * 8
+    # Each new connection asks the provider, which reads the secret again after a rotation.
+    assert kwargs["credential_provider"].get_credentials() == ("t0ken" * 8,)
+    assert kwargs.get("password") is None
     assert kwargs["host"] == "master.giftmarket.cache.amazonaws.com"
     # rediss:// is TLS: ElastiCache refuses AUTH over plain text when in-transit encryption is on.
     assert client.connection_pool.connection_class.__name__ == "SSLConnection"

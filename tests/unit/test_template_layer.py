@@ -25,7 +25,8 @@ def test_the_layer_is_built_from_the_folder_that_holds_the_package_and_its_requi
     content = REPO_ROOT / props("CoreLayer")["ContentUri"]
     assert (content / "giftmarket" / "__init__.py").is_file()
     assert (content / "requirements.txt") == LAYER_REQUIREMENTS
-    assert resources()["CoreLayer"]["Metadata"]["BuildMethod"] == "python3.12"
+    # layers/core/Makefile: the python3.12 build and the RDS CA bundle (test_template_tls.py).
+    assert resources()["CoreLayer"]["Metadata"]["BuildMethod"] == "makefile"
 
 
 def test_samconfig_deploys_with_the_capabilities_the_template_needs() -> None:

@@ -148,7 +148,10 @@ def test_the_databases_have_gtids_for_read_your_writes_and_row_binlogs_for_read_
 
 def test_the_application_user_secret_has_the_shape_the_code_reads() -> None:
     generated = props("DbAppSecret")["GenerateSecretString"]
-    assert set(json.loads(generated["SecretStringTemplate"])) == {"username"}
+    # username and password for the code; the rest for the rotation (test_rotation.py).
+    shape, _ = generated["SecretStringTemplate"]["Fn::Sub"]
+    assert json.loads(shape)["username"] == "giftmarket_app"
+    assert set(json.loads(shape)) == {"username", "dbname", "masterarn", "ssl"}
     assert generated["GenerateStringKey"] == "password"
 
 
@@ -223,7 +226,9 @@ def test_functions_reach_sqs_secrets_and_s3_without_internet_by_default() -> Non
         props(e)["ServiceName"]["Fn::Sub"].rsplit(".", 1)[1]: resources()[e].get("Condition")
         for e in resources("AWS::EC2::VPCEndpoint")
     }
-    assert services == {"s3": None, "sqs": "UseVpcEndpoints", "secretsmanager": "UseVpcEndpoints"}
+    endpoint = "UseVpcEndpoints"
+    # RDS: the DB secret's rotation function looks the primary's host up (DescribeDBInstances).
+    assert services == {"s3": None, "sqs": endpoint, "secretsmanager": endpoint, "rds": endpoint}
     nat = resources("AWS::EC2::NatGateway")
     assert len(nat) == 2 and {r["Condition"] for r in nat.values()} == {"UseNatGateway"}
 
@@ -253,7 +258,8 @@ def test_the_bucket_refuses_plain_http() -> None:
 def test_functions_run_python_3_12_on_arm64_with_the_core_layer_and_tracing() -> None:
     layer = props("CoreLayer")
     metadata = resources()["CoreLayer"]["Metadata"]
-    assert (metadata["BuildMethod"], metadata["BuildArchitecture"]) == ("python3.12", "arm64")
+    # The makefile build is SAM's python3.12 build plus the RDS CA bundle (layers/core/Makefile).
+    assert (metadata["BuildMethod"], metadata["BuildArchitecture"]) == ("makefile", "arm64")
     for function in function_ids():
         p = function_props(function)
         assert (p["Runtime"], p["Architectures"]) == ("python3.12", ["arm64"])

@@ -14,7 +14,9 @@ RDS Multi-AZ failover doing the equivalent on its own), played on the local stac
    data; the crashed primary's data is discarded. Commands succeed again from here, with
    nothing restarted on the application's side: its pool drops the dead connections.
 4. A new replica is made from a consistent dump of the new primary (`--single-transaction
-   --gtid`), and replicates from the dump's GTID position. Queries go back to it once its
+   --gtid`), and replicates from the dump's GTID position, over TLS, checking the new
+   primary's certificate (the servers keep the stack's certificates and TLS-only options
+   through the drill: they are given at each start). Queries go back to it once its
    health check sees it caught up.
 
 The stack ends with the shape it began with (primary port, replica port, replicating), so

@@ -5,6 +5,14 @@ Redis and LocalStack, all on loopback, each a ManagedProcess with its PID file u
 profile's folder (``.local/<profile>/``). ``up`` is idempotent: it starts what is not
 running and initialises the databases only once; data lives in the profile's folder and
 survives restarts.
+
+Every server speaks TLS only, with a certificate from the stack folder's own CA
+(``<folder>/tls/ca.pem``, made at the first ``up``): MariaDB refuses plain TCP connections
+(``require_secure_transport``, as the RDS parameter group does), Redis listens on a TLS port
+only, and the replica replicates over TLS, checking the primary's certificate and host name.
+The options are given on each server's command line at every start, so a stack folder made
+before TLS comes up with TLS at its next ``up``. Root reaches MariaDB over its Unix socket,
+which ``require_secure_transport`` allows (a local socket is a secure transport).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import urllib.request
@@ -22,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from giftmarket.settings import Settings
 from giftmarket_local.processes import ManagedProcess, ProcessError, port_open
+from giftmarket_local.tls import TlsFiles, ensure_local_tls
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -85,6 +95,16 @@ class StackConfig:
         )
 
     @property
+    def tls(self) -> TlsFiles:
+        """The stack folder's CA and server certificate (see giftmarket_local.tls)."""
+        return TlsFiles(self.root / "tls")
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA every client of this stack's servers verifies them with."""
+        return self.tls.ca_cert
+
+    @property
     def localstack_url(self) -> str:
         return f"http://{self.host}:{self.localstack_port}"
 
@@ -116,7 +136,10 @@ class StackConfig:
             "DB_NAME": self.db_name,
             "DB_USER": self.db_user,
             "DB_PASSWORD": self.db_password,
-            "REDIS_URL": f"redis://{self.host}:{self.redis_port}/0",
+            # TLS only: the servers' certificates are checked against the stack's own CA.
+            "DB_SSL_CA": str(self.ca_path),
+            "REDIS_URL": f"rediss://{self.host}:{self.redis_port}/0",
+            "REDIS_SSL_CA": str(self.ca_path),
             "AWS_ENDPOINT_URL": self.localstack_url,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
@@ -170,6 +193,12 @@ class MariaDB:
             f"--innodb-flush-log-at-trx-commit={1 if config.durable else 2}",
             f"--sync-binlog={1 if config.durable else 0}",
             f"--log-error={config.root / 'log' / (role + '.err')}",
+            # TLS, and nothing else over TCP (the Unix socket counts as secure).
+            f"--ssl-ca={config.tls.ca_cert}",
+            f"--ssl-cert={config.tls.server_cert}",
+            f"--ssl-key={config.tls.server_key}",
+            "--tls-version=TLSv1.2,TLSv1.3",
+            "--require-secure-transport=ON",
         ]
         if role == "replica":
             argv += ["--read-only=1", "--relay-log=relay", "--slave-net-timeout=10"]
@@ -247,8 +276,21 @@ class Stack:
                 _require("redis-server"),
                 "--bind",
                 config.host,
+                # TLS only: no plain port at all; clients need no certificate of their own.
                 "--port",
+                "0",
+                "--tls-port",
                 str(config.redis_port),
+                "--tls-cert-file",
+                str(config.tls.server_cert),
+                "--tls-key-file",
+                str(config.tls.server_key),
+                "--tls-ca-cert-file",
+                str(config.tls.ca_cert),
+                "--tls-auth-clients",
+                "no",
+                "--tls-protocols",
+                "TLSv1.2 TLSv1.3",
                 "--dir",
                 str(redis_dir),
                 "--appendonly",
@@ -260,7 +302,7 @@ class Stack:
             ],
             run_dir=config.root / "run",
             log_dir=config.root / "log",
-            ready=lambda: port_open(config.host, config.redis_port),
+            ready=self._redis_answers_tls,
             marker=f"{config.host}:{config.redis_port}",
             port=config.redis_port,
         )
@@ -307,6 +349,8 @@ class Stack:
         """Start whatever is not running; returns the names of the processes started now."""
         started: list[str] = []
         try:
+            ensure_local_tls(self.config.tls.folder)
+            self._stop_servers_without_tls()
             if not self._initialized_marker.exists():
                 started += self._initialize_databases()
             else:
@@ -387,8 +431,16 @@ class Stack:
             f"STOP SLAVE; RESET SLAVE ALL; SET GLOBAL gtid_slave_pos='{gtid_slave_pos}';"
             f"CHANGE MASTER TO MASTER_HOST='{c.host}', MASTER_PORT={c.primary_port},"
             f" MASTER_USER='{c.repl_user}', MASTER_PASSWORD='{c.repl_password}',"
-            " MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;"
+            " MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1,"
+            f" {self._replication_tls_sql()};"
             "START SLAVE;"
+        )
+
+    def _replication_tls_sql(self) -> str:
+        # The replica checks the primary's certificate against the stack's CA and its host
+        # name (127.0.0.1, an IP name of the certificate), as any client must.
+        return (
+            f"MASTER_SSL=1, MASTER_SSL_CA='{self.config.ca_path}', MASTER_SSL_VERIFY_SERVER_CERT=1"
         )
 
     def application_user_sql(self) -> str:
@@ -402,8 +454,76 @@ class Stack:
 
     def _ensure_replicating(self) -> None:
         status = self.replica_status()
+        over_tls = (
+            status.get("Master_SSL_Allowed") == "Yes"
+            and status.get("Master_SSL_Verify_Server_Cert") == "Yes"
+            and status.get("Master_SSL_CA_File") == str(self.config.ca_path)
+        )
+        if not over_tls:
+            # A replica set up before TLS (or with another stack folder's CA): same position,
+            # now over TLS. CHANGE MASTER keeps every option it is not given.
+            self.replica.sql(f"STOP SLAVE; CHANGE MASTER TO {self._replication_tls_sql()}")
+            status = {}
         if status.get("Slave_SQL_Running") != "Yes" or status.get("Slave_IO_Running") != "Yes":
             self.replica.sql("START SLAVE")
+
+    def _redis_answers_tls(self) -> bool:
+        """Redis is ready when it completes a TLS handshake and answers PING over it."""
+        import redis
+
+        if not port_open(self.config.host, self.config.redis_port):
+            return False
+        try:
+            self._ping_redis_over_tls()
+        except redis.RedisError:
+            return False
+        return True
+
+    def _ping_redis_over_tls(self) -> None:
+        import redis
+
+        c = self.config
+        client = redis.Redis(
+            host=c.host,
+            port=c.redis_port,
+            ssl=True,
+            ssl_ca_certs=str(c.ca_path),
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+        )
+        try:
+            client.ping()
+        except redis.BusyLoadingError:
+            pass  # TLS works; it answers commands once its data is loaded
+        finally:
+            client.close()
+
+    def _stop_servers_without_tls(self) -> None:
+        """Servers of this stack still running from before TLS (a stack kept up across the
+        change) are stopped, so they start again below with TLS."""
+        for db in (self.primary, self.replica):
+            if db.process.is_running():
+                try:
+                    secure = db.sql("SELECT @@require_secure_transport") == "1"
+                except ProcessError:
+                    continue  # not answering: let start() wait for it or report it
+                if not secure:
+                    db.process.stop()
+        if self.redis.is_running() and self._redis_answers_in_clear():
+            self.redis.stop()
+
+    def _redis_answers_in_clear(self) -> bool:
+        """Whether our Redis answers a PING sent in clear (a TLS-only one hangs up)."""
+        try:
+            with socket.create_connection(
+                (self.config.host, self.config.redis_port), timeout=2
+            ) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def replica_status(self) -> dict[str, str]:
         out = subprocess.run(

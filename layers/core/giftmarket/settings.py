@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     db_pool_recycle_seconds: int = Field(default=280, gt=0)
     db_connect_timeout_seconds: int = Field(default=3, ge=1)
     db_read_timeout_seconds: int = Field(default=10, ge=1)
+    # TLS to MySQL: the CA bundle (PEM) the server's certificate must chain to; its host name
+    # is checked too. In AWS the RDS CA bundle shipped in the layer (mandatory there); locally
+    # the stack's own CA (`python -m giftmarket_local env`). Unset (local only): TLS is still
+    # tried but the server is not verified.
+    db_ssl_ca: str | None = None
+    # TLS to Redis is on when REDIS_URL is rediss:// (mandatory in AWS), always verifying the
+    # certificate and host name: against this CA bundle, or the system trust store when unset
+    # (ElastiCache's certificates are Amazon-issued, publicly trusted).
+    redis_ssl_ca: str | None = None
 
     # Queries leave the replica for the primary when it lags more than this, or is down.
     replica_max_lag_seconds: float = Field(default=5.0, ge=0)

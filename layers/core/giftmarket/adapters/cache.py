@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.credentials import CredentialProvider
 
+from giftmarket.adapters.secrets import SecretValue
 from giftmarket.settings import Settings
 
 # A rebuild's pipelines of bulk writes take Redis far longer than one query's read.
@@ -18,8 +22,17 @@ def build_redis(settings: Settings, *, timeout: float | None = None) -> redis.Re
     options: dict[str, Any] = {}
     token = auth_token(settings)
     if token is not None:
-        options["password"] = token
-    return redis.Redis.from_url(
+        options["credential_provider"] = token
+    if settings.redis_url.startswith("rediss://"):
+        # TLS: the certificate must chain to REDIS_SSL_CA (or, unset, the system trust store,
+        # which holds ElastiCache's Amazon-issued CAs) and name the host; never a plain retry.
+        options.update(
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            ssl_ca_certs=settings.redis_ssl_ca,
+            ssl_min_version=ssl.TLSVersion.TLSv1_2,
+        )
+    client = TokenRefreshingRedis.from_url(
         settings.redis_url,
         socket_timeout=timeout or settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
@@ -27,15 +40,58 @@ def build_redis(settings: Settings, *, timeout: float | None = None) -> redis.Re
         decode_responses=False,
         **options,
     )
+    if isinstance(client, TokenRefreshingRedis):
+        client.auth_token = token
+    return client
 
 
-def auth_token(settings: Settings) -> str | None:
+class AuthToken(CredentialProvider):
+    """The AUTH token each new connection sends: ElastiCache's, from Secrets Manager."""
+
+    def __init__(self, secret: SecretValue[str]) -> None:
+        self.secret = secret
+
+    def get_credentials(self) -> tuple[str]:
+        return (self.secret.current,)
+
+
+def auth_token(settings: Settings) -> AuthToken | None:
     """The ElastiCache AUTH token from Secrets Manager (cached by Powertools), if configured."""
-    if not settings.redis_auth_secret_arn:
+    arn = settings.redis_auth_secret_arn
+    if not arn:
         return None
     from aws_lambda_powertools.utilities import parameters
 
-    return str(parameters.get_secret(settings.redis_auth_secret_arn, max_age=300))
+    def fetch(fresh: bool) -> str:
+        return str(parameters.get_secret(arn, max_age=300, force_fetch=fresh))
+
+    return AuthToken(SecretValue(fetch, name="Redis"))
+
+
+class TokenRefreshingRedis(redis.Redis):
+    """A client that survives an AUTH token rotation (ElastiCache's ROTATE, then SET).
+
+    Connections already open stay logged in; a new one that Redis refuses (WRONGPASS once
+    the old token is dropped; NOAUTH) makes the token be read again past Powertools' cache,
+    the pool's idle connections dropped (they reconnect with it) and the command run once
+    more. Pipelines (the rebuild's bulk writes) are not run again, but log in with the token
+    read again by then."""
+
+    auth_token: AuthToken | None = None
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        execute: Callable[..., Any] = super().execute_command  # untyped in redis-py
+        token = self.auth_token
+        if token is None:
+            return execute(*args, **options)
+        refused = token.secret.current
+        try:
+            return execute(*args, **options)
+        except redis.AuthenticationError:
+            if token.secret.refresh(refused) is None:
+                raise
+        self.connection_pool.disconnect(inuse_connections=False)
+        return execute(*args, **options)
 
 
 def ping(client: redis.Redis) -> str:

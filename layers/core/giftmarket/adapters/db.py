@@ -9,11 +9,12 @@ promoted standby is reached by fresh connections and never through a dead or rea
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext
@@ -22,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from giftmarket.adapters.errors import DatabaseUnavailable as DatabaseUnavailable
+from giftmarket.adapters.secrets import SecretValue
 from giftmarket.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,17 +53,80 @@ def _drop_connection_on_failover_errors(context: ExceptionContext) -> None:
 @dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
-def resolve_credentials(settings: Settings) -> Credentials:
-    """DB credentials from Secrets Manager in AWS (cached by Powertools), else settings."""
+# MySQL's "access denied" when logging in: the password was rotated, or is wrong.
+ACCESS_DENIED = 1045
+
+
+def resolve_credentials(settings: Settings, *, fresh: bool = False) -> Credentials:
+    """DB credentials from Secrets Manager in AWS, else settings. Powertools caches the
+    secret for 5 minutes; `fresh` reads it again past that cache (after a rotation)."""
     if settings.db_secret_arn:
         from aws_lambda_powertools.utilities import parameters
 
-        secret: Any = parameters.get_secret(settings.db_secret_arn, transform="json", max_age=300)
+        secret: Any = parameters.get_secret(
+            settings.db_secret_arn, transform="json", max_age=300, force_fetch=fresh
+        )
         return Credentials(username=str(secret["username"]), password=str(secret["password"]))
     return Credentials(settings.db_user, settings.db_password.get_secret_value())
+
+
+# The credentials new connections log in with, shared by a Database's engines: read again
+# from the secret when MySQL refuses them (see `log_in`).
+CredentialSource: TypeAlias = SecretValue[Credentials]
+
+
+C = TypeVar("C")
+
+
+def log_in(connect: Callable[[Credentials], C], source: CredentialSource) -> C:
+    """`connect` with the source's credentials and, if MySQL refuses them (1045, a rotated
+    password), once more with the secret read again. Nothing has run on a connection that
+    is still logging in, so retrying the login is retrying the operation that needed it:
+    a command's transaction, a query, the replica monitor's probe alike."""
+    credentials = source.current
+    try:
+        return connect(credentials)
+    except Exception as exc:
+        if mysql_error_code(exc) != ACCESS_DENIED:
+            raise
+        fresh = source.refresh(credentials)
+        if fresh is None:
+            raise
+    return connect(fresh)
+
+
+def log_in_with(engine: Engine, source: CredentialSource) -> None:
+    """Every new connection of `engine` logs in through `log_in` with `source`: after a
+    rotation the pool's next connections use the new password (those already open keep
+    their sessions, which MySQL does not end), without rebuilding the engine, so nothing
+    holding it (the publisher, the relay, the replica monitor) can keep an old one."""
+
+    def connect(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+        def with_credentials(credentials: Credentials) -> Any:
+            params = {**cparams, "user": credentials.username, "password": credentials.password}
+            return dialect.connect(*cargs, **params)
+
+        return log_in(with_credentials, source)
+
+    event.listen(engine, "do_connect", connect)
+
+
+def mysql_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for MySQL connections: the server's certificate must chain to DB_SSL_CA (the RDS
+    CA bundle in AWS) or the system trust store (which holds the Amazon roots of RDS Proxy's
+    ACM certificates), and name the host connected to. None without DB_SSL_CA (local only;
+    Settings refuses that in AWS)."""
+    if not settings.db_ssl_ca:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=settings.db_ssl_ca)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def build_engine(
@@ -87,6 +152,10 @@ def build_engine(
         "read_timeout": settings.db_read_timeout_seconds,
         "write_timeout": settings.db_read_timeout_seconds,
     }
+    tls = mysql_tls_context(settings)
+    if tls is not None:
+        # PyMySQL then requires TLS (no fallback to plain) and wraps with the host name.
+        connect_args["ssl"] = tls
     if read_only:
         # A query that falls back to the primary still cannot write there.
         connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
@@ -112,9 +181,10 @@ def is_connectivity_error(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    # 2003/2005: cannot connect, 1040: too many connections, 2055: lost at the socket layer.
+    # 2003/2005: cannot connect, 1040: too many connections, 2055: lost at the socket layer,
+    # 1045: the login refused even with the secret read again (see `log_in`).
     return isinstance(exc, OperationalError) and (
-        mysql_error_code(exc) in FAILOVER_ERROR_CODES | {1040, 2003, 2005, 2055}
+        mysql_error_code(exc) in FAILOVER_ERROR_CODES | {1040, 1045, 2003, 2005, 2055}
     )
 
 
@@ -204,43 +274,46 @@ class Database:
         reader: Engine | None,
         primary_reader: Engine,
         monitor: ReplicaMonitor | None,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self.primary_reader = primary_reader
         self.monitor = monitor
+        # What the engines log in with, re-read from the secret when refused (rotation).
+        self.credentials = credentials
         self._writer_sessions = sessionmaker(writer, expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        creds = resolve_credentials(settings)
-        writer = build_engine(
-            settings, creds, settings.db_primary_host, settings.db_primary_port, read_only=False
+        """The engines of `settings`, all logging in with one CredentialSource: a rotated
+        password refused on any of them is read again once, for all of them."""
+        source = CredentialSource(
+            lambda fresh: resolve_credentials(settings, fresh=fresh), name="database"
         )
-        primary_reader = build_engine(
-            settings, creds, settings.db_primary_host, settings.db_primary_port, read_only=True
-        )
-        same_server = (settings.db_replica_host, settings.db_replica_port) == (
-            settings.db_primary_host,
-            settings.db_primary_port,
-        )
-        if same_server:
-            return cls(writer, None, primary_reader, None)
+
+        def engine(host: str, port: int, *, read_only: bool, **options: Any) -> Engine:
+            built = build_engine(
+                settings, source.current, host, port, read_only=read_only, **options
+            )
+            log_in_with(built, source)
+            return built
+
+        primary = (settings.db_primary_host, settings.db_primary_port)
+        writer = engine(*primary, read_only=False)
+        primary_reader = engine(*primary, read_only=True)
+        if (settings.db_replica_host, settings.db_replica_port) == primary:
+            return cls(writer, None, primary_reader, None, source)
         # A dead replica must cost a query little before it falls back: short connect timeout.
-        reader = build_engine(
-            settings,
-            creds,
-            settings.db_replica_host,
-            settings.db_replica_port,
-            read_only=True,
-            connect_timeout=1,
+        reader = engine(
+            settings.db_replica_host, settings.db_replica_port, read_only=True, connect_timeout=1
         )
         monitor = ReplicaMonitor(
             reader,
             max_lag_seconds=settings.replica_max_lag_seconds,
             interval_seconds=settings.replica_check_interval_seconds,
         )
-        return cls(writer, reader, primary_reader, monitor)
+        return cls(writer, reader, primary_reader, monitor, source)
 
     def writer_session(self) -> Session:
         """A session on the primary; the unit of work owns its transaction."""

@@ -1,0 +1,84 @@
+"""The migration function after Secrets Manager's alternating-users rotation: the secret then
+names the `_clone` user, and the job creates (or resets) that user, leaving the other one as
+the rotation left it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+from tests.conftest import SettingsFactory
+from tests.integration.test_schema_job import MASTER, master_user
+
+from giftmarket.adapters.db import mysql_error_code, mysql_tls_context
+from giftmarket.jobs.schema import migrate
+from giftmarket.settings import Settings
+from giftmarket_local.stack import Stack
+
+ALEMBIC_INI = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "alembic.ini"
+APP, CLONE = "gm_rot_app", "gm_rot_app_clone"
+
+__all__ = ["master_user"]  # the fixture, shared with the schema job's tests
+
+
+@pytest.fixture
+def users_dropped(stack: Stack) -> Iterator[None]:
+    yield
+    stack.primary.sql(f"DROP USER IF EXISTS '{APP}'@'%'; DROP USER IF EXISTS '{CLONE}'@'%';")
+
+
+def logs_in(settings: Settings, user: str, password: str) -> bool:
+    url = URL.create(
+        "mysql+pymysql",
+        username=user,
+        password=password,
+        host=settings.db_primary_host,
+        port=settings.db_primary_port,
+        database=settings.db_name,
+    )
+    tls = mysql_tls_context(settings)
+    engine = create_engine(url, poolclass=NullPool, connect_args={"ssl": tls} if tls else {})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT COUNT(*) FROM users"))
+        return True
+    except OperationalError as exc:
+        assert mysql_error_code(exc) == 1045
+        return False
+    finally:
+        engine.dispose()
+
+
+def test_the_job_creates_the_user_the_rotated_secret_names(
+    make_settings: SettingsFactory,
+    master_user: str,
+    secretsmanager: Any,
+    users_dropped: None,
+) -> None:
+    master_arn = secretsmanager.create_secret(
+        Name="master", SecretString=json.dumps({"username": MASTER, "password": master_user})
+    )["ARN"]
+    app_arn = secretsmanager.create_secret(
+        Name="app", SecretString=json.dumps({"username": APP, "password": "app-Passw0rd"})
+    )["ARN"]
+    settings = make_settings(db_secret_arn=app_arn, db_master_secret_arn=master_arn)
+    assert migrate(settings, ALEMBIC_INI).app_user == APP
+
+    # What the rotation's createSecret step stores: the other user, a new password.
+    secretsmanager.put_secret_value(
+        SecretId=app_arn,
+        SecretString=json.dumps({"username": CLONE, "password": "clone-Passw0rd"}),
+    )
+    DEFAULT_PROVIDERS.clear()  # a later invocation, past Powertools' cache
+    assert migrate(settings, ALEMBIC_INI).app_user == CLONE
+
+    assert logs_in(settings, CLONE, "clone-Passw0rd")
+    assert logs_in(settings, APP, "app-Passw0rd")  # the user not named is left alone
