@@ -3,8 +3,13 @@
 Packaged with the Alembic scripts beside it and run inside the VPC, where RDS is: after the
 first deploy, and after every deploy that adds a migration, an operator invokes it once
 (`sam remote invoke MigrationFunction`). It creates or updates the application's database
-user from its secret, then applies the migrations as the master user. The event carries
-nothing; running it again changes nothing.
+user from its secret, then applies the migrations as the master user. An empty event does
+just that; running it again changes nothing.
+
+It is also the operator's way to admin rights on a deployed stage, where only those allowed
+to invoke this function (IAM) can use it:
+`{"admin": {"action": "grant" | "revoke" | "list", "email": "...", "by": "your name"}}`,
+recorded as `giftmarket admin grant|revoke` records them (CloudTrail names the caller too).
 """
 
 from pathlib import Path
@@ -18,10 +23,54 @@ from giftmarket.settings import Settings
 logger = Logger(service="giftmarket-migration")
 
 ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
+ADMIN_ACTIONS = {"grant": True, "revoke": False}
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if isinstance(event, dict) and "admin" in event:
+        return admin_rights(event["admin"], getattr(context, "function_name", "migration"))
     report = migrate(Settings(), ALEMBIC_INI)
     logger.info("schema migrated", extra=report.as_dict())
     return report.as_dict()
+
+
+def admin_rights(request: Any, function_name: str) -> dict[str, Any]:
+    """Grant, revoke or list admin rights, connected as the application user (rows only)."""
+    from giftmarket.bootstrap import bootstrap
+    from giftmarket.commands.admins import SetAdmin, list_admin_rights, set_admin
+    from giftmarket.domain.errors import DomainError
+
+    action = request.get("action") if isinstance(request, dict) else None
+    email = request.get("email") if isinstance(request, dict) else None
+    if action not in (*ADMIN_ACTIONS, "list") or (action != "list" and not isinstance(email, str)):
+        return {"error": 'expected {"admin": {"action": "grant|revoke|list", "email": "..."}}'}
+    container = bootstrap()
+    try:
+        if action == "list":
+            rights, _ = container.command_executor.execute(list_admin_rights)
+            return {
+                "admins": [{"user_id": u, "email": e} for u, e in rights.admins],
+                "record": [
+                    {
+                        "action": c.action.value,
+                        "email": c.email,
+                        "by": c.actor,
+                        "at": c.recorded_at.isoformat(),
+                    }
+                    for c in rights.history
+                ],
+            }
+        by = str(request.get("by") or "unnamed operator")
+        command = SetAdmin(str(email), ADMIN_ACTIONS[action], f"{by} (lambda:{function_name})")
+        try:
+            result, _ = container.command_executor.execute(
+                lambda uow, ctx: set_admin(uow, command, ctx)
+            )
+        except DomainError as exc:
+            return {"error": exc.detail}
+    finally:
+        container.close()
+    answer = {"user_id": result.user_id, "email": result.email, "is_admin": result.is_admin}
+    logger.info("admin rights", extra={**answer, "changed": result.change is not None, "by": by})
+    return {**answer, "changed": result.change is not None}

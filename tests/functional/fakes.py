@@ -54,7 +54,8 @@ from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
-from giftmarket.domain.users import User, normalize_email
+from giftmarket.domain.sign_in import FailureWindow, SignInLimits, TooManyAttempts, lockout
+from giftmarket.domain.users import AdminRightsChange, User, normalize_email
 
 A = TypeVar("A")
 
@@ -161,6 +162,7 @@ class FakeStore:
         self.ledger: list[LedgerTransaction] = []
         self.outbox: list[OutboxRecord] = []
         self.idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
+        self.admin_rights: list[AdminRightsChange] = []
         self.commits = 0
         self._outbox_sequence = itertools.count(1)
 
@@ -190,6 +192,7 @@ class FakeStore:
             "ledger": list(self.ledger),
             "outbox": list(self.outbox),
             "idempotency": dict(self.idempotency),
+            "admin_rights": list(self.admin_rights),
         }
 
 
@@ -213,6 +216,7 @@ class _Transaction:
     idempotency: dict[tuple[str, str], _IdempotencyRecord | None] = field(default_factory=dict)
     ledger: list[LedgerTransaction] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
+    admin_rights: list[AdminRightsChange] = field(default_factory=list)
     seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
 
     # --- rows ----------------------------------------------------------------------------
@@ -304,10 +308,11 @@ class _Transaction:
                 store.idempotency[key] = record
         store.ledger.extend(self.ledger)
         store.outbox.extend(self.outbox)
+        store.admin_rights.extend(self.admin_rights)
         store.commits += 1
         # Like a SQL session after COMMIT: a new transaction, the same identity map.
         self.rows, self.likes, self.idempotency = {}, {}, {}
-        self.ledger, self.outbox = [], []
+        self.ledger, self.outbox, self.admin_rights = [], [], []
 
 
 class _FakeRepository(Generic[A]):
@@ -376,6 +381,12 @@ class FakeUserRepository(_FakeRepository[User], ports.UserRepository):
         if row is not None:
             updated = dataclasses.replace(row, password_hash=password_hash)
             self._tx.write(self.table, updated, insert=False)
+
+    def list_admins(self) -> list[User]:
+        admins = sorted(
+            (row for row in self._tx.all_rows(self.table) if row.is_admin), key=lambda u: u.email
+        )
+        return [self._tx.load(self.table, row, lock=False) for row in admins]
 
 
 class FakeProductRepository(_FakeRepository[Product], ports.ProductRepository):
@@ -551,6 +562,23 @@ class FakeLedger(ports.Ledger):
         return self._uow.store.ledger
 
 
+class FakeAdminRightsLog(ports.AdminRightsLog):
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def record(self, change: AdminRightsChange) -> None:
+        tx = self._uow.transaction
+        if tx.row("users", change.user_id) is None:
+            raise FakeIntegrityError(
+                f"admin_rights_changes.user_id = {change.user_id} is not in users"
+            )
+        tx.admin_rights.append(change)
+
+    def history(self, limit: int) -> list[AdminRightsChange]:
+        tx = self._uow.transaction
+        return [*reversed(tx.store.admin_rights + tx.admin_rights)][:limit]
+
+
 class FakeIdempotencyStore(ports.IdempotencyStore):
     """Claims of other, uncommitted units of work are not seen: nothing here can wait."""
 
@@ -607,6 +635,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.settlements = FakeSettlementRepository(self)
         self.ledger = FakeLedger(self)
         self.idempotency = FakeIdempotencyStore(self, idempotency_ttl)
+        self.admin_rights = FakeAdminRightsLog(self)
 
     @property
     def transaction(self) -> _Transaction:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 
-from tests.conftest import giftmarket_cli
+from tests.conftest import giftmarket_cli, settings_for
 
 from giftmarket_local.stack import Stack
 
@@ -14,3 +15,48 @@ def test_giftmarket_health_reports_the_stack_it_is_pointed_at(stack: Stack) -> N
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["primary"], report["replica"], report["cache"]) == ("ok", "ok", "ok")
+
+
+def test_giftmarket_admin_grant_revoke_and_list_change_and_record_rights(stack: Stack) -> None:
+    email = f"operator-made-{uuid.uuid4().hex[:10]}@example.com"
+    missing = giftmarket_cli(stack, "admin", "grant", email)
+    assert missing.returncode == 2 and "No account has the email" in missing.stderr
+    user_id = sign_up_directly(stack, email)
+
+    def is_admin() -> str:
+        return stack.primary.sql(f"SELECT is_admin FROM giftmarket.users WHERE id = '{user_id}'")
+
+    assert is_admin() == "0"
+    granted = giftmarket_cli(stack, "admin", "grant", email.upper(), "--by", "ops-lee")
+    assert granted.returncode == 0, granted.stderr
+    assert f"grant admin rights: {email} ({user_id}), by ops-lee" in granted.stdout
+    assert is_admin() == "1"
+    listed = giftmarket_cli(stack, "admin", "list")
+    assert f"  {email} ({user_id})" in listed.stdout
+    revoked = giftmarket_cli(stack, "admin", "revoke", email)
+    assert revoked.returncode == 0, revoked.stderr
+    assert is_admin() == "0"
+    record = stack.primary.sql(
+        "SELECT action, actor FROM giftmarket.admin_rights_changes"
+        f" WHERE user_id = '{user_id}' ORDER BY id"
+    ).splitlines()
+    assert record[0] == "grant\tops-lee"
+    assert record[1].startswith("revoke\t") and record[1].endswith("(cli)")
+    again = giftmarket_cli(stack, "admin", "revoke", email)
+    assert again.returncode == 0 and "already is not an admin" in again.stdout
+
+
+def sign_up_directly(stack: Stack, email: str) -> str:
+    """An account made through the signup command, on a container with no ADMIN_EMAILS."""
+    from giftmarket.bootstrap import bootstrap
+    from giftmarket.commands import accounts
+
+    container = bootstrap(settings_for(stack, admin_emails="", events_queue_url=None))
+    try:
+        command = accounts.SignUp(email, "operator-password-1", "op")
+        account, _ = container.command_executor.execute(
+            lambda uow, ctx: accounts.sign_up(uow, command, ctx)
+        )
+    finally:
+        container.close()
+    return account.user_id

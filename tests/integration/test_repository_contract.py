@@ -420,6 +420,32 @@ def test_setting_a_password_hash_keeps_the_version(backend: Backend) -> None:
     assert (loaded.password_hash, loaded.version) == ("hash:2", 1)
 
 
+def test_admin_rights_changes_are_saved_with_the_user_and_listed_newest_first(
+    backend: Backend,
+) -> None:
+    user = a_user()
+    committed(backend, user)
+    for is_admin, later in ((True, 0), (False, 1), (True, 2)):
+        with backend.new_uow() as uow:
+            loaded = uow.users.get(user.id, lock=True)
+            assert loaded is not None
+            change = loaded.set_admin(is_admin, actor="ops", now=NOW + later * HOUR)
+            assert change is not None
+            uow.admin_rights.record(change)
+            uow.commit()
+    with backend.new_uow() as uow:
+        admins = {admin.id for admin in uow.users.list_admins()}
+        history = [c for c in uow.admin_rights.history(1000) if c.user_id == user.id]
+    assert user.id in admins
+    assert [(c.action.value, c.recorded_at) for c in history] == [
+        ("grant", NOW + 2 * HOUR),
+        ("revoke", NOW + HOUR),
+        ("grant", NOW),
+    ]
+    assert {(c.email, c.actor) for c in history} == {(user.email, "ops")}
+    assert reloaded(backend, lambda uow: uow.users.get(user.id)).version == 4
+
+
 # --- users by email ------------------------------------------------------------------------
 
 

@@ -37,19 +37,28 @@ LAMBDA_FUNCTIONS = {
     "OutboxRelayFunction": "outbox_relay",
     "SettlementFunction": "settlement",
     "ImageJanitorFunction": "image_janitor",
+    "PurgeFunction": "purge",
 }
 
 # What each function reads beyond what all of them need to build Settings in AWS mode.
 DATABASE = {"DB_PRIMARY_HOST", "DB_PRIMARY_PORT", "DB_REPLICA_HOST", "DB_REPLICA_PORT"}
-COMMON = {"ENVIRONMENT", "DB_NAME", "DB_SECRET_ARN", "JWT_SECRET_ARN", *DATABASE}
+COMMON = {
+    "ENVIRONMENT",
+    "DB_NAME",
+    "DB_SECRET_ARN",
+    "JWT_SECRET_ARN",
+    "FINGERPRINT_KEY_SECRET_ARN",
+    *DATABASE,
+}
 REDIS = {"REDIS_URL", "REDIS_AUTH_SECRET_ARN"}
 NEEDS: dict[str, set[str]] = {
-    "CommandApiFunction": {"EVENTS_QUEUE_URL", "IMAGES_BUCKET", "ADMIN_EMAILS"},
+    "CommandApiFunction": {"EVENTS_QUEUE_URL", "IMAGES_BUCKET"},
     "QueryApiFunction": {"IMAGES_BUCKET", *REDIS},
     "ProjectorFunction": {"EVENTS_QUEUE_URL", "WELCOME_COUPON_AMOUNT", *REDIS},
     "OutboxRelayFunction": {"EVENTS_QUEUE_URL", *REDIS},
     "SettlementFunction": {"EVENTS_QUEUE_URL"},
     "ImageJanitorFunction": {"IMAGES_BUCKET"},
+    "PurgeFunction": {"OUTBOX_RETENTION_DAYS"},
     "MigrationFunction": {"DB_MASTER_SECRET_ARN"},
 }
 # Settings with a default that is right in AWS too; the others must come from the template.
@@ -58,6 +67,7 @@ DEFAULT_IS_FINE = {"WELCOME_COUPON_AMOUNT"}
 SECRET_SETTINGS = {
     "DB_SECRET_ARN",
     "JWT_SECRET_ARN",
+    "FINGERPRINT_KEY_SECRET_ARN",
     "REDIS_AUTH_SECRET_ARN",
     "DB_MASTER_SECRET_ARN",
 }
@@ -146,7 +156,10 @@ def test_a_function_may_read_the_secrets_its_settings_name_and_no_other(function
     needed = {
         json.dumps(env[name], sort_keys=True)
         for name in SECRET_SETTINGS & (COMMON | NEEDS[function])
+        # Every function builds Settings (which names both keys); only the APIs check
+        # tokens, and only the command API fingerprints requests.
         if name != "JWT_SECRET_ARN" or function in ("CommandApiFunction", "QueryApiFunction")
+        if name != "FINGERPRINT_KEY_SECRET_ARN" or function == "CommandApiFunction"
     }
     granted = {
         json.dumps(resource_, sort_keys=True)
@@ -189,12 +202,27 @@ def routed() -> dict[tuple[str, str], str]:
     }
 
 
+# Routes PRODUCT.md gained on 2026-12-06 that open issues build; each leaves this list in
+# the change that routes it (the test below fails if a listed route is routed, or if
+# PRODUCT.md drops one).
+NOT_YET_BUILT = {
+    ("POST", "/api/auth/oidc/{provider}"): "issue 17",
+    ("POST", "/api/orders/{order_id}/dispute"): "issue 16",
+    ("POST", "/api/admin/orders/{order_id}/inspection"): "issue 16",
+    ("POST", "/api/admin/orders/{order_id}/resolution"): "issue 16",
+    ("GET", "/api/admin/inspections"): "issue 16",
+    ("GET", "/api/admin/disputes"): "issue 16",
+}
+
+
 def test_every_product_route_is_routed_to_its_function_and_nothing_else_is(
     routed: dict[tuple[str, str], str],
 ) -> None:
-    expected = {(method, path): f for f, method, path in product_routes()}
-    assert len(expected) == 28
-    assert routed == expected
+    specified = {(method, path): f for f, method, path in product_routes()}
+    assert len(specified) == 34
+    assert set(NOT_YET_BUILT) <= set(specified)
+    assert not set(NOT_YET_BUILT) & set(routed)
+    assert routed == {route: f for route, f in specified.items() if route not in NOT_YET_BUILT}
 
 
 def test_every_route_is_on_the_one_http_api() -> None:

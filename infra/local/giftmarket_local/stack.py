@@ -42,6 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCALSTACK_PYTHON = REPO_ROOT / ".local" / "venvs" / "localstack" / "bin" / "python"
 
 
+LOCAL_ADMIN_EMAIL = "admin@giftmarket.local"
+
+
 def local_dir() -> Path:
     return Path(os.environ.get("GM_LOCAL_DIR", REPO_ROOT / ".local"))
 
@@ -148,6 +151,9 @@ class StackConfig:
             "IMAGES_BUCKET": self.images_bucket,
             "EVENTS_QUEUE_URL": f"{queue_base}/{self.events_queue}",
             "EVENTS_DLQ_URL": f"{queue_base}/{self.events_dlq}",
+            # The local stack's convenience only (PRODUCT.md): a deployed stage has no admin
+            # email; `ADMIN_EMAILS= make run` starts one without, as AWS is.
+            "ADMIN_EMAILS": os.environ.get("ADMIN_EMAILS", LOCAL_ADMIN_EMAIL),
         }
 
 

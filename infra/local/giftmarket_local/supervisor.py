@@ -61,12 +61,17 @@ def run(stack: Stack, *, port: int = 3000, host: str = "127.0.0.1") -> int:
         serving = threading.Thread(target=server.serve_forever, name="gateway", daemon=True)
         serving.start()
         triggers = start_triggers(gateway, stack.config.app_env(), stop)
-        admin = os.environ.get("ADMIN_EMAILS", "admin@giftmarket.local").split(",")[0]
+        admins = [e.strip() for e in os.environ["ADMIN_EMAILS"].split(",") if e.strip()]
+        admin = (
+            f"sign up as {admins[0]} to get the admin role (ADMIN_EMAILS)"
+            if admins
+            else "ADMIN_EMAILS is empty: after signing up, .venv/bin/giftmarket admin grant EMAIL"
+        )
         print(
             f"\ngiftmarket is up in {time.monotonic() - began:.1f}s\n"
             f"  API      http://{host}:{port}/api/health\n"
             f"  docs     http://{host}:{port}/docs\n"
-            f"  admin    sign up as {admin} to get the admin role (ADMIN_EMAILS)\n"
+            f"  admin    {admin}\n"
             f"  started  {', '.join(started) or 'nothing (already running)'}\n"
             "Ctrl-C stops everything this run started.\n",
             flush=True,

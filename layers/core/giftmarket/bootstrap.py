@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from giftmarket.adapters.read_models import ReadModels
     from giftmarket.commands.context import CommandContext, ImageStore, PasswordHasher
     from giftmarket.commands.executor import CommandExecutor
-    from giftmarket.commands.ports import UnitOfWork
+    from giftmarket.commands.ports import SignInGuard, UnitOfWork
+    from giftmarket.http.auth import KeyRing
     from giftmarket.jobs.images import CleanupReport
+    from giftmarket.jobs.purge import PurgeReport
     from giftmarket.jobs.settlement import SettlementReport
     from giftmarket.projections.projector import Projector
     from giftmarket.projections.rebuild import Progress, RebuildReport
@@ -113,12 +115,53 @@ class Container:
         )
 
     @cached_property
+    def jwt_keys(self) -> KeyRing:
+        """The JWT keys by kid: in AWS the secret's AWSCURRENT (signs) and AWSPREVIOUS
+        versions, read again every 5 minutes or on an unknown kid; locally JWT_SECRET."""
+        from giftmarket.http.auth import KeyRing, KeySet, keys_from_secret
+
+        arn = self.settings.jwt_secret_arn
+        if arn:
+            return KeyRing(lambda: keys_from_secret(arn))
+        return KeyRing.fixed(KeySet.of(self.settings.jwt_secret.get_secret_value()))
+
+    @property
     def jwt_secret(self) -> str:
-        if self.settings.jwt_secret_arn:
+        """The current signing key, for tools and tests that sign tokens themselves."""
+        return self.jwt_keys.keys().current.secret
+
+    @cached_property
+    def fingerprint_key(self) -> bytes:
+        """The HMAC key of idempotency fingerprints (Secrets Manager in AWS)."""
+        if self.settings.fingerprint_key_secret_arn:
             from aws_lambda_powertools.utilities import parameters
 
-            return str(parameters.get_secret(self.settings.jwt_secret_arn, max_age=300))
-        return self.settings.jwt_secret.get_secret_value()
+            arn = self.settings.fingerprint_key_secret_arn
+            return str(parameters.get_secret(arn, max_age=300)).encode()
+        return self.settings.fingerprint_key.get_secret_value().encode()
+
+    @cached_property
+    def sign_in_guard(self) -> SignInGuard:
+        from giftmarket.adapters.sign_in_guard import (
+            FallbackSignInGuard,
+            RedisSignInGuard,
+            SqlSignInGuard,
+            SubjectKeys,
+        )
+        from giftmarket.domain.sign_in import SignInLimits
+
+        settings = self.settings
+        limits = SignInLimits(
+            settings.login_failures_per_email,
+            settings.login_failures_per_address,
+            settings.login_failure_window_seconds,
+        )
+        # Emails and addresses are stored only as HMACs under the server-side key.
+        keys = SubjectKeys(lambda: self.fingerprint_key, limits)
+        return FallbackSignInGuard(
+            RedisSignInGuard(self.redis, keys, limits),
+            SqlSignInGuard(self.database.writer, keys, limits),
+        )
 
     @cached_property
     def command_context(self) -> CommandContext:

@@ -23,8 +23,12 @@ dlq = typer.Typer(no_args_is_help=True, help="The events dead-letter queue.")
 app.add_typer(dlq, name="dlq")
 read_models = typer.Typer(no_args_is_help=True, help="The Redis read models of the query API.")
 app.add_typer(read_models, name="read-models")
-jobs = typer.Typer(no_args_is_help=True, help="The scheduled jobs: settlement, image cleanup.")
+jobs = typer.Typer(
+    no_args_is_help=True, help="The scheduled jobs: settlement, image cleanup, purge."
+)
 app.add_typer(jobs, name="jobs")
+admin = typer.Typer(no_args_is_help=True, help="Admin rights: granted by an operator, recorded.")
+app.add_typer(admin, name="admin")
 
 
 @app.callback()
@@ -209,6 +213,106 @@ def jobs_clean_images(
         )
     if report.failed:
         raise typer.Exit(code=1)
+
+
+@jobs.command("purge")
+def jobs_purge(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; change nothing."),
+) -> None:
+    """Delete what is past its retention as the daily scheduled function does: published
+    outbox rows older than OUTBOX_RETENTION_DAYS (default 7) and expired idempotency
+    records, at most PURGE_BATCH_SIZE (1000) rows per short transaction. Prints one line per
+    table, then a summary. Safe to run at any time, and again."""
+    container = bootstrap()
+    try:
+        report = container.purge(dry_run=dry_run)
+    finally:
+        container.close()
+    for table in report.tables:
+        if dry_run:
+            typer.echo(f"{table.table}: would delete {table.would_delete}")
+        else:
+            typer.echo(
+                f"{table.table}: deleted {table.deleted} in {table.transactions} transactions"
+                f" of at most {report.batch_size} rows"
+            )
+    as_of = report.as_of.isoformat()
+    if dry_run:
+        typer.echo(
+            f"dry run as of {as_of}: would delete {report.would_delete}; nothing was changed"
+        )
+    else:
+        typer.echo(f"as of {as_of}: deleted {report.deleted} in {report.seconds:.1f} s")
+
+
+def _operator() -> str:
+    """Who runs this command, for the record: the OS user and host."""
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()} (cli)"
+
+
+def _set_admin(email: str, is_admin: bool, by: str | None) -> None:
+    from giftmarket.commands.admins import NoAccountForEmail, SetAdmin, set_admin
+    from giftmarket.domain.errors import InvalidField
+
+    command = SetAdmin(email, is_admin, by or _operator())
+    container = bootstrap()
+    try:
+        result, _ = container.command_executor.execute(
+            lambda uow, ctx: set_admin(uow, command, ctx)
+        )
+    except (NoAccountForEmail, InvalidField) as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(code=2) from exc
+    finally:
+        container.close()
+    if result.change is None:
+        state = "already is" if is_admin else "already is not"
+        typer.echo(f"{result.email} {state} an admin; nothing changed")
+    else:
+        typer.echo(
+            f"{result.change.action.value} admin rights: {result.email} ({result.user_id}),"
+            f" by {result.change.actor} at {result.change.recorded_at.isoformat()}"
+        )
+
+
+_BY = typer.Option(None, "--by", help="Who asks, for the record (default: OS user@host).")
+
+
+@admin.command("grant")
+def admin_grant(email: str, by: str | None = _BY) -> None:
+    """Give the account with EMAIL admin rights (it must have signed up). Recorded with who
+    and when; effective on its next request."""
+    _set_admin(email, True, by)
+
+
+@admin.command("revoke")
+def admin_revoke(email: str, by: str | None = _BY) -> None:
+    """Take admin rights away from the account with EMAIL; effective on its next request."""
+    _set_admin(email, False, by)
+
+
+@admin.command("list")
+def admin_list() -> None:
+    """Show the admins and the latest grants and revokes, newest first."""
+    from giftmarket.commands.admins import list_admin_rights
+
+    container = bootstrap()
+    try:
+        rights, _ = container.command_executor.execute(list_admin_rights)
+    finally:
+        container.close()
+    typer.echo("admins:" if rights.admins else "admins: none")
+    for user_id, email in rights.admins:
+        typer.echo(f"  {email} ({user_id})")
+    typer.echo("record:" if rights.history else "record: empty")
+    for change in rights.history:
+        typer.echo(
+            f"  {change.recorded_at.isoformat()} {change.action.value:<6} {change.email}"
+            f" by {change.actor}"
+        )
 
 
 def use_local_stack_settings() -> None:

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LOCAL_DB_PASSWORD = "giftmarket-local"  # noqa: S105 - the loopback development database
 _LOCAL_JWT_SECRET = "local-development-secret-change-me-0123456789"  # noqa: S105
+_LOCAL_FINGERPRINT_KEY = "local-development-fingerprint-key-0123456789"  # noqa: S105
 
 
 class Environment(StrEnum):
@@ -84,7 +85,20 @@ class Settings(BaseSettings):
     # Commands retried after a deadlock or lock-wait timeout before answering 503.
     command_retries: int = Field(default=3, ge=0)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
-    admin_emails: str = "admin@giftmarket.local"
+    # The key of the HMAC that fingerprints a request under an Idempotency-Key: a body may
+    # hold a password, so the record keeps only a keyed fingerprint of it. In AWS it comes
+    # from this Secrets Manager secret (a plain string), read through Powertools Parameters.
+    fingerprint_key: SecretStr = SecretStr(_LOCAL_FINGERPRINT_KEY)
+    fingerprint_key_secret_arn: str | None = None
+    # Local stacks only: these emails become admins at signup, for convenience. A deployed
+    # stage refuses it: emails are not verified, so an operator grants admin rights there
+    # (`giftmarket admin grant`, or the migration function's event).
+    admin_emails: str = ""
+    # Sign-in abuse: this many failed logins of one email, or from one source address, in a
+    # window from the first of them, and logins for it answer 429 until the window ends.
+    login_failures_per_email: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=50, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
     welcome_coupon_amount: int = Field(default=1000, ge=0, le=10**9)
     seller_fee_bps: int = Field(default=500, ge=0, le=10_000)
     # Sellers settled at once, each in its own transaction on its own connection: the
@@ -112,10 +126,32 @@ class Settings(BaseSettings):
             local_secret = self.jwt_secret.get_secret_value() == _LOCAL_JWT_SECRET
             if local_secret and self.jwt_secret_arn is None:
                 raise ValueError("JWT_SECRET_ARN (or JWT_SECRET) must be set outside local mode")
+            local_key = self.fingerprint_key.get_secret_value() == _LOCAL_FINGERPRINT_KEY
+            if local_key and self.fingerprint_key_secret_arn is None:
+                raise ValueError(
+                    "FINGERPRINT_KEY_SECRET_ARN (or FINGERPRINT_KEY) must be set outside local mode"
+                )
+            if self.admin_email_set:
+                raise ValueError(
+                    "ADMIN_EMAILS is for local stacks only: on a deployed stage an operator "
+                    "grants admin rights (giftmarket admin grant EMAIL)"
+                )
             if self.db_secret_arn is None and (
                 self.db_password.get_secret_value() == _LOCAL_DB_PASSWORD
             ):
                 raise ValueError("DB_SECRET_ARN (or DB_PASSWORD) must be set outside local mode")
+        return self
+
+    @model_validator(mode="after")
+    def _require_tls_in_aws(self) -> Self:
+        if self.environment is Environment.AWS:
+            if not self.db_ssl_ca:
+                raise ValueError(
+                    "DB_SSL_CA (the RDS CA bundle) must be set outside local mode: "
+                    "MySQL connections are TLS only and verify the server"
+                )
+            if not self.redis_url.startswith("rediss://"):
+                raise ValueError("REDIS_URL must be rediss:// (TLS) outside local mode")
         return self
 
     @property

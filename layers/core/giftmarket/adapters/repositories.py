@@ -48,7 +48,7 @@ from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
-from giftmarket.domain.users import User, normalize_email
+from giftmarket.domain.users import AdminAction, AdminRightsChange, User, normalize_email
 
 A = TypeVar("A")
 
@@ -321,6 +321,42 @@ class SqlUserRepository(_SqlRepository[User], ports.UserRepository):
             .where(tables.users.c.id == user_id)
             .values(password_hash=password_hash)
         )
+
+    _admins = select(tables.users).where(tables.users.c.is_admin).order_by(tables.users.c.email)
+
+    def list_admins(self) -> list[User]:
+        return self._all(self._admins, {}, lock=False)
+
+
+class SqlAdminRightsLog(ports.AdminRightsLog):
+    t = tables.admin_rights_changes
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def record(self, change: AdminRightsChange) -> None:
+        self._session.execute(
+            insert(self.t).values(
+                user_id=change.user_id,
+                email=change.email,
+                action=change.action.value,
+                actor=change.actor,
+                recorded_at=to_db_time(change.recorded_at),
+            )
+        )
+
+    def history(self, limit: int) -> list[AdminRightsChange]:
+        rows = self._session.execute(select(self.t).order_by(self.t.c.id.desc()).limit(limit)).all()
+        return [
+            AdminRightsChange(
+                row.user_id,
+                row.email,
+                AdminAction(row.action),
+                row.actor,
+                from_db_time(row.recorded_at),
+            )
+            for row in rows
+        ]
 
 
 class SqlProductRepository(_SqlRepository[Product], ports.ProductRepository):

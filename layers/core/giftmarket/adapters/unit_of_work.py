@@ -66,6 +66,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.settlements = repos.SqlSettlementRepository(tracker)
         self.ledger = repos.SqlLedger(session)
         self.idempotency = repos.SqlIdempotencyStore(session, self._idempotency_ttl)
+        self.admin_rights = repos.SqlAdminRightsLog(session)
         return self
 
     def __exit__(

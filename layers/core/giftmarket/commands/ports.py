@@ -25,7 +25,7 @@ from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BuyBid, SellBid
 from giftmarket.domain.orders import Order
 from giftmarket.domain.settlement import Settlement
-from giftmarket.domain.users import User
+from giftmarket.domain.users import AdminRightsChange, User
 
 
 class UserRepository(ABC):
@@ -50,6 +50,21 @@ class UserRepository(ABC):
 
     @abstractmethod
     def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
+
+    @abstractmethod
+    def list_admins(self) -> list[User]:
+        """Every user with admin rights, by email."""
+
+
+class AdminRightsLog(ABC):
+    """The record of every grant and revoke of admin rights; it only grows."""
+
+    @abstractmethod
+    def record(self, change: AdminRightsChange) -> None: ...
+
+    @abstractmethod
+    def history(self, limit: int) -> list[AdminRightsChange]:
+        """The latest `limit` changes, newest first."""
 
 
 class ProductRepository(ABC):
@@ -224,6 +239,7 @@ class UnitOfWork(ABC):
     settlements: SettlementRepository
     ledger: Ledger
     idempotency: IdempotencyStore
+    admin_rights: AdminRightsLog
 
     @abstractmethod
     def __enter__(self) -> Self: ...

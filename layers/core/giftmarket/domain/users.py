@@ -7,6 +7,7 @@ are by construction the sums of that user's postings.
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import NamedTuple, Self
 
 from giftmarket.domain import events
@@ -17,6 +18,25 @@ from giftmarket.domain.validation import require_text
 
 MAX_EMAIL_LENGTH = 254
 MAX_NICKNAME_LENGTH = 30
+
+
+MAX_ACTOR_LENGTH = 200
+
+
+class AdminAction(StrEnum):
+    GRANT = "grant"
+    REVOKE = "revoke"
+
+
+@dataclass(frozen=True)
+class AdminRightsChange:
+    """One grant or revoke of admin rights: who had them changed, by whom, when."""
+
+    user_id: str
+    email: str
+    action: AdminAction
+    actor: str
+    recorded_at: datetime
 
 
 class Balances(NamedTuple):
@@ -94,6 +114,18 @@ class User:
     def ensure_admin(self) -> None:
         if not self.is_admin:
             raise Forbidden()
+
+    def set_admin(self, is_admin: bool, *, actor: str, now: datetime) -> AdminRightsChange | None:
+        """Grant (True) or revoke (False) admin rights, as an operator does; the record of
+        the change, or None when the user already had (or lacked) them."""
+        actor = require_text(actor, "actor", MAX_ACTOR_LENGTH)
+        if self.is_admin == is_admin:
+            return None
+        self.is_admin = is_admin
+        self.version += 1
+        self.updated_at = now
+        action = AdminAction.GRANT if is_admin else AdminAction.REVOKE
+        return AdminRightsChange(self.id, self.email, action, actor, now)
 
     @property
     def balances(self) -> Balances:

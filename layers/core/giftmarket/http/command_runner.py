@@ -4,11 +4,18 @@ The command executor owns the transaction and the retries; this adds what HTTP p
 - Idempotency-Key: claimed, with the response stored, in the command's own transaction, so
   a retry gets the first response and the effect happens once.
 - X-Consistency-Token on every command response, naming what the command wrote.
+
+Nothing secret is kept in an idempotency record: the request is remembered by a keyed
+fingerprint (an HMAC with a server-side key, so a database copy does not allow guessing the
+passwords a body held), and the routes that answer with a bearer token (signup, login)
+store their answer without it: a replay issues a fresh token, and only after the credentials
+verify again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable
@@ -20,6 +27,7 @@ from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 
 from giftmarket.bootstrap import Container
+from giftmarket.commands.context import InvalidCredentials
 from giftmarket.commands.executor import Handler, IdempotencyClaim
 from giftmarket.commands.ports import Committed, StoredResponse
 from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
@@ -37,10 +45,21 @@ class InvalidIdempotencyKey(Exception):
     """The Idempotency-Key header is not 1–255 printable ASCII characters (→ 422)."""
 
 
-def fingerprint(method: str, path: str, body: BaseModel | None) -> str:
+def fingerprint(key: bytes, method: str, path: str, body: BaseModel | None) -> str:
+    """The request's HMAC-SHA256 under the server's fingerprint key, hex."""
     payload = body.model_dump(mode="json") if body is not None else None
     canonical = json.dumps([method, path, payload], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a route that answers with a bearer token adds to the runner. The command's
+    answer (what is stored) holds `user_id`; the token is added to each answer, never
+    stored."""
+
+    verify: Handler[str]  # checks the request's credentials again: the user id, or raises
+    issue_token: Callable[[str], str]
 
 
 @dataclass
@@ -57,6 +76,7 @@ class CommandRunner:
         present: Callable[[R], dict[str, Any] | None],
         scope: str = ANONYMOUS_SCOPE,
         body: BaseModel | None = None,
+        credentials: Credentials | None = None,
     ) -> Response:
         def respond(result: R, written: Committed) -> StoredResponse:
             content = present(result)
@@ -72,13 +92,34 @@ class CommandRunner:
         key = self.idempotency_key
         if key is None:
             result, committed = executor.execute(handler)
-            return _http(respond(result, committed))
+            return _http(_with_token(respond(result, committed), credentials))
         if not _KEY.match(key):
             raise InvalidIdempotencyKey()
         method, path = self.request.method, self.request.url.path
-        claim = IdempotencyClaim(scope, key, method, path, fingerprint(method, path, body))
+        request_hash = fingerprint(self.container.fingerprint_key, method, path, body)
+        claim = IdempotencyClaim(scope, key, method, path, request_hash)
         outcome = executor.execute_idempotent(handler, claim, respond)
-        return _http(outcome.response, {"Idempotent-Replayed": "true"} if outcome.replayed else {})
+        if outcome.replayed and credentials is not None:
+            # The same body, so the same credentials: still checked again (a password may
+            # have changed since), and answered as a failed login would be if they fail.
+            user_id, _ = executor.execute(credentials.verify)
+            if user_id != _stored_user_id(outcome.response):
+                raise InvalidCredentials()
+        extra = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+        return _http(_with_token(outcome.response, credentials), extra)
+
+
+def _stored_user_id(stored: StoredResponse) -> str:
+    return str(json.loads(stored.body)["user_id"])
+
+
+def _with_token(stored: StoredResponse, credentials: Credentials | None) -> StoredResponse:
+    """The answer with a freshly issued bearer token for its user, on credential routes."""
+    if credentials is None:
+        return stored
+    content = json.loads(stored.body)
+    content["token"] = credentials.issue_token(str(content["user_id"]))
+    return StoredResponse(stored.status, json.dumps(content, separators=(",", ":")), stored.headers)
 
 
 def _http(stored: StoredResponse, extra: dict[str, str] | None = None) -> Response:

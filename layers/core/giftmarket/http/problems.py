@@ -7,6 +7,7 @@ nothing matches on error text.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -86,28 +87,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
 
 
+def unavailable(code: str, detail: str, *, metric: str, cause: Exception) -> JSONResponse:
+    """A 503 for a part the request needs that is out of reach for now: retry later."""
+    log.warning("%s: %s", code, cause)
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    return problem(503, code, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DatabaseUnavailable)
-    log.warning("database unavailable: %s", exc)
-    metrics.add_metric(name="DatabaseUnavailable", unit=MetricUnit.Count, value=1)
-    return problem(
-        503,
-        "database_unavailable",
-        f"The {exc.role} database is unavailable; retry shortly.",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+    detail = f"The {exc.role} database is unavailable; retry shortly."
+    return unavailable("database_unavailable", detail, metric="DatabaseUnavailable", cause=exc)
 
 
 async def _cache_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # Only what lives in Redis alone (search history) gets here: read models fall back to SQL.
-    log.warning("cache unavailable: %s", exc)
-    metrics.add_metric(name="CacheUnavailable", unit=MetricUnit.Count, value=1)
-    return problem(
-        503,
-        "cache_unavailable",
-        "The cache is unavailable; retry shortly.",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+    detail = "The cache is unavailable; retry shortly."
+    return unavailable("cache_unavailable", detail, metric="CacheUnavailable", cause=exc)
 
 
 # Domain errors by class (most specific first); any other DomainError is a 409 conflict.
@@ -168,7 +164,22 @@ async def _contention(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _is_secret_unreadable(exc: Exception) -> bool:
+    """Secrets Manager could not be read (through Powertools Parameters). Its errors are
+    told apart by class without importing Powertools' parameters package here (a third
+    of a second of cold start): if it was never imported, none of its errors was raised."""
+    module = sys.modules.get("aws_lambda_powertools.utilities.parameters.exceptions")
+    return module is not None and isinstance(
+        exc, (module.GetParameterError, module.TransformParameterError)
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if _is_secret_unreadable(exc):
+        # A key or a password the request needs is out of reach for now (throttling, an
+        # endpoint down): as for a database outage, the client should retry, not give up.
+        detail = "A secret this request needs cannot be read right now; retry shortly."
+        return unavailable("secrets_unavailable", detail, metric="SecretsUnavailable", cause=exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     metrics.add_metric(name="UnhandledErrors", unit=MetricUnit.Count, value=1)
     return problem(500, "internal_error", "An unexpected error occurred.")

@@ -1,0 +1,58 @@
+"""Admin rights, granted and revoked by an operator (`giftmarket admin`, or the migration
+function's event in AWS), never by signing up: emails are not verified, so an address is no
+proof of who holds it. Every change is recorded with who made it and when; the rights are
+`users.is_admin`, read from the primary by every admin command, so a revoke takes effect
+on the next request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from giftmarket.commands.context import CommandContext, found
+from giftmarket.commands.ports import UnitOfWork
+from giftmarket.domain.errors import DomainError
+from giftmarket.domain.users import AdminRightsChange, normalize_email
+
+HISTORY_SHOWN = 50
+
+
+class NoAccountForEmail(DomainError):
+    code = "no_account"
+    default_detail = "No account has that email: the person must sign up first."
+
+
+@dataclass(frozen=True)
+class SetAdmin:
+    email: str
+    is_admin: bool
+    actor: str  # who asked: an operator's name, an IAM principal
+
+
+@dataclass(frozen=True)
+class AdminRightsResult:
+    user_id: str
+    email: str
+    is_admin: bool
+    change: AdminRightsChange | None  # None: the user already had (or lacked) the rights
+
+
+def set_admin(uow: UnitOfWork, command: SetAdmin, ctx: CommandContext) -> AdminRightsResult:
+    account = uow.users.get_by_email(command.email)
+    if account is None:
+        raise NoAccountForEmail(f"No account has the email {normalize_email(command.email)}.")
+    user = found(uow.users.get(account.id, lock=True), "user")
+    change = user.set_admin(command.is_admin, actor=command.actor, now=ctx.clock())
+    if change is not None:
+        uow.admin_rights.record(change)
+    return AdminRightsResult(user.id, user.email, user.is_admin, change)
+
+
+@dataclass(frozen=True)
+class AdminRights:
+    admins: list[tuple[str, str]]  # (user_id, email), by email
+    history: list[AdminRightsChange]  # newest first
+
+
+def list_admin_rights(uow: UnitOfWork, ctx: CommandContext) -> AdminRights:
+    admins = [(user.id, user.email) for user in uow.users.list_admins()]
+    return AdminRights(admins, uow.admin_rights.history(HISTORY_SHOWN))
