@@ -51,14 +51,16 @@ class HandlerClient:
         token: str | None = None,
         *,
         authorization: str | None = None,
+        headers: dict[str, str] | None = None,
+        source_ip: str = "127.0.0.1",
     ) -> Reply:
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **(headers or {})}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         if authorization is not None:
             headers["authorization"] = authorization
         data = b"" if body is None else json.dumps(body).encode()
-        return self.invoker.http(method, path, body=data, headers=headers)
+        return self.invoker.http(method, path, body=data, headers=headers, source_ip=source_ip)
 
     def command(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
         reply = self.call(method, path, body, token)

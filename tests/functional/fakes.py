@@ -785,3 +785,52 @@ def make_context(
         welcome_coupon_amount=welcome_coupon_amount,
         clock=clock or FakeClock(),
     )
+
+
+class FakeSignInGuard(ports.SignInGuard):
+    """The sign-in abuse counters in a dict on the given clock, by subject in clear
+    (`email:<normalized email>`, `address:<address>`), with the domain's window rules."""
+
+    def __init__(
+        self,
+        limits: SignInLimits | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.limits = limits or SignInLimits(per_email=5, per_address=50, window_seconds=900)
+        self.clock = clock or FakeClock()
+        self.windows: dict[str, FailureWindow] = {}
+
+    def _subjects(self, email: str, address: str | None) -> list[tuple[str, int]]:
+        subjects = [(f"email:{normalize_email(email)}", self.limits.per_email)]
+        if address:
+            subjects.append((f"address:{address}", self.limits.per_address))
+        return subjects
+
+    def admit(self, email: str, address: str | None) -> ports.SignInGuard:
+        now, subjects = self.clock(), self._subjects(email, address)
+        wait = lockout(((self.windows.get(s), limit) for s, limit in subjects), now)
+        if wait is not None:
+            raise TooManyAttempts(wait)
+        for subject, _ in subjects:
+            window = self.windows.get(subject)
+            self.windows[subject] = (
+                window.counted(now, self.limits.window)
+                if window is not None
+                else FailureWindow.opened(now, self.limits.window)
+            )
+        return self
+
+    def withdraw(self, email: str, address: str | None) -> None:
+        now = self.clock()
+        for subject, _ in self._subjects(email, address):
+            window = self.windows.get(subject)
+            left = window.uncounted(now) if window is not None else None
+            if left is None:
+                self.windows.pop(subject, None)
+            else:
+                self.windows[subject] = left
+
+    def failures(self, subject: str) -> int:
+        """Failures counted for `email:...` or `address:...` in its open window."""
+        window = self.windows.get(subject)
+        return window.failures if window is not None and window.is_open(self.clock()) else 0

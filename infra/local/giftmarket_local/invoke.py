@@ -63,10 +63,12 @@ class LocalInvoker:
         *,
         body: bytes = b"",
         headers: dict[str, str] | None = None,
+        source_ip: str = "127.0.0.1",
     ) -> Reply:
-        """`target` is the raw path with an optional query; it is routed by the template."""
+        """`target` is the raw path with an optional query; it is routed by the template as
+        a request from `source_ip`."""
         routed = route_request(
-            self.application, method, target, list((headers or {}).items()), body
+            self.application, method, target, list((headers or {}).items()), body, source_ip
         )
         if routed is None:
             raise LookupError(f"{method} {target} is not routed by template.yaml")

@@ -162,8 +162,10 @@ def route_request(
     target: str,
     headers: list[tuple[str, str]],
     body: bytes,
+    source_ip: str = "127.0.0.1",
 ) -> tuple[Route, dict[str, Any]] | None:
-    """The route and the event API Gateway would send for this request, or None (404)."""
+    """The route and the event API Gateway would send for this request from `source_ip`
+    (the client's address: requestContext.http.sourceIp), or None (404)."""
     parts = urlsplit(target)
     resolved = application.resolve(method, parts.path)
     if resolved is None:
@@ -178,6 +180,7 @@ def route_request(
         route=route,
         # API Gateway hands path parameters over decoded (%2F → /), the raw path stays raw.
         path_parameters={name: unquote(value) for name, value in params.items()},
+        source_ip=source_ip,
     )
     return route, event
 
@@ -282,9 +285,14 @@ class Gateway:
         }
 
     def handle(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str = "127.0.0.1",
     ) -> tuple[HttpResponse, str | None]:
-        routed = route_request(self.application, method, target, headers, body)
+        routed = route_request(self.application, method, target, headers, body, source_ip)
         if routed is None:
             return _gateway_error(HTTPStatus.NOT_FOUND), None
         route, event = routed
@@ -357,7 +365,7 @@ def make_server(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
                 )
                 return
             response, function = gateway.handle(
-                self.command, self.path, list(self.headers.items()), body
+                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
             )
             self._send(response, function, started)
 

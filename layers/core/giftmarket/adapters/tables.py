@@ -299,3 +299,30 @@ idempotency_records = Table(
     PrimaryKeyConstraint("scope", "idempotency_key"),
     Index(None, "expires_at"),
 )
+
+# Every grant and revoke of admin rights, by whom and when (`giftmarket admin grant|revoke`):
+# rights themselves are `users.is_admin`, read from the primary on every admin command.
+admin_rights_changes = Table(
+    "admin_rights_changes",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("user_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("action", String(8, collation="ascii_bin"), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("recorded_at", utc_time(), nullable=False),
+    CheckConstraint("action IN ('grant', 'revoke')", name="action"),
+    Index(None, "user_id"),
+)
+
+# Failed sign-ins per subject (an email or a source address, stored only as an HMAC of it) in
+# a fixed window from the first failure: the counters' home while Redis cannot be reached.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("subject_key", mysql.CHAR(64, charset="ascii", collation="ascii_bin"), primary_key=True),
+    Column("window_started_at", utc_time(), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("expires_at", utc_time(), nullable=False),
+    Index(None, "expires_at"),
+)

@@ -265,3 +265,24 @@ class UnitOfWork(ABC):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+
+class SignInGuard(ABC):
+    """Failed sign-ins counted per email and per source address (PRODUCT.md, "Sign-in
+    abuse"); raises `giftmarket.domain.sign_in.TooManyAttempts` for a locked-out subject.
+
+    An attempt counts as a failure from the moment it is admitted, before its password is
+    checked, and is withdrawn once it did not fail on its credentials: guesses sent in
+    parallel cannot slip past the limit while the first ones are still being verified.
+    """
+
+    @abstractmethod
+    def admit(self, email: str, address: str | None) -> SignInGuard:
+        """Count this attempt against the email and the address, or raise TooManyAttempts
+        (counting nothing) if either is locked out. Returns the guard that counted it, the
+        one to `withdraw` it from."""
+
+    @abstractmethod
+    def withdraw(self, email: str, address: str | None) -> None:
+        """Take back an admitted attempt that did not fail on its credentials. Best effort:
+        if the store cannot be reached, the attempt stays counted until its window ends."""

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
 from giftmarket.commands import accounts, catalog, trading
+from giftmarket.commands.sign_in import guarded
 from giftmarket.domain.errors import NotFound
 from giftmarket.domain.ids import is_ulid
 from giftmarket.http import schemas as s
-from giftmarket.http.auth import CurrentUser, Tokens
-from giftmarket.http.command_runner import Run
+from giftmarket.http.auth import CurrentUser, Tokens, TokenService
+from giftmarket.http.command_runner import Credentials, Run
+from giftmarket.http.deps import ContainerDep
 from giftmarket.http.problems import ProblemApp, install_problem_handlers
 
 router = APIRouter()
@@ -33,6 +35,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _ADMIN_ERRORS = _ERRORS | {
     403: {"description": "Signed in, but not an admin", "content": {"application/problem+json": {}}}
 }
+_LOGIN_ERRORS = _ERRORS | {
+    429: {
+        "description": "Too many failed logins for this email or from this address",
+        "content": {"application/problem+json": {}},
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the failures' window has passed",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+}
 
 
 def entity_id(value: str, resource: str) -> str:
@@ -42,27 +56,48 @@ def entity_id(value: str, resource: str) -> str:
     return value
 
 
+def _credentials(email: str, password: str, tokens: TokenService) -> Credentials:
+    """A token in each answer, never in the idempotency record; a replay signs in again."""
+    sign_in = accounts.SignIn(email, password)
+    return Credentials(
+        verify=lambda uow, ctx: accounts.sign_in(uow, sign_in, ctx).user_id,
+        issue_token=tokens.issue,
+    )
+
+
 @router.post("/api/auth/signup", status_code=201, response_model=s.AuthPublic, responses=_ERRORS)
 async def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
-    """Create an account; the email becomes an admin when listed in ADMIN_EMAILS."""
+    """Create an account (on a local stack, an email listed in ADMIN_EMAILS becomes an
+    admin; on a deployed stage an operator grants admin rights)."""
     command = accounts.SignUp(body.email, body.password, body.nickname)
     return run(
         lambda uow, ctx: accounts.sign_up(uow, command, ctx),
         status=201,
         body=body,
-        present=lambda a: {"user_id": a.user_id, "token": tokens.issue(a.user_id)},
+        present=lambda a: {"user_id": a.user_id},
+        credentials=_credentials(body.email, body.password, tokens),
     )
 
 
-@router.post("/api/auth/login", response_model=s.AuthPublic, responses=_ERRORS)
-async def login(body: s.LoginRequest, run: Run, tokens: Tokens) -> Any:
-    """Exchange email and password for a bearer token."""
+@router.post("/api/auth/login", response_model=s.AuthPublic, responses=_LOGIN_ERRORS)
+async def login(
+    body: s.LoginRequest, run: Run, tokens: Tokens, container: ContainerDep, request: Request
+) -> Any:
+    """Exchange email and password for a bearer token (429 after repeated failures)."""
     command = accounts.SignIn(body.email, body.password)
-    return run(
-        lambda uow, ctx: accounts.sign_in(uow, command, ctx),
-        status=200,
-        body=body,
-        present=lambda a: {"user_id": a.user_id, "token": tokens.issue(a.user_id)},
+    # API Gateway's requestContext.http.sourceIp, which Mangum hands over as the client.
+    address = request.client.host if request.client else None
+    return guarded(
+        container.sign_in_guard,
+        body.email,
+        address,
+        lambda: run(
+            lambda uow, ctx: accounts.sign_in(uow, command, ctx),
+            status=200,
+            body=body,
+            present=lambda a: {"user_id": a.user_id},
+            credentials=_credentials(body.email, body.password, tokens),
+        ),
     )
 
 

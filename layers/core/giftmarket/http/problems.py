@@ -22,6 +22,7 @@ from giftmarket.commands.context import InvalidCredentials, Unauthenticated
 from giftmarket.commands.executor import CommandContention
 from giftmarket.commands.ports import IdempotencyKeyReused
 from giftmarket.domain.errors import DomainError, Forbidden, InvalidField, NotFound
+from giftmarket.domain.sign_in import TooManyAttempts
 from giftmarket.http.auth import NotAuthenticated
 from giftmarket.http.command_runner import InvalidIdempotencyKey
 from giftmarket.observability import metrics
@@ -132,6 +133,13 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(status, exc.code, exc.detail, headers=headers, **extra)
 
 
+async def _too_many_attempts(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TooManyAttempts)
+    metrics.add_metric(name="SignInLockouts", unit=MetricUnit.Count, value=1)
+    retry_after = {"Retry-After": str(exc.retry_after_seconds)}
+    return problem(429, exc.code, exc.detail, headers=retry_after)
+
+
 async def _not_authenticated(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NotAuthenticated)
     return problem(401, "unauthorized", exc.detail, headers=_BEARER)
@@ -206,6 +214,7 @@ def install_problem_handlers(app: ProblemApp) -> None:
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     # redis.RedisError → _cache_unavailable: ProblemApp.build_middleware_stack
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(TooManyAttempts, _too_many_attempts)  # a DomainError, but 429
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(InvalidIdempotencyKey, _invalid_idempotency_key)
     app.add_exception_handler(IdempotencyKeyReused, _idempotency_key_reused)
