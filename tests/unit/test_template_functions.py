@@ -96,7 +96,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Monkey
     yield monkeypatch
 
 
-def test_the_template_has_the_six_functions_and_the_migration_function() -> None:
+def test_the_template_has_the_seven_functions_and_the_migration_function() -> None:
     assert set(function_ids()) == {*LAMBDA_FUNCTIONS, "MigrationFunction"}
 
 
@@ -242,6 +242,7 @@ def schedule(function: str) -> dict[str, Any]:
         ("OutboxRelayFunction", "rate(1 minute)", None),
         ("SettlementFunction", "cron(10 0 * * ? *)", "Asia/Seoul"),
         ("ImageJanitorFunction", "cron(0 3 * * ? *)", "Asia/Seoul"),
+        ("PurgeFunction", "cron(0 4 * * ? *)", "Asia/Seoul"),
     ],
 )
 def test_schedules_fire_when_the_product_says_in_korean_time(
@@ -254,7 +255,8 @@ def test_schedules_fire_when_the_product_says_in_korean_time(
 
 
 @pytest.mark.parametrize(
-    "function", ["OutboxRelayFunction", "SettlementFunction", "ImageJanitorFunction"]
+    "function",
+    ["OutboxRelayFunction", "SettlementFunction", "ImageJanitorFunction", "PurgeFunction"],
 )
 def test_every_schedule_has_a_retry_policy_and_a_dead_letter_queue(function: str) -> None:
     found = schedule(function)
@@ -263,7 +265,9 @@ def test_every_schedule_has_a_retry_policy_and_a_dead_letter_queue(function: str
     assert resource(queue)["Type"] == "AWS::SQS::Queue"
 
 
-@pytest.mark.parametrize("function", ["SettlementFunction", "ImageJanitorFunction"])
+@pytest.mark.parametrize(
+    "function", ["SettlementFunction", "ImageJanitorFunction", "PurgeFunction"]
+)
 def test_daily_jobs_are_retried_and_then_dead_lettered_for_an_operator(function: str) -> None:
     config = props(function)["EventInvokeConfig"]
     assert config["MaximumRetryAttempts"] >= 1

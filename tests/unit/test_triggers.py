@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from giftmarket_local.template import read_application
 from giftmarket_local.triggers import rate_seconds, scheduler_event
 
 
@@ -27,3 +28,10 @@ def test_scheduler_event_has_eventbridge_schedulers_shape() -> None:
     assert event["detail-type"] == "Scheduled Event"
     assert event["time"] == "2026-11-22T00:00:00Z"
     assert event["resources"][0].endswith("schedule/default/OutboxRelayFunction")
+
+
+def test_the_runner_loads_the_purge_and_leaves_its_daily_cron_to_the_cli() -> None:
+    purge = read_application().functions["PurgeFunction"]
+    assert purge.module_file.is_file()
+    assert purge.schedules == ("cron(0 4 * * ? *)",)
+    assert [rate_seconds(expression) for expression in purge.schedules] == [None]

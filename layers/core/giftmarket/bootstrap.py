@@ -241,6 +241,29 @@ class Container:
         )
         return ImageJanitor(commands, self.images).run(as_of, dry_run=dry_run)
 
+    def purge(
+        self,
+        dry_run: bool = False,
+        now: datetime | None = None,
+        seconds_left: float | None = None,
+    ) -> PurgeReport:
+        """Delete (or, dry, count) the rows past their retention as of `now` (default
+        now), stopping between batches after `seconds_left` (the next run goes on): the
+        scheduled function and `giftmarket jobs purge` both come here."""
+        import time
+
+        from giftmarket.jobs.purge import Purger, Retention, utc_now
+
+        settings = self.settings
+        retention = Retention(now or utc_now(), settings.outbox_retention_days)
+        purger = Purger(
+            self.database.writer,
+            batch_size=settings.purge_batch_size,
+            rest_ratio=settings.purge_rest_ratio,
+        )
+        deadline = None if seconds_left is None else time.monotonic() + seconds_left
+        return purger.run(retention, dry_run=dry_run, deadline=deadline)
+
     def rebuild_read_models(self, progress: Progress | None = None) -> RebuildReport:
         """Every read model rebuilt from the database into a new generation, switched in."""
         from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS, build_redis
