@@ -52,7 +52,9 @@ COMMON = {
 }
 REDIS = {"REDIS_URL", "REDIS_AUTH_SECRET_ARN"}
 NEEDS: dict[str, set[str]] = {
-    "CommandApiFunction": {"EVENTS_QUEUE_URL", "IMAGES_BUCKET"},
+    # Redis: the sign-in abuse counters (its AUTH token must be readable, or every login
+    # would fail in AWS).
+    "CommandApiFunction": {"EVENTS_QUEUE_URL", "IMAGES_BUCKET", *REDIS},
     "QueryApiFunction": {"IMAGES_BUCKET", *REDIS},
     "ProjectorFunction": {"EVENTS_QUEUE_URL", "WELCOME_COUPON_AMOUNT", *REDIS},
     "OutboxRelayFunction": {"EVENTS_QUEUE_URL", *REDIS},
