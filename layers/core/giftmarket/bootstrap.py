@@ -252,7 +252,8 @@ class Container:
         scheduled function and `giftmarket jobs purge` both come here."""
         import time
 
-        from giftmarket.jobs.purge import Purger, Retention, utc_now
+        from giftmarket.commands.context import utc_now
+        from giftmarket.jobs.purge import Purger, Retention
 
         settings = self.settings
         retention = Retention(now or utc_now(), settings.outbox_retention_days)

@@ -36,6 +36,10 @@ T = TypeVar("T")
 # gets from the demoted primary, and would otherwise be handed out again and again.
 FAILOVER_ERROR_CODES = frozenset({1290, 1836, 2006, 2013})
 
+# 1213: chosen as a deadlock victim; 1205: lock wait timeout. Both roll the transaction back
+# and mean only that it should run again.
+RACE_ERROR_CODES = frozenset({1205, 1213})
+
 
 def mysql_error_code(exc: BaseException) -> int | None:
     orig = getattr(exc, "orig", exc)

@@ -25,7 +25,12 @@ from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from giftmarket.adapters import tables
-from giftmarket.adapters.db import is_connectivity_error, mysql_error_code, short_reason
+from giftmarket.adapters.db import (
+    RACE_ERROR_CODES,
+    is_connectivity_error,
+    mysql_error_code,
+    short_reason,
+)
 from giftmarket.adapters.errors import DatabaseUnavailable
 from giftmarket.commands.context import utc_now
 from giftmarket.commands.executor import CommandContention
@@ -37,9 +42,6 @@ from giftmarket.observability import metrics
 log = logging.getLogger(__name__)
 
 Subjects = list[tuple[str, int]]  # (subject key, its limit), in key order
-
-# 1213: deadlock victim; 1205: lock wait timeout. Both just mean "run it again".
-_RACE_ERROR_CODES = frozenset({1205, 1213})
 
 
 class SubjectKeys:
@@ -179,7 +181,7 @@ class SqlSignInGuard(SignInGuard):
             except Exception as exc:
                 if is_connectivity_error(exc):
                     raise DatabaseUnavailable("primary", short_reason(exc)) from exc
-                if mysql_error_code(exc) not in _RACE_ERROR_CODES:
+                if mysql_error_code(exc) not in RACE_ERROR_CODES:
                     raise
                 if attempt == self._retries:
                     raise CommandContention() from exc

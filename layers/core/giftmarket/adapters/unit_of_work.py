@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from giftmarket.adapters import repositories as repos
 from giftmarket.adapters.db import (
+    RACE_ERROR_CODES,
     Database,
     DatabaseUnavailable,
     is_connectivity_error,
@@ -26,15 +27,11 @@ from giftmarket.adapters.db import (
 from giftmarket.adapters.outbox import write_events
 from giftmarket.commands.ports import Committed, TransientConflict, UnitOfWork
 
-# 1213: chosen as a deadlock victim; 1205: lock wait timeout. Both roll the transaction back
-# and mean only that it should run again.
-_RACE_ERROR_CODES = frozenset({1205, 1213})
-
 
 def _lost_a_race(exc: BaseException) -> bool:
     if isinstance(exc, repos.StaleAggregate):
         return True
-    return isinstance(exc, DBAPIError) and mysql_error_code(exc) in _RACE_ERROR_CODES
+    return isinstance(exc, DBAPIError) and mysql_error_code(exc) in RACE_ERROR_CODES
 
 
 class SqlAlchemyUnitOfWork(UnitOfWork):

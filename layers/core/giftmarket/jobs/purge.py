@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Select, Table, delete, func, select, tuple_
@@ -45,10 +45,6 @@ from giftmarket.domain.validation import require_aware
 
 MAX_ROWS_PER_TRANSACTION = 1000
 DEFAULT_OUTBOX_RETENTION_DAYS = 7
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
