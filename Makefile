@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 3000
 
-.PHONY: help setup run test lint unit bench soak failover-drill stack-up stack-down stack-status clean
+.PHONY: help setup run test lint unit bench soak failover-drill stack-up stack-down stack-status clean lock package
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -18,15 +18,25 @@ run: setup ## start the whole local stack and serve the API on http://127.0.0.1:
 test: setup lint ## lint, then the whole test suite (starts and stops its own stack)
 	@$(PY) -m pytest
 
-lint: setup ## ruff, mypy (strict), cfn-lint and sam validate --lint
+lint: setup ## ruff, mypy (strict), layer lock, cfn-lint and sam validate --lint
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
+	@$(PY) infra/build/layer_lock.py check
 	@.venv/bin/cfn-lint template.yaml
 	@SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam validate --lint --template-file template.yaml
 
 unit: setup ## only the tests that need no server
 	@$(PY) -m pytest -m unit
+
+lock: setup ## regenerate layers/core/requirements.lock from pyproject.toml (UPGRADE=1: newest)
+	@$(PY) infra/build/layer_lock.py generate $(if $(UPGRADE),--upgrade)
+
+# `sam build` needs a python3.12 (the runtime's) on PATH: pyenv's when there is one.
+PY312_DIR = $(lastword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin))
+package: setup ## sam build, then check the layer's .so files are aarch64 and print its size
+	@PATH="$(if $(PY312_DIR),$(PY312_DIR):)$$PATH" SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam build
+	@$(PY) infra/build/check_layer.py .aws-sam/build
 
 bench: setup ## benchmarks on the test stack; figures, plots and report.md in bench-results/
 	@for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done

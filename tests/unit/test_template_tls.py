@@ -47,7 +47,7 @@ def test_the_functions_verify_mysql_with_the_bundle_the_layer_build_ships() -> N
     assert "RDS_CA_BUNDLE := $(LAYER)/" + ca.removeprefix("/opt/python/") in makefile
     assert 'rds_ca_bundle.py "$(RDS_CA_BUNDLE)"' in makefile
     # What SAM's python3.12 build method did: the requirements, for the functions' runtime.
-    assert "--requirement requirements.txt" in makefile
+    assert "--requirement requirements.lock" in makefile
     assert "--python-version 3.12" in makefile
     assert re.search(r"--platform manylinux\S*_aarch64", makefile)
     assert resources()["CoreLayer"]["Metadata"]["BuildArchitecture"] == "arm64"
