@@ -24,6 +24,8 @@ logger = Logger(service="giftmarket-outbox-relay")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from redis import RedisError  # not at import: the client comes with the read models
 
+    from giftmarket.projections.rebuild import SnapshotRefused
+
     container = get_container()
     report = container.relay_outbox()
     metrics.add_metric(name="OutboxPublished", unit=MetricUnit.Count, value=report.published)
@@ -32,9 +34,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     answer: dict[str, Any] = report.as_dict()
     try:
         rebuilt = container.ensure_read_models()
-    except RedisError as exc:
+    except (RedisError, SnapshotRefused) as exc:
         # Queries are answered by SQL meanwhile; the next run tries again.
-        logger.warning("read models not checked: %s", exc)
+        logger.warning("read models not checked or not rebuilt: %s", exc)
         rebuilt = None
     if rebuilt is not None:
         metrics.add_metric(name="ReadModelsRebuilt", unit=MetricUnit.Count, value=1)

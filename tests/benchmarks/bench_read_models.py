@@ -74,7 +74,7 @@ from giftmarket.adapters.read_models import SEQUENCE_KEY, ReadModels, generation
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.domain.ids import encode_ulid
 from giftmarket.http.auth import TokenService
-from giftmarket.projections.rebuild import SOURCES, RebuildReport, batch_of
+from giftmarket.projections.rebuild import SOURCES, RebuildReport, batch_of, start_snapshot
 from giftmarket.queries import cached, views
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
@@ -756,8 +756,7 @@ def rebuild_breakdown(container: Container) -> dict[str, Any]:
     per_source: dict[str, dict[str, float]] = {}
     batches: dict[str, list[str]] = {}
     with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        conn = start_snapshot(conn)
         for source in SOURCES:
             fetch = join = 0.0
             rows = 0

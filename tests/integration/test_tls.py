@@ -28,7 +28,8 @@ UNLISTED_NAME = "127.1"
 
 
 def app_connection_tls_version(settings: Settings, host: str, port: int) -> str:
-    engine = build_engine(settings, resolve_credentials(settings), host, port, read_only=False)
+    # Read-only: the writer's transactions start READ WRITE, which the replica refuses.
+    engine = build_engine(settings, resolve_credentials(settings), host, port, read_only=True)
     try:
         with engine.connect() as conn:
             row = conn.execute(text("SHOW SESSION STATUS LIKE 'Ssl_version'")).one()

@@ -189,6 +189,9 @@ class MariaDB:
             f"--server-id={server_id}",
             "--log-bin=binlog",
             "--binlog-format=ROW",
+            # As the RDS parameter group (transaction_isolation): commands run READ COMMITTED
+            # without depending on a session's SET (tests/unit/test_db_parameter_parity.py).
+            "--transaction-isolation=READ-COMMITTED",
             "--log-slave-updates=1",
             "--gtid-strict-mode=1",
             "--skip-name-resolve",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -133,6 +133,32 @@ def mysql_tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+# Every transaction states its access mode in the statement that starts it. Nothing here
+# depends on session state (SET SESSION ..., init_command): behind RDS Proxy with
+# SessionPinningFilters EXCLUDE_VARIABLE_SETS, a session's SETs stay on whichever backend
+# connection ran them, and later transactions, this client's or any other's, run elsewhere.
+START_READ_WRITE = "START TRANSACTION READ WRITE"
+START_READ_ONLY = "START TRANSACTION READ ONLY"
+
+
+def _start(conn: Connection, statement: str) -> None:
+    # The MySQL dialect's own BEGIN is a no-op (the DBAPI starts transactions implicitly);
+    # this listener sends it instead, as SQLAlchemy's documented pysqlite recipe does.
+    # In AUTOCOMMIT mode there is no transaction to start.
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        conn.exec_driver_sql(statement)
+
+
+def _start_read_write(conn: Connection) -> None:
+    _start(conn, START_READ_WRITE)
+
+
+def _start_read_only(conn: Connection) -> None:
+    # A query that falls back to the primary cannot write there (1792), whoever used the
+    # backend connection before.
+    _start(conn, START_READ_ONLY)
+
+
 def build_engine(
     settings: Settings,
     credentials: Credentials,
@@ -160,9 +186,6 @@ def build_engine(
     if tls is not None:
         # PyMySQL then requires TLS (no fallback to plain) and wraps with the host name.
         connect_args["ssl"] = tls
-    if read_only:
-        # A query that falls back to the primary still cannot write there.
-        connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
     engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -171,10 +194,14 @@ def build_engine(
         pool_recycle=settings.db_pool_recycle_seconds,
         pool_pre_ping=True,
         # Row locks (SELECT ... FOR UPDATE) carry the concurrency rules; READ COMMITTED
-        # avoids the gap locks that make REPEATABLE READ deadlock on order-book inserts.
+        # avoids the gap locks that make REPEATABLE READ deadlock on order-book inserts. It
+        # is the servers' default (transaction_isolation in the parameter group, the proxy's
+        # InitQuery, the local servers' arguments), so this SET on each new connection only
+        # restates it; it stays for a server without that default, reached directly.
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
     )
+    event.listen(engine, "begin", _start_read_only if read_only else _start_read_write)
     event.listen(engine, "handle_error", _drop_connection_on_failover_errors)
     return engine
 
@@ -342,7 +369,7 @@ class Database:
         return self.run_on_primary(query)
 
     def run_on_primary(self, query: Callable[[Session], T]) -> T:
-        """Run a read-only query on the primary (in a read-only session): for when the
+        """Run a read-only query on the primary (in a read-only transaction): for when the
         answer must include the latest commits, e.g. a consistency token not yet projected."""
         try:
             with Session(self.primary_reader) as session:
@@ -382,8 +409,9 @@ class Database:
         return self.reader, "replica"
 
     def ping_primary(self) -> str:
+        # Through the read-only engine: a query container then holds no writer connection.
         try:
-            with self.writer.connect() as conn:
+            with self.primary_reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
             if is_connectivity_error(exc):

@@ -229,8 +229,7 @@ def rebuild(
         engine, role = database.caught_up_reader()
         report = RebuildReport(generation, None, role)
         with engine.connect() as conn, _Sender(read_models, generation, progress) as sender:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            conn = start_snapshot(conn)
             totals = {s.name: _count(conn, s.query) for s in SOURCES}
             for source in SOURCES:
                 sender.begin(source.name, totals[source.name])
@@ -253,6 +252,28 @@ def rebuild(
         report.dropped_keys = read_models.drop(report.previous)
     log.info("read models rebuilt: %s", report.as_dict())
     return report
+
+
+class SnapshotRefused(RuntimeError):
+    """The snapshot transaction did not run REPEATABLE READ: nothing is read from it."""
+
+
+def start_snapshot(conn: Connection) -> Connection:
+    """`conn` in one read-only transaction that sees the database as of its start.
+
+    The snapshot needs REPEATABLE READ, a session setting, while every other transaction runs
+    READ COMMITTED. Behind RDS Proxy the SET and the transaction may land on different backend
+    connections, so the transaction is started and its characteristics declared in one
+    statement, and its isolation checked from inside it (on the backend it holds): a rebuild
+    from a torn snapshot would be silently wrong; a refused one is simply run again.
+    """
+    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    level = conn.get_isolation_level()
+    if level != "REPEATABLE READ":
+        conn.rollback()
+        raise SnapshotRefused(f"the snapshot transaction runs {level}, not REPEATABLE READ")
+    return conn
 
 
 def _count(conn: Connection, query: Select[Any]) -> int:
