@@ -260,6 +260,86 @@ def test_two_relays_at_once_publish_every_row_exactly_once_between_them(
     assert sorted(dedup_ids(drain_queue(sqs, queue_url, 300))) == sorted(ids)
 
 
+# One relay invocation in a process of its own, as a Lambda execution environment runs it:
+# initialised (handler imported, container built), then invoked when told to, reporting
+# what it published and when it ran.
+RELAY_PROCESS = """
+import json, sys, time
+from giftmarket.bootstrap import get_container
+from giftmarket_local.invoke import LocalInvoker
+from giftmarket_local.runner import load_handler
+
+invoker = LocalInvoker()
+load_handler(invoker.application.functions["OutboxRelayFunction"])
+get_container()
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.time()
+report = invoker.invoke_event_raw("OutboxRelayFunction", json.loads(sys.argv[1]))
+print("relayed " + json.dumps({"report": report, "started": started, "ended": time.time()}))
+"""
+
+
+def relay_processes(count: int, env: dict[str, str]) -> list[dict[str, Any]]:
+    """`count` relay invocations at once, each in its own process; what each printed."""
+    relays = [
+        subprocess.Popen(
+            [sys.executable, "-c", RELAY_PROCESS, SAMPLE_EVENT.read_text()],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for relay in relays:
+            assert relay.stdout is not None
+            line = relay.stdout.readline()
+            assert line == "ready\n", f"{line!r} {relay.stderr.read() if relay.stderr else ''}"
+        for relay in relays:  # both told at once, once both are initialised
+            assert relay.stdin is not None
+            relay.stdin.write("go\n")
+            relay.stdin.flush()
+        outputs = [relay.communicate(timeout=60) for relay in relays]
+    finally:
+        for relay in relays:
+            if relay.poll() is None:
+                relay.kill()
+                relay.wait()
+    results = []
+    for relay, (out, err) in zip(relays, outputs, strict=True):
+        assert relay.returncode == 0, err
+        (line,) = [line for line in out.splitlines() if line.startswith("relayed ")]
+        results.append(json.loads(line.removeprefix("relayed ")))
+    return results
+
+
+def test_two_relay_invocations_in_two_processes_publish_every_row_exactly_once(
+    engine: Engine, stack: Stack, sqs: Any, queue_url: str
+) -> None:
+    ids = write(engine, outbox_rows(300, groups=20))
+    env = {
+        **os.environ,
+        **stack.config.app_env(),
+        "EVENTS_QUEUE_URL": queue_url,
+        # Small claims: each invocation takes many turns, side by side with the other's.
+        "OUTBOX_RELAY_BATCH_SIZE": "10",
+    }
+
+    results = relay_processes(2, env)
+
+    reports = [result["report"] for result in results]
+    assert max(r["started"] for r in results) < min(r["ended"] for r in results), results
+    assert all(report["published"] > 0 for report in reports), reports
+    # A row both had claimed would be counted (and marked) by both.
+    assert sum(report["published"] for report in reports) == 300, reports
+    assert sum(report["failed"] for report in reports) == 0, reports
+    assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 300))) == sorted(ids)
+
+
 def test_rows_sqs_refuses_stay_unpublished_with_their_attempts_counted(
     engine: Engine, stack: Stack, make_queue: Callable[..., str], sqs: Any
 ) -> None:
