@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PORT ?= 3000
 
-.PHONY: help setup run test lint unit bench soak failover-drill stack-up stack-down stack-status clean lock package
+.PHONY: help setup run test lint unit bench soak failover-drill stack-up stack-down stack-status clean lock package deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -18,13 +18,14 @@ run: setup ## start the whole local stack and serve the API on http://127.0.0.1:
 test: setup lint ## lint, then the whole test suite (starts and stops its own stack)
 	@$(PY) -m pytest
 
-lint: setup ## ruff, mypy (strict), layer lock, cfn-lint and sam validate --lint
+lint: setup ## ruff, mypy (strict), cfn-lint, sam validate --lint and checkov
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
 	@$(PY) infra/build/layer_lock.py check
 	@.venv/bin/cfn-lint template.yaml
 	@SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam validate --lint --template-file template.yaml
+	@$(PY) infra/checks/policy.py
 
 unit: setup ## only the tests that need no server
 	@$(PY) -m pytest -m unit
@@ -37,6 +38,13 @@ PY312_DIR = $(lastword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.
 package: setup ## sam build, then check the layer's .so files are aarch64 and print its size
 	@PATH="$(if $(PY312_DIR),$(PY312_DIR):)$$PATH" SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam build
 	@$(PY) infra/build/check_layer.py .aws-sam/build
+
+# A stage's deploy: its samconfig environment, then the stack policy that refuses to replace
+# or delete the primary database, the buckets and the backup vault (infra/deploy/).
+deploy: package ## deploy STAGE=dev|staging|prod to AWS (samconfig.toml), then set the stack policy
+	@test -n "$(STAGE)" || { echo "usage: make deploy STAGE=dev|staging|prod"; exit 2; }
+	@SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam deploy --config-env $(STAGE)
+	@$(PY) infra/deploy/stack_policy.py $(STAGE)
 
 bench: setup ## benchmarks on the test stack; figures, plots and report.md in bench-results/
 	@for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done

@@ -74,3 +74,8 @@ ensure_venv .local/venvs/localstack "${LOCALSTACK_PINS[*]}" "${LOCALSTACK_PINS[@
 # its pins (boto3, cfn-lint, pydantic...) are not the project's to follow.
 SAM_PINS=("aws-sam-cli==1.170.0")
 ensure_venv .local/venvs/sam "${SAM_PINS[*]}" "${SAM_PINS[@]}"
+
+# checkov for the policy check (infra/checks/policy.py, make lint), in its own virtualenv too;
+# the SAM translation it checks is done by the SAM CLI's own aws-sam-translator, above.
+CHECKOV_PINS=("checkov==3.3.30")
+ensure_venv .local/venvs/checkov "${CHECKOV_PINS[*]}" "${CHECKOV_PINS[@]}"

@@ -1,10 +1,12 @@
 """Lambda entry point of the schema migration (MigrationFunction in template.yaml).
 
-Packaged with the Alembic scripts beside it and run inside the VPC, where RDS is: after the
-first deploy, and after every deploy that adds a migration, an operator invokes it once
-(`sam remote invoke MigrationFunction`). It creates or updates the application's database
-user from its secret, then applies the migrations as the master user. An empty event does
-just that; running it again changes nothing.
+Packaged with the Alembic scripts beside it and run inside the VPC, where RDS is. It creates
+or updates the application's database user from its secret, then applies the migrations as
+the master user; running it again changes nothing. Every deploy that brings a new version of
+it runs it before the API functions change, as the custom resource SchemaMigration of
+template.yaml (a CloudFormation request, answered at its ResponseURL: a failure fails the
+deploy). An operator can also run it by hand with an empty event
+(`sam remote invoke MigrationFunction`).
 
 It is also the operator's way to admin rights on a deployed stage, where only those allowed
 to invoke this function (IAM) can use it:
@@ -17,6 +19,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from giftmarket.adapters.cloudformation import answer_custom_resource, is_custom_resource_request
 from giftmarket.jobs.schema import migrate
 from giftmarket.settings import Settings
 
@@ -30,6 +33,22 @@ ADMIN_ACTIONS = {"grant": True, "revoke": False}
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if isinstance(event, dict) and "admin" in event:
         return admin_rights(event["admin"], getattr(context, "function_name", "migration"))
+    if is_custom_resource_request(event):
+        status = answer_custom_resource(
+            event, context.get_remaining_time_in_millis, run_migrations, physical_id=SCHEMA_ID
+        )
+        logger.info(
+            "answered CloudFormation", extra={"request": event["RequestType"], "status": status}
+        )
+        return {"status": status}
+    return run_migrations()
+
+
+# The schema outlives any one request: an update never "replaces" it, a delete keeps it.
+SCHEMA_ID = "giftmarket-schema"
+
+
+def run_migrations() -> dict[str, str]:
     report = migrate(Settings(), ALEMBIC_INI)
     logger.info("schema migrated", extra=report.as_dict())
     return report.as_dict()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from tests.conftest import SettingsFactory
-from tests.integration.test_schema_job import MASTER, master_user
+from tests.integration.test_schema_job import master_user, migration_secrets
 
 from giftmarket.adapters.db import mysql_error_code, mysql_tls_context
 from giftmarket.jobs.schema import migrate
@@ -63,12 +63,9 @@ def test_the_job_creates_the_user_the_rotated_secret_names(
     secretsmanager: Any,
     users_dropped: None,
 ) -> None:
-    master_arn = secretsmanager.create_secret(
-        Name="master", SecretString=json.dumps({"username": MASTER, "password": master_user})
-    )["ARN"]
-    app_arn = secretsmanager.create_secret(
-        Name="app", SecretString=json.dumps({"username": APP, "password": "app-Passw0rd"})
-    )["ARN"]
+    master_arn, app_arn = migration_secrets(
+        secretsmanager, master_user, "app-Passw0rd", app_user=APP
+    )
     settings = make_settings(db_secret_arn=app_arn, db_master_secret_arn=master_arn)
     assert migrate(settings, ALEMBIC_INI).app_user == APP
 

@@ -150,6 +150,10 @@ def function_grants(logical_id: str) -> list[Grant]:
             grants.append(
                 Grant(logical_id, ("secretsmanager:GetSecretValue",), (value["SecretArn"],))
             )
+        elif kind == "KMSDecryptPolicy":
+            # kms:Decrypt on arn:...:key/${KeyId}: with KeyId a !Ref to a key, that key's Arn.
+            (key,) = refs(value["KeyId"])
+            grants.append(Grant(logical_id, ("kms:Decrypt",), ({"Fn::GetAtt": [key, "Arn"]},)))
         elif kind == "SQSSendMessagePolicy":
             grants.append(
                 Grant(logical_id, ("sqs:SendMessage",), (queue_arn_from_name(value["QueueName"]),))

@@ -3,27 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from tests.scripts import load_script
 from tests.unit.cfn_template import REPO_ROOT
 
-
-def checker_module() -> ModuleType:
-    path = REPO_ROOT / "infra" / "build" / "check_layer.py"
-    spec = importlib.util.spec_from_file_location("check_layer", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-check_layer = checker_module()
+check_layer = load_script("infra/build/check_layer.py", "check_layer")
 
 AARCH64, X86_64, ARM = 183, 62, 40
 

@@ -3,33 +3,22 @@ hash-pinned, and the check fails as soon as pyproject's dependencies change with
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from tests.scripts import load_script
 from tests.unit.cfn_template import REPO_ROOT
 
 LOCK = REPO_ROOT / "layers" / "core" / "requirements.lock"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 
-def lock_module() -> ModuleType:
-    path = REPO_ROOT / "infra" / "build" / "layer_lock.py"
-    spec = importlib.util.spec_from_file_location("layer_lock", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-layer_lock = lock_module()
+layer_lock = load_script("infra/build/layer_lock.py", "layer_lock")
 
 
 def inputs() -> list[str]:

@@ -5,6 +5,7 @@ encryption, a private images bucket, parameters that are all used."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from tests.unit.cfn_template import (
     resources,
     template,
 )
+
+from giftmarket_local.template import TEMPLATE_PATH
 
 
 def projector_source() -> dict[str, Any]:
@@ -121,11 +124,18 @@ def test_the_boundary_lets_functions_write_only_their_own_log_groups() -> None:
     assert not props("ApiAccessLogs")["LogGroupName"]["Fn::Sub"].startswith(prefix)
 
 
-def test_the_database_is_a_multi_az_encrypted_mysql_8_with_a_read_replica() -> None:
+def test_the_database_is_a_multi_az_encrypted_mysql_8_4_lts_with_a_read_replica() -> None:
     primary = props("PrimaryDb")
     assert primary["Engine"] == "mysql"
+    assert primary["EngineVersion"] == {"Ref": "DbEngineVersion"}
     version = template()["Parameters"]["DbEngineVersion"]
-    assert version["Default"].startswith("8.0.")
+    # 8.0 is past RDS standard support (paid Extended Support): only 8.4 LTS is allowed.
+    pattern = re.compile(version["AllowedPattern"])
+    assert pattern.fullmatch(version["Default"]) and version["Default"].startswith("8.4")
+    assert pattern.fullmatch("8.4.7") and not pattern.fullmatch("8.0.46")
+    assert props("DbParameters")["Family"] == "mysql8.4"
+    # 8.4 has no default_authentication_plugin; users get caching_sha2_password, over TLS.
+    assert "mysql_native_password" not in TEMPLATE_PATH.read_text()
     assert primary["MultiAZ"] is True
     assert primary["StorageEncrypted"] is True
     assert primary["ManageMasterUserPassword"] is True
