@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,20 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.net import free_port, port_open
 
 from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def get(url: str) -> tuple[int, dict[str, str], Any]:

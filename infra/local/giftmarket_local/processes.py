@@ -33,6 +33,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _age(pid: int) -> float:
+    """Seconds since the process started (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError):
+        return 0.0
+    # Field 22, the start time in clock ticks since boot, counted after the command name.
+    started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, uptime - started)
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -128,10 +140,15 @@ class ManagedProcess:
 
     def stop(self) -> bool:
         """SIGTERM our process and wait for it to exit; if it has not after `stop_timeout`,
-        SIGKILL it (and say so). True if there was a process to stop."""
+        SIGKILL it (and say so). True if there was a process to stop.
+
+        A process still starting (a stop asked for during start-up) is first given the rest
+        of its `ready_timeout` to become ready: mariadbd sent SIGTERM before it is ready
+        wedges (its log ends at "Server socket created", and it neither answers nor exits)."""
         pid = self.pid()
         if pid is None:
             return False
+        self._let_it_finish_starting(pid)
         os.kill(pid, signal.SIGTERM)
         if not self._exited(pid, self.stop_timeout):
             log.warning(
@@ -145,6 +162,15 @@ class ManagedProcess:
                 raise ProcessError(f"{self.name} (pid {pid}) survived SIGKILL")
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    def _let_it_finish_starting(self, pid: int) -> None:
+        deadline = time.monotonic() + self.ready_timeout - _age(pid)
+        if time.monotonic() >= deadline:
+            return  # long started: ready or not, SIGTERM is what it gets
+        while time.monotonic() < deadline and not self.ready():
+            if _is_zombie(pid) or not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)
 
     def kill(self) -> bool:
         """SIGKILL our process (a crash: no shutdown code runs) and wait until it is gone.

@@ -4,6 +4,12 @@ No Docker here, so `sam local` cannot run; this serves the same handlers AWS run
 same event and response shapes, routed as template.yaml routes them. Each function gets a
 few warm "containers": worker threads with their own event loop, each running one
 invocation at a time, as a Lambda execution environment does.
+
+Stopping is bounded (`GatewayServer.stop_accepting` and `close_connections`,
+`Gateway.shutdown`, put together by the supervisor): the listening socket closes, requests in
+flight get a grace period, then whatever is still running is answered 503 and left behind
+(containers are daemon threads nobody joins: a handler stuck on a lock or on a server that
+does not answer must not keep `make run` from stopping the stack).
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import base64
 import importlib.util
 import json
 import logging
+import queue
+import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +36,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from giftmarket_local import docs
 from giftmarket_local.template import Application, FunctionSpec, Route
 
 log = logging.getLogger("giftmarket.runner")
@@ -241,38 +250,120 @@ def give_thread_an_event_loop() -> None:
     asyncio.set_event_loop(loop)
 
 
+class Abandoned(Exception):
+    """The runner stopped before the invocation finished (or before it could start)."""
+
+
+Handler = Callable[[dict[str, Any], Any], Any]
+_Invocation = tuple[Future[Any], Handler, dict[str, Any], LambdaContext]
+
+
 class FunctionHost:
     """A function's warm containers: `containers` threads, one invocation each at a time."""
 
     def __init__(self, spec: FunctionSpec, containers: int = 4) -> None:
         self.spec = spec
-        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._handler: Handler | None = None
         self.module: ModuleType | None = None
         self._load_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
-            max_workers=containers,
-            thread_name_prefix=f"lambda-{spec.logical_id}",
-            initializer=give_thread_an_event_loop,
-        )
+        self._containers = containers
+        self._threads: list[threading.Thread] = []
+        self._work: queue.SimpleQueue[_Invocation | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._in_flight: set[Future[Any]] = set()
+        self._closed = False
 
-    def _loaded(self) -> Callable[[dict[str, Any], Any], Any]:
+    def _loaded(self) -> Handler:
         with self._load_lock:
             if self._handler is None:
                 self.module, self._handler = load_handler(self.spec)
             return self._handler
 
+    def _container(self) -> None:
+        give_thread_an_event_loop()
+        while (item := self._work.get()) is not None:
+            future, handler, event, context = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = handler(event, context)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as Lambda does
+                outcome: tuple[bool, Any] = (False, exc)
+            else:
+                outcome = (True, result)
+            try:
+                if outcome[0]:
+                    future.set_result(outcome[1])
+                else:
+                    future.set_exception(outcome[1])
+            except InvalidStateError:
+                pass  # abandoned by shutdown(): nobody waits for it any more
+
     def invoke(self, event: dict[str, Any]) -> Any:
+        """Run the handler in a free container and return its result. Raises FutureTimeout
+        after the function's timeout, and Abandoned once the host is shut down."""
         handler = self._loaded()
         context = LambdaContext(
             function_name=self.spec.logical_id,
             memory_limit_in_mb=self.spec.memory_mb,
             timeout_seconds=self.spec.timeout_seconds,
         )
-        future = self._pool.submit(handler, event, context)
-        return future.result(timeout=self.spec.timeout_seconds)
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise Abandoned(f"{self.spec.logical_id} is shutting down")
+            if not self._threads:
+                for n in range(self._containers):
+                    thread = threading.Thread(
+                        target=self._container,
+                        name=f"lambda-{self.spec.logical_id}_{n}",
+                        daemon=True,
+                    )
+                    thread.start()
+                    self._threads.append(thread)
+            self._in_flight.add(future)
+        try:
+            self._work.put((future, handler, event, context))
+            return future.result(timeout=self.spec.timeout_seconds)
+        finally:
+            with self._lock:
+                self._in_flight.discard(future)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def close(self) -> None:
+        """Take no more invocations; the ones in flight go on."""
+        with self._lock:
+            self._closed = True
+
+    def abandon(self) -> int:
+        """Answer every invocation still in flight with Abandoned, and let the containers
+        end once their current one returns. Returns how many were abandoned."""
+        with self._lock:
+            self._closed = True
+            pending = list(self._in_flight)
+            threads = len(self._threads)
+        abandoned = 0
+        for future in pending:
+            try:
+                future.set_exception(Abandoned(f"{self.spec.logical_id}: the runner stopped"))
+                abandoned += 1
+            except InvalidStateError:
+                pass  # it finished meanwhile
+        for _ in range(threads):
+            self._work.put(None)
+        return abandoned
+
+    def shutdown(self, grace: float = 5.0) -> int:
+        """close(), wait up to `grace` seconds for the invocations in flight, abandon() the
+        rest. Returns how many were abandoned."""
+        self.close()
+        deadline = time.monotonic() + grace
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.abandon()
 
 
 class Gateway:
@@ -300,6 +391,9 @@ class Gateway:
             return _gateway_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE), route.function
         try:
             result = self.hosts[route.function].invoke(event)
+        except Abandoned:
+            # The runner is stopping: as API Gateway answers while no function can run.
+            return _gateway_error(HTTPStatus.SERVICE_UNAVAILABLE), route.function
         except FutureTimeout:
             log.error("%s timed out", route.function)
             return _gateway_error(HTTPStatus.SERVICE_UNAVAILABLE), route.function
@@ -328,35 +422,135 @@ class Gateway:
                 merged["components"].setdefault(key, {}).update(value)
         return merged
 
-    def shutdown(self) -> None:
+    def in_flight(self) -> int:
+        return sum(host.in_flight() for host in self.hosts.values())
+
+    def close(self) -> None:
+        """Take no more invocations (they answer 503); the ones in flight go on."""
         for host in self.hosts.values():
-            host.shutdown()
+            host.close()
+
+    def shutdown(self, grace: float = 5.0) -> int:
+        """Bounded: close, wait up to `grace` seconds for the invocations in flight, then
+        answer the rest 503 and leave their threads behind. Returns how many were abandoned."""
+        self.close()
+        deadline = time.monotonic() + grace
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sum(host.abandon() for host in self.hosts.values())
 
 
-_DOCS_HTML = """<!doctype html><html><head><title>giftmarket API (local)</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
+class GatewayServer(ThreadingHTTPServer):
+    """The HTTP side of the gateway, which knows its connections and requests in flight so
+    that it can stop in bounded time (`drain`)."""
+
+    daemon_threads = True
+    # server_close() must not wait for connection threads: a keep-alive connection's thread
+    # lives as long as its client keeps it open.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._requests = 0
+        self.draining = threading.Event()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self._requests -= 1
+
+    def requests_in_flight(self) -> int:
+        with self._lock:
+            return self._requests
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; from now on every response closes its connection
+        and a new request on a kept-alive one is answered 503."""
+        self.draining.set()
+        self.socket.close()
+
+    def wait_idle(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the requests in flight to be answered."""
+        deadline = time.monotonic() + seconds
+        while self.requests_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.requests_in_flight() == 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if self.draining.is_set() and isinstance(sys.exc_info()[1], OSError | ValueError):
+            return  # a connection close_connections() shut down mid-request
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> int:
+        """Shut every open connection down (idle keep-alive ones, and requests that did not
+        finish in time); their threads then end. Returns how many there were."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its client
+        return len(connections)
 
 
-def make_server(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(gateway: Gateway, host: str, port: int) -> GatewayServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "giftmarket-local-gateway"
+        server: GatewayServer
 
         def _serve(self) -> None:
+            self.server.request_started()
+            try:
+                self._serve_one()
+            finally:
+                self.server.request_finished()
+
+        def _serve_one(self) -> None:
             started = time.perf_counter()
+            if self.server.draining.is_set():
+                self._send(_gateway_error(HTTPStatus.SERVICE_UNAVAILABLE), None, started)
+                return
             length = int(self.headers.get("content-length") or 0)
             if length > MAX_PAYLOAD_BYTES:
                 self._send(_gateway_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE), None, started)
                 self.close_connection = True
                 return
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:
+                # The client went away mid-body, or the runner shut the connection: a part of
+                # a request is never handed to a function.
+                self.close_connection = True
+                return
             path = urlsplit(self.path).path
-            if self.command == "GET" and path == "/docs":
-                page = HttpResponse(200, [("content-type", "text/html")], _DOCS_HTML.encode())
+            if self.command == "GET" and path == docs.DOCS_PATH:
+                page = HttpResponse(200, [("content-type", docs.HTML_TYPE)], docs.page())
                 self._send(page, None, started)
+                return
+            if self.command == "GET" and path.startswith(docs.ASSETS_PATH):
+                asset = docs.asset(path.removeprefix(docs.ASSETS_PATH))
+                if asset is None:
+                    self._send(_gateway_error(HTTPStatus.NOT_FOUND), None, started)
+                else:
+                    self._send(
+                        HttpResponse(200, [("content-type", asset[0])], asset[1]), None, started
+                    )
                 return
             if self.command == "GET" and path == "/openapi.json":
                 doc = json.dumps(gateway.openapi()).encode()
@@ -375,6 +569,9 @@ def make_server(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
                 if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                     self.send_header(name, value)
             self.send_header("content-length", str(len(response.body)))
+            if self.server.draining.is_set():
+                self.send_header("connection", "close")
+                self.close_connection = True
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(response.body)
@@ -393,6 +590,4 @@ def make_server(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # one line per request is logged by _send
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return GatewayServer((host, port), Handler)

@@ -314,6 +314,8 @@ class Stack:
             ready=self._redis_answers_tls,
             marker=f"{config.host}:{config.redis_port}",
             port=config.redis_port,
+            # Stopping is bounded (`make run` must stop): read models can always be rebuilt.
+            stop_timeout=10,
         )
         ls_root = config.root / "localstack"
         self.localstack = ManagedProcess(
@@ -342,6 +344,9 @@ class Stack:
             marker="localstack.runtime.main",
             port=config.localstack_port,
             ready_timeout=120,
+            # The community edition keeps no state, so a SIGKILL after a hung shutdown (seen:
+            # "Stopping all services", then nothing) loses nothing.
+            stop_timeout=10,
         )
         self._redis_dir = redis_dir
 
