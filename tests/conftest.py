@@ -8,25 +8,17 @@ end. GM_KEEP_TEST_STACK=1 leaves it running between runs for a faster edit-test 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from subprocess import CompletedProcess
 from typing import Any
 
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 from moto import mock_aws
-from sqlalchemy import ColumnElement, Engine, delete, select, text
+from tests.support.stack import SettingsFactory, fresh_read_models, settings_for
 
-from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
-from giftmarket.bootstrap import bootstrap
-from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
 from giftmarket_local.migrations import reset
 from giftmarket_local.stack import Stack, StackConfig
@@ -94,104 +86,9 @@ def stack() -> Iterator[Stack]:
         test_stack.stop()
 
 
-def fresh_read_models(settings: Settings, *, flush: bool = True) -> None:
-    """The test Redis emptied, and the read models rebuilt from the database, so queries
-    read a generation, as after `make run`."""
-    container = bootstrap(settings)
-    try:
-        if flush:
-            container.redis.flushdb(asynchronous=True)  # a benchmark may have left 10^6 keys
-        container.rebuild_read_models()
-    finally:
-        container.close()
-
-
-@contextmanager
-def redis_stopped(stack: Stack) -> Iterator[None]:
-    """Redis stopped for the body, then started again. The test Redis keeps nothing across
-    a restart (like a replaced cache node), so the read models come back by a rebuild."""
-    assert stack.redis.stop()
-    try:
-        yield
-    finally:
-        stack.redis.start()
-        fresh_read_models(settings_for(stack), flush=False)
-
-
-def giftmarket_cli(stack: Stack, *args: str, timeout: float = 120) -> CompletedProcess[str]:
-    """The `giftmarket` console script run as a real process against the test stack."""
-    return subprocess.run(
-        [sys.executable, "-m", "giftmarket.cli", *args],
-        env={**os.environ, **stack.config.app_env()},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def outbox_envelopes(database: Database, *where: ColumnElement[bool]) -> list[EventEnvelope]:
-    """The outbox rows matching `where` as the messages the relay would send, in id order."""
-    o = tables.outbox
-    with database.writer.connect() as conn:
-        rows = conn.execute(select(o).where(*where).order_by(o.c.id)).all()
-    return [EventEnvelope.from_outbox_row(row) for row in rows]
-
-
-def mark_outbox_published(database: Database) -> None:
-    """Every row earlier tests left unpublished marked published: a relay run then sends
-    only the rows written after this."""
-    with database.writer.begin() as conn:
-        conn.execute(
-            text("UPDATE outbox SET published_at = UTC_TIMESTAMP(6) WHERE published_at IS NULL")
-        )
-
-
-@contextmanager
-def outbox_of_its_own(database: Database, aggregate_type: str) -> Iterator[Engine]:
-    """The writer, with every row earlier tests left unpublished marked published (so a
-    relay sends only the caller's rows), and the rows of `aggregate_type` the caller wrote
-    deleted afterwards."""
-    mark_outbox_published(database)
-    yield database.writer
-    with database.writer.begin() as conn:
-        conn.execute(delete(tables.outbox).where(tables.outbox.c.aggregate_type == aggregate_type))
-
-
-def drain_queue(sqs: Any, url: str, expected: int, *, timeout: float = 15) -> list[dict[str, Any]]:
-    """Every message on the queue, each deleted as read (with its system attributes): until
-    `expected` arrived (bounded by `timeout`), then one more empty poll to be sure nothing
-    else is there."""
-    messages: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-        ).get("Messages", [])
-        if batch:
-            entries = [
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)
-            ]
-            sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-        messages += batch
-        if not batch and len(messages) >= expected:
-            break
-    return messages
-
-
-def settings_for(stack: Stack, **overrides: object) -> Settings:
-    return stack.config.app_settings(**{"environment": "test", **overrides})
-
-
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
     return settings_for(stack)
-
-
-SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture(scope="session")

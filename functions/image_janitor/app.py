@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from giftmarket.bootstrap import get_container
-from giftmarket.jobs.images import CleanupRequest
+from giftmarket.jobs.images import CleanupRequest, clean_images
 from giftmarket.observability import metrics, with_metrics
 
 logger = Logger(service="giftmarket-image-janitor")
@@ -25,7 +25,15 @@ ENTRIES_RETURNED = 1000
 @with_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = CleanupRequest.from_event(event)
-    report = get_container().clean_images(request.as_of, dry_run=request.dry_run)
+    container = get_container()
+    report = clean_images(
+        container.unit_of_work,
+        container.command_context,
+        container.images,
+        retries=container.settings.command_retries,
+        as_of=request.as_of,
+        dry_run=request.dry_run,
+    )
     for name, value in (
         ("ImagesDeleted", report.deleted),
         ("ImagesWouldDelete", report.would_delete),

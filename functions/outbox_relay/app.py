@@ -24,16 +24,17 @@ logger = Logger(service="giftmarket-outbox-relay")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from redis import RedisError  # not at import: the client comes with the read models
 
-    from giftmarket.projections.rebuild import SnapshotRefused
+    from giftmarket.adapters.publisher import relay
+    from giftmarket.projections.rebuild import SnapshotRefused, ensure_read_models
 
     container = get_container()
-    report = container.relay_outbox()
+    report = relay(container.database.writer, container.publisher, container.settings)
     metrics.add_metric(name="OutboxPublished", unit=MetricUnit.Count, value=report.published)
     metrics.add_metric(name="OutboxPublishFailed", unit=MetricUnit.Count, value=report.failed)
     logger.info("outbox relayed", extra=report.as_dict())
     answer: dict[str, Any] = report.as_dict()
     try:
-        rebuilt = container.ensure_read_models()
+        rebuilt = ensure_read_models(container.read_models, container.settings, container.database)
     except (RedisError, SnapshotRefused) as exc:
         # Queries are answered by SQL meanwhile; the next run tries again.
         logger.warning("read models not checked or not rebuilt: %s", exc)

@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from giftmarket.bootstrap import get_container
-from giftmarket.jobs.purge import PurgeRequest
+from giftmarket.jobs.purge import PurgeRequest, purge
 from giftmarket.observability import metrics, with_metrics
 
 logger = Logger(service="giftmarket-purge")
@@ -28,7 +28,13 @@ MARGIN_SECONDS = 30.0
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = PurgeRequest.from_event(event)
     seconds_left = context.get_remaining_time_in_millis() / 1000 - MARGIN_SECONDS
-    report = get_container().purge(dry_run=request.dry_run, seconds_left=seconds_left)
+    container = get_container()
+    report = purge(
+        container.database.writer,
+        container.settings,
+        dry_run=request.dry_run,
+        seconds_left=seconds_left,
+    )
     metrics.add_metric(name="PurgedRows", unit=MetricUnit.Count, value=report.deleted)
     metrics.add_metric(name="PurgeWouldDelete", unit=MetricUnit.Count, value=report.would_delete)
     metrics.add_metric(

@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from giftmarket.bootstrap import get_container
 from giftmarket.domain.errors import InvalidField
 from giftmarket.domain.settlement import default_business_date, parse_business_date
-from giftmarket.jobs.settlement import SettlementIncomplete
+from giftmarket.jobs.settlement import SettlementIncomplete, settle
 from giftmarket.observability import metrics, with_metrics
 
 logger = Logger(service="giftmarket-settlement")
@@ -45,7 +45,8 @@ def requested_business_date(event: dict[str, Any]) -> date | None:
 @logger.inject_lambda_context(clear_state=True)
 @with_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    report = get_container().settle(requested_business_date(event))
+    container = get_container()
+    report = settle(container.command_executor, container.settings, requested_business_date(event))
     for name, value in (
         ("SettlementOrdersCompleted", report.orders_completed),
         ("SettlementSellersSettled", report.sellers_settled),

@@ -57,7 +57,7 @@ def run_migrations() -> dict[str, str]:
 def admin_rights(request: Any, function_name: str) -> dict[str, Any]:
     """Grant, revoke or list admin rights, connected as the application user (rows only)."""
     from giftmarket.bootstrap import bootstrap
-    from giftmarket.commands.admins import SetAdmin, list_admin_rights, set_admin
+    from giftmarket.commands.admins import ListAdminRights, SetAdmin
     from giftmarket.domain.errors import DomainError
 
     action = request.get("action") if isinstance(request, dict) else None
@@ -67,7 +67,7 @@ def admin_rights(request: Any, function_name: str) -> dict[str, Any]:
     container = bootstrap()
     try:
         if action == "list":
-            rights, _ = container.command_executor.execute(list_admin_rights)
+            rights, _ = container.command_executor.execute(ListAdminRights())
             return {
                 "admins": [{"user_id": u, "email": e} for u, e in rights.admins],
                 "record": [
@@ -83,9 +83,7 @@ def admin_rights(request: Any, function_name: str) -> dict[str, Any]:
         by = str(request.get("by") or "unnamed operator")
         command = SetAdmin(str(email), ADMIN_ACTIONS[action], f"{by} (lambda:{function_name})")
         try:
-            result, _ = container.command_executor.execute(
-                lambda uow, ctx: set_admin(uow, command, ctx)
-            )
+            result, _ = container.command_executor.execute(command)
         except DomainError as exc:
             return {"error": exc.detail}
     finally:

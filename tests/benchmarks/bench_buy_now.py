@@ -214,7 +214,7 @@ def via_executor(container: Container, buyers: list[str]) -> Callable[[int, str]
     def buy(client: int, product_id: str) -> bool:
         command = trading.BuyNow(buyers[client % len(buyers)], product_id, 10**6)
         try:
-            executor.execute(lambda uow, ctx: trading.buy_now(uow, command, ctx))
+            executor.execute(command)
         except (NoMatchingBid, NotFound):
             return False
         return True

@@ -7,7 +7,7 @@ Then, for each kind of orphan in turn, ORPHANS fresh ones are added and cleaned:
 - abandoned uploads: PENDING rows two days old, each with its object;
 - untracked objects: objects under images/ that no row names.
 
-`container.clean_images()` runs as the scheduled function does, with its clock a day and
+`clean_images` (jobs/images.py) runs as the scheduled function does, with its clock a day and
 an hour ahead (LocalStack stamps each object with the time of its upload, and a run may
 not be as of a future instant, so the run's "now" moves instead). It lists every object
 under images/, so the live ones count in its work. Every run is checked: each orphan gone
@@ -44,7 +44,7 @@ from giftmarket.adapters.images import S3ImageStore, build_s3_client
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.domain.ids import new_id
 from giftmarket.domain.images import s3_key_for
-from giftmarket.jobs.images import CleanupReport
+from giftmarket.jobs.images import CleanupReport, clean_images
 from giftmarket_local.stack import Stack
 
 ORPHANS = 10_000
@@ -336,7 +336,12 @@ def run(
     if profiler is not None:
         profiler.enable()
     began = time.perf_counter()
-    report = container.clean_images()
+    report = clean_images(
+        container.unit_of_work,
+        container.command_context,
+        container.images,
+        retries=container.settings.command_retries,
+    )
     seconds = time.perf_counter() - began
     if profiler is not None:
         profiler.disable()

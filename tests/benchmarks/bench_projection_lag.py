@@ -41,9 +41,12 @@ from benchcommon import (
     write_result,
 )
 
+from giftmarket.adapters.publisher import publish_committed
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
 from giftmarket.commands.executor import CommandExecutor
+from giftmarket.projections.rebuild import ensure_read_models
+from giftmarket.queries import account
 from giftmarket_local.invoke import LocalInvoker
 from giftmarket_local.sqs_source import SqsEventSource
 
@@ -124,7 +127,7 @@ class FastPath:
     def _publish(self, outbox_ids: tuple[str, ...]) -> None:
         before = self.hooks.snapshot()
         self.committed = time.perf_counter()
-        self.container.publish_committed(outbox_ids)
+        publish_committed(self.container.database.writer, self.container.publisher, outbox_ids)
         self.sent = time.perf_counter()
         after = self.hooks.snapshot()
         self.phases = {k: after[k] - before.get(k, 0.0) for k in after}
@@ -135,7 +138,7 @@ def wait_until_shown(container: Container, user_id: str, points: int) -> float:
     returns when it first did. None (not projected yet) is polled past like a stale answer."""
     deadline = time.perf_counter() + VISIBLE_TIMEOUT
     while True:
-        me = container.read_models.user(user_id)
+        me = account.me_from_read_model(container.read_models, user_id)
         now = time.perf_counter()
         if me is not None and me["available_points"] == points:
             return now
@@ -146,7 +149,7 @@ def wait_until_shown(container: Container, user_id: str, points: int) -> float:
 
 def sign_up(container: Container, executor: CommandExecutor) -> str:
     command = accounts.SignUp(f"{uuid.uuid4().hex}@bench.local", "password123", "bench")
-    account, _ = executor.execute(lambda uow, ctx: accounts.sign_up(uow, command, ctx))
+    account, _ = executor.execute(command)
     user_id: str = account.user_id
     wait_until_shown(container, user_id, 0)  # projected through the queue like the rest
     return user_id
@@ -156,9 +159,7 @@ def charge(executor: CommandExecutor, user_id: str, amount: int) -> tuple[int, t
     """Charge through the executor as the command API does; the new balance and the
     command's outbox ids."""
     command = accounts.ChargePoints(user_id, amount)
-    balance, committed = executor.execute(
-        lambda uow, ctx: accounts.charge_points(uow, command, ctx)
-    )
+    balance, committed = executor.execute(command)
     return balance.available_points, committed.outbox_ids
 
 
@@ -168,7 +169,7 @@ def measure(container: Container, projector_sqs: Any, queue_url: str, samples: i
     executor = fast_path.executor()
     # Read models live in generations and answer None for every user until one has been
     # built and switched in: build one if Redis has none (on the fresh schema, at no cost).
-    container.ensure_read_models()
+    ensure_read_models(container.read_models, container.settings, container.database)
     try:
         with Projecting(projector_sqs, queue_url) as projecting:
             users = [sign_up(container, executor) for _ in range(USERS)]

@@ -10,7 +10,7 @@ the double-entry ledger of all of it, so balances equal their postings. Times ar
 consistent (72-hour auto-completion, settlement at 00:10 KST) and ids are ULIDs of their
 rows' creation times. Then, on the same process:
 
-1. `container.rebuild_read_models()` loads all of it into Redis: rows/s (goal 50 000), and
+1. `rebuild.rebuild_read_models` loads all of it into Redis: rows/s (goal 50 000), and
    where the time goes: SQL streaming alone (the database builds each row's operation
    JSON), joining them into batches, and the Lua script's own time from INFO commandstats
    (plus cProfile below the goal).
@@ -74,8 +74,16 @@ from giftmarket.adapters.read_models import SEQUENCE_KEY, ReadModels, generation
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.domain.ids import encode_ulid
 from giftmarket.http.auth import TokenService
-from giftmarket.projections.rebuild import SOURCES, RebuildReport, batch_of, start_snapshot
-from giftmarket.queries import cached, views
+from giftmarket.projections.rebuild import (
+    SOURCES,
+    RebuildReport,
+    batch_of,
+    rebuild_read_models,
+    start_snapshot,
+)
+from giftmarket.queries import products as product_queries
+from giftmarket.queries import trades
+from giftmarket.read_ports import Op, ReadModelReader, ReadModelStore
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.migrations import reset
@@ -741,7 +749,7 @@ def wait_lazyfree(client: redis.Redis, timeout: float = 60.0) -> None:
 
 def timed_rebuild(container: Container) -> tuple[RebuildReport, dict[str, dict[str, float]]]:
     before = command_stats(container.redis)
-    report = container.rebuild_read_models()
+    report = rebuild_read_models(container.settings, container.database)
     delta = stats_delta(before, command_stats(container.redis))
     wait_lazyfree(container.redis)
     return report, delta
@@ -813,7 +821,7 @@ def rebuild_breakdown(container: Container) -> dict[str, Any]:
 def profile_rebuild(container: Container, top: int = 25) -> dict[str, Any]:
     profiler = cProfile.Profile()
     profiler.enable()
-    report = container.rebuild_read_models()
+    report = rebuild_read_models(container.settings, container.database)
     profiler.disable()
     wait_lazyfree(container.redis)
     stats = pstats.Stats(profiler)
@@ -942,9 +950,40 @@ def memory_report(
 # -- latency ---------------------------------------------------------------------------------
 
 
-class MissingReadModels:
+class MissingReadModels(ReadModelStore):
     """Read models that never have the answer: the query handler then answers every request
-    by SQL on the replica, through exactly the code a real miss takes (Reads.answer)."""
+    by SQL on the replica, through exactly the code a real miss takes (Reads.answer). Nothing
+    writes to them: they have no generation and refuse every write."""
+
+    def apply(self, ops: Sequence[Op], *, outbox_id: str | None = None) -> int:
+        raise NotImplementedError("the SQL side's read models are never written")
+
+    def generation(self) -> int | None:
+        return None
+
+    def building(self) -> int | None:
+        return None
+
+    def begin_generation(self) -> int:
+        raise NotImplementedError("the SQL side's read models are never rebuilt")
+
+    def apply_bulk(self, generation: int, batches: Iterable[str]) -> None:
+        raise NotImplementedError("the SQL side's read models are never rebuilt")
+
+    def switch_to(self, generation: int) -> int | None:
+        raise NotImplementedError("the SQL side's read models are never rebuilt")
+
+    def abandon(self, generation: int) -> None:
+        raise NotImplementedError("the SQL side's read models are never rebuilt")
+
+    def drop(self, generation: int, *, batch: int = 1000) -> int:
+        raise NotImplementedError("the SQL side's read models are never rebuilt")
+
+    def record_search(self, user_id: str, query: str, at: datetime) -> None:
+        pass
+
+    def search_history(self, user_id: str) -> list[tuple[str, datetime]]:
+        return []
 
     def user(self, user_id: str) -> None:
         return None
@@ -977,7 +1016,7 @@ class Route:
     entities: list[str]  # one per timed request, drawn beforehand
     target: Callable[[str], str]
     user: Callable[[str], str | None]  # who signs the request; None: anonymous
-    read_model: Callable[[ReadModels, str], Answer | None]
+    read_model: Callable[[ReadModelReader, str], Answer | None]
     sql: Callable[[Session, str], Answer | None]
 
 
@@ -997,50 +1036,58 @@ def routes(seeded: Seeded, rng: random.Random, n: int) -> list[Route]:
             products,
             lambda p: f"/api/products/{p}",
             anonymous,
-            lambda rm, p: cached.product_detail(rm, p),
-            lambda s, p: views.product_detail(s, p),
+            lambda rm, p: product_queries.product_detail_from_read_model(rm, p),
+            lambda s, p: product_queries.product_detail_from_sql(s, p),
         ),
         Route(
             "buy_history_done",
             buyers,
             lambda _: "/api/buy/history/done",
             caller,
-            lambda rm, u: cached.buy_history(rm, u, "done", limit=50),
-            lambda s, u: views.buy_history(s, u, "done", limit=50),
+            lambda rm, u: trades.history_from_read_model(
+                rm, u, "done", side=trades.BUYER, limit=50
+            ),
+            lambda s, u: trades.history_from_sql(s, u, "done", side=trades.BUYER, limit=50),
         ),
         Route(
             "product_list_popular",
             [""] * n,
             lambda _: "/api/products?sort=popular",
             anonymous,
-            lambda rm, _: cached.product_list(
+            lambda rm, _: product_queries.product_list_from_read_model(
                 rm, sort="popular", category=None, after=None, limit=20
             ),
-            lambda s, _: views.product_list(s, sort="popular", category=None, after=None, limit=20),
+            lambda s, _: product_queries.product_list_from_sql(
+                s, sort="popular", category=None, after=None, limit=20
+            ),
         ),
         Route(
             "product_list_popular_category",
             categories,
             lambda c: f"/api/products?sort=popular&category={c}",
             anonymous,
-            lambda rm, c: cached.product_list(rm, sort="popular", category=c, after=None, limit=20),
-            lambda s, c: views.product_list(s, sort="popular", category=c, after=None, limit=20),
+            lambda rm, c: product_queries.product_list_from_read_model(
+                rm, sort="popular", category=c, after=None, limit=20
+            ),
+            lambda s, c: product_queries.product_list_from_sql(
+                s, sort="popular", category=c, after=None, limit=20
+            ),
         ),
         Route(
             "rankings_likes",
             [""] * n,
             lambda _: "/api/rankings?by=likes",
             anonymous,
-            lambda rm, _: cached.rankings(rm, by="likes", limit=20),
-            lambda s, _: views.rankings(s, by="likes", limit=20),
+            lambda rm, _: product_queries.rankings_from_read_model(rm, by="likes", limit=20),
+            lambda s, _: product_queries.rankings_from_sql(s, by="likes", limit=20),
         ),
         Route(
             "rankings_orders",
             [""] * n,
             lambda _: "/api/rankings?by=orders",
             anonymous,
-            lambda rm, _: cached.rankings(rm, by="orders", limit=20),
-            lambda s, _: views.rankings(s, by="orders", limit=20),
+            lambda rm, _: product_queries.rankings_from_read_model(rm, by="orders", limit=20),
+            lambda s, _: product_queries.rankings_from_sql(s, by="orders", limit=20),
         ),
     ]
 
@@ -1080,7 +1127,7 @@ class Bench:
         return reply
 
     def calls(self, route: Route) -> dict[str, Callable[[str], Any]]:
-        rm: ReadModels = self.redis_side.read_models
+        rm: ReadModelReader = self.redis_side.read_models
         database = self.redis_side.database
         return {
             "redis_handler": lambda e: self.handler(self.redis_side, route, e),

@@ -2,7 +2,7 @@
 
 Writes EVENTS unpublished outbox rows shaped exactly as commands write them (the domain's
 own events: signups, then charges, each a PointsCharged and a UserBalancesChanged, made
-into rows by the outbox writer's `outbox_row`), then times `container.relay_outbox()`, the
+into rows by the outbox writer's `outbox_row`), then times `relay` (adapters/publisher.py), the
 scheduled relay's whole work, until nothing is left. Afterwards every row must be marked
 published, once, and the queue must hold exactly that many messages.
 
@@ -49,7 +49,7 @@ from sqlalchemy import delete, func, insert, select
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.outbox import outbox_row
-from giftmarket.adapters.publisher import RelayReport, SqsPublisher
+from giftmarket.adapters.publisher import RelayReport, SqsPublisher, relay
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.domain import marketplace
 from giftmarket.domain.events import DomainEvent
@@ -112,7 +112,7 @@ def relay_all(container: Container) -> tuple[float, list[RelayReport]]:
     reports: list[RelayReport] = []
     began = time.perf_counter()
     while True:
-        report = container.relay_outbox()
+        report = relay(container.database.writer, container.publisher, settings)
         reports.append(report)
         if report.published == 0 or report.batches < settings.outbox_relay_max_batches:
             break

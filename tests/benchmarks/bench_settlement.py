@@ -51,7 +51,7 @@ from sqlalchemy import func, select, text
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap
-from giftmarket.commands.executor import CommandExecutor, Handler
+from giftmarket.commands.executor import CommandExecutor, Work
 from giftmarket.commands.ports import Committed
 from giftmarket.jobs.settlement import SettlementReport, settle_business_date, settle_seller
 from giftmarket.settings import Settings
@@ -92,12 +92,12 @@ class TimedExecutor(CommandExecutor):
 
     seller_seconds: list[float] = field(default_factory=list)
 
-    def execute(self, handler: Handler[R]) -> tuple[R, Committed]:
+    def transaction(self, work: Work[R]) -> tuple[R, Committed]:
         began = time.perf_counter()
         try:
-            return super().execute(handler)
+            return super().transaction(work)
         finally:
-            if isinstance(handler, partial) and handler.func is settle_seller:
+            if isinstance(work, partial) and work.func is settle_seller:
                 self.seller_seconds.append(time.perf_counter() - began)
 
 

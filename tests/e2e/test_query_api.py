@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.conftest import redis_stopped
-from tests.handler_client import PNG, HandlerClient, handler_client, http_put
+from tests.support.handler_client import PNG, HandlerClient, handler_client, http_put
+from tests.support.stack import redis_stopped
 
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack

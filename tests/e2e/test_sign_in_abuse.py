@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import redis_stopped
-from tests.handler_client import PASSWORD, MarketClient, handler_client
+from tests.support.handler_client import PASSWORD, MarketClient, handler_client
+from tests.support.stack import redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.settings import Settings

@@ -4,17 +4,23 @@ them on a stage without ADMIN_EMAILS, and a revoke takes effect on the next comm
 from __future__ import annotations
 
 import pytest
-from tests.functional.fakes import (
+from tests.support.fakes import (
     FakeClock,
     FakeImageStore,
     FakePasswords,
     FakeUnitOfWork,
     make_context,
 )
-from tests.functional.test_commands import Market
+from tests.support.market import Market
 
 from giftmarket.commands import catalog
-from giftmarket.commands.admins import NoAccountForEmail, SetAdmin, list_admin_rights, set_admin
+from giftmarket.commands.admins import (
+    ListAdminRights,
+    NoAccountForEmail,
+    SetAdmin,
+    list_admin_rights,
+    set_admin,
+)
 from giftmarket.domain.errors import Forbidden, InvalidField
 from giftmarket.domain.users import AdminAction
 
@@ -98,7 +104,7 @@ def test_the_list_shows_admins_and_the_record_newest_first(market: Market) -> No
     market.run(set_admin, SetAdmin("a@example.com", True, "ops"))
     market.run(set_admin, SetAdmin("b@example.com", False, "ops"))
     with market.uow:
-        rights = list_admin_rights(market.uow, market.ctx)
+        rights = list_admin_rights(market.uow, ListAdminRights(), market.ctx)
     assert rights.admins == [(a, "a@example.com")]
     assert [(c.email, c.action) for c in rights.history] == [
         ("b@example.com", AdminAction.REVOKE),

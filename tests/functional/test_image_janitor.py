@@ -9,19 +9,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
-from tests.functional.fakes import FakeClock, FakeStore, FakeUnitOfWork, make_context
+from tests.support.fakes import FakeClock, FakeStore, FakeUnitOfWork, make_context
 
 from giftmarket.commands.executor import CommandExecutor
+from giftmarket.commands.ports import ImageObjects, ListedObject
 from giftmarket.domain.image_cleanup import CleanupReason
 from giftmarket.domain.images import Image, ImageStatus
 from giftmarket.domain.users import User
-from giftmarket.jobs.images import ImageJanitor, ListedObject, Outcome
+from giftmarket.jobs.images import ImageJanitor, Outcome
 
 DAY = timedelta(days=1)
 
 
 @dataclass
-class FakeObjects:
+class FakeObjects(ImageObjects):
     """A bucket: key → last modified; `refuse` keys are never deleted."""
 
     objects: dict[str, datetime] = field(default_factory=dict)

@@ -5,38 +5,37 @@ told to retry."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.fakes import RecordedCommands
 
 from giftmarket.bootstrap import Container, set_container
+from giftmarket.commands.accounts import IssueWelcomeCoupon
 from giftmarket.projections.projector import Projector
+from giftmarket.read_ports import Op, ReadModelWriter
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
 
 EVENT = Path(__file__).resolve().parents[2] / "functions" / "projector" / "events"
 
 
-class FakeReadModels:
+class FakeReadModels(ReadModelWriter):
     def __init__(self, fail_on: str | None = None) -> None:
-        self.applied: list[tuple[str | None, list[dict[str, Any]]]] = []
+        self.applied: list[tuple[str | None, list[Op]]] = []
         self.fail_on = fail_on
 
-    def apply(self, ops: list[dict[str, Any]], *, outbox_id: str | None = None) -> int:
+    def apply(self, ops: Sequence[Op], *, outbox_id: str | None = None) -> int:
         if outbox_id == self.fail_on:
             raise ConnectionError("redis went away")
-        self.applied.append((outbox_id, ops))
+        self.applied.append((outbox_id, list(ops)))
         return 1
 
 
-class FakeCommands:
-    def __init__(self) -> None:
-        self.executed = 0
-
-    def execute(self, handler: Any) -> tuple[None, None]:
-        self.executed += 1
-        return None, None
+def welcome_coupons() -> RecordedCommands:
+    return RecordedCommands((IssueWelcomeCoupon,))
 
 
 @pytest.fixture
@@ -45,8 +44,8 @@ def recorded() -> dict[str, Any]:
     return event
 
 
-def run(event: dict[str, Any], read_models: FakeReadModels, commands: FakeCommands) -> Any:
-    projector = Projector(read_models, commands)  # type: ignore[arg-type]
+def run(event: dict[str, Any], read_models: FakeReadModels, commands: RecordedCommands) -> Any:
+    projector = Projector(read_models, commands.executor)
     container = Container(Settings(environment="test"), projector=projector)
     set_container(container)
     try:
@@ -58,7 +57,7 @@ def run(event: dict[str, Any], read_models: FakeReadModels, commands: FakeComman
 def test_a_recorded_batch_is_projected_and_only_the_poison_record_is_retried(
     recorded: dict[str, Any],
 ) -> None:
-    read_models, commands = FakeReadModels(), FakeCommands()
+    read_models, commands = FakeReadModels(), welcome_coupons()
     reply = run(recorded, read_models, commands)
 
     poison = recorded["Records"][2]["messageId"]
@@ -72,7 +71,10 @@ def test_a_recorded_batch_is_projected_and_only_the_poison_record_is_retried(
     order = order_ops[0]
     assert (order["k"], order["v"], order["set"]["status"]) == ("order", "1", "PAID")
     assert order["once"]["paid"] == "4000" and order["once"]["created_us"] == "1795325401123456"
-    assert commands.executed == 1  # the welcome coupon, for UserSignedUp
+    signed_up = json.loads(recorded["Records"][0]["body"])
+    assert signed_up["event_type"] == "UserSignedUp"
+    # the welcome coupon, for UserSignedUp
+    assert commands.executed == [IssueWelcomeCoupon(signed_up["aggregate_id"])]
 
 
 def test_a_redis_failure_fails_that_record_and_holds_back_its_group_only(
@@ -80,7 +82,7 @@ def test_a_redis_failure_fails_that_record_and_holds_back_its_group_only(
 ) -> None:
     # The user's record fails: SQS retries it; the order (another group) is projected.
     read_models = FakeReadModels(fail_on="01KAQ3Y4MJ0A1B2C3D4E5F6G7H")
-    reply = run(recorded, read_models, FakeCommands())
+    reply = run(recorded, read_models, welcome_coupons())
     failed = {f["itemIdentifier"] for f in reply["batchItemFailures"]}
     records = recorded["Records"]
     assert failed == {records[0]["messageId"], records[2]["messageId"]}

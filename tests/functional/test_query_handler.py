@@ -61,7 +61,8 @@ def invoke(event_name: str) -> tuple[int, dict[str, str], dict[str, Any]]:
 def install() -> Iterator[Any]:
     def _install(primary: str, replica: ReplicaState, cache_up: bool) -> None:
         database = FakeDatabase(primary, replica)
-        set_container(Container(Settings(), database=database, redis=FakeRedis(cache_up)))
+        client = cast(redis.Redis, FakeRedis(cache_up))
+        set_container(Container(Settings(), database=database, redis=client))
 
     yield _install
     set_container(None)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.functional.fakes import FakeUnitOfWork
+from tests.support.fakes import FakeUnitOfWork
 
 from giftmarket.bootstrap import Container, set_container
 from giftmarket.settings import Settings

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.functional.fakes import (
+from tests.support.fakes import (
     ADMIN_EMAIL,
     FakeClock,
     FakeImageStore,
@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from giftmarket import cli
 from giftmarket.bootstrap import Container, set_container
 from giftmarket.commands import accounts, catalog, trading
-from giftmarket.commands.context import CommandContext
+from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain import events, ledger
 from giftmarket.domain.errors import InvalidField
@@ -38,6 +38,7 @@ from giftmarket.jobs.settlement import (
     Outcome,
     SellerResult,
     SettlementIncomplete,
+    settle,
     settle_business_date,
 )
 from giftmarket.settings import Settings
@@ -80,12 +81,12 @@ class World:
         world = cls(store, clock, images, container)
         admin = world.sign_up(ADMIN_EMAIL)
         command = catalog.RegisterProduct(admin, "Americano", "Starbucks", "coffee", 50_000)
-        world.product_id = world.run(lambda uow, ctx: catalog.register_product(uow, command, ctx))
+        world.product_id = world.run(command)
         world.buyer_id = world.sign_up(points=10**9)
         return world
 
-    def run(self, handler: Callable[[UnitOfWork, CommandContext], T]) -> T:
-        return self.container.command_executor.execute(handler)[0]
+    def run(self, command: Command[T]) -> T:
+        return self.container.command_executor.execute(command)[0]
 
     def read(self, query: Callable[[UnitOfWork], T]) -> T:
         with FakeUnitOfWork(self.store) as uow:
@@ -94,10 +95,10 @@ class World:
     def sign_up(self, email: str | None = None, *, points: int = 0) -> str:
         email = email or f"user{len(self.store.rows['users'])}@example.com"
         command = accounts.SignUp(email, PASSWORD, "nick")
-        user_id = self.run(lambda uow, ctx: accounts.sign_up(uow, command, ctx)).user_id
+        user_id = self.run(command).user_id
         if points:
             charge = accounts.ChargePoints(user_id, points)
-            self.run(lambda uow, ctx: accounts.charge_points(uow, charge, ctx))
+            self.run(charge)
         return user_id
 
     def sale(
@@ -106,20 +107,20 @@ class World:
         """An order of `seller_id`'s, paid at `paid_at` and confirmed then, if at all."""
         self.clock.now = paid_at
         image = catalog.RequestImageUpload(seller_id, "image/png")
-        image_id = self.run(lambda uow, ctx: catalog.request_image_upload(uow, image, ctx)).image_id
+        image_id = self.run(image).image_id
         self.images.put(s3_key_for(seller_id, image_id))
         ask = trading.PlaceSellBid(seller_id, self.product_id, price, image_id)
-        self.run(lambda uow, ctx: trading.place_sell_bid(uow, ask, ctx))
+        self.run(ask)
         buy = trading.BuyNow(self.buyer_id, self.product_id, price)
-        order_id = self.run(lambda uow, ctx: trading.buy_now(uow, buy, ctx)).order_id
+        order_id = self.run(buy).order_id
         if confirmed_at is not None:
             self.clock.now = confirmed_at
             confirm = trading.ConfirmOrder(self.buyer_id, order_id)
-            self.run(lambda uow, ctx: trading.confirm_order(uow, confirm, ctx))
+            self.run(confirm)
         return order_id
 
     def settle(self, day: date | None = D, now: datetime = RUN_AT) -> Any:
-        return self.container.settle(day, now=now)
+        return settle(self.container.command_executor, self.container.settings, day, now)
 
     def order_status(self, order_id: str) -> OrderStatus:
         return self.store.rows["orders"][order_id].status  # type: ignore[no-any-return]

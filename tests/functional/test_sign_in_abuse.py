@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from tests.functional.fakes import (
+from tests.support.fakes import (
     FakeClock,
     FakePasswords,
     FakeSignInGuard,

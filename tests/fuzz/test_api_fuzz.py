@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests.handler_client import PNG, http_put
+from tests.support.handler_client import PNG, http_put
 
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.http.command_app import create_command_app

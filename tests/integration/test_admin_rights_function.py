@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from tests.integration.test_cli import sign_up_directly
+from tests.support.stack import sign_up_directly
 from tests.unit.cfn_template import import_handler_module
 
 from giftmarket_local.stack import Stack

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.conftest import giftmarket_cli, settings_for
+from tests.support.stack import giftmarket_cli, sign_up_directly
 
 from giftmarket_local.stack import Stack
 
@@ -44,19 +44,3 @@ def test_giftmarket_admin_grant_revoke_and_list_change_and_record_rights(stack: 
     assert record[1].startswith("revoke\t") and record[1].endswith("(cli)")
     again = giftmarket_cli(stack, "admin", "revoke", email)
     assert again.returncode == 0 and "already is not an admin" in again.stdout
-
-
-def sign_up_directly(stack: Stack, email: str) -> str:
-    """An account made through the signup command, on a container with no ADMIN_EMAILS."""
-    from giftmarket.bootstrap import bootstrap
-    from giftmarket.commands import accounts
-
-    container = bootstrap(settings_for(stack, admin_emails="", events_queue_url=None))
-    try:
-        command = accounts.SignUp(email, "operator-password-1", "op")
-        account, _ = container.command_executor.execute(
-            lambda uow, ctx: accounts.sign_up(uow, command, ctx)
-        )
-    finally:
-        container.close()
-    return account.user_id

@@ -25,7 +25,8 @@ import boto3
 import pytest
 from moto import mock_aws
 from sqlalchemy import insert, select, text, update
-from tests.conftest import SettingsFactory, giftmarket_cli, outbox_envelopes
+from tests.support.outbox import outbox_envelopes
+from tests.support.stack import SettingsFactory, giftmarket_cli
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.images import S3ImageStore
@@ -34,14 +35,20 @@ from giftmarket.adapters.repositories import to_db_time
 from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts, catalog, trading
-from giftmarket.commands.context import CommandContext
-from giftmarket.commands.executor import CommandExecutor
-from giftmarket.commands.ports import Committed, UnitOfWork
+from giftmarket.commands.executor import Command, CommandExecutor
+from giftmarket.commands.handlers import COMMAND_HANDLERS
+from giftmarket.commands.ports import Committed
 from giftmarket.domain.errors import DomainError, ImageUnusable
 from giftmarket.domain.ids import new_id
 from giftmarket.domain.image_cleanup import CleanupCandidate, CleanupReason, CleanupRules
 from giftmarket.domain.images import ImageStatus, s3_key_for
-from giftmarket.jobs.images import CleanupEntry, CleanupReport, ImageJanitor, Outcome
+from giftmarket.jobs.images import (
+    CleanupEntry,
+    CleanupReport,
+    ImageJanitor,
+    Outcome,
+    clean_images,
+)
 from giftmarket_local.runner import LambdaContext, load_handler
 from giftmarket_local.stack import Stack
 from giftmarket_local.template import load_template, read_application
@@ -57,6 +64,20 @@ HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 # A market on the real primary, its images in a bucket of its own
 
 
+def clean(
+    container: Container, as_of: datetime | None = None, *, dry_run: bool = False
+) -> CleanupReport:
+    """The cleanup as the scheduled function runs it, with the container's parts."""
+    return clean_images(
+        container.unit_of_work,
+        container.command_context,
+        container.images,
+        retries=container.settings.command_retries,
+        as_of=as_of,
+        dry_run=dry_run,
+    )
+
+
 @dataclass
 class Market:
     container: Container
@@ -66,35 +87,33 @@ class Market:
     def at(self, when: datetime) -> CommandExecutor:
         """Commands run as if it were `when` (rows get that time)."""
         context = dataclasses.replace(self.container.command_context, clock=lambda: when)
-        return CommandExecutor(self.container.unit_of_work, context)
+        return CommandExecutor(self.container.unit_of_work, context, COMMAND_HANDLERS)
 
-    def run(self, handler: Callable[[UnitOfWork, CommandContext], T], when: datetime) -> T:
-        return self.at(when).execute(handler)[0]
+    def run(self, command: Command[T], when: datetime) -> T:
+        return self.at(when).execute(command)[0]
 
     def user(self, email: str | None = None, points: int = 1_000_000) -> str:
         now = datetime.now(UTC)
         command = accounts.SignUp(email or f"{uuid.uuid4().hex}@example.com", "password123", "n")
-        user_id = self.run(lambda uow, ctx: accounts.sign_up(uow, command, ctx), now).user_id
+        user_id = self.run(command, now).user_id
         charge = accounts.ChargePoints(user_id, points)
-        self.run(lambda uow, ctx: accounts.charge_points(uow, charge, ctx), now)
+        self.run(charge, now)
         return user_id
 
     def admin(self) -> str:
         command = accounts.SignIn(ADMIN, "password123")
         try:
-            return self.run(lambda uow, ctx: accounts.sign_in(uow, command, ctx), NOW).user_id
+            return self.run(command, NOW).user_id
         except DomainError:
             return self.user(ADMIN)
 
     def product(self) -> str:
         command = catalog.RegisterProduct(self.admin(), "Americano", "Starbucks", "coffee", 4500)
-        return self.run(lambda uow, ctx: catalog.register_product(uow, command, ctx), NOW)
+        return self.run(command, NOW)
 
     def image(self, owner_id: str, requested_at: datetime, *, uploaded: bool = True) -> str:
         command = catalog.RequestImageUpload(owner_id, "image/png")
-        slot = self.run(
-            lambda uow, ctx: catalog.request_image_upload(uow, command, ctx), requested_at
-        )
+        slot = self.run(command, requested_at)
         if uploaded:
             self.put(s3_key_for(owner_id, slot.image_id), requested_at)
         return slot.image_id
@@ -106,21 +125,21 @@ class Market:
         self, seller_id: str, product_id: str, image_id: str, at: datetime, price: int = 5000
     ) -> str:
         command = trading.PlaceSellBid(seller_id, product_id, price, image_id)
-        return self.run(lambda uow, ctx: trading.place_sell_bid(uow, command, ctx), at).bid_id
+        return self.run(command, at).bid_id
 
     def cancel(self, seller_id: str, ask_id: str, at: datetime) -> None:
         command = trading.CancelSellBid(seller_id, ask_id)
-        self.run(lambda uow, ctx: trading.cancel_sell_bid(uow, command, ctx), at)
+        self.run(command, at)
 
     def buy_now(self, buyer_id: str, product_id: str, at: datetime) -> str:
         command = trading.BuyNow(buyer_id, product_id, 5000)
-        return self.run(lambda uow, ctx: trading.buy_now(uow, command, ctx), at).order_id
+        return self.run(command, at).order_id
 
     def sell_now(self, seller_id: str, product_id: str, image_id: str, at: datetime) -> str:
         bid = trading.PlaceBuyBid(self.user(), product_id, 3000)
-        self.run(lambda uow, ctx: trading.place_buy_bid(uow, bid, ctx), at)
+        self.run(bid, at)
         command = trading.SellNow(seller_id, product_id, 3000, image_id)
-        return self.run(lambda uow, ctx: trading.sell_now(uow, command, ctx), at).order_id
+        return self.run(command, at).order_id
 
     def key(self, image_id: str) -> str:
         with self.container.database.writer.connect() as conn:
@@ -202,7 +221,7 @@ def test_an_old_pending_upload_is_deleted_and_marked_and_a_young_one_is_kept(
     young = market.image(seller, NOW - DAY + HOUR)
     never_uploaded = market.image(seller, NOW - 3 * DAY, uploaded=False)
 
-    report = market.container.clean_images()
+    report = clean(market.container)
 
     assert entries_of(report, old, young, never_uploaded) == {
         old: CleanupEntry(old, market.key(old), CleanupReason.ABANDONED_UPLOAD, Outcome.DELETED),
@@ -236,7 +255,7 @@ def test_the_image_of_an_ask_cancelled_7_days_ago_goes_and_at_6_days_stays(
         market.cancel(seller, ask, NOW - days * DAY - HOUR)
         images[days] = image_id
 
-    report = market.container.clean_images()
+    report = clean(market.container)
 
     gone, kept = images[7], images[6]
     assert entries_of(report, gone, kept) == {
@@ -258,7 +277,7 @@ def test_images_of_open_asks_and_of_orders_are_never_touched(market: Market) -> 
     market.buy_now(buyer, product, long_ago + HOUR)  # takes the cheaper ask
     live = (open_ask_image, sold_image, sold_now_image)
 
-    report = market.container.clean_images()
+    report = clean(market.container)
 
     assert entries_of(report, *live) == {}
     assert {image: market.status(image) for image in live} == dict.fromkeys(live, "ATTACHED")
@@ -280,7 +299,7 @@ def test_the_guard_keeps_an_image_in_use_even_when_its_row_says_pending(market: 
             .values(status="PENDING")
         )
 
-    report = market.container.clean_images()
+    report = clean(market.container)
 
     found = entries_of(report, in_ask, in_order)
     assert {image: (e.outcome, e.detail) for image, e in found.items()} == {
@@ -302,7 +321,7 @@ def test_objects_no_row_names_go_after_24_hours_and_younger_ones_stay(market: Ma
     tracked = market.image(owner, NOW - 2 * HOUR)  # its object is old enough, its row young
     market.put(market.key(tracked), NOW - 90 * DAY)
 
-    report = market.container.clean_images()
+    report = clean(market.container)
 
     assert outcome(report, stray_old) == (Outcome.DELETED, CleanupReason.UNTRACKED_OBJECT)
     assert [e.image_id for e in report.entries if e.key == stray_old] == [None]
@@ -315,7 +334,7 @@ def test_as_of_applies_the_rules_at_that_instant(market: Market) -> None:
     old_then = market.image(seller, NOW - 5 * DAY)
     young_then = market.image(seller, NOW - 3 * DAY - 12 * HOUR)
 
-    report = market.container.clean_images(NOW - 3 * DAY)
+    report = clean(market.container, NOW - 3 * DAY)
 
     assert report.as_of == NOW - 3 * DAY
     assert set(entries_of(report, old_then, young_then)) == {old_then}
@@ -327,7 +346,7 @@ def test_a_future_as_of_is_refused_before_anything_is_touched(market: Market) ->
     image = market.image(seller, NOW - 2 * HOUR)
 
     with pytest.raises(DomainError):
-        market.container.clean_images(datetime.now(UTC) + DAY)
+        clean(market.container, datetime.now(UTC) + DAY)
     assert market.status(image) == "PENDING"
 
 
@@ -367,7 +386,7 @@ def test_keys_s3_refuses_are_not_marked_and_the_next_run_deletes_them(market: Ma
     refused_key = market.key(refused_image)
 
     with s3_refuses(market.s3, {refused_key}) as refused:
-        first = market.container.clean_images()
+        first = clean(market.container)
 
     assert refused == [refused_key]
     assert entries_of(first, refused_image, deleted_image) == {
@@ -395,7 +414,7 @@ def test_keys_s3_refuses_are_not_marked_and_the_next_run_deletes_them(market: Ma
     with pytest.raises(ImageUnusable):
         market.ask(seller, product, refused_image, NOW)
 
-    second = market.container.clean_images()
+    second = clean(market.container)
 
     assert entries_of(second, refused_image) == {
         refused_image: CleanupEntry(
@@ -416,7 +435,7 @@ def test_a_whole_delete_request_s3_refuses_fails_every_key_of_it(market: Market)
 
     market.s3.meta.events.register("before-call.s3.DeleteObjects", refuse, unique_id="slow")
     try:
-        report = market.container.clean_images()
+        report = clean(market.container)
     finally:
         market.s3.meta.events.unregister("before-call.s3.DeleteObjects", unique_id="slow")
 
@@ -444,7 +463,7 @@ def test_the_dry_run_reports_exactly_what_the_run_deletes_and_changes_nothing(
     outbox = tables.outbox
     events_before = outbox_envelopes(market.container.database, outbox.c.aggregate_id.in_(mine))
 
-    preview = market.container.clean_images(dry_run=True)
+    preview = clean(market.container, dry_run=True)
 
     assert preview.dry_run and preview.deleted == 0
     assert market.rows(*mine) == rows_before and market.objects() == objects_before
@@ -462,7 +481,7 @@ def test_the_dry_run_reports_exactly_what_the_run_deletes_and_changes_nothing(
     }
     assert {entry for entry in would if entry[0] in mine or entry[1] == stray} == mine_going
 
-    run = market.container.clean_images(preview.as_of)
+    run = clean(market.container, preview.as_of)
 
     deleted = {(e.image_id, e.key, e.reason) for e in run.entries if e.outcome is Outcome.DELETED}
     assert deleted == would
@@ -503,7 +522,7 @@ def test_more_than_1000_orphans_are_deleted_in_requests_of_at_most_1000_keys(
 
     market.s3.meta.events.register("provide-client-params.s3.DeleteObjects", record)
     try:
-        report = market.container.clean_images()
+        report = clean(market.container)
     finally:
         market.s3.meta.events.unregister("provide-client-params.s3.DeleteObjects", record)
 
@@ -645,7 +664,7 @@ def test_a_run_that_dies_after_the_s3_delete_leaves_nothing_attachable_and_the_n
     with pytest.raises(ImageUnusable):
         market.ask(seller, product, image, NOW)
 
-    report = market.container.clean_images()
+    report = clean(market.container)
 
     assert entries_of(report, image)[image].reason is CleanupReason.UNFINISHED_DELETION
     assert market.status(image) == "DELETED" and not market.stored(key)
@@ -655,7 +674,7 @@ def test_the_read_side_keeps_a_deleted_image_only_as_an_expiring_tombstone(
     market: Market,
 ) -> None:
     image = market.image(market.user(), NOW - 2 * DAY)
-    market.container.clean_images()
+    clean(market.container)
     container = market.container
     for envelope in outbox_envelopes(container.database, tables.outbox.c.aggregate_id == image):
         container.projector.handle(envelope)

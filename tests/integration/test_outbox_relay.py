@@ -26,11 +26,10 @@ from typing import Any
 import boto3
 import pytest
 from sqlalchemy import Engine, insert, select
-from tests.conftest import drain_queue, outbox_of_its_own
+from tests.support.outbox import drain_queue, outbox_of_its_own
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.publisher import (
-    Publisher,
     RelayReport,
     SqsPublisher,
     build_sqs_client,
@@ -41,6 +40,7 @@ from giftmarket.adapters.repositories import to_db_time
 from giftmarket.adapters.tables import outbox
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
+from giftmarket.commands.ports import Publisher
 from giftmarket.domain.ids import new_id
 from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
@@ -468,13 +468,9 @@ def container(queue_settings: Settings, engine: Engine) -> Iterator[Container]:
 
 def sign_up(container: Container) -> tuple[str, tuple[str, ...]]:
     command = accounts.SignUp(f"{uuid.uuid4().hex}@example.com", "password123", "relay")
-    account, committed = container.command_executor.execute(
-        lambda uow, ctx: accounts.sign_up(uow, command, ctx)
-    )
+    account, committed = container.command_executor.execute(command)
     charge = accounts.ChargePoints(account.user_id, 5000)
-    _, charged = container.command_executor.execute(
-        lambda uow, ctx: accounts.charge_points(uow, charge, ctx)
-    )
+    _, charged = container.command_executor.execute(charge)
     return account.user_id, committed.outbox_ids + charged.outbox_ids
 
 
@@ -483,9 +479,7 @@ def test_a_command_publishes_its_events_as_soon_as_it_commits(
 ) -> None:
     command = accounts.SignUp(f"{uuid.uuid4().hex}@example.com", "password123", "relay")
     # The executor's after-commit hook is the fast path: no call from the caller needed.
-    account, committed = container.command_executor.execute(
-        lambda uow, ctx: accounts.sign_up(uow, command, ctx)
-    )
+    account, committed = container.command_executor.execute(command)
 
     engine = container.database.writer
     assert committed.outbox_ids

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from tests.conftest import settings_for
+from tests.support.stack import settings_for
 from tests.unit.cfn_template import props
 
 from giftmarket.adapters.db import Database, mysql_error_code, mysql_tls_context

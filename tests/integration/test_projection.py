@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.conftest import outbox_envelopes, redis_stopped
+from tests.support.outbox import outbox_envelopes
+from tests.support.stack import redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.read_models import generation_prefix
@@ -23,7 +24,7 @@ from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.messages import EventEnvelope
-from giftmarket.queries import views
+from giftmarket.queries import account
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
 from giftmarket_local.stack import Stack
@@ -38,17 +39,13 @@ def container(make_settings: Callable[..., Settings]) -> Iterator[Container]:
 
 def sign_up(container: Container) -> tuple[str, tuple[str, ...]]:
     command = accounts.SignUp(f"{uuid.uuid4().hex}@example.com", "password123", "nick")
-    account, committed = container.command_executor.execute(
-        lambda uow, ctx: accounts.sign_up(uow, command, ctx)
-    )
+    account, committed = container.command_executor.execute(command)
     return account.user_id, committed.outbox_ids
 
 
 def charge(container: Container, user_id: str, amount: int) -> tuple[str, ...]:
     command = accounts.ChargePoints(user_id, amount)
-    _, committed = container.command_executor.execute(
-        lambda uow, ctx: accounts.charge_points(uow, command, ctx)
-    )
+    _, committed = container.command_executor.execute(command)
     return committed.outbox_ids
 
 
@@ -58,7 +55,7 @@ def envelopes(container: Container, aggregate_id: str) -> list[EventEnvelope]:
 
 def me_by_sql(user_id: str) -> Callable[[Session], dict[str, Any] | None]:
     """The same answer from SQL: the query API's fallback view."""
-    return lambda session: views.me(session, user_id)
+    return lambda session: account.me_from_sql(session, user_id)
 
 
 def test_user_read_model_equals_the_database_after_signup_and_charges(
@@ -70,10 +67,10 @@ def test_user_read_model_equals_the_database_after_signup_and_charges(
     for envelope in envelopes(container, user_id):
         container.projector.handle(envelope)
 
-    assert container.read_models.user(user_id) == container.database.run_on_primary(
-        me_by_sql(user_id)
-    )
-    assert container.read_models.user(user_id)["available_points"] == 1254  # type: ignore[index]
+    assert account.me_from_read_model(
+        container.read_models, user_id
+    ) == container.database.run_on_primary(me_by_sql(user_id))
+    assert account.me_from_read_model(container.read_models, user_id)["available_points"] == 1254  # type: ignore[index]
 
 
 def test_duplicated_and_shuffled_deliveries_end_where_in_order_delivery_ends(
@@ -89,9 +86,9 @@ def test_duplicated_and_shuffled_deliveries_end_where_in_order_delivery_ends(
         rng.shuffle(deliveries)
         for envelope in deliveries:
             container.projector.handle(envelope)
-        assert container.read_models.user(user_id) == container.database.run_on_primary(
-            me_by_sql(user_id)
-        )
+        assert account.me_from_read_model(
+            container.read_models, user_id
+        ) == container.database.run_on_primary(me_by_sql(user_id))
 
 
 def test_welcome_coupon_is_issued_once_however_often_signup_is_delivered(
@@ -114,10 +111,11 @@ def test_query_answers_from_sql_while_redis_is_down(container: Container, stack:
     user_id, _ = sign_up(container)
     with redis_stopped(stack):
         answer = container.reads.answer(
-            read_model=lambda: container.read_models.user(user_id), sql=me_by_sql(user_id)
+            read_model=lambda: account.me_from_read_model(container.read_models, user_id),
+            sql=me_by_sql(user_id),
         )
     assert answer is not None and answer["user_id"] == user_id
-    assert container.read_models.user(user_id) == answer
+    assert account.me_from_read_model(container.read_models, user_id) == answer
 
 
 def test_token_not_yet_projected_is_answered_from_the_primary_not_stale_redis(
@@ -130,16 +128,20 @@ def test_token_not_yet_projected_is_answered_from_the_primary_not_stale_redis(
     token = ConsistencyToken(written, {f"user:{user_id}": 2})
 
     answer = container.reads.answer(
-        read_model=lambda: container.read_models.user(user_id), sql=me_by_sql(user_id), token=token
+        read_model=lambda: account.me_from_read_model(container.read_models, user_id),
+        sql=me_by_sql(user_id),
+        token=token,
     )
     assert answer is not None and answer["available_points"] == 700
-    assert container.read_models.user(user_id)["available_points"] == 0  # type: ignore[index]
+    assert account.me_from_read_model(container.read_models, user_id)["available_points"] == 0  # type: ignore[index]
 
     for envelope in envelopes(container, user_id):
         container.projector.handle(envelope)
     assert container.read_models.all_seen(written)
     served_by_redis = container.reads.answer(
-        read_model=lambda: container.read_models.user(user_id), sql=lambda s: None, token=token
+        read_model=lambda: account.me_from_read_model(container.read_models, user_id),
+        sql=lambda s: None,
+        token=token,
     )
     assert served_by_redis is not None and served_by_redis["available_points"] == 700
 
@@ -185,7 +187,7 @@ def test_projector_handler_reports_only_the_poison_record_and_projects_the_rest(
     finally:
         set_container(None)
     assert reply == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-    assert container.read_models.user(user_id) is not None
+    assert account.me_from_read_model(container.read_models, user_id) is not None
     assert container.read_models.all_seen(e.outbox_id for e in envelopes(container, user_id))
 
 

@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.dialects import mysql
-from tests.conftest import SettingsFactory, giftmarket_cli
-from tests.purge_rows import insert_idempotency, insert_outbox, left, outbox_prefix, remove
+from tests.support.purge_rows import insert_idempotency, insert_outbox, left, outbox_prefix, remove
+from tests.support.stack import SettingsFactory, giftmarket_cli
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.jobs.purge import RULES, Purger, PurgeReport, Retention
+from giftmarket.jobs.purge import purge as run_purge
 from giftmarket_local.invoke import LocalInvoker
 from giftmarket_local.stack import Stack
 
@@ -161,7 +162,7 @@ def test_no_transaction_deletes_more_than_the_batch_size(
     small = bootstrap(make_settings(events_queue_url=None, purge_batch_size=7))
     try:
         with Transactions(small.database.writer) as transactions:
-            report = small.purge(now=now)
+            report = run_purge(small.database.writer, small.settings, now=now)
     finally:
         small.close()
 

@@ -25,7 +25,10 @@ from giftmarket.adapters.db import Database
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.domain.ids import new_id
 from giftmarket.http.auth import TokenService
-from giftmarket.queries import cached, views
+from giftmarket.projections.rebuild import rebuild_read_models as rebuild_read_models_of
+from giftmarket.queries import account, params, products
+from giftmarket.queries import trades as trade_queries
+from giftmarket.queries.trades import BUYER, SELLER
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
@@ -274,7 +277,7 @@ def expected_order(catalog: Catalog, sort: str) -> list[str]:
 @pytest.mark.parametrize("limit", [1, 2, 3, 8, 100])
 @pytest.mark.parametrize("sort", ["popular", "latest", "price"])
 def test_pages_list_every_product_once_in_sort_order_despite_ties(
-    query: Query, catalog: Catalog, sort: views.ProductSort, limit: int
+    query: Query, catalog: Catalog, sort: params.ProductSort, limit: int
 ) -> None:
     seen: list[str] = []
     after = None
@@ -282,7 +285,11 @@ def test_pages_list_every_product_once_in_sort_order_despite_ties(
     while True:
         page = query(
             partial(
-                views.product_list, sort=sort, category=catalog.category, after=after, limit=limit
+                products.product_list_from_sql,
+                sort=sort,
+                category=catalog.category,
+                after=after,
+                limit=limit,
             )
         )
         pages += 1
@@ -293,7 +300,7 @@ def test_pages_list_every_product_once_in_sort_order_despite_ties(
         if page["next_cursor"] is None:
             break
         assert len(page["items"]) == limit
-        after = views.decode_cursor(page["next_cursor"])
+        after = params.decode_cursor(page["next_cursor"])
         assert pages < 20, "pagination does not end"
 
     assert seen == expected_order(catalog, sort)
@@ -301,7 +308,9 @@ def test_pages_list_every_product_once_in_sort_order_despite_ties(
 
 
 def test_price_sort_puts_products_without_asks_last(query: Query, catalog: Catalog) -> None:
-    page = query(lambda s: views.product_list(s, sort="price", category=catalog.category))
+    page = query(
+        lambda s: products.product_list_from_sql(s, sort="price", category=catalog.category)
+    )
     asks = [item["lowest_ask"] for item in page["items"]]
     assert asks == [3000, 3000, 3000, 4000, 4000, None, None, None]
     assert page["next_cursor"] is None
@@ -312,21 +321,25 @@ def test_category_filters_and_its_absence_does_not(
 ) -> None:
     newest = seeder.product(unique("newest "), category=unique("other-"), created_at=at(10**6))
     seeder.sync()
-    everything = query(lambda s: views.product_list(s, sort="latest", limit=1))
+    everything = query(lambda s: products.product_list_from_sql(s, sort="latest", limit=1))
     assert [i["product_id"] for i in everything["items"]] == [newest]
     filtered = query(
-        lambda s: views.product_list(s, sort="latest", category=catalog.category, limit=100)
+        lambda s: products.product_list_from_sql(
+            s, sort="latest", category=catalog.category, limit=100
+        )
     )
     assert newest not in {i["product_id"] for i in filtered["items"]}
 
 
 def test_cursor_of_another_sort_is_refused(query: Query, catalog: Catalog) -> None:
     page = query(
-        lambda s: views.product_list(s, sort="popular", category=catalog.category, limit=1)
+        lambda s: products.product_list_from_sql(
+            s, sort="popular", category=catalog.category, limit=1
+        )
     )
-    cursor = views.decode_cursor(page["next_cursor"])
-    with pytest.raises(views.InvalidCursor):
-        query(lambda s: views.product_list(s, sort="latest", after=cursor))
+    cursor = params.decode_cursor(page["next_cursor"])
+    with pytest.raises(params.InvalidCursor):
+        query(lambda s: products.product_list_from_sql(s, sort="latest", after=cursor))
 
 
 def b64(raw: bytes) -> str:
@@ -354,20 +367,20 @@ TAMPERED = [
 
 @pytest.mark.parametrize("cursor", TAMPERED)
 def test_tampered_cursor_is_invalid(cursor: str) -> None:
-    with pytest.raises(views.InvalidCursor):
-        views.decode_cursor(cursor)
+    with pytest.raises(params.InvalidCursor):
+        params.decode_cursor(cursor)
 
 
 def test_cursor_round_trips() -> None:
     for cursor in [
-        views.ProductCursor("popular", 0, "01J00000000000000000000000"),
-        views.ProductCursor("latest", 1_900_000_000_123_456, "01J00000000000000000000000"),
-        views.ProductCursor("price", None, "01J00000000000000000000000"),
-        views.ProductCursor("price", 2**63 - 1, "01J00000000000000000000000"),
+        params.ProductCursor("popular", 0, "01J00000000000000000000000"),
+        params.ProductCursor("latest", 1_900_000_000_123_456, "01J00000000000000000000000"),
+        params.ProductCursor("price", None, "01J00000000000000000000000"),
+        params.ProductCursor("price", 2**63 - 1, "01J00000000000000000000000"),
     ]:
-        encoded = views.encode_cursor(cursor)
+        encoded = params.encode_cursor(cursor)
         assert "=" not in encoded and "+" not in encoded and "/" not in encoded
-        assert views.decode_cursor(encoded) == cursor
+        assert params.decode_cursor(encoded) == cursor
 
 
 # -- /api/products/{id} ----------------------------------------------------------------------
@@ -392,7 +405,7 @@ def test_product_detail_has_quotes_counts_and_the_newest_ten_trades(
     seeder.insert_many(tables.orders, rows)
     seeder.sync()
 
-    detail = query(lambda s: views.product_detail(s, pid))
+    detail = query(lambda s: products.product_detail_from_sql(s, pid))
 
     newest = sorted(rows, key=lambda r: (r["created_at"], r["id"]), reverse=True)[:10]
     assert detail == {
@@ -411,7 +424,7 @@ def test_product_detail_has_quotes_counts_and_the_newest_ten_trades(
 def test_product_without_trades_or_quotes_has_nulls(query: Query, seeder: Seeder) -> None:
     pid = seeder.product(unique("quiet "))
     seeder.sync()
-    detail = query(lambda s: views.product_detail(s, pid))
+    detail = query(lambda s: products.product_detail_from_sql(s, pid))
     assert detail is not None
     assert (detail["lowest_ask"], detail["highest_bid"]) == (None, None)
     assert (detail["order_count"], detail["last_trade_price"], detail["recent_trades"]) == (
@@ -423,7 +436,7 @@ def test_product_without_trades_or_quotes_has_nulls(query: Query, seeder: Seeder
 
 @pytest.mark.parametrize("product_id", ["01J00000000000000000000000", "nope", "", "x" * 300])
 def test_missing_or_malformed_product_is_none(query: Query, product_id: str) -> None:
-    assert query(lambda s: views.product_detail(s, product_id)) is None
+    assert query(lambda s: products.product_detail_from_sql(s, product_id)) is None
 
 
 # -- /api/rankings ---------------------------------------------------------------------------
@@ -450,7 +463,7 @@ def test_rankings_by_likes_rank_by_like_count_then_id(query: Query, seeder: Seed
     ids = [seeder.product(unique("liked "), like_count=n) for n in (top, top, top - 1)]
     seeder.sync()
 
-    answer = query(lambda s: views.rankings(s, by="likes", limit=100))
+    answer = query(lambda s: products.rankings_from_sql(s, by="likes", limit=100))
     oracle = query(lambda s: oracle_ranking(s, "likes"))[:100]
 
     assert [(i["product_id"], i["score"]) for i in answer["items"]] == oracle
@@ -475,13 +488,13 @@ def test_rankings_by_orders_count_every_order_of_a_product(query: Query, seeder:
     seeder.insert_many(tables.orders, rows)
     seeder.sync()
 
-    answer = query(lambda s: views.rankings(s, by="orders", limit=100))
+    answer = query(lambda s: products.rankings_from_sql(s, by="orders", limit=100))
     oracle = query(lambda s: oracle_ranking(s, "orders"))[:100]
 
     assert [(i["product_id"], i["score"]) for i in answer["items"]] == oracle
     mine = [(i["product_id"], i["score"]) for i in answer["items"] if i["product_id"] in counts]
     assert mine == sorted(counts.items(), key=lambda x: (-x[1], x[0]))
-    short = query(lambda s: views.rankings(s, by="orders", limit=2))
+    short = query(lambda s: products.rankings_from_sql(s, by="orders", limit=2))
     assert [i["rank"] for i in short["items"]] == [1, 2]
 
 
@@ -495,7 +508,7 @@ def test_search_matches_name_or_brand_in_any_case(query: Query, seeder: Seeder) 
     seeder.product("Unrelated", brand="Other")
     seeder.sync()
 
-    answer = query(lambda s: views.search(s, token.capitalize(), limit=20))
+    answer = query(lambda s: products.search_from_sql(s, token.capitalize(), limit=20))
 
     assert [i["product_id"] for i in answer["items"]] == [by_brand, by_name]
     assert answer["items"][1] == {
@@ -519,9 +532,9 @@ def test_search_wildcards_match_only_themselves(
     decoy = seeder.product(f"{token}yx")
     seeder.sync()
 
-    exact = query(lambda s: views.search(s, f"{token}{wildcard}", limit=100))
+    exact = query(lambda s: products.search_from_sql(s, f"{token}{wildcard}", limit=100))
     assert [i["product_id"] for i in exact["items"]] == [literal]
-    alone = query(lambda s: views.search(s, wildcard, limit=100))
+    alone = query(lambda s: products.search_from_sql(s, wildcard, limit=100))
     found = {i["product_id"] for i in alone["items"]}
     assert literal in found and decoy not in found
     assert all(wildcard in i["name"] + i["brand"] for i in alone["items"])
@@ -532,7 +545,7 @@ def test_search_respects_the_limit(query: Query, seeder: Seeder) -> None:
     for n in range(5):
         seeder.product(f"{token} {n}")
     seeder.sync()
-    assert len(query(lambda s: views.search(s, token, limit=3))["items"]) == 3
+    assert len(query(lambda s: products.search_from_sql(s, token, limit=3))["items"]) == 3
 
 
 # -- the caller's own data -------------------------------------------------------------------
@@ -541,7 +554,7 @@ def test_search_respects_the_limit(query: Query, seeder: Seeder) -> None:
 def test_me_has_profile_and_balances(query: Query, seeder: Seeder) -> None:
     user = seeder.user("buyer", available_points=700, escrowed_points=200, pending_points=90)
     seeder.sync()
-    answer = query(lambda s: views.me(s, user))
+    answer = query(lambda s: account.me_from_sql(s, user))
     assert answer is not None
     assert answer["user_id"] == user and answer["nickname"] == "buyer"
     assert answer["email"].endswith("@views.test")
@@ -550,7 +563,7 @@ def test_me_has_profile_and_balances(query: Query, seeder: Seeder) -> None:
         200,
         90,
     )
-    assert query(lambda s: views.me(s, "01J00000000000000000000000")) is None
+    assert query(lambda s: account.me_from_sql(s, "01J00000000000000000000000")) is None
 
 
 @dataclass(frozen=True)
@@ -603,16 +616,17 @@ SELL_STATES = {
 
 @pytest.mark.parametrize("state", list(BUY_STATES))
 def test_buy_history_shows_the_states_statuses_newest_first(
-    query: Query, trades: Trades, state: views.HistoryState
+    query: Query, trades: Trades, state: params.HistoryState
 ) -> None:
     id_field, keys = BUY_STATES[state]
     source = trades.bids if id_field == "buy_bid_id" else trades.orders
-    answer = query(lambda s: views.buy_history(s, trades.buyer, state))
+    answer = query(lambda s: trade_queries.history_from_sql(s, trades.buyer, state, side=BUYER))
     assert [i[id_field] for i in answer["items"]] == [source[k] for k in keys]
     for item in answer["items"]:
         assert item["product_id"] == trades.product
         assert (
-            item["product_name"] == query(lambda s: views.product_detail(s, trades.product))["name"]
+            item["product_name"]
+            == query(lambda s: products.product_detail_from_sql(s, trades.product))["name"]
         )
         assert item["created_at"].endswith("+00:00")
     if id_field == "order_id":
@@ -626,11 +640,11 @@ def test_buy_history_shows_the_states_statuses_newest_first(
 
 @pytest.mark.parametrize("state", list(SELL_STATES))
 def test_sell_history_shows_the_states_statuses_newest_first(
-    query: Query, trades: Trades, state: views.HistoryState
+    query: Query, trades: Trades, state: params.HistoryState
 ) -> None:
     id_field, keys = SELL_STATES[state]
     source = trades.asks if id_field == "sell_bid_id" else trades.orders
-    answer = query(lambda s: views.sell_history(s, trades.seller, state))
+    answer = query(lambda s: trade_queries.history_from_sql(s, trades.seller, state, side=SELLER))
     assert [i[id_field] for i in answer["items"]] == [source[k] for k in keys]
     if id_field == "order_id":
         for item in answer["items"]:
@@ -641,23 +655,29 @@ def test_sell_history_shows_the_states_statuses_newest_first(
 
 
 def test_history_is_capped_by_the_limit(query: Query, trades: Trades) -> None:
-    answer = query(lambda s: views.buy_history(s, trades.buyer, "bidding", limit=1))
+    answer = query(
+        lambda s: trade_queries.history_from_sql(s, trades.buyer, "bidding", side=BUYER, limit=1)
+    )
     assert [i["buy_bid_id"] for i in answer["items"]] == [trades.bids["OPEN2"]]
 
 
 def test_a_user_without_activity_has_empty_histories(query: Query, seeder: Seeder) -> None:
     nobody = seeder.user()
     seeder.sync()
-    states: list[views.HistoryState] = ["bidding", "in_progress", "done"]
+    states: list[params.HistoryState] = ["bidding", "in_progress", "done"]
     for state in states:
-        assert query(partial(views.buy_history, user_id=nobody, state=state)) == {"items": []}
-        assert query(partial(views.sell_history, user_id=nobody, state=state)) == {"items": []}
+        assert query(
+            partial(trade_queries.history_from_sql, user_id=nobody, state=state, side=BUYER)
+        ) == {"items": []}
+        assert query(
+            partial(trade_queries.history_from_sql, user_id=nobody, state=state, side=SELLER)
+        ) == {"items": []}
 
 
 def test_order_detail_shows_each_party_its_own_side(query: Query, trades: Trades) -> None:
     order_id = trades.orders["COMPLETED"]
-    as_buyer = query(lambda s: views.order_detail(s, order_id, trades.buyer))
-    as_seller = query(lambda s: views.order_detail(s, order_id, trades.seller))
+    as_buyer = query(lambda s: trade_queries.order_detail_from_sql(s, order_id, trades.buyer))
+    as_seller = query(lambda s: trade_queries.order_detail_from_sql(s, order_id, trades.seller))
 
     common = {
         "order_id": order_id,
@@ -686,15 +706,17 @@ def test_order_and_gifticon_are_none_for_anyone_else(
     stranger = seeder.user()
     seeder.sync()
     order_id = trades.orders["PAID"]
-    assert query(lambda s: views.order_detail(s, order_id, stranger)) is None
-    assert query(lambda s: views.order_gifticon_key(s, order_id, stranger)) is None
-    assert query(lambda s: views.order_detail(s, "bad id", trades.buyer)) is None
+    assert query(lambda s: trade_queries.order_detail_from_sql(s, order_id, stranger)) is None
+    assert query(lambda s: trade_queries.order_gifticon_key_from_sql(s, order_id, stranger)) is None
+    assert query(lambda s: trade_queries.order_detail_from_sql(s, "bad id", trades.buyer)) is None
 
 
 def test_gifticon_key_is_the_orders_image_for_both_parties(query: Query, trades: Trades) -> None:
     order_id = trades.orders["PAID"]
-    key = query(lambda s: views.order_gifticon_key(s, order_id, trades.buyer))
-    assert key == query(lambda s: views.order_gifticon_key(s, order_id, trades.seller))
+    key = query(lambda s: trade_queries.order_gifticon_key_from_sql(s, order_id, trades.buyer))
+    assert key == query(
+        lambda s: trade_queries.order_gifticon_key_from_sql(s, order_id, trades.seller)
+    )
     image_key = query(
         lambda s: s.execute(
             select(tables.images.c.s3_key)
@@ -740,7 +762,7 @@ def test_coupons_show_expired_ones_as_expired(query: Query, seeder: Seeder) -> N
     )
     seeder.sync()
 
-    answer = query(lambda s: views.my_coupons(s, user))
+    answer = query(lambda s: account.my_coupons_from_sql(s, user))
 
     assert answer["items"] == [
         {
@@ -756,11 +778,11 @@ def test_coupons_show_expired_ones_as_expired(query: Query, seeder: Seeder) -> N
 
 def test_coupon_status_at_the_expiry_instant_is_expired() -> None:
     expires = datetime(2030, 1, 1)
-    assert views.coupon_status("AVAILABLE", expires, expires - timedelta(microseconds=1)) == (
+    assert account.coupon_status("AVAILABLE", expires, expires - timedelta(microseconds=1)) == (
         "AVAILABLE"
     )
-    assert views.coupon_status("AVAILABLE", expires, expires) == "EXPIRED"
-    assert views.coupon_status("USED", expires, expires) == "USED"
+    assert account.coupon_status("AVAILABLE", expires, expires) == "EXPIRED"
+    assert account.coupon_status("USED", expires, expires) == "USED"
 
 
 def test_settlements_newest_business_date_first(query: Query, seeder: Seeder) -> None:
@@ -783,7 +805,7 @@ def test_settlements_newest_business_date_first(query: Query, seeder: Seeder) ->
         )
     seeder.sync()
 
-    answer = query(lambda s: views.my_settlements(s, seller))
+    answer = query(lambda s: account.my_settlements_from_sql(s, seller))
 
     assert answer["items"] == [
         {"business_date": "2031-01-05", "order_count": 2, "gross": 3001, "fee": 150, "net": 2851},
@@ -824,22 +846,22 @@ def rebuild_read_models(make_settings: SettingsFactory) -> Container:
     """The catalog was seeded behind the system's back (no events): a rebuild brings it
     into the read models. The caller closes the container."""
     container = bootstrap(make_settings())
-    container.rebuild_read_models()
+    rebuild_read_models_of(container.settings, container.database)
     return container
 
 
-def pages_from_redis(container: Container, category: str, sort: views.ProductSort) -> list[str]:
+def pages_from_redis(container: Container, category: str, sort: params.ProductSort) -> list[str]:
     seen: list[str] = []
     after = None
     while True:
-        page = cached.product_list(
+        page = products.product_list_from_read_model(
             container.read_models, sort=sort, category=category, after=after, limit=3
         )
         assert page is not None
         seen += [item["product_id"] for item in page["items"]]
         if page["next_cursor"] is None:
             return seen
-        after = views.decode_cursor(page["next_cursor"])
+        after = params.decode_cursor(page["next_cursor"])
 
 
 def test_product_pages_through_the_api_end_with_a_null_cursor(

@@ -9,14 +9,18 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.conftest import giftmarket_cli, outbox_envelopes, redis_stopped
+from tests.support.outbox import outbox_envelopes
+from tests.support.stack import giftmarket_cli, redis_stopped
 
 from giftmarket.adapters import tables
-from giftmarket.adapters.read_models import RebuildRunning, generation_prefix
+from giftmarket.adapters.read_models import generation_prefix
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.http.auth import TokenService
+from giftmarket.projections.rebuild import ensure_read_models, rebuild_read_models
+from giftmarket.queries import account
+from giftmarket.read_ports import RebuildRunning
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
@@ -31,18 +35,14 @@ def container(make_settings: Callable[..., Settings]) -> Iterator[Container]:
 
 def sign_up(container: Container) -> str:
     command = accounts.SignUp(f"{uuid.uuid4().hex}@rebuild.test", "password123", "rb")
-    account, committed = container.command_executor.execute(
-        lambda uow, ctx: accounts.sign_up(uow, command, ctx)
-    )
+    account, committed = container.command_executor.execute(command)
     project(container, committed.outbox_ids)
     return account.user_id
 
 
 def charge(container: Container, user_id: str, amount: int) -> tuple[str, ...]:
     command = accounts.ChargePoints(user_id, amount)
-    _, committed = container.command_executor.execute(
-        lambda uow, ctx: accounts.charge_points(uow, command, ctx)
-    )
+    _, committed = container.command_executor.execute(command)
     return committed.outbox_ids
 
 
@@ -63,7 +63,7 @@ def test_the_cli_rebuilds_into_a_new_generation_and_drops_the_old_one(
     assert (report["previous"], report["generation"]) == (before, before + 1)
     assert report["source"] == "replica" and report["rows"]["users"] >= 1
     assert container.read_models.generation() == before + 1
-    assert container.read_models.user(user_id) is not None
+    assert account.me_from_read_model(container.read_models, user_id) is not None
     old_keys = list(container.redis.scan_iter(match=f"{generation_prefix(before)}*"))
     assert old_keys == []
 
@@ -85,12 +85,12 @@ def test_events_projected_while_the_rebuild_runs_reach_the_new_generation(
             during.append(written)
             served_during.append(container.read_models.generation())
 
-    report = container.rebuild_read_models(progress=meanwhile)
+    report = rebuild_read_models(container.settings, container.database, meanwhile)
     assert during, "the hook did not run"
     # Nothing half-built was served: queries read the old generation until the switch.
     assert served_during == [current]
     assert report.generation == container.read_models.generation() != current
-    assert container.read_models.user(user_id)["available_points"] == 4321  # type: ignore[index]
+    assert account.me_from_read_model(container.read_models, user_id)["available_points"] == 4321  # type: ignore[index]
 
 
 def test_a_second_rebuild_while_one_runs_is_refused_and_leaves_it_alone(
@@ -101,11 +101,11 @@ def test_a_second_rebuild_while_one_runs_is_refused_and_leaves_it_alone(
     def second(what: str, done: int, total: int) -> None:
         if what == "users" and not refused:
             try:
-                container.rebuild_read_models()
+                rebuild_read_models(container.settings, container.database)
             except RebuildRunning as exc:
                 refused.append(exc)
 
-    report = container.rebuild_read_models(progress=second)
+    report = rebuild_read_models(container.settings, container.database, second)
     assert len(refused) == 1
     assert container.read_models.generation() == report.generation
     assert container.read_models.building() is None
@@ -115,16 +115,17 @@ def test_read_models_lost_by_redis_are_rebuilt_by_the_relays_check(
     container: Container, stack: Stack
 ) -> None:
     user_id = sign_up(container)
-    assert container.ensure_read_models() is None  # there are read models: nothing to do
+    ensured = ensure_read_models(container.read_models, container.settings, container.database)
+    assert ensured is None  # there are read models: nothing to do
     with redis_stopped(stack):
         pass
     # The test Redis came back empty and redis_stopped rebuilt it; empty it again to see
     # the relay's check do the same.
     container.redis.flushdb()
-    assert container.read_models.user(user_id) is None
-    report = container.ensure_read_models()
+    assert account.me_from_read_model(container.read_models, user_id) is None
+    report = ensure_read_models(container.read_models, container.settings, container.database)
     assert report is not None and report.previous is None
-    assert container.read_models.user(user_id) is not None
+    assert account.me_from_read_model(container.read_models, user_id) is not None
 
 
 def test_a_token_already_projected_but_missing_from_redis_is_answered_by_the_primary(
@@ -137,11 +138,10 @@ def test_a_token_already_projected_but_missing_from_redis_is_answered_by_the_pri
     generation = container.read_models.generation()
     key = f"{generation_prefix(generation or 0)}user:{user_id}"
     container.redis.delete(key)
-    from giftmarket.queries import views
 
     answer = container.reads.answer(
-        read_model=lambda: container.read_models.user(user_id),
-        sql=lambda s: views.me(s, user_id),
+        read_model=lambda: account.me_from_read_model(container.read_models, user_id),
+        sql=lambda s: account.me_from_sql(s, user_id),
         token=ConsistencyToken(written, {}),
     )
     assert answer is not None and answer["available_points"] == 99

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.functional.fakes import FakeStore, FakeUnitOfWork
+from tests.support.fakes import FakeStore, FakeUnitOfWork
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
@@ -41,7 +41,7 @@ from giftmarket.domain.image_cleanup import (
 )
 from giftmarket.domain.images import Image
 from giftmarket.domain.ledger import Bucket
-from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
+from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, best_bid
 from giftmarket.domain.orders import Order, OrderStatus, OrderVia
 from giftmarket.domain.settlement import KST, Settlement, business_date_of
 from giftmarket.domain.users import User
@@ -532,28 +532,33 @@ def test_take_best_ask_is_cheapest_then_oldest_then_lowest_id_never_own_and_only
     product, other_product, buyer = a_product(), a_product(), a_user()
     committed(backend, product, other_product, buyer)
     open_ask(backend, other_product, 100)
-    open_ask(backend, product, 1000, buyer)
+    own = open_ask(backend, product, 1000, buyer)
     cancelled = open_ask(backend, product, 1000)
     with backend.new_uow() as uow:
         ask = uow.sell_bids.get(cancelled.id, lock=True)
         assert ask is not None
         ask.cancel(cancelled.seller_id, NOW)
         uow.commit()
+    cancelled.cancel(cancelled.seller_id, NOW)
     # Ids run against the expected order, so only price, then time, then id can give it.
     ids = sorted(new_id() for _ in range(4))
     newest = open_ask(backend, product, 2000, now=NOW + 2 * HOUR, ask_id=ids[1])
     second = open_ask(backend, product, 2000, now=NOW + HOUR, ask_id=ids[3])
     first = open_ask(backend, product, 2000, now=NOW + HOUR, ask_id=ids[2])
     dearest = open_ask(backend, product, 3000, now=NOW - HOUR, ask_id=ids[0])
+    book = {a.id: a for a in (own, cancelled, newest, second, first, dearest)}  # as it stands
 
     taken: list[str | None] = []
     for max_price in (5000, 5000, 5000, 2999, 3000, 5000):
+        by_rule = best_ask(book.values(), buyer.id, max_price)  # the rule the fake applies
         with backend.new_uow() as uow:
             best = uow.sell_bids.take_best(product.id, max_price, buyer.id)
+            assert (best and best.id) == (by_rule and by_rule.id)
             if best is not None:
                 taken.append(best.id)
                 best.match(new_id(), NOW)
                 uow.commit()
+                book[best.id].match(new_id(), NOW)
             else:
                 taken.append(None)
     assert taken == [first.id, second.id, newest.id, None, dearest.id, None]
@@ -575,15 +580,19 @@ def test_take_best_bid_is_dearest_then_oldest_then_lowest_id_never_own_and_only_
     cancelled.cancel(buyers[4].id, NOW)
     committed(backend, product, other_product, seller, *buyers)
     committed(backend, newest, second, first, cheapest, cancelled, elsewhere, own)
+    book = {b.id: b for b in (newest, second, first, cheapest, cancelled, own)}  # as it stands
 
     taken: list[str | None] = []
     for min_price in (1, 1, 1, 1001, 1000, 1):
+        by_rule = best_bid(book.values(), seller.id, min_price)  # the rule the fake applies
         with backend.new_uow() as uow:
             best = uow.buy_bids.take_best(product.id, min_price, seller.id)
+            assert (best and best.id) == (by_rule and by_rule.id)
             if best is not None:
                 taken.append(best.id)
                 best.match(new_id(), NOW)
                 uow.commit()
+                book[best.id].match(new_id(), NOW)
             else:
                 taken.append(None)
     assert taken == [first.id, second.id, newest.id, None, cheapest.id, None]

@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
-from tests.conftest import SettingsFactory
-from tests.integration.test_schema_job import master_user, migration_secrets
+from tests.support.migrations import migration_secrets
+from tests.support.stack import SettingsFactory
 
 from giftmarket.adapters.db import mysql_error_code, mysql_tls_context
 from giftmarket.jobs.schema import migrate
@@ -25,8 +25,6 @@ from giftmarket_local.stack import Stack
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "alembic.ini"
 APP, CLONE = "gm_rot_app", "gm_rot_app_clone"
-
-__all__ = ["master_user"]  # the fixture, shared with the schema job's tests
 
 
 @pytest.fixture

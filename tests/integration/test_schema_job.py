@@ -17,7 +17,8 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
-from tests.conftest import SettingsFactory
+from tests.support.migrations import APP, MASTER, migration_secrets
+from tests.support.stack import SettingsFactory
 from tests.unit.cfn_template import import_handler_module
 
 from giftmarket.adapters import tables
@@ -25,23 +26,8 @@ from giftmarket.adapters.db import mysql_error_code, mysql_tls_context
 from giftmarket.jobs.schema import migrate
 from giftmarket.settings import Settings
 from giftmarket_local.runner import LambdaContext
-from giftmarket_local.stack import Stack
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "alembic.ini"
-MASTER, APP = "gm_test_master", "gm_test_app"
-
-
-@pytest.fixture
-def master_user(stack: Stack) -> Iterator[str]:
-    """A user with RDS's master rights (everything, and granting it)."""
-    password = "master-Passw0rd-for-tests"
-    host = stack.config.host
-    stack.primary.sql(
-        f"CREATE USER IF NOT EXISTS '{MASTER}'@'{host}' IDENTIFIED BY '{password}';"
-        f"GRANT ALL PRIVILEGES ON *.* TO '{MASTER}'@'{host}' WITH GRANT OPTION;"
-    )
-    yield password
-    stack.primary.sql(f"DROP USER IF EXISTS '{MASTER}'@'{host}'; DROP USER IF EXISTS '{APP}'@'%';")
 
 
 def app_engine(settings: Settings, password: str) -> Engine:
@@ -65,26 +51,6 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
     assert head is not None
     return head
-
-
-def migration_secrets(
-    secretsmanager: Any,
-    master_password: str,
-    app_password: str,
-    *,
-    app_user: str = APP,
-    name: str = "",
-) -> tuple[str, str]:
-    """ARNs of (the master user's secret, the application user's secret), as RDS and the
-    template make them."""
-    arns = []
-    for kind, user, password in (
-        ("master", MASTER, master_password),
-        ("app", app_user, app_password),
-    ):
-        secret = json.dumps({"username": user, "password": password})
-        arns.append(secretsmanager.create_secret(Name=f"{kind}{name}", SecretString=secret)["ARN"])
-    return arns[0], arns[1]
 
 
 def test_the_job_creates_a_row_only_app_user_and_a_rerun_applies_a_new_password(

@@ -21,15 +21,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import boto3
 import pytest
 from sqlalchemy import func, select, text
-from tests.conftest import outbox_envelopes
-from tests.functional.fakes import FakeClock, FakeImageStore
-from tests.settlement_market import (
+from tests.support.fakes import FakeClock, FakeImageStore
+from tests.support.outbox import outbox_envelopes
+from tests.support.settlement_market import (
     EVENTS,
     SHAPE,
     Market,
@@ -52,12 +51,10 @@ from tests.settlement_market import (
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import trading
-from giftmarket.commands.context import CommandContext
-from giftmarket.commands.ports import UnitOfWork
 from giftmarket.http.auth import TokenService
 from giftmarket.jobs.settlement import SettlementReport
 from giftmarket.messages import EventEnvelope
-from giftmarket.queries import cached
+from giftmarket.queries import account, trades
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
 from giftmarket_local.stack import Stack
@@ -278,8 +275,8 @@ def test_buyers_trading_with_the_sellers_while_they_are_settled_lose_nothing(
         buy = trading.BuyNow(market.buyer_id, market.product_id, 5_000)
         for order_id in paid:
             confirm = trading.ConfirmOrder(market.buyer_id, order_id)
-            live.run(partial(confirm_order, command=confirm))
-            bought.append(live.run(lambda uow, ctx: trading.buy_now(uow, buy, ctx)).order_id)
+            live.run(confirm)
+            bought.append(live.run(buy).order_id)
             during += not done.is_set()
         return bought, during
 
@@ -396,12 +393,14 @@ def test_a_settlement_reaches_the_read_models_and_the_query_api(
         ]
     }
     rm = container.read_models
-    assert cached.my_settlements(rm, sally, limit=100) == expected
-    done = cached.sell_history(rm, sally, "done", limit=100)
+    assert account.my_settlements_from_read_model(rm, sally, limit=100) == expected
+    done = trades.history_from_read_model(rm, sally, "done", side=trades.SELLER, limit=100)
     assert done is not None
     assert sorted(item["order_id"] for item in done["items"]) == sorted(market.orders[sally])
     assert {item["status"] for item in done["items"]} == {"SETTLED"}
-    assert cached.sell_history(rm, sally, "in_progress", limit=100) == {"items": []}
+    assert trades.history_from_read_model(
+        rm, sally, "in_progress", side=trades.SELLER, limit=100
+    ) == {"items": []}
 
     tokens = TokenService(container.jwt_secret, timedelta(hours=1))
     headers = {"authorization": f"Bearer {tokens.issue(sally)}"}
@@ -456,10 +455,6 @@ def test_the_cli_and_the_handler_with_the_sample_event_settle_alike(
     again = settle_by_cli(env, by_cli.day)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["sellers_settled"] == 0
-
-
-def confirm_order(uow: UnitOfWork, ctx: CommandContext, command: trading.ConfirmOrder) -> str:
-    return trading.confirm_order(uow, command, ctx)
 
 
 def outcome_now(container: Container, market: Market) -> list[Any]:

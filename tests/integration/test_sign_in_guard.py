@@ -14,8 +14,8 @@ from datetime import timedelta
 import pytest
 import redis
 from sqlalchemy import create_engine, select, text
-from tests.conftest import redis_stopped
-from tests.functional.fakes import FakeSignInGuard
+from tests.support.fakes import FakeSignInGuard
+from tests.support.stack import redis_stopped
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.cache import build_redis
@@ -27,8 +27,7 @@ from giftmarket.adapters.sign_in_guard import (
     SqlSignInGuard,
     SubjectKeys,
 )
-from giftmarket.commands.context import utc_now
-from giftmarket.commands.ports import SignInGuard
+from giftmarket.commands.ports import SignInGuard, utc_now
 from giftmarket.domain.sign_in import SignInLimits, TooManyAttempts
 from giftmarket.jobs.purge import RULES, Purger, Retention
 from giftmarket.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from tests.conftest import redis_stopped
+from tests.support.stack import redis_stopped
 
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.tables import metadata

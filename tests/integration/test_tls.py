@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from tests.conftest import SettingsFactory, fresh_read_models, settings_for
+from tests.support.stack import SettingsFactory, fresh_read_models, settings_for
 
 from giftmarket.adapters.cache import build_redis
 from giftmarket.adapters.db import build_engine, resolve_credentials

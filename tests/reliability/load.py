@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from tests.handler_client import HandlerClient, User
+from tests.support.handler_client import HandlerClient, User
 
 from giftmarket.adapters import tables
 from giftmarket_local.invoke import Reply

@@ -24,7 +24,7 @@ from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.commands import accounts, catalog, trading
 from giftmarket.commands.context import CommandContext
-from giftmarket.commands.executor import CommandExecutor, IdempotencyClaim
+from giftmarket.commands.executor import Command, CommandExecutor, IdempotencyClaim
 from giftmarket.commands.ports import Committed, StoredResponse, UnitOfWork
 from giftmarket.domain import marketplace
 from giftmarket.domain.errors import BidNotOpen, DomainError, NoMatchingBid
@@ -56,37 +56,37 @@ def run(container: Container) -> CommandExecutor:
     return container.command_executor
 
 
-def call(run: CommandExecutor, handler: Callable[[UnitOfWork, CommandContext], T]) -> T:
-    return run.execute(handler)[0]
+def call(run: CommandExecutor, command: Command[T]) -> T:
+    return run.execute(command)[0]
 
 
 def sign_up(run: CommandExecutor, email: str | None = None) -> str:
     command = accounts.SignUp(email or f"{uuid.uuid4().hex}@example.com", "password123", "nick")
-    return call(run, lambda uow, ctx: accounts.sign_up(uow, command, ctx)).user_id
+    return call(run, command).user_id
 
 
 def charge(run: CommandExecutor, user_id: str, amount: int) -> int:
     command = accounts.ChargePoints(user_id, amount)
-    return call(run, lambda uow, ctx: accounts.charge_points(uow, command, ctx)).available_points
+    return call(run, command).available_points
 
 
 def new_product(run: CommandExecutor) -> str:
     admin = admin_id(run)
     command = catalog.RegisterProduct(admin, "Americano", "Starbucks", "coffee", 4500)
-    return call(run, lambda uow, ctx: catalog.register_product(uow, command, ctx))
+    return call(run, command)
 
 
 def admin_id(run: CommandExecutor) -> str:
     command = accounts.SignIn(ADMIN, "password123")
     try:
-        return call(run, lambda uow, ctx: accounts.sign_in(uow, command, ctx)).user_id
+        return call(run, command).user_id
     except DomainError:
         return sign_up(run, ADMIN)
 
 
 def uploaded_image(run: CommandExecutor, container: Container, seller_id: str) -> str:
     command = catalog.RequestImageUpload(seller_id, "image/png")
-    slot = call(run, lambda uow, ctx: catalog.request_image_upload(uow, command, ctx))
+    slot = call(run, command)
     s3 = boto3.client(
         "s3",
         endpoint_url=container.settings.aws_endpoint_url,
@@ -109,7 +109,7 @@ def place_ask(
     seller = sign_up(run)
     image_id = uploaded_image(run, container, seller)
     command = trading.PlaceSellBid(seller, product_id, price, image_id)
-    return seller, call(run, lambda uow, ctx: trading.place_sell_bid(uow, command, ctx)).bid_id
+    return seller, call(run, command).bid_id
 
 
 def race(n: int, action: Callable[[int], T]) -> list[T | BaseException]:
@@ -161,7 +161,7 @@ def test_a_hundred_buyers_racing_for_one_ask_make_exactly_one_order(
 
     def buy(i: int) -> trading.Purchase:
         command = trading.BuyNow(buyers[i], product_id, 5000)
-        return call(run, lambda uow, ctx: trading.buy_now(uow, command, ctx))
+        return call(run, command)
 
     started = time.perf_counter()
     outcomes = race(BUYERS, buy)
@@ -205,9 +205,9 @@ def test_cancel_racing_buy_now_on_one_ask_has_exactly_one_winner(
         ) -> object:
             if i == 0:
                 cancel = trading.CancelSellBid(seller, ask_id)
-                return call(run, lambda uow, ctx: trading.cancel_sell_bid(uow, cancel, ctx))
+                return call(run, cancel)
             purchase = trading.BuyNow(buyer, product_id, 3000)
-            return call(run, lambda uow, ctx: trading.buy_now(uow, purchase, ctx))
+            return call(run, purchase)
 
         cancelled, bought = race(2, act)
         cancel_won = not isinstance(cancelled, BaseException)
@@ -234,12 +234,12 @@ def test_concurrent_charges_bids_and_cancels_on_one_user_lose_no_update(
             return 1000
         bid_command = trading.PlaceBuyBid(user, product_id, 100 + i)
         try:
-            bid = call(run, lambda uow, ctx: trading.place_buy_bid(uow, bid_command, ctx))
+            bid = call(run, bid_command)
         except DomainError:
             return 0  # not enough available points yet: refused, nothing changed
         if i % 4 == 1:
             cancel = trading.CancelBuyBid(user, bid.bid_id)
-            call(run, lambda uow, ctx: trading.cancel_buy_bid(uow, cancel, ctx))
+            call(run, cancel)
         return 0
 
     charged = sum(r for r in race(40, act) if isinstance(r, int))
@@ -263,7 +263,7 @@ def test_outbox_rows_exist_only_for_committed_commands(
 
     bid = trading.PlaceBuyBid(user, new_product(run), 1000)
     with pytest.raises(DomainError):  # no points: refused before anything is written
-        call(run, lambda uow, ctx: trading.place_buy_bid(uow, bid, ctx))
+        call(run, bid)
 
     class Crash(Exception):
         pass
@@ -276,7 +276,7 @@ def test_outbox_rows_exist_only_for_committed_commands(
         raise Crash()
 
     with pytest.raises(Crash):
-        run.execute(charge_then_crash)
+        run.transaction(charge_then_crash)
     assert outbox_events(container, user) == [("UserSignedUp", 1)]
     assert balances(container, user) == (0, 0, 0)
 
@@ -301,9 +301,7 @@ def test_same_idempotency_key_sent_concurrently_takes_effect_once(
 
     outcomes = race(
         10,
-        lambda _: run.execute_idempotent(
-            lambda uow, ctx: accounts.charge_points(uow, command, ctx), claim, respond
-        ),
+        lambda _: run.execute_idempotent(command, claim, respond),
     )
 
     assert all(not isinstance(o, BaseException) for o in outcomes), outcomes
@@ -331,7 +329,7 @@ def test_an_unlocked_read_that_went_stale_is_retried_not_lost(
             concurrent_done.wait(10)
         uow.ledger.record(marketplace.charge(row, 10, ctx.ids, ctx.clock()))
 
-    worker = threading.Thread(target=lambda: run.execute(sloppy_charge))
+    worker = threading.Thread(target=lambda: run.transaction(sloppy_charge))
     worker.start()
     assert read_done.wait(10)
     charge(run, user, 100)
@@ -355,5 +353,5 @@ def test_primary_reads_in_a_command_see_the_commands_own_writes(
             text("SELECT @@server_id, COUNT(*) FROM users WHERE id = :id"), {"id": account.user_id}
         ).one()
 
-    user_id, (server_id, count) = call(run, sign_up_and_look)
+    user_id, (server_id, count) = run.transaction(sign_up_and_look)[0]
     assert (server_id, count) == (1, 1)

@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 import boto3
 from sqlalchemy import select
-from tests.conftest import mark_outbox_published
 from tests.reliability.load import soak
+from tests.support.outbox import mark_outbox_published
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
+from giftmarket.adapters.publisher import relay
 from giftmarket.bootstrap import bootstrap
 from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
@@ -39,7 +40,7 @@ CHILD = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
     executor = replace(container.command_executor, after_commit=die)
     command = accounts.SignUp(sys.argv[1], "password123", "doomed")
-    executor.execute(lambda uow, ctx: accounts.sign_up(uow, command, ctx))
+    executor.execute(command)
     print("survived", flush=True)
     """
 )
@@ -91,7 +92,7 @@ def test_events_committed_by_processes_killed_before_publishing_are_relayed(
             ).scalars()
             assert sorted(unpublished) == sorted(committed)
 
-        report = container.relay_outbox()
+        report = relay(container.database.writer, container.publisher, container.settings)
         assert report.published >= len(committed)
 
         seen: dict[str, EventEnvelope] = {}

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.handler_client import MarketClient, handler_client
 from tests.reliability.ledger import assert_ledger_agrees_with_balances
 from tests.reliability.load import (
     Charges,
@@ -22,6 +21,7 @@ from tests.reliability.load import (
     soak,
     wait_for_successes,
 )
+from tests.support.handler_client import MarketClient, handler_client
 
 from giftmarket.settings import Settings
 from giftmarket_local.failover import failover_drill

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.handler_client import MarketClient, handler_client
 from tests.reliability.ledger import assert_ledger_agrees_with_balances
 from tests.reliability.load import (
     Charges,
@@ -20,6 +19,7 @@ from tests.reliability.load import (
     wait_for,
     wait_for_successes,
 )
+from tests.support.handler_client import MarketClient, handler_client
 
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack

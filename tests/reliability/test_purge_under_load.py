@@ -42,14 +42,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, insert, select
-from tests.conftest import SettingsFactory
-from tests.handler_client import PASSWORD
-from tests.purge_rows import insert_idempotency, insert_outbox, left, remove
 from tests.reliability.ledger import assert_ledger_agrees_with_balances
+from tests.support.handler_client import PASSWORD
+from tests.support.purge_rows import insert_idempotency, insert_outbox, left, remove
+from tests.support.stack import SettingsFactory
 
 from giftmarket.adapters import tables
-from giftmarket.adapters.publisher import Publisher
 from giftmarket.bootstrap import Container, bootstrap, set_container
+from giftmarket.commands.ports import Publisher
 from giftmarket.domain.ids import new_id
 from giftmarket.messages import EventEnvelope
 from giftmarket_local.invoke import LocalInvoker

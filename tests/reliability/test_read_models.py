@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import outbox_envelopes
+from tests.support.fakes import RecordedCommands
+from tests.support.outbox import outbox_envelopes
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.cache import build_redis
@@ -31,13 +32,14 @@ from giftmarket.adapters.read_models import ReadModels, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.commands import accounts, catalog, trading
 from giftmarket.commands.context import CommandContext
+from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain.errors import DomainError
 from giftmarket.domain.settlement import Settlement
 from giftmarket.messages import EventEnvelope
 from giftmarket.projections.projector import Projector
 from giftmarket.projections.rebuild import rebuild
-from giftmarket.queries import cached, views
+from giftmarket.queries import account, params, products, trades
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack
 
@@ -74,15 +76,6 @@ def container(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[
     built.close()
 
 
-C = TypeVar("C")
-
-
-def bind(
-    handler: Callable[[UnitOfWork, C, CommandContext], T], command: C
-) -> Callable[[UnitOfWork, CommandContext], T]:
-    return lambda uow, ctx: handler(uow, command, ctx)
-
-
 class Player:
     def __init__(self, container: Container, rng: random.Random) -> None:
         self.container = container
@@ -95,30 +88,30 @@ class Player:
             aws_secret_access_key="test",  # noqa: S106 - LocalStack
         )
 
-    def run(self, handler: Callable[[UnitOfWork, CommandContext], T]) -> T:
-        return self.container.command_executor.execute(handler)[0]
+    def run(self, command: Command[T]) -> T:
+        return self.container.command_executor.execute(command)[0]
 
-    def try_run(self, handler: Callable[[UnitOfWork, CommandContext], Any]) -> bool:
+    def try_run(self, command: Command[Any]) -> bool:
         try:
-            self.run(handler)
+            self.run(command)
         except DomainError:
             return False
         return True
 
     def sign_up(self, email: str | None = None) -> str:
         command = accounts.SignUp(email or f"{uuid.uuid4().hex}@rm.test", "password123", "rm")
-        return self.run(lambda uow, ctx: accounts.sign_up(uow, command, ctx)).user_id
+        return self.run(command).user_id
 
     def admin(self) -> str:
         command = accounts.SignIn(ADMIN, "password123")
         try:
-            return self.run(lambda uow, ctx: accounts.sign_in(uow, command, ctx)).user_id
+            return self.run(command).user_id
         except DomainError:
             return self.sign_up(ADMIN)
 
     def image(self, seller: str) -> str:
         command = catalog.RequestImageUpload(seller, "image/png")
-        slot = self.run(lambda uow, ctx: catalog.request_image_upload(uow, command, ctx))
+        slot = self.run(command)
         self.s3.put_object(
             Bucket=self.container.settings.images_bucket,
             Key=f"images/{seller}/{slot.image_id}",
@@ -149,7 +142,7 @@ def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
             order.settle(settlement.id, ctx.clock())
         uow.settlements.add(settlement)
 
-    player.run(handler)
+    player.container.command_executor.transaction(handler)
 
 
 @pytest.fixture(scope="module")
@@ -164,17 +157,17 @@ def market(container: Container, stack: Stack) -> Market:
         user = player.sign_up()
         m.users.append(user)
         welcome = accounts.IssueWelcomeCoupon(user)
-        player.run(bind(accounts.issue_welcome_coupon, welcome))
+        player.run(welcome)
         for _ in range(2):
             charge = accounts.ChargePoints(user, rng.randrange(20_000, 60_000))
-            player.run(bind(accounts.charge_points, charge))
+            player.run(charge)
     for i in range(8):
         register = catalog.RegisterProduct(m.admin, f"Gift {i}", f"Brand {i % 3}", m.category, 5000)
-        m.products.append(player.run(bind(catalog.register_product, register)))
+        m.products.append(player.run(register))
     for user in m.users[:8]:
         expires = datetime.now(UTC) + timedelta(days=rng.choice([-1, 30]))
         issue = catalog.IssueCoupon(m.admin, user, "Promo", 500, expires)
-        player.try_run(bind(catalog.issue_coupon, issue))
+        player.try_run(issue)
 
     asks: list[tuple[str, str, str]] = []  # (seller, product, ask)
     for _ in range(560):
@@ -183,39 +176,39 @@ def market(container: Container, stack: Stack) -> Market:
         user, product = rng.choice(m.users), rng.choice(m.products)
         if action in ("like", "unlike"):
             like = catalog.SetLike(user, product, action == "like")
-            player.try_run(bind(catalog.set_like, like))
+            player.try_run(like)
         elif action == "ask":
             price = rng.randrange(46, 60) * 100
             command = trading.PlaceSellBid(user, product, price, player.image(user))
             try:
-                placed = player.run(bind(trading.place_sell_bid, command))
+                placed = player.run(command)
             except DomainError:
                 continue
             asks.append((user, product, placed.bid_id))
         elif action == "bid":
             command_b = trading.PlaceBuyBid(user, product, rng.randrange(30, 46) * 100)
-            player.try_run(bind(trading.place_buy_bid, command_b))
+            player.try_run(command_b)
         elif action == "cancel_ask" and asks:
             seller, _, ask = asks.pop(rng.randrange(len(asks)))
             cancel = trading.CancelSellBid(seller, ask)
-            player.try_run(bind(trading.cancel_sell_bid, cancel))
+            player.try_run(cancel)
         elif action == "cancel_bid":
             open_bids = _open_bids(container, m.users)
             if open_bids:
                 buyer, bid = rng.choice(open_bids)
                 cancel_b = trading.CancelBuyBid(buyer, bid)
-                player.try_run(bind(trading.cancel_buy_bid, cancel_b))
+                player.try_run(cancel_b)
         elif action == "buy_now":
             coupon = _usable_coupon(container, user) if rng.random() < 0.3 else None
             buy = trading.BuyNow(user, product, 6000, coupon)
-            player.try_run(bind(trading.buy_now, buy))
+            player.try_run(buy)
         elif action == "sell_now":
             sell = trading.SellNow(user, product, 3000, player.image(user))
-            player.try_run(bind(trading.sell_now, sell))
+            player.try_run(sell)
         elif action == "confirm":
             for order_id, buyer in _paid_orders(container, m.users)[:2]:
                 confirm = trading.ConfirmOrder(buyer, order_id)
-                player.try_run(bind(trading.confirm_order, confirm))
+                player.try_run(confirm)
     for seller, orders in _completed_by_seller(container, m.users).items():
         if rng.random() < 0.6:
             settle(player, seller, orders[: len(orders) // 2 + 1], date(2026, 11, 21))
@@ -281,13 +274,6 @@ def read_models_in(container: Container, db: int) -> ReadModels:
     return ReadModels(client)
 
 
-class NoCommands:
-    """The projector's commands (the welcome coupon) are not part of this comparison."""
-
-    def execute(self, handler: Any) -> tuple[None, None]:
-        return None, None
-
-
 @pytest.fixture(scope="module")
 def rebuilt(container: Container, market: Market) -> Iterator[ReadModels]:
     rm = read_models_in(container, 3)
@@ -302,7 +288,9 @@ def rebuilt(container: Container, market: Market) -> Iterator[ReadModels]:
 def projected(container: Container, market: Market) -> Iterator[ReadModels]:
     rm = read_models_in(container, 4)
     rm.switch_to(rm.begin_generation())
-    projector = Projector(rm, NoCommands())  # type: ignore[arg-type]
+    # The projector's commands (the welcome coupon) are not part of this comparison.
+    no_coupons = RecordedCommands((accounts.IssueWelcomeCoupon,)).executor
+    projector = Projector(rm, no_coupons)
     deliveries = market.events * 2
     random.Random(7).shuffle(deliveries)
     for envelope in deliveries:
@@ -370,9 +358,9 @@ def answers(rm: ReadModels, market: Market, now: datetime) -> dict[str, Any]:
     """Every query's answer about the scenario, from `rm` (None where it cannot answer)."""
     out: dict[str, Any] = {}
     for product in market.products:
-        out[f"product {product}"] = cached.product_detail(rm, product)
-    for sort in views.PRODUCT_SORTS:
-        out[f"list {sort}"] = cached.product_list(
+        out[f"product {product}"] = products.product_detail_from_read_model(rm, product)
+    for sort in params.PRODUCT_SORTS:
+        out[f"list {sort}"] = products.product_list_from_read_model(
             rm,
             sort=sort,  # type: ignore[arg-type]
             category=market.category,
@@ -380,16 +368,24 @@ def answers(rm: ReadModels, market: Market, now: datetime) -> dict[str, Any]:
             limit=100,
         )
     for user in market.users:
-        out[f"me {user}"] = rm.user(user)
+        out[f"me {user}"] = account.me_from_read_model(rm, user)
         for state in ("bidding", "in_progress", "done"):
-            out[f"buy {state} {user}"] = cached.buy_history(rm, user, state, limit=100)
-            out[f"sell {state} {user}"] = cached.sell_history(rm, user, state, limit=100)
-        out[f"coupons {user}"] = cached.my_coupons(rm, user, now=now, limit=100)
-        out[f"settlements {user}"] = cached.my_settlements(rm, user, limit=100)
+            out[f"buy {state} {user}"] = trades.history_from_read_model(
+                rm, user, state, side=trades.BUYER, limit=100
+            )
+            out[f"sell {state} {user}"] = trades.history_from_read_model(
+                rm, user, state, side=trades.SELLER, limit=100
+            )
+        out[f"coupons {user}"] = account.my_coupons_from_read_model(rm, user, now=now, limit=100)
+        out[f"settlements {user}"] = account.my_settlements_from_read_model(rm, user, limit=100)
     for order in market.orders:
         for viewer in market.users[:3] + [market.admin]:
-            out[f"order {order} for {viewer}"] = cached.order_detail(rm, order, viewer)
-            out[f"gifticon {order} for {viewer}"] = cached.order_gifticon_key(rm, order, viewer)
+            out[f"order {order} for {viewer}"] = trades.order_detail_from_read_model(
+                rm, order, viewer
+            )
+            out[f"gifticon {order} for {viewer}"] = trades.order_gifticon_key_from_read_model(
+                rm, order, viewer
+            )
     return out
 
 
@@ -399,22 +395,28 @@ def sql_answers(container: Container, market: Market, now: datetime) -> dict[str
 
     out: dict[str, Any] = {}
     for product in market.products:
-        out[f"product {product}"] = run(views.product_detail, product)
-    for sort in views.PRODUCT_SORTS:
+        out[f"product {product}"] = run(products.product_detail_from_sql, product)
+    for sort in params.PRODUCT_SORTS:
         out[f"list {sort}"] = run(
-            views.product_list, sort=sort, category=market.category, limit=100
+            products.product_list_from_sql, sort=sort, category=market.category, limit=100
         )
     for user in market.users:
-        out[f"me {user}"] = run(views.me, user)
+        out[f"me {user}"] = run(account.me_from_sql, user)
         for state in ("bidding", "in_progress", "done"):
-            out[f"buy {state} {user}"] = run(views.buy_history, user, state, limit=100)
-            out[f"sell {state} {user}"] = run(views.sell_history, user, state, limit=100)
-        out[f"coupons {user}"] = run(views.my_coupons, user, now=now, limit=100)
-        out[f"settlements {user}"] = run(views.my_settlements, user, limit=100)
+            out[f"buy {state} {user}"] = run(
+                trades.history_from_sql, user, state, side=trades.BUYER, limit=100
+            )
+            out[f"sell {state} {user}"] = run(
+                trades.history_from_sql, user, state, side=trades.SELLER, limit=100
+            )
+        out[f"coupons {user}"] = run(account.my_coupons_from_sql, user, now=now, limit=100)
+        out[f"settlements {user}"] = run(account.my_settlements_from_sql, user, limit=100)
     for order in market.orders:
         for viewer in market.users[:3] + [market.admin]:
-            out[f"order {order} for {viewer}"] = run(views.order_detail, order, viewer)
-            out[f"gifticon {order} for {viewer}"] = run(views.order_gifticon_key, order, viewer)
+            out[f"order {order} for {viewer}"] = run(trades.order_detail_from_sql, order, viewer)
+            out[f"gifticon {order} for {viewer}"] = run(
+                trades.order_gifticon_key_from_sql, order, viewer
+            )
     return out
 
 
@@ -428,9 +430,12 @@ def test_rebuilt_read_models_answer_every_query_as_sql_does(
     assert all(v is not None for k, v in got.items() if not k.startswith(("order", "gifticon")))
     assert any(v is not None for k, v in got.items() if k.startswith("order"))
     assert {k: v for k, v in got.items() if v != expected[k]} == {}
-    ranked = {by: rebuilt.rankings(by=by, limit=100) for by in ("likes", "orders")}
+    ranked = {
+        by: products.rankings_from_read_model(rebuilt, by=by, limit=100)
+        for by in ("likes", "orders")
+    }
     assert ranked == {
-        by: container.database.run_on_primary(partial(views.rankings, by=by, limit=100))["items"]
+        by: container.database.run_on_primary(partial(products.rankings_from_sql, by=by, limit=100))
         for by in ("likes", "orders")
     }
 

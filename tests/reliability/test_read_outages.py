@@ -25,9 +25,10 @@ from typing import Any
 
 import boto3
 import pytest
-from tests.handler_client import MarketClient, User, handler_client
 from tests.reliability.load import Outcome, Window, load, p99_ms, soak, wait_for
+from tests.support.handler_client import MarketClient, User, handler_client
 
+from giftmarket.queries import products
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker, Reply
 from giftmarket_local.stack import Stack
@@ -210,7 +211,7 @@ def test_stopping_redis_during_a_read_load_falls_back_to_sql_then_catches_up(
 
     assert "read_models_rebuilt" in report, report
     assert read_models.generation() is not None
-    cached_product = read_models.product(market.product, recent_trades=1)
+    cached_product = products.product_detail_from_read_model(read_models, market.product)
     assert cached_product is not None and cached_product["like_count"] == 1
     assert client.call("GET", f"/api/products/{market.product}").body == detail
     statuses = Counter(

@@ -25,10 +25,11 @@ from typing import Any
 import boto3
 import pytest
 from sqlalchemy import Engine, func, insert, select
-from tests.conftest import drain_queue, outbox_of_its_own
 from tests.reliability.load import soak
+from tests.support.outbox import drain_queue, outbox_of_its_own
 
 from giftmarket.adapters.db import Database
+from giftmarket.adapters.publisher import relay
 from giftmarket.adapters.repositories import to_db_time
 from giftmarket.adapters.tables import outbox
 from giftmarket.bootstrap import bootstrap
@@ -49,6 +50,7 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys, threading
     import boto3
+    from giftmarket.adapters.publisher import relay
     from giftmarket.bootstrap import bootstrap
 
     sends = accepted = 0
@@ -64,7 +66,8 @@ CHILD = textwrap.dedent(
 
     boto3.setup_default_session()
     boto3.DEFAULT_SESSION.events.register("after-call.sqs.SendMessageBatch", after_send)
-    report = bootstrap().relay_outbox()
+    container = bootstrap()
+    report = relay(container.database.writer, container.publisher, container.settings)
     print("survived", report, flush=True)
     """
 )
@@ -154,7 +157,7 @@ def test_a_relay_killed_mid_batch_then_run_again_delivers_every_event_once(
 
     container = bootstrap(make_settings(events_queue_url=queue_url, outbox_relay_batch_size=BATCH))
     try:
-        report = container.relay_outbox()
+        report = relay(container.database.writer, container.publisher, container.settings)
     finally:
         container.close()
 

@@ -21,13 +21,14 @@ import boto3
 import jwt
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
-from tests.conftest import settings_for
-from tests.handler_client import PASSWORD, MarketClient, User, handler_client
 from tests.reliability.ledger import assert_ledger_agrees_with_balances
 from tests.reliability.load import Charges, Outcome, Window, load, wait_for, wait_for_successes
+from tests.support.handler_client import PASSWORD, MarketClient, User, handler_client
+from tests.support.stack import settings_for
 
+from giftmarket.adapters.jwt_keys import key_id
 from giftmarket.bootstrap import bootstrap
-from giftmarket.http.auth import TokenService, key_id
+from giftmarket.http.auth import TokenService
 from giftmarket.jobs.schema import APP_DATABASE_PRIVILEGES
 from giftmarket_local.invoke import Reply
 from giftmarket_local.stack import Stack

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.functional.fakes import FakeClock, FakeImageStore
-from tests.settlement_market import (
+from tests.support.fakes import FakeClock, FakeImageStore
+from tests.support.settlement_market import (
     SHAPE,
     Market,
     assert_money_is_conserved,

@@ -12,26 +12,15 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.handler_client import MarketClient, User, handler_client
+from tests.support.handler_client import User, handler_client
+from tests.support.security import Client
 
-from giftmarket.domain.ids import new_id
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack
 
 # An admin of these probes' own: the usual admin address may have been signed up by an
 # earlier test with another password.
 ADMIN_EMAIL = f"security-admin-{uuid.uuid4().hex[:12]}@probe.test"
-
-
-class Client(MarketClient):
-    def sql(self, statement: str) -> str:
-        """One value (or tab-separated row) read from the primary."""
-        return self.stack.primary.sql(statement)
-
-
-def missing_id() -> str:
-    """A well-formed id that names no row."""
-    return new_id()
 
 
 @pytest.fixture(scope="module")

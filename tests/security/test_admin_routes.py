@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.handler_client import User
-from tests.security.conftest import Client
+from tests.support.handler_client import User
+from tests.support.security import Client
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 import pytest
-from tests.security.conftest import Client
+from tests.support.security import Client
 
 pytestmark = pytest.mark.e2e
 

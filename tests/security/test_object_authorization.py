@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests.handler_client import User
-from tests.security.conftest import Client, missing_id
+from tests.support.handler_client import User
+from tests.support.security import Client, missing_id
 
 from giftmarket_local.invoke import Reply
 

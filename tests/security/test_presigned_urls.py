@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pytest
-from tests.handler_client import PNG, User, http_put
-from tests.security.conftest import Client, missing_id
+from tests.support.handler_client import PNG, User, http_put
+from tests.support.security import Client, missing_id
 
 from giftmarket.adapters.images import (
     DOWNLOAD_URL_TTL_SECONDS,

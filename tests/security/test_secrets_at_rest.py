@@ -11,7 +11,7 @@ import json
 import subprocess
 import uuid
 
-from tests.security.conftest import Client
+from tests.support.security import Client
 
 from giftmarket_local.stack import Stack, _require
 

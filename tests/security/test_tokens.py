@@ -14,8 +14,8 @@ from typing import Any
 
 import jwt
 import pytest
-from tests.handler_client import User
-from tests.security.conftest import Client, missing_id
+from tests.support.handler_client import User
+from tests.support.security import Client, missing_id
 
 from giftmarket.http.auth import ALGORITHM, ISSUER
 from giftmarket_local.invoke import Reply

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 from tests.unit.cfn_template import REPO_ROOT
 
 check_layer = load_script("infra/build/check_layer.py", "check_layer")

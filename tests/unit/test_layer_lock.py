@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 from tests.unit.cfn_template import REPO_ROOT
 
 LOCK = REPO_ROOT / "layers" / "core" / "requirements.lock"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = REPO / "infra" / "checks"

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
+from sqlalchemy import Engine
 
-from giftmarket.adapters.publisher import SqsPublisher, build_sqs_client, by_lane
+from giftmarket.adapters.db import Database
+from giftmarket.adapters.publisher import (
+    SqsPublisher,
+    build_sqs_client,
+    by_lane,
+    publish_after_commit,
+)
 from giftmarket.bootstrap import Container
+from giftmarket.commands.context import CommandContext
+from giftmarket.commands.ports import Publisher
 from giftmarket.messages import EventEnvelope
 from giftmarket.settings import Settings
 
@@ -150,8 +159,42 @@ def test_the_fast_path_does_nothing_without_a_queue() -> None:
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"the database was used ({name})")
 
-    container = Container(Settings(events_queue_url=None), database=NoDatabase())
-    container.publish_committed(("01J00000000000000000000001",))
+    container = Container(
+        Settings(events_queue_url=None),
+        database=cast(Database, NoDatabase()),
+        command_context=cast(CommandContext, object()),
+    )
+    assert container.command_executor.after_commit is None
+
+
+def test_the_fast_path_publishes_only_after_a_commit_that_wrote_events() -> None:
+    calls: list[str] = []
+
+    class Refusing(Publisher):
+        def send(self, envelopes: Sequence[EventEnvelope]) -> set[str]:
+            calls.append("send")
+            return set()
+
+    class Unreachable:
+        def begin(self) -> Any:
+            calls.append("begin")
+            raise ConnectionError("no database here")
+
+    def engine() -> Engine:
+        calls.append("engine")
+        return cast(Engine, Unreachable())
+
+    publish = publish_after_commit(engine, Refusing)
+    publish(())
+    assert calls == []
+    publish(("01J00000000000000000000001",))  # the failure is logged, not raised
+    assert calls == ["engine", "begin"]
+
+    container = Container(
+        Settings(events_queue_url="https://sqs.example/q.fifo"),
+        command_context=cast(CommandContext, object()),
+    )
+    assert container.command_executor.after_commit is not None
 
 
 def test_lanes_keep_each_group_in_one_lane_in_its_order() -> None:

@@ -19,16 +19,9 @@ import pytest
 from tests.unit.cfn_template import props, refs, resources, template
 
 from giftmarket.adapters.db import Credentials, log_in, resolve_credentials
+from giftmarket.adapters.jwt_keys import KeyRing, KeySet, key_id, keys_from_secret
 from giftmarket.adapters.secrets import SecretValue
-from giftmarket.http.auth import (
-    ISSUER,
-    KeyRing,
-    KeySet,
-    NotAuthenticated,
-    TokenService,
-    key_id,
-    keys_from_secret,
-)
+from giftmarket.http.auth import ISSUER, NotAuthenticated, TokenService
 from giftmarket.settings import Settings
 
 OLD, NEW = "o" * 48, "n" * 48

@@ -37,9 +37,11 @@ def _ensure_read_models(stack: Stack) -> None:
     """Queries read Redis from the first request: rebuild the read models if it has none
     (a first run, or a Redis started empty). The relay's schedule would do it within a
     minute anyway."""
+    from giftmarket.projections.rebuild import ensure_read_models
+
     container = bootstrap(stack.config.app_settings())
     try:
-        report = container.ensure_read_models()
+        report = ensure_read_models(container.read_models, container.settings, container.database)
     finally:
         container.close()
     if report is not None:

@@ -1,74 +1,153 @@
 """The composition root: builds settings, engines and clients once per Lambda container.
 
 Nothing is built at import time, nor imported: SQLAlchemy, redis, pydantic-settings and the
-command modules are imported by the parts that need them, when those are built (importing
-a handler is a cold start's cost: tests/benchmarks/bench_cold_start.py). The first request
-asks for the container; each part is built the first time something needs it (a query never
-pays for the S3 client or the password hasher), and later requests in the same warm
-container reuse it. Tests build a
-container with their own parts: `bootstrap(settings, database=..., images=...)`.
+command modules are lazy modules (giftmarket/lazy.py), imported when the part that needs them
+is built (importing a handler is a cold start's cost: tests/benchmarks/bench_cold_start.py).
+The first request asks for the container; each part is built the first time something needs
+it (a query never pays for the S3 client or the password hasher), and later requests in the
+same warm container reuse it. Tests build a container with their own parts, named keyword
+arguments (a misspelt one is a TypeError): `bootstrap(settings, database=..., images=...)`.
+
+It only wires: the use cases live beside what they drive (jobs/settlement.py `settle`,
+jobs/images.py `clean_images`, jobs/purge.py `purge`, projections/rebuild.py
+`rebuild_read_models` and `ensure_read_models`, adapters/publisher.py `relay` and the
+`publish_after_commit` fast path), and the functions' handlers and the CLI call them with
+the container's parts.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from giftmarket.lazy import lazy
 
 if TYPE_CHECKING:
     import redis
+    from aws_lambda_powertools.utilities import parameters
     from mypy_boto3_sqs import SQSClient
+    from sqlalchemy import Engine
 
+    from giftmarket import settings as _settings
+    from giftmarket.adapters import cache as _cache
+    from giftmarket.adapters import db as _db
+    from giftmarket.adapters import images as _images
+    from giftmarket.adapters import jwt_keys as _jwt_keys
+    from giftmarket.adapters import passwords as _passwords
+    from giftmarket.adapters import publisher as _publisher
+    from giftmarket.adapters import read_models as _read_models
+    from giftmarket.adapters import sign_in_guard as _sign_in_guard
+    from giftmarket.adapters import unit_of_work as _unit_of_work
     from giftmarket.adapters.db import Database
-    from giftmarket.adapters.publisher import Publisher, RelayReport
-    from giftmarket.adapters.read_models import ReadModels
-    from giftmarket.commands.context import CommandContext, ImageStore, PasswordHasher
+    from giftmarket.adapters.jwt_keys import KeyRing
+    from giftmarket.commands import context as _context
+    from giftmarket.commands import executor as _executor
+    from giftmarket.commands import handlers as _handlers
+    from giftmarket.commands.context import CommandContext
     from giftmarket.commands.executor import CommandExecutor
-    from giftmarket.commands.ports import SignInGuard, UnitOfWork
-    from giftmarket.http.auth import KeyRing
-    from giftmarket.jobs.images import CleanupReport
-    from giftmarket.jobs.purge import PurgeReport
-    from giftmarket.jobs.settlement import SettlementReport
+    from giftmarket.commands.ports import (
+        ImageStore,
+        PasswordHasher,
+        Publisher,
+        SignInGuard,
+        UnitOfWork,
+        UnitOfWorkFactory,
+    )
+    from giftmarket.domain import ids as _ids
+    from giftmarket.domain import sign_in as _sign_in
+    from giftmarket.projections import projector as _projector
     from giftmarket.projections.projector import Projector
-    from giftmarket.projections.rebuild import Progress, RebuildReport
+    from giftmarket.queries import reads as _reads
     from giftmarket.queries.reads import Reads
+    from giftmarket.read_ports import ReadModelStore
     from giftmarket.settings import Settings
+else:
+    parameters = lazy("aws_lambda_powertools.utilities.parameters")
+    _settings = lazy("giftmarket.settings")
+    _cache = lazy("giftmarket.adapters.cache")
+    _db = lazy("giftmarket.adapters.db")
+    _images = lazy("giftmarket.adapters.images")
+    _jwt_keys = lazy("giftmarket.adapters.jwt_keys")
+    _passwords = lazy("giftmarket.adapters.passwords")
+    _publisher = lazy("giftmarket.adapters.publisher")
+    _read_models = lazy("giftmarket.adapters.read_models")
+    _sign_in_guard = lazy("giftmarket.adapters.sign_in_guard")
+    _unit_of_work = lazy("giftmarket.adapters.unit_of_work")
+    _context = lazy("giftmarket.commands.context")
+    _executor = lazy("giftmarket.commands.executor")
+    _handlers = lazy("giftmarket.commands.handlers")
+    _ids = lazy("giftmarket.domain.ids")
+    _sign_in = lazy("giftmarket.domain.sign_in")
+    _projector = lazy("giftmarket.projections.projector")
+    _reads = lazy("giftmarket.queries.reads")
 
 
 class Container:
-    def __init__(self, settings: Settings, **parts: Any) -> None:
+    """Settings and the parts built from them, each on first use. A part given here (a
+    fake, a test double) wins over the one the container would build."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        database: Database | None = None,
+        redis: redis.Redis | None = None,
+        images: ImageStore | None = None,
+        sqs: SQSClient | None = None,
+        publisher: Publisher | None = None,
+        passwords: PasswordHasher | None = None,
+        jwt_keys: KeyRing | None = None,
+        fingerprint_key: bytes | None = None,
+        sign_in_guard: SignInGuard | None = None,
+        command_context: CommandContext | None = None,
+        command_executor: CommandExecutor | None = None,
+        read_models: ReadModelStore | None = None,
+        reads: Reads | None = None,
+        projector: Projector | None = None,
+        unit_of_work: UnitOfWorkFactory | None = None,
+    ) -> None:
+        if settings is None:
+            settings = _settings.Settings()
         self.settings = settings
-        # Parts given here (fakes, test doubles) win over the ones built from settings.
-        for name, part in parts.items():
-            if part is not None:
-                setattr(self, name, part)
+        self._unit_of_work = unit_of_work
+        self._lock = threading.Lock()
+        given = {
+            "database": database,
+            "redis": redis,
+            "images": images,
+            "sqs": sqs,
+            "publisher": publisher,
+            "passwords": passwords,
+            "jwt_keys": jwt_keys,
+            "fingerprint_key": fingerprint_key,
+            "sign_in_guard": sign_in_guard,
+            "command_context": command_context,
+            "command_executor": command_executor,
+            "read_models": read_models,
+            "reads": reads,
+            "projector": projector,
+        }
+        # Stored where each cached_property keeps what it built, so it is never built.
+        self.__dict__.update({name: part for name, part in given.items() if part is not None})
 
     @cached_property
     def database(self) -> Database:
-        from giftmarket.adapters.db import Database
-
-        return Database.from_settings(self.settings)
+        return _db.Database.from_settings(self.settings)
 
     @cached_property
     def redis(self) -> redis.Redis:
-        from giftmarket.adapters.cache import build_redis
-
-        return build_redis(self.settings)
+        return _cache.build_redis(self.settings)
 
     @cached_property
     def images(self) -> ImageStore:
-        from giftmarket.adapters.images import S3ImageStore, build_s3_client
-
-        client = build_s3_client(self.settings.aws_region, self.settings.aws_endpoint_url)
-        return S3ImageStore(client, self.settings.images_bucket)
+        client = _images.build_s3_client(self.settings.aws_region, self.settings.aws_endpoint_url)
+        return _images.S3ImageStore(client, self.settings.images_bucket)
 
     @cached_property
     def sqs(self) -> SQSClient:
-        from giftmarket.adapters.publisher import build_sqs_client
-
-        return build_sqs_client(
+        return _publisher.build_sqs_client(
             self.settings.aws_region,
             self.settings.aws_endpoint_url,
             connections=self.settings.outbox_relay_lanes,
@@ -76,40 +155,15 @@ class Container:
 
     @cached_property
     def publisher(self) -> Publisher:
-        from giftmarket.adapters.publisher import SqsPublisher
-
         if not self.settings.events_queue_url:
             raise RuntimeError("EVENTS_QUEUE_URL is not set: there is no queue to publish to")
-        return SqsPublisher(
+        return _publisher.SqsPublisher(
             self.sqs, self.settings.events_queue_url, lanes=self.settings.outbox_relay_lanes
-        )
-
-    def publish_committed(self, outbox_ids: Sequence[str]) -> None:
-        """Publish a command's events right after its commit (the fast path). Failures are
-        logged, not raised: the relay sends what this misses. Without a queue configured
-        (unit tests, a local run without SQS) it does nothing."""
-        if not outbox_ids or not self.settings.events_queue_url:
-            return
-        from giftmarket.adapters.publisher import publish_committed
-
-        publish_committed(self.database.writer, self.publisher, outbox_ids)
-
-    def relay_outbox(self) -> RelayReport:
-        """Publish whatever is still unpublished: the scheduled relay and the CLI."""
-        from giftmarket.adapters.publisher import relay_outbox
-
-        return relay_outbox(
-            self.database.writer,
-            self.publisher,
-            batch_size=self.settings.outbox_relay_batch_size,
-            max_batches=self.settings.outbox_relay_max_batches,
         )
 
     @cached_property
     def passwords(self) -> PasswordHasher:
-        from giftmarket.adapters.passwords import Argon2Passwords
-
-        return Argon2Passwords(
+        return _passwords.Argon2Passwords(
             time_cost=self.settings.password_hash_time_cost,
             memory_kib=self.settings.password_hash_memory_kib,
         )
@@ -118,12 +172,11 @@ class Container:
     def jwt_keys(self) -> KeyRing:
         """The JWT keys by kid: in AWS the secret's AWSCURRENT (signs) and AWSPREVIOUS
         versions, read again every 5 minutes or on an unknown kid; locally JWT_SECRET."""
-        from giftmarket.http.auth import KeyRing, KeySet, keys_from_secret
-
         arn = self.settings.jwt_secret_arn
         if arn:
-            return KeyRing(lambda: keys_from_secret(arn))
-        return KeyRing.fixed(KeySet.of(self.settings.jwt_secret.get_secret_value()))
+            return _jwt_keys.KeyRing(lambda: _jwt_keys.keys_from_secret(arn))
+        secret = self.settings.jwt_secret.get_secret_value()
+        return _jwt_keys.KeyRing.fixed(_jwt_keys.KeySet.of(secret))
 
     @property
     def jwt_secret(self) -> str:
@@ -134,42 +187,29 @@ class Container:
     def fingerprint_key(self) -> bytes:
         """The HMAC key of idempotency fingerprints (Secrets Manager in AWS)."""
         if self.settings.fingerprint_key_secret_arn:
-            from aws_lambda_powertools.utilities import parameters
-
             arn = self.settings.fingerprint_key_secret_arn
             return str(parameters.get_secret(arn, max_age=300)).encode()
         return self.settings.fingerprint_key.get_secret_value().encode()
 
     @cached_property
     def sign_in_guard(self) -> SignInGuard:
-        from giftmarket.adapters.sign_in_guard import (
-            FallbackSignInGuard,
-            RedisSignInGuard,
-            SqlSignInGuard,
-            SubjectKeys,
-        )
-        from giftmarket.domain.sign_in import SignInLimits
-
         settings = self.settings
-        limits = SignInLimits(
+        limits = _sign_in.SignInLimits(
             settings.login_failures_per_email,
             settings.login_failures_per_address,
             settings.login_failure_window_seconds,
         )
         # Emails and addresses are stored only as HMACs under the server-side key.
-        keys = SubjectKeys(lambda: self.fingerprint_key, limits)
-        return FallbackSignInGuard(
-            RedisSignInGuard(self.redis, keys, limits),
-            SqlSignInGuard(self.database.writer, keys, limits),
+        keys = _sign_in_guard.SubjectKeys(lambda: self.fingerprint_key, limits)
+        return _sign_in_guard.FallbackSignInGuard(
+            _sign_in_guard.RedisSignInGuard(self.redis, keys, limits),
+            _sign_in_guard.SqlSignInGuard(self.database.writer, keys, limits),
         )
 
     @cached_property
     def command_context(self) -> CommandContext:
-        from giftmarket.commands.context import CommandContext
-        from giftmarket.domain.ids import new_id
-
-        return CommandContext(
-            ids=new_id,
+        return _context.CommandContext(
+            ids=_ids.new_id,
             passwords=self.passwords,
             images=self.images,
             admin_emails=self.settings.admin_email_set,
@@ -178,122 +218,44 @@ class Container:
 
     @cached_property
     def command_executor(self) -> CommandExecutor:
-        from giftmarket.commands.executor import CommandExecutor
-
-        return CommandExecutor(
+        after_commit = None
+        # Without a queue configured (unit tests, a local run without SQS) there is no
+        # fast path; the relay has nothing to send either.
+        if self.settings.events_queue_url:
+            after_commit = _publisher.publish_after_commit(self._writer, self._publisher)
+        return _executor.CommandExecutor(
             self.unit_of_work,
             self.command_context,
+            _handlers.COMMAND_HANDLERS,
             retries=self.settings.command_retries,
-            after_commit=self.publish_committed,
+            after_commit=after_commit,
         )
 
-    @cached_property
-    def read_models(self) -> ReadModels:
-        from giftmarket.adapters.read_models import ReadModels
+    def _writer(self) -> Engine:
+        # Read when a commit happens, not when the executor is built.
+        return self.database.writer
 
-        return ReadModels(self.redis)
+    def _publisher(self) -> Publisher:
+        # Built once even when the settlement's worker threads commit at the same moment.
+        with self._lock:
+            return self.publisher
+
+    @cached_property
+    def read_models(self) -> ReadModelStore:
+        return _read_models.ReadModels(self.redis)
 
     @cached_property
     def reads(self) -> Reads:
-        from giftmarket.queries.reads import Reads
-
-        return Reads(self.read_models, self.database)
+        return _reads.Reads(self.read_models, self.database)
 
     @cached_property
     def projector(self) -> Projector:
-        from giftmarket.projections.projector import Projector
-
-        return Projector(self.read_models, self.command_executor)
-
-    def settle(self, business_date: date | None, now: datetime | None = None) -> SettlementReport:
-        """Daily settlement of `business_date` (default: the day just ended in Korea) as of
-        `now`: the scheduled function and `giftmarket jobs settle` both come here."""
-        from giftmarket.domain.settlement import default_business_date
-        from giftmarket.jobs.settlement import settle_business_date
-
-        at = now or self.command_context.clock()
-        settings = self.settings
-        if settings.events_queue_url:
-            self.publisher  # noqa: B018 - built here once, not by racing worker threads
-        return settle_business_date(
-            self.command_executor,
-            business_date=business_date or default_business_date(at),
-            now=at,
-            fee_bps=settings.seller_fee_bps,
-            # Each worker holds one pooled connection at a time; none may wait for one.
-            workers=min(
-                settings.settlement_workers, settings.db_pool_size + settings.db_max_overflow
-            ),
-        )
-
-    def clean_images(self, as_of: datetime | None = None, dry_run: bool = False) -> CleanupReport:
-        """The orphaned-image cleanup as of `as_of` (default now): the scheduled function
-        and `giftmarket jobs clean-images` both come here."""
-        from giftmarket.commands.executor import CommandExecutor
-        from giftmarket.jobs.images import ImageJanitor, ImageObjects
-
-        if not isinstance(self.images, ImageObjects):
-            raise RuntimeError("the image store cannot list or delete objects")
-        # No fast path for its events: nothing waits for them, and the relay sends a
-        # batch's thousand ImageDeleted rows within a minute without slowing the run.
-        commands = CommandExecutor(
-            self.unit_of_work, self.command_context, retries=self.settings.command_retries
-        )
-        return ImageJanitor(commands, self.images).run(as_of, dry_run=dry_run)
-
-    def purge(
-        self,
-        dry_run: bool = False,
-        now: datetime | None = None,
-        seconds_left: float | None = None,
-    ) -> PurgeReport:
-        """Delete (or, dry, count) the rows past their retention as of `now` (default
-        now), stopping between batches after `seconds_left` (the next run goes on): the
-        scheduled function and `giftmarket jobs purge` both come here."""
-        import time
-
-        from giftmarket.commands.context import utc_now
-        from giftmarket.jobs.purge import Purger, Retention
-
-        settings = self.settings
-        retention = Retention(now or utc_now(), settings.outbox_retention_days)
-        purger = Purger(
-            self.database.writer,
-            batch_size=settings.purge_batch_size,
-            rest_ratio=settings.purge_rest_ratio,
-        )
-        deadline = None if seconds_left is None else time.monotonic() + seconds_left
-        return purger.run(retention, dry_run=dry_run, deadline=deadline)
-
-    def rebuild_read_models(self, progress: Progress | None = None) -> RebuildReport:
-        """Every read model rebuilt from the database into a new generation, switched in."""
-        from giftmarket.adapters.cache import BULK_TIMEOUT_SECONDS, build_redis
-        from giftmarket.adapters.read_models import ReadModels
-        from giftmarket.projections.rebuild import rebuild
-
-        client = build_redis(self.settings, timeout=BULK_TIMEOUT_SECONDS)
-        try:
-            return rebuild(ReadModels(client), self.database, progress=progress)
-        finally:
-            client.close()
-
-    def ensure_read_models(self) -> RebuildReport | None:
-        """Rebuild the read models if Redis has none (a new deployment, or a cache that lost
-        its data); until then every query is answered by SQL. None when there was nothing
-        to do or another rebuild is running."""
-        from giftmarket.adapters.read_models import RebuildRunning
-
-        if self.read_models.generation() is not None:
-            return None
-        try:
-            return self.rebuild_read_models()
-        except RebuildRunning:
-            return None
+        return _projector.Projector(self.read_models, self.command_executor)
 
     def unit_of_work(self) -> UnitOfWork:
-        from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork
-
-        return SqlAlchemyUnitOfWork(
+        if self._unit_of_work is not None:
+            return self._unit_of_work()
+        return _unit_of_work.SqlAlchemyUnitOfWork(
             self.database, idempotency_ttl=timedelta(hours=self.settings.idempotency_ttl_hours)
         )
 
@@ -314,11 +276,9 @@ _lock = threading.Lock()
 _container: Container | None = None
 
 
-def bootstrap(settings: Settings | None = None, **parts: Any) -> Container:
-    """A container from the given parts, the rest built from settings when first needed."""
-    from giftmarket.settings import Settings
-
-    return Container(settings or Settings(), **parts)
+# A container from the given parts, the rest built from settings (default: the
+# environment's) when first needed.
+bootstrap = Container
 
 
 def get_container() -> Container:

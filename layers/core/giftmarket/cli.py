@@ -6,15 +6,28 @@ It reads the same settings as the Lambda functions (environment, local defaults 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from giftmarket.adapters.dlq import redrive
+from giftmarket.adapters.publisher import relay
 from giftmarket.bootstrap import bootstrap
+from giftmarket.commands.admins import ListAdminRights, NoAccountForEmail, SetAdmin
+from giftmarket.domain.errors import InvalidField
+from giftmarket.domain.settlement import parse_business_date
+from giftmarket.jobs.images import Outcome, clean_images, parse_as_of
+from giftmarket.jobs.purge import purge
+from giftmarket.jobs.settlement import settle
+from giftmarket.projections.rebuild import rebuild_read_models
 from giftmarket.queries.health import system_health
+from giftmarket.read_ports import RebuildRunning
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 outbox = typer.Typer(no_args_is_help=True, help="The transactional outbox and its relay.")
@@ -49,6 +62,14 @@ def health() -> None:
         raise typer.Exit(code=1)
 
 
+def _echo_report(report: Any, *, failed: bool) -> None:
+    """The report as JSON; exit status 1 when something in it failed (worth a look: refused
+    events stay unpublished, unsettled sellers are settled by a rerun)."""
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    if failed:
+        raise typer.Exit(code=1)
+
+
 @outbox.command("relay")
 def outbox_relay() -> None:
     """Publish the outbox events still unpublished to the events queue, as the scheduled
@@ -58,13 +79,10 @@ def outbox_relay() -> None:
         typer.echo("EVENTS_QUEUE_URL is not set: there is no queue to publish to", err=True)
         raise typer.Exit(code=2)
     try:
-        report = container.relay_outbox()
+        report = relay(container.database.writer, container.publisher, container.settings)
     finally:
         container.close()
-    typer.echo(json.dumps(report.as_dict(), indent=2))
-    if report.failed:
-        # Refused events stay unpublished (publish_attempts counts the tries): worth a look.
-        raise typer.Exit(code=1)
+    _echo_report(report, failed=bool(report.failed))
 
 
 @dlq.command("redrive")
@@ -73,8 +91,6 @@ def dlq_redrive(
 ) -> None:
     """Move dead-lettered events back to the events queue (EVENTS_DLQ_URL → EVENTS_QUEUE_URL)
     for the projector to try again, typically after the fix for what failed them."""
-    from giftmarket.adapters.dlq import redrive
-
     container = bootstrap()
     settings = container.settings
     if not settings.events_queue_url or not settings.events_dlq_url:
@@ -86,9 +102,7 @@ def dlq_redrive(
         )
     finally:
         container.close()
-    typer.echo(json.dumps(report.as_dict(), indent=2))
-    if report.failed:
-        raise typer.Exit(code=1)
+    _echo_report(report, failed=bool(report.failed))
 
 
 @read_models.command("rebuild")
@@ -98,10 +112,6 @@ def read_models_rebuild(
     """Rebuild every read model from the database into a new generation and switch queries
     to it at once; until then they keep reading the current one, and events arriving
     meanwhile reach both."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from giftmarket.adapters.read_models import RebuildRunning
-
     container = bootstrap()
     columns = (
         "[progress.description]{task.description}",
@@ -118,7 +128,7 @@ def read_models_rebuild(
                     tasks[what] = bar.add_task(what, total=total)
                 bar.update(tasks[what], completed=done)
 
-            report = container.rebuild_read_models(progress=advance)
+            report = rebuild_read_models(container.settings, container.database, advance)
     except RebuildRunning as exc:
         typer.echo(f"{exc}; run it again when that one is done", err=True)
         raise typer.Exit(code=1) from exc
@@ -139,9 +149,6 @@ def jobs_settle(
     """Settle sellers' proceeds for a business date exactly as the scheduled function does:
     orders PAID for 72 hours are completed first, then one settlement per seller. Running
     it again for the same date changes nothing; after a crash it finishes the work."""
-    from giftmarket.domain.errors import InvalidField
-    from giftmarket.domain.settlement import parse_business_date
-
     try:
         day = None if business_date is None else parse_business_date(business_date)
     except InvalidField as exc:
@@ -149,15 +156,13 @@ def jobs_settle(
         raise typer.Exit(code=2) from exc
     container = bootstrap()
     try:
-        report = container.settle(day)
+        report = settle(container.command_executor, container.settings, day)
     except InvalidField as exc:  # a date that has not ended yet
         typer.echo(exc.detail, err=True)
         raise typer.Exit(code=2) from exc
     finally:
         container.close()
-    typer.echo(json.dumps(report.as_dict(), indent=2))
-    if report.failed:
-        raise typer.Exit(code=1)
+    _echo_report(report, failed=bool(report.failed))
 
 
 @jobs.command("clean-images")
@@ -177,9 +182,6 @@ def jobs_clean_images(
     after 24 hours, images of asks cancelled over 7 days ago, objects under images/ that no
     row names after 24 hours. Prints one line per image deleted (or, with --dry-run, that
     would be), then a summary. Images S3 refuses to delete are retried on the next run."""
-    from giftmarket.domain.errors import InvalidField
-    from giftmarket.jobs.images import Outcome, parse_as_of
-
     try:
         instant = None if as_of is None else parse_as_of(as_of)
     except InvalidField as exc:
@@ -187,7 +189,14 @@ def jobs_clean_images(
         raise typer.Exit(code=2) from exc
     container = bootstrap()
     try:
-        report = container.clean_images(instant, dry_run=dry_run)
+        report = clean_images(
+            container.unit_of_work,
+            container.command_context,
+            container.images,
+            retries=container.settings.command_retries,
+            as_of=instant,
+            dry_run=dry_run,
+        )
     except InvalidField as exc:  # an instant in the future
         typer.echo(f"--as-of: {exc.detail}", err=True)
         raise typer.Exit(code=2) from exc
@@ -225,7 +234,7 @@ def jobs_purge(
     table, then a summary. Safe to run at any time, and again."""
     container = bootstrap()
     try:
-        report = container.purge(dry_run=dry_run)
+        report = purge(container.database.writer, container.settings, dry_run=dry_run)
     finally:
         container.close()
     for table in report.tables:
@@ -247,22 +256,14 @@ def jobs_purge(
 
 def _operator() -> str:
     """Who runs this command, for the record: the OS user and host."""
-    import getpass
-    import socket
-
     return f"{getpass.getuser()}@{socket.gethostname()} (cli)"
 
 
 def _set_admin(email: str, is_admin: bool, by: str | None) -> None:
-    from giftmarket.commands.admins import NoAccountForEmail, SetAdmin, set_admin
-    from giftmarket.domain.errors import InvalidField
-
     command = SetAdmin(email, is_admin, by or _operator())
     container = bootstrap()
     try:
-        result, _ = container.command_executor.execute(
-            lambda uow, ctx: set_admin(uow, command, ctx)
-        )
+        result, _ = container.command_executor.execute(command)
     except (NoAccountForEmail, InvalidField) as exc:
         typer.echo(exc.detail, err=True)
         raise typer.Exit(code=2) from exc
@@ -297,11 +298,9 @@ def admin_revoke(email: str, by: str | None = _BY) -> None:
 @admin.command("list")
 def admin_list() -> None:
     """Show the admins and the latest grants and revokes, newest first."""
-    from giftmarket.commands.admins import list_admin_rights
-
     container = bootstrap()
     try:
-        rights, _ = container.command_executor.execute(list_admin_rights)
+        rights, _ = container.command_executor.execute(ListAdminRights())
     finally:
         container.close()
     typer.echo("admins:" if rights.admins else "admins: none")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from giftmarket.domain.events import DomainEvent, event_class
+
 SCHEMA_VERSION = 1
 
 
@@ -31,6 +33,18 @@ class EventEnvelope:
     message_group: str
     occurred_at: datetime
     payload: dict[str, Any]
+
+    def event(self) -> DomainEvent | None:
+        """The domain event this message carries, typed; None for an event type this code
+        does not know (a newer writer's). A payload that is not the event its type names
+        can never succeed (MalformedMessage)."""
+        kind = event_class(self.event_type)
+        if kind is None:
+            return None
+        try:
+            return kind.from_payload(self.payload)
+        except (ValueError, TypeError) as exc:
+            raise MalformedMessage(f"unreadable {self.event_type} payload: {exc}") from exc
 
     def to_json(self) -> str:
         return json.dumps(

@@ -10,11 +10,11 @@ import pytest
 
 from giftmarket.domain import ledger, marketplace
 from giftmarket.domain.coupons import Coupon, CouponKind
-from giftmarket.domain.errors import DomainError
+from giftmarket.domain.errors import DomainError, NoMatchingBid
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.images import MAX_IMAGE_BYTES, Image, ImageStatus
 from giftmarket.domain.ledger import CHARGES, COUPON_SUBSIDY, FEES, LedgerTransaction
-from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, choose_ask, choose_bid
+from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, best_bid
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement, default_business_date, settleable
 from giftmarket.domain.users import Balances, User
@@ -171,7 +171,10 @@ class Market:
 
     def buy_now(self) -> None:
         buyer, product = self.rng.choice(self.users), self.rng.choice(PRODUCTS)
-        ask = choose_ask(self.open_asks(product), buyer.id, self.rng.choice([999, 5_000, 10**9]))
+        max_price = self.rng.choice([999, 5_000, 10**9])
+        ask = best_ask(self.open_asks(product), buyer.id, max_price)
+        if ask is None:  # as the buy-now command answers when `take_best` finds none
+            raise NoMatchingBid(f"no open sell bid at or below {max_price}.")
         coupon = self.coupon_for(buyer)
         order, payment = marketplace.buy_now(
             buyer, self.user(ask.seller_id), ask, coupon, self.ids, self.now
@@ -181,7 +184,10 @@ class Market:
 
     def sell_now(self) -> None:
         seller, product = self.rng.choice(self.users), self.rng.choice(PRODUCTS)
-        bid = choose_bid(self.open_bids(product), seller.id, self.rng.choice([1, 19, 3_000]))
+        min_price = self.rng.choice([1, 19, 3_000])
+        bid = best_bid(self.open_bids(product), seller.id, min_price)
+        if bid is None:  # as the sell-now command answers when `take_best` finds none
+            raise NoMatchingBid(f"no open buy bid at or above {min_price}.")
         image = self.image_for(seller)
         if image is None:
             return

@@ -1,7 +1,7 @@
 import dataclasses
 import json
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Protocol
 
 import pytest
@@ -110,6 +110,72 @@ def test_every_payload_survives_a_json_round_trip(ids: IdGenerator, now: datetim
         payload = event.to_payload()
 
         assert json.loads(json.dumps(payload)) == payload, event.event_type
+
+
+def test_every_event_comes_back_from_its_payload(ids: IdGenerator, now: datetime) -> None:
+    for event in every_kind_of_change(ids, now):
+        payload = json.loads(json.dumps(event.to_payload()))
+
+        back = type(event).from_payload(payload)
+
+        assert back == event, event.event_type
+        assert back.to_payload() == event.to_payload(), event.event_type
+        assert events.event_class(event.event_type) is type(event)
+
+
+def test_from_payload_gives_aware_utc_instants_and_dates() -> None:
+    payload = {
+        "aggregate_id": "s", "version": 1, "occurred_at": "2025-03-15T00:10:00+09:00",
+        "settlement_id": "s", "seller_id": "sally", "business_date": "2025-03-14",
+        "order_count": 1, "gross": 100, "fee": 5, "net": 95,
+    }  # fmt: skip
+
+    event = events.SettlementCompleted.from_payload(payload)
+
+    assert event.occurred_at == datetime(2025, 3, 14, 15, 10, tzinfo=UTC)
+    assert event.occurred_at.tzinfo is UTC
+    assert event.business_date == date(2025, 3, 14)
+
+
+def test_from_payload_ignores_fields_a_newer_writer_added(now: datetime) -> None:
+    liked = events.ProductLiked(
+        aggregate_id="p", version=2, occurred_at=now, product_id="p", user_id="u", like_count=1
+    )
+
+    newer = liked.to_payload() | {"liked_from": "app"}
+
+    assert events.ProductLiked.from_payload(newer) == liked
+
+
+def test_a_payload_without_a_field_that_cannot_be_none_is_refused(now: datetime) -> None:
+    payload = events.ProductLiked(
+        aggregate_id="p", version=2, occurred_at=now, product_id="p", user_id="u", like_count=1
+    ).to_payload()
+    del payload["like_count"]
+
+    with pytest.raises(ValueError, match="like_count"):
+        events.ProductLiked.from_payload(payload)
+
+
+def test_an_order_settled_before_it_carried_its_times_settled_when_recorded(
+    now: datetime,
+) -> None:
+    settled = events.OrderSettled(
+        aggregate_id="o", version=3, occurred_at=now, order_id="o", product_id="p",
+        buyer_id="b", seller_id="s", settlement_id="st",
+        completed_at=now - timedelta(days=1), settled_at=now + timedelta(seconds=1),
+    )  # fmt: skip
+    older = settled.to_payload()
+    del older["completed_at"], older["settled_at"]
+
+    assert events.OrderSettled.from_payload(older) == dataclasses.replace(
+        settled, completed_at=None, settled_at=now
+    )
+
+
+def test_an_event_type_this_code_does_not_know_has_no_class() -> None:
+    assert events.event_class("GiftWrapped") is None
+    assert events.event_class("DomainEvent") is None
 
 
 def test_payload_names_the_aggregate_by_its_own_id_field(ids: IdGenerator, now: datetime) -> None:

@@ -8,10 +8,17 @@ from giftmarket.domain.ids import (
     MonotonicUlids,
     encode_ulid,
     new_id,
-    timestamp_ms_of,
 )
 
 pytestmark = pytest.mark.unit
+
+
+def timestamp_ms_of(ulid: str) -> int:
+    """The millisecond timestamp a ULID starts with (its first 48 of 128 bits)."""
+    value = 0
+    for char in ulid:
+        value = value << 5 | CROCKFORD_ALPHABET.index(char)
+    return value >> 80
 
 
 def test_new_id_is_26_crockford_base32_characters() -> None:

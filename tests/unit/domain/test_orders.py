@@ -17,7 +17,7 @@ def paid_order(now: datetime) -> Order:
 def test_placed_order_is_paid_and_records_what_the_read_side_needs(now: datetime) -> None:
     order = paid_order(now)
 
-    assert (order.status, order.paid, order.paid_at, order.version) == (
+    assert (order.status, order.paid, order.created_at, order.version) == (
         OrderStatus.PAID,
         3_000,
         now,

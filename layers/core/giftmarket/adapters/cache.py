@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.credentials import CredentialProvider
 
 from giftmarket.adapters.secrets import SecretValue
+from giftmarket.lazy import lazy
 from giftmarket.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities import parameters
+else:
+    parameters = lazy("aws_lambda_powertools.utilities.parameters")
 
 # A rebuild's pipelines of bulk writes take Redis far longer than one query's read.
 BULK_TIMEOUT_SECONDS = 30.0
@@ -60,7 +66,6 @@ def auth_token(settings: Settings) -> AuthToken | None:
     arn = settings.redis_auth_secret_arn
     if not arn:
         return None
-    from aws_lambda_powertools.utilities import parameters
 
     def fetch(fresh: bool) -> str:
         return str(parameters.get_secret(arn, max_age=300, force_fetch=fresh))

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext
@@ -24,7 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from giftmarket.adapters.errors import DatabaseUnavailable as DatabaseUnavailable
 from giftmarket.adapters.secrets import SecretValue
+from giftmarket.lazy import lazy
 from giftmarket.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities import parameters
+else:
+    parameters = lazy("aws_lambda_powertools.utilities.parameters")
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,6 @@ def resolve_credentials(settings: Settings, *, fresh: bool = False) -> Credentia
     """DB credentials from Secrets Manager in AWS, else settings. Powertools caches the
     secret for 5 minutes; `fresh` reads it again past that cache (after a rotation)."""
     if settings.db_secret_arn:
-        from aws_lambda_powertools.utilities import parameters
-
         secret: Any = parameters.get_secret(
             settings.db_secret_arn, transform="json", max_age=300, force_fetch=fresh
         )

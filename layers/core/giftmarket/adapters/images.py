@@ -13,8 +13,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import parse_timestamp
 
-from giftmarket.commands.context import StoredObject
-from giftmarket.jobs.images import MAX_KEYS_PER_DELETE, ListedObject
+from giftmarket.commands.ports import (
+    MAX_KEYS_PER_DELETE,
+    ImageObjects,
+    ImageStore,
+    ListedObject,
+    StoredObject,
+)
 
 UPLOAD_URL_TTL_SECONDS = 600
 DOWNLOAD_URL_TTL_SECONDS = 300
@@ -53,7 +58,7 @@ def parse_s3_timestamp(value: Any) -> datetime:
     return found
 
 
-class S3ImageStore:
+class S3ImageStore(ImageStore, ImageObjects):
     def __init__(self, client: Any, bucket: str) -> None:
         self._s3 = client
         self._bucket = bucket

@@ -7,8 +7,10 @@ import functools
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from giftmarket.commands import ports
 
-class Argon2Passwords:
+
+class Argon2Passwords(ports.PasswordHasher):
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int = 1) -> None:
         # parallelism 1: a Lambda with 1 GB has one vCPU's worth of compute.
         self._hasher = PasswordHasher(

@@ -15,11 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,11 +26,22 @@ from sqlalchemy import Connection, Engine, Select, select, update
 
 from giftmarket.adapters.repositories import to_db_time
 from giftmarket.adapters.tables import outbox
+from giftmarket.commands.ports import Publisher, utc_now
+from giftmarket.lazy import lazy
 from giftmarket.messages import EventEnvelope
+
+if TYPE_CHECKING:
+    import boto3
+    from botocore import config as botocore_config
+else:
+    boto3 = lazy("boto3")
+    botocore_config = lazy("botocore.config")
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+    from giftmarket.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +52,12 @@ MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Publisher(ABC):
-    @abstractmethod
-    def send(self, envelopes: Sequence[EventEnvelope]) -> set[str]:
-        """Send the envelopes; returns the outbox ids the queue accepted. A refusal is not
-        an exception: what is not returned stays unpublished and is sent again later."""
-
-    def close(self) -> None:  # noqa: B027 - most publishers hold nothing to release
-        """Release what the publisher holds (threads, connections)."""
-
-
 def build_sqs_client(
     region: str | None, endpoint_url: str | None, *, connections: int = 10
 ) -> SQSClient:
-    import boto3
-    from botocore.config import Config
-
     # Short timeouts and one retry: the fast path runs inside a command's response time,
     # and whatever fails here is sent again by the relay a minute later.
-    config = Config(
+    config = botocore_config.Config(
         connect_timeout=1,
         read_timeout=5,
         retries={"max_attempts": 2, "mode": "standard"},
@@ -286,3 +279,28 @@ def _publish(
             .values(publish_attempts=outbox.c.publish_attempts + 1)
         )
     return accepted, rejected
+
+
+def relay(engine: Engine, publisher: Publisher, settings: Settings) -> RelayReport:
+    """Publish whatever is still unpublished, in the settings' batches: the scheduled relay
+    and `giftmarket outbox relay`."""
+    return relay_outbox(
+        engine,
+        publisher,
+        batch_size=settings.outbox_relay_batch_size,
+        max_batches=settings.outbox_relay_max_batches,
+    )
+
+
+def publish_after_commit(
+    engine: Callable[[], Engine], publisher: Callable[[], Publisher]
+) -> Callable[[Sequence[str]], None]:
+    """The command executor's `after_commit`: the fast path, publishing a command's events
+    right after its commit. The engine and the publisher are asked for only when a commit
+    wrote events; failures are logged, not raised (the relay sends what this misses)."""
+
+    def publish(outbox_ids: Sequence[str]) -> None:
+        if outbox_ids:
+            publish_committed(engine(), publisher(), outbox_ids)
+
+    return publish

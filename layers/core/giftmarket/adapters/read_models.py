@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from giftmarket.projections.ops import Op
+from giftmarket.read_ports import Document, Op, ReadModelStore, RebuildRunning
 
 SEEN_TTL_SECONDS = 24 * 3600
 # Longer than SQS keeps a message (at most 14 days): no late "placed" can outlive it.
@@ -55,17 +55,6 @@ BUILDING_KEY = "rm:building"
 SEQUENCE_KEY = "rm:generation:seq"
 
 BUILD_TIMEOUT_SECONDS = 3600
-
-Answer = dict[str, Any]
-
-
-class RebuildRunning(Exception):
-    """Another rebuild is filling a generation right now."""
-
-    def __init__(self, generation: int | None) -> None:
-        super().__init__(f"a rebuild is already running (generation {generation})")
-        self.generation = generation
-
 
 # Switches to the generation just built if it is still the one being built.
 _SWITCH = """
@@ -106,7 +95,7 @@ def generation_prefix(generation: int | str) -> str:
     return f"rm:{generation}:"
 
 
-class ReadModels:
+class ReadModels(ReadModelStore):
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._apply = client.register_script(_lua("apply"))
@@ -190,60 +179,54 @@ class ReadModels:
             return None
         return json.loads(raw)
 
-    def user(self, user_id: str) -> Answer | None:
-        """The /api/me answer, or None if the read model does not have the user."""
-        found = self._query("user", user_id)
-        if found is None:
-            return None
-        return {
-            "user_id": user_id,
-            "email": found["email"],
-            "nickname": found["nickname"],
-            "available_points": int(found["available_points"]),
-            "escrowed_points": int(found["escrowed_points"]),
-            "pending_points": int(found["pending_points"]),
-        }
+    # Each returns what the read model stores (None when it cannot answer: no generation, or
+    # the entity not projected), with only Redis's encodings undone: fields by name, quotes
+    # and counts from sorted-set scores. `giftmarket.queries` turns them into answers.
 
-    def product(self, product_id: str, *, recent_trades: int) -> Answer | None:
+    def user(self, user_id: str) -> Document | None:
+        """The user's document: `email`, `nickname` and the three balances, as stored."""
+        found: Document | None = self._query("user", user_id)
+        return found
+
+    def product(self, product_id: str, *, recent_trades: int) -> Document | None:
+        """The product's fields (`id`, `name`, ..., `lowest_ask`, `highest_bid`), its
+        `order_count` and its newest `trades`, [price, created_at] each, newest first."""
         found = self._query("product", product_id, recent_trades)
         if found is None:
             return None
         summary, order_count, trades = found
-        recent = [{"price": int(price), "traded_at": at} for price, at in _list(trades)]
-        return {
-            **_summary(summary),
-            "order_count": int(order_count),
-            "last_trade_price": recent[0]["price"] if recent else None,
-            "recent_trades": recent,
-        }
+        return {**_product(summary), "order_count": order_count, "trades": _list(trades)}
 
     def products(
         self, *, sort: str, category: str | None, after: str | None, limit: int
-    ) -> list[tuple[Answer, int]] | None:
-        """Up to `limit` product summaries after the list member `after`, each with its
-        creation time (microseconds), which the cursor of the `latest` order needs."""
+    ) -> list[Document] | None:
+        """Up to `limit` products after the list member `after` (fields as `product`'s,
+        with `created_us`, which the cursor of the `latest` order needs)."""
         found = self._query("products", sort, category or "", after or "", limit)
         if found is None:
             return None
-        return [(_summary(row), int(row[8])) for row in _list(found[0])]
+        return [_product(row) for row in _list(found[0])]
 
-    def rankings(self, *, by: str, limit: int) -> list[Answer] | None:
+    def rankings(self, *, by: str, limit: int) -> list[Document] | None:
+        """The best `limit` products by likes or orders: `id`, `name` and the count as
+        `score`, best first."""
         found = self._query("rankings", by, limit)
         if found is None:
             return None
         return [
-            {"rank": rank, "product_id": product_id, "name": name, "score": -int(float(score))}
-            for rank, (product_id, name, score) in enumerate(_list(found[0]), start=1)
+            {"id": product_id, "name": name, "score": -int(float(score))}
+            for product_id, name, score in _list(found[0])
         ]
 
-    def documents(self, user_id: str, listing: str, kind: str, limit: int) -> list[Answer] | None:
+    def documents(self, user_id: str, listing: str, kind: str, limit: int) -> list[Document] | None:
         """The documents of one of the caller's lists, newest first (None: not projected):
         the fields of LISTED_FIELDS, plus `id` and, with a product, `product_name`."""
         found = self._query("list", user_id, listing, kind, limit, *LISTED_FIELDS[kind])
         return None if found is None else _list(found[0])
 
-    def order(self, order_id: str) -> Answer | None:
-        found: Answer | None = self._query("order", order_id)
+    def order(self, order_id: str) -> Document | None:
+        """The order's document (`product_name` added), as stored."""
+        found: Document | None = self._query("order", order_id)
         return found
 
     def gifticon(self, order_id: str) -> tuple[str, str, str] | None:
@@ -263,15 +246,13 @@ class ReadModels:
             ],
         )
 
-    def search_history(self, user_id: str) -> list[Answer]:
+    def search_history(self, user_id: str) -> list[tuple[str, datetime]]:
+        """The user's recent searches and when each was made, newest first."""
         entries: list[tuple[bytes, float]] = self._redis.zrevrange(  # type: ignore[assignment]
             f"sh:{user_id}", 0, SEARCH_HISTORY_SIZE - 1, withscores=True
         )
         return [
-            {
-                "query": _text(query),
-                "searched_at": datetime.fromtimestamp(score / 1_000_000, UTC).isoformat(),
-            }
+            (_text(query), datetime.fromtimestamp(score / 1_000_000, UTC))
             for query, score in entries
         ]
 
@@ -281,29 +262,30 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _optional_int(value: str) -> int | None:
-    return int(value) if value else None
-
-
-def _summary(row: Sequence[str]) -> Answer:
-    product_id, name, brand, category, face_value, lowest_ask, highest_bid, likes = row[:8]
+def _product(row: Sequence[str]) -> Document:
+    """A product row of `lua/read.lua` (positional) by field name."""
+    product_id, name, brand, category, face_value, lowest_ask, highest_bid, likes, created = row
     return {
-        "product_id": product_id,
+        "id": product_id,
         "name": name,
         "brand": brand,
         "category": category,
-        "face_value": int(face_value),
-        "lowest_ask": _optional_int(_score(lowest_ask)),
-        "highest_bid": _optional_int(_score(highest_bid)),
-        "like_count": int(likes),
+        "face_value": face_value,
+        "lowest_ask": _score(lowest_ask),
+        "highest_bid": _score(highest_bid),
+        "like_count": likes,
+        "created_us": created,
     }
 
 
-def _score(value: str) -> str:
-    # Sorted-set scores come back as Redis prints doubles ("12000", or "1.2e+19" if huge).
-    if value and not value.lstrip("-").isdigit():
-        return str(int(float(value)))
-    return value
+def _score(value: str) -> int | None:
+    """A price from a sorted-set score ('' when the set is empty). Scores come back as Redis
+    prints doubles ("12000", or "1.2e+19" if huge)."""
+    if not value:
+        return None
+    if not value.lstrip("-").isdigit():
+        return int(float(value))
+    return int(value)
 
 
 def _text(value: bytes | str) -> str:

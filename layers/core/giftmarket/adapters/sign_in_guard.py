@@ -32,9 +32,7 @@ from giftmarket.adapters.db import (
     short_reason,
 )
 from giftmarket.adapters.errors import DatabaseUnavailable
-from giftmarket.commands.context import utc_now
-from giftmarket.commands.executor import CommandContention
-from giftmarket.commands.ports import SignInGuard
+from giftmarket.commands.ports import CommandContention, SignInGuard, utc_now
 from giftmarket.domain.sign_in import FailureWindow, SignInLimits, TooManyAttempts, lockout
 from giftmarket.domain.users import normalize_email
 from giftmarket.observability import metrics

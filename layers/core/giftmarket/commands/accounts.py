@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from giftmarket.commands.context import CommandContext, InvalidCredentials, acting_user
+from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain import marketplace
 from giftmarket.domain.coupons import Coupon
@@ -12,22 +13,22 @@ from giftmarket.domain.users import User
 
 
 @dataclass(frozen=True)
-class SignUp:
+class Account:
+    user_id: str
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class SignUp(Command[Account]):
     email: str
     password: str
     nickname: str
 
 
 @dataclass(frozen=True)
-class SignIn:
+class SignIn(Command[Account]):
     email: str
     password: str
-
-
-@dataclass(frozen=True)
-class Account:
-    user_id: str
-    is_admin: bool
 
 
 def sign_up(uow: UnitOfWork, command: SignUp, ctx: CommandContext) -> Account:
@@ -60,14 +61,14 @@ def sign_in(uow: UnitOfWork, command: SignIn, ctx: CommandContext) -> Account:
 
 
 @dataclass(frozen=True)
-class ChargePoints:
-    user_id: str
-    amount: int
+class Balance:
+    available_points: int
 
 
 @dataclass(frozen=True)
-class Balance:
-    available_points: int
+class ChargePoints(Command[Balance]):
+    user_id: str
+    amount: int
 
 
 def charge_points(uow: UnitOfWork, command: ChargePoints, ctx: CommandContext) -> Balance:
@@ -78,7 +79,7 @@ def charge_points(uow: UnitOfWork, command: ChargePoints, ctx: CommandContext) -
 
 
 @dataclass(frozen=True)
-class IssueWelcomeCoupon:
+class IssueWelcomeCoupon(Command[str | None]):
     user_id: str
 
 

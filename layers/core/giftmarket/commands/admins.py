@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from giftmarket.commands.context import CommandContext, found
+from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain.errors import DomainError
 from giftmarket.domain.users import AdminRightsChange, normalize_email
@@ -22,18 +23,18 @@ class NoAccountForEmail(DomainError):
 
 
 @dataclass(frozen=True)
-class SetAdmin:
-    email: str
-    is_admin: bool
-    actor: str  # who asked: an operator's name, an IAM principal
-
-
-@dataclass(frozen=True)
 class AdminRightsResult:
     user_id: str
     email: str
     is_admin: bool
     change: AdminRightsChange | None  # None: the user already had (or lacked) the rights
+
+
+@dataclass(frozen=True)
+class SetAdmin(Command[AdminRightsResult]):
+    email: str
+    is_admin: bool
+    actor: str  # who asked: an operator's name, an IAM principal
 
 
 def set_admin(uow: UnitOfWork, command: SetAdmin, ctx: CommandContext) -> AdminRightsResult:
@@ -53,6 +54,13 @@ class AdminRights:
     history: list[AdminRightsChange]  # newest first
 
 
-def list_admin_rights(uow: UnitOfWork, ctx: CommandContext) -> AdminRights:
+@dataclass(frozen=True)
+class ListAdminRights(Command[AdminRights]):
+    """Read on the primary, as admin commands read the rights."""
+
+
+def list_admin_rights(
+    uow: UnitOfWork, command: ListAdminRights, ctx: CommandContext
+) -> AdminRights:
     admins = [(user.id, user.email) for user in uow.users.list_admins()]
     return AdminRights(admins, uow.admin_rights.history(HISTORY_SHOWN))

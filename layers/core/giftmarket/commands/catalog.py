@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from giftmarket.commands.context import CommandContext, acting_user, found
+from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon, CouponKind
@@ -13,7 +14,7 @@ from giftmarket.domain.images import Image
 
 
 @dataclass(frozen=True)
-class RegisterProduct:
+class RegisterProduct(Command[str]):
     admin_id: str
     name: str
     brand: str
@@ -36,7 +37,7 @@ def register_product(uow: UnitOfWork, command: RegisterProduct, ctx: CommandCont
 
 
 @dataclass(frozen=True)
-class SetLike:
+class SetLike(Command[None]):
     user_id: str
     product_id: str
     liked: bool
@@ -55,15 +56,15 @@ def set_like(uow: UnitOfWork, command: SetLike, ctx: CommandContext) -> None:
 
 
 @dataclass(frozen=True)
-class RequestImageUpload:
-    owner_id: str
-    content_type: str
-
-
-@dataclass(frozen=True)
 class UploadSlot:
     image_id: str
     upload_url: str
+
+
+@dataclass(frozen=True)
+class RequestImageUpload(Command[UploadSlot]):
+    owner_id: str
+    content_type: str
 
 
 def request_image_upload(
@@ -81,7 +82,7 @@ def request_image_upload(
 
 
 @dataclass(frozen=True)
-class IssueCoupon:
+class IssueCoupon(Command[str]):
     admin_id: str
     user_id: str
     name: str

@@ -1,50 +1,17 @@
-"""What command handlers are given besides the unit of work: time, ids, and two services."""
+"""What command handlers are given besides the unit of work: time, ids, and two services
+(their ports are in `commands/ports.py`), and the helpers every handler shares."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from giftmarket.commands.ports import UnitOfWork
+from giftmarket.commands.ports import Clock, ImageStore, PasswordHasher, UnitOfWork, utc_now
 from giftmarket.domain.errors import DomainError, NotFound
 from giftmarket.domain.ids import IdGenerator
 from giftmarket.domain.users import User
 
 T = TypeVar("T")
-
-
-class PasswordHasher(Protocol):
-    def hash(self, password: str) -> str: ...
-
-    def verify(self, password_hash: str, password: str) -> bool: ...
-
-    def needs_rehash(self, password_hash: str) -> bool: ...
-
-    def dummy_hash(self) -> str:
-        """A hash of no one's password, made with the current parameters."""
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    size: int
-    content_type: str | None
-
-
-class ImageStore(Protocol):
-    def presign_upload(self, key: str, content_type: str) -> str: ...
-
-    def describe(self, key: str) -> StoredObject | None:
-        """Size and content type of the stored object (S3 HEAD), None if there is none."""
-
-    def presign_download(self, key: str) -> str: ...
-
-    def close(self) -> None: ...
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -54,7 +21,7 @@ class CommandContext:
     images: ImageStore
     admin_emails: frozenset[str]
     welcome_coupon_amount: int
-    clock: Callable[[], datetime] = utc_now
+    clock: Clock = utc_now
 
 
 class InvalidCredentials(DomainError):

@@ -1,20 +1,26 @@
-"""Runs a command handler in its own unit of work, retrying the races it can lose.
+"""Runs a command in its own unit of work, retrying the races it can lose.
 
-Every entry point uses it — the command API, the CLI, the projector's welcome coupon — so
-each gets the same promise: the handler's effects and events commit together or not at
-all, and a deadlock or lock-wait timeout is run again rather than surfaced.
+A command is data: a frozen dataclass subclassing `Command[R]`, where R is what its handler
+returns. Each command type has exactly one handler, registered once in `CommandHandlers`
+(`commands/handlers.py` holds the application's); `execute(command)` looks it up by the
+command's type, so an entry point only builds the command object.
+
+Every entry point uses it — the command API, the CLI, the projector's welcome coupon, the
+jobs — so each gets the same promise: the handler's effects and events commit together or
+not at all, and a deadlock or lock-wait timeout is run again rather than surfaced.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from giftmarket.commands.context import CommandContext
 from giftmarket.commands.ports import (
+    CommandContention,
     Committed,
     StoredResponse,
     TransientConflict,
@@ -25,13 +31,74 @@ from giftmarket.commands.ports import (
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
 
-Handler = Callable[[UnitOfWork, CommandContext], R]
+
+class Command(Generic[R_co]):
+    """A request to change the write model, answered with an R by its one handler."""
+
+    __slots__ = ()
 
 
-class CommandContention(Exception):
-    """Still losing races after every retry; the caller should try again later."""
+C = TypeVar("C", bound=Command[Any])
+
+# A command handler: `def buy_now(uow, command: BuyNow, ctx) -> Purchase`.
+CommandHandler = Callable[[UnitOfWork, C, CommandContext], R]
+# A step of a job that is not a command (a read, a batch), run in a unit of work all the same.
+Work = Callable[[UnitOfWork, CommandContext], R]
+
+
+class HandlerAlreadyRegistered(TypeError):
+    """A command type was given a second handler."""
+
+
+class NoHandler(TypeError):
+    """A command was executed whose type has no registered handler."""
+
+
+@dataclass(frozen=True)
+class Registration(Generic[C]):
+    command_type: type[C]
+    handler: CommandHandler[C, Any]
+
+
+def handles(command_type: type[C], handler: CommandHandler[C, Any]) -> Registration[C]:
+    """`handler` runs every `command_type` command. mypy checks that it takes one; that it
+    returns the command's R, tests/functional/test_command_handlers.py checks."""
+    return Registration(command_type, handler)
+
+
+class CommandHandlers:
+    """One handler per command type, looked up by the command's exact type."""
+
+    def __init__(self, *registrations: Registration[Any]) -> None:
+        self._handlers: dict[type[Command[Any]], CommandHandler[Any, Any]] = {}
+        for registration in registrations:
+            if registration.command_type in self._handlers:
+                raise HandlerAlreadyRegistered(
+                    f"{registration.command_type.__qualname__} has a handler already"
+                )
+            self._handlers[registration.command_type] = registration.handler
+
+    def handler_for(self, command: Command[R]) -> Work[R]:
+        """The unit of work function that runs `command` (NoHandler if none is registered)."""
+        handler: CommandHandler[Command[R], R] | None = self._handlers.get(type(command))
+        if handler is None:
+            raise NoHandler(f"no handler is registered for {type(command).__qualname__}")
+        return lambda uow, ctx: handler(uow, command, ctx)
+
+    def __contains__(self, command_type: object) -> bool:
+        return command_type in self._handlers
+
+    def __iter__(self) -> Iterator[type[Command[Any]]]:
+        return iter(self._handlers)
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def handler(self, command_type: type[C]) -> CommandHandler[C, Any]:
+        return self._handlers[command_type]
 
 
 @dataclass(frozen=True)
@@ -54,17 +121,24 @@ class Outcome:
 class CommandExecutor:
     unit_of_work: UnitOfWorkFactory
     context: CommandContext
+    # The commands it can execute; an executor without any runs only `transaction` work.
+    handlers: CommandHandlers = field(default_factory=CommandHandlers)
     retries: int = 3
     # Told the outbox ids of every commit (not of replays): the fast path that publishes a
     # command's events at once. It must not raise; the relay catches whatever it misses.
     after_commit: Callable[[tuple[str, ...]], None] | None = None
 
-    def execute(self, handler: Handler[R]) -> tuple[R, Committed]:
-        """Run the handler and commit; returns its result and what was written."""
+    def execute(self, command: Command[R]) -> tuple[R, Committed]:
+        """Run the command's handler and commit; returns its result and what was written."""
+        return self.transaction(self.handlers.handler_for(command))
+
+    def transaction(self, work: Work[R]) -> tuple[R, Committed]:
+        """Run `work` in a unit of work and commit, with the promises of `execute`: a job's
+        own steps (reads, batches) that are not commands."""
 
         def attempt() -> tuple[R, Committed]:
             with self.unit_of_work() as uow:
-                result = handler(uow, self.context)
+                result = work(uow, self.context)
                 return result, uow.commit()
 
         result, committed = self._with_retries(attempt)
@@ -73,12 +147,13 @@ class CommandExecutor:
 
     def execute_idempotent(
         self,
-        handler: Handler[R],
+        command: Command[R],
         claim: IdempotencyClaim,
         respond: Callable[[R, Committed], StoredResponse],
     ) -> Outcome:
-        """Run the handler once per idempotency key: the key is claimed and the response
+        """Run the command once per idempotency key: the key is claimed and the response
         stored in the handler's own transaction; a repeat gets the stored response."""
+        handler = self.handlers.handler_for(command)
 
         def attempt() -> Outcome:
             with self.unit_of_work() as uow:

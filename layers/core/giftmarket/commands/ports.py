@@ -1,19 +1,29 @@
-"""What command handlers need from the outside world, as abstract classes.
+"""The write side's ports: everything commands and jobs need from the outside world, as
+abstract classes (the read side's are in `giftmarket/read_ports.py`).
 
-The SQL adapters implement them for MariaDB/MySQL; tests implement them in memory. Every
-`get(..., lock=True)` takes a row lock for the rest of the unit of work (SELECT ... FOR
-UPDATE on the primary), which is how concurrent commands on one row are serialised.
-Aggregates that are added or fetched are tracked by the unit of work: at commit it saves
-those that changed (guarded by the version they were loaded at) and writes their events to
-the outbox in the same transaction.
+Adapters (`giftmarket/adapters/`) implement them, and of the commands package they import
+these alone (tests/unit/test_import_graph.py); test fakes (`tests/functional/fakes.py`)
+subclass them too, so a port that gains a method fails every implementation lacking it.
+
+- the unit of work and its repositories, ledger and idempotency store;
+- what a handler's `CommandContext` carries: the clock, the password hasher, the image store;
+- the images bucket as the cleanup job sees it, the event publisher, the sign-in guard;
+- the errors these promise: `TransientConflict`, `CommandContention`, `IdempotencyKeyReused`.
+
+The SQL adapters implement the repositories for MariaDB/MySQL; tests implement them in
+memory. Every `get(..., lock=True)` takes a row lock for the rest of the unit of work
+(SELECT ... FOR UPDATE on the primary), which is how concurrent commands on one row are
+serialised. Aggregates that are added or fetched are tracked by the unit of work: at commit
+it saves those that changed (guarded by the version they were loaded at) and writes their
+events to the outbox in the same transaction.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -26,6 +36,7 @@ from giftmarket.domain.orderbook import BuyBid, SellBid
 from giftmarket.domain.orders import Order
 from giftmarket.domain.settlement import Settlement
 from giftmarket.domain.users import AdminRightsChange, User
+from giftmarket.messages import EventEnvelope
 
 
 class UserRepository(ABC):
@@ -202,6 +213,10 @@ class TransientConflict(Exception):
     a row changed under an unlocked read)."""
 
 
+class CommandContention(Exception):
+    """Still losing races after every retry; the caller should try again later."""
+
+
 class IdempotencyKeyReused(Exception):
     """The key was used before with a different request."""
 
@@ -286,3 +301,92 @@ class SignInGuard(ABC):
     def withdraw(self, email: str, address: str | None) -> None:
         """Take back an admitted attempt that did not fail on its credentials. Best effort:
         if the store cannot be reached, the attempt stays counted until its window ends."""
+
+
+# -- what a handler's context carries (commands/context.py) ----------------------------------
+
+
+class Clock(Protocol):
+    """What tells the time: `utc_now`, or a test's clock that it moves itself."""
+
+    def __call__(self) -> datetime: ...
+
+
+def utc_now() -> datetime:
+    """The clock of every part that is not given one: aware UTC."""
+    return datetime.now(UTC)
+
+
+class PasswordHasher(ABC):
+    @abstractmethod
+    def hash(self, password: str) -> str: ...
+
+    @abstractmethod
+    def verify(self, password_hash: str, password: str) -> bool: ...
+
+    @abstractmethod
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+    @abstractmethod
+    def dummy_hash(self) -> str:
+        """A hash of no one's password, made with the current parameters."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    content_type: str | None
+
+
+class ImageStore(ABC):
+    """The images bucket as commands use it: presigned URLs, and what an upload left."""
+
+    @abstractmethod
+    def presign_upload(self, key: str, content_type: str) -> str: ...
+
+    @abstractmethod
+    def describe(self, key: str) -> StoredObject | None:
+        """Size and content type of the stored object (S3 HEAD), None if there is none."""
+
+    @abstractmethod
+    def presign_download(self, key: str) -> str: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+# -- the images bucket as the cleanup job sees it (jobs/images.py) ---------------------------
+
+MAX_KEYS_PER_DELETE = 1000  # S3 DeleteObjects' limit
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    last_modified: datetime
+
+
+class ImageObjects(ABC):
+    """The images bucket as the cleanup needs it."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        """Every object under the prefix, page after page (ListObjectsV2)."""
+
+    @abstractmethod
+    def delete_objects(self, keys: Sequence[str]) -> dict[str, str]:
+        """Delete up to MAX_KEYS_PER_DELETE keys in one request. Returns the keys that were
+        not deleted, each with S3's error code; a key with no object counts as deleted."""
+
+
+# -- the outbox's way out (adapters/publisher.py) --------------------------------------------
+
+
+class Publisher(ABC):
+    @abstractmethod
+    def send(self, envelopes: Sequence[EventEnvelope]) -> set[str]:
+        """Send the envelopes; returns the outbox ids the queue accepted. A refusal is not
+        an exception: what is not returned stays unpublished and is sent again later."""
+
+    def close(self) -> None:  # noqa: B027 - most publishers hold nothing to release
+        """Release what the publisher holds (threads, connections)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from giftmarket.commands.context import CommandContext, StoredObject, acting_user, found
-from giftmarket.commands.ports import UnitOfWork
+from giftmarket.commands.context import CommandContext, acting_user, found
+from giftmarket.commands.executor import Command
+from giftmarket.commands.ports import StoredObject, UnitOfWork
 from giftmarket.domain import marketplace
 from giftmarket.domain.errors import CouponUnavailable, NoMatchingBid
 from giftmarket.domain.images import s3_key_for
@@ -20,17 +21,17 @@ from giftmarket.domain.validation import require_points
 
 
 @dataclass(frozen=True)
-class PlaceSellBid:
+class PlacedBid:
+    bid_id: str
+    status: BidStatus
+
+
+@dataclass(frozen=True)
+class PlaceSellBid(Command[PlacedBid]):
     seller_id: str
     product_id: str
     price: int
     image_id: str
-
-
-@dataclass(frozen=True)
-class PlacedBid:
-    bid_id: str
-    status: BidStatus
 
 
 def _describe_image(ctx: CommandContext, owner_id: str, image_id: str) -> StoredObject | None:
@@ -60,7 +61,7 @@ def place_sell_bid(uow: UnitOfWork, command: PlaceSellBid, ctx: CommandContext) 
 
 
 @dataclass(frozen=True)
-class CancelSellBid:
+class CancelSellBid(Command[None]):
     seller_id: str
     sell_bid_id: str
 
@@ -71,7 +72,7 @@ def cancel_sell_bid(uow: UnitOfWork, command: CancelSellBid, ctx: CommandContext
 
 
 @dataclass(frozen=True)
-class PlaceBuyBid:
+class PlaceBuyBid(Command[PlacedBid]):
     buyer_id: str
     product_id: str
     price: int
@@ -94,7 +95,7 @@ def place_buy_bid(uow: UnitOfWork, command: PlaceBuyBid, ctx: CommandContext) ->
 
 
 @dataclass(frozen=True)
-class CancelBuyBid:
+class CancelBuyBid(Command[None]):
     buyer_id: str
     buy_bid_id: str
 
@@ -108,20 +109,20 @@ def cancel_buy_bid(uow: UnitOfWork, command: CancelBuyBid, ctx: CommandContext) 
 
 
 @dataclass(frozen=True)
-class BuyNow:
-    buyer_id: str
-    product_id: str
-    price: int
-    coupon_id: str | None = None
-
-
-@dataclass(frozen=True)
 class Purchase:
     order_id: str
     price: int
     discount: int
     paid: int
     status: str
+
+
+@dataclass(frozen=True)
+class BuyNow(Command[Purchase]):
+    buyer_id: str
+    product_id: str
+    price: int
+    coupon_id: str | None = None
 
 
 def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
@@ -151,18 +152,18 @@ def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
 
 
 @dataclass(frozen=True)
-class SellNow:
-    seller_id: str
-    product_id: str
-    price: int
-    image_id: str
-
-
-@dataclass(frozen=True)
 class Sale:
     order_id: str
     price: int
     status: str
+
+
+@dataclass(frozen=True)
+class SellNow(Command[Sale]):
+    seller_id: str
+    product_id: str
+    price: int
+    image_id: str
 
 
 def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
@@ -191,7 +192,7 @@ def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
 
 
 @dataclass(frozen=True)
-class ConfirmOrder:
+class ConfirmOrder(Command[str]):
     buyer_id: str
     order_id: str
 

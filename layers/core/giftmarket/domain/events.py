@@ -1,15 +1,19 @@
 """Domain events, named in the past tense.
 
-They are also the outbox schema: `to_payload()` is what consumers receive, so field names
-are part of the contract. Add fields freely; never rename or remove one.
+They are also the outbox schema: `to_payload()` is what consumers receive and
+`from_payload()` reads it back, so field names are part of the contract. Add fields freely;
+never rename or remove one. A field added later must admit None (what an older payload
+without it means), or its class says in `_older_payload` what an older payload means.
 `version` is the aggregate's version after the change; one change may record several
 events, which then share that version (consumers tell them apart by `event_type`).
 """
 
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
 
 def _json_safe(value: object) -> object:
@@ -41,6 +45,31 @@ class DomainEvent:
     def to_payload(self) -> dict[str, object]:
         return {name: _json_safe(getattr(self, name)) for name in _field_names(type(self))}
 
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, object]) -> Self:
+        """The event `to_payload()` wrote: `E.from_payload(e.to_payload()) == e`.
+
+        Keys no field names are ignored (a newer writer may have added them). A field the
+        payload lacks is None where its type admits None; lacking any other field, the
+        payload is not this event (ValueError)."""
+        payload = cls._older_payload(payload)
+        values: dict[str, Any] = {}
+        for name, parse, optional in _schema(cls):
+            if name in payload:
+                value = payload[name]
+                values[name] = value if value is None or parse is None else parse(value)
+            elif optional:
+                values[name] = None
+            else:
+                raise ValueError(f"a {cls.__name__} payload without {name!r}")
+        return cls(**values)
+
+    @staticmethod
+    def _older_payload(payload: Mapping[str, object]) -> Mapping[str, object]:
+        """`payload` as it would be written today, for an event whose later fields cannot
+        be None. Events that had every field from the start leave it as it is."""
+        return payload
+
 
 _FIELD_NAMES: dict[type[DomainEvent], tuple[str, ...]] = {}
 
@@ -50,6 +79,52 @@ def _field_names(event_type: type[DomainEvent]) -> tuple[str, ...]:
     if names is None:
         names = _FIELD_NAMES[event_type] = tuple(f.name for f in fields(event_type))
     return names
+
+
+_Parse = Callable[[object], object]
+_SCHEMAS: dict[type[DomainEvent], tuple[tuple[str, _Parse | None, bool], ...]] = {}
+
+
+def _schema(event_type: type[DomainEvent]) -> tuple[tuple[str, _Parse | None, bool], ...]:
+    """Each field's name, how its JSON value becomes the field's type (None: as it is), and
+    whether the field admits None."""
+    schema = _SCHEMAS.get(event_type)
+    if schema is None:
+        hints = get_type_hints(event_type)
+        schema = _SCHEMAS[event_type] = tuple(
+            (name, *_parser(hints[name])) for name in _field_names(event_type)
+        )
+    return schema
+
+
+def _parser(hint: object) -> tuple[_Parse | None, bool]:
+    kinds: tuple[object, ...] = (hint,)
+    if get_origin(hint) in (Union, types.UnionType):
+        kinds = get_args(hint)
+    optional = type(None) in kinds
+    (kind,) = [k for k in kinds if k is not type(None)]
+    if kind is datetime:
+        return _instant, optional
+    if kind is date:
+        return _date, optional
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return kind, optional
+    return None, optional
+
+
+def _instant(value: object) -> datetime:
+    if not isinstance(value, str | datetime):
+        raise TypeError(f"not an instant: {value!r}")
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _date(value: object) -> date:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"not a date: {value!r}")
+    return date.fromisoformat(value)
 
 
 # --- users -------------------------------------------------------------------------------
@@ -259,6 +334,13 @@ class OrderSettled(DomainEvent):
     completed_at: datetime | None
     settled_at: datetime
 
+    @staticmethod
+    def _older_payload(payload: Mapping[str, object]) -> Mapping[str, object]:
+        # The first settlements' events carried neither time: they settled when recorded.
+        if payload.get("settled_at") is None:
+            return {**payload, "settled_at": payload.get("occurred_at")}
+        return payload
+
 
 # --- coupons -----------------------------------------------------------------------------
 
@@ -296,3 +378,18 @@ class SettlementCompleted(DomainEvent):
     gross: int
     fee: int
     net: int
+
+
+# --- by name -------------------------------------------------------------------------------
+
+_CLASSES: dict[str, type[DomainEvent]] = {
+    value.__name__: value
+    for value in list(globals().values())
+    if isinstance(value, type) and issubclass(value, DomainEvent) and value is not DomainEvent
+}
+
+
+def event_class(event_type: str) -> type[DomainEvent] | None:
+    """The class an `event_type` names; None for a type this code does not know (a newer
+    writer's)."""
+    return _CLASSES.get(event_type)

@@ -29,13 +29,6 @@ def encode_ulid(timestamp_ms: int, randomness: int) -> str:
     return "".join(reversed(digits))
 
 
-def timestamp_ms_of(ulid: str) -> int:
-    value = 0
-    for char in ulid:
-        value = value << 5 | CROCKFORD_ALPHABET.index(char)
-    return value >> _RANDOM_BITS
-
-
 class MonotonicUlids:
     """Within one millisecond (or if the clock steps back) the random part is
     incremented instead of redrawn, so ids made by one process never sort backwards."""

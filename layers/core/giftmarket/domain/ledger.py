@@ -25,7 +25,6 @@ class Bucket(StrEnum):
     CHARGES = "charges"
 
 
-USER_BUCKETS = frozenset({Bucket.AVAILABLE, Bucket.ESCROWED, Bucket.PENDING})
 _SYSTEM_OWNER_OF_BUCKET = {
     Bucket.FEES: PLATFORM,
     Bucket.COUPON_SUBSIDY: PLATFORM,
@@ -44,10 +43,6 @@ class Account:
             raise ValueError(f"{self.bucket} belongs to {system_owner}, not {self.owner}")
         if system_owner is None and self.owner in (PLATFORM, EXTERNAL):
             raise ValueError(f"{self.owner} has no {self.bucket} bucket")
-
-    @property
-    def is_user_account(self) -> bool:
-        return self.bucket in USER_BUCKETS
 
 
 FEES = Account(PLATFORM, Bucket.FEES)

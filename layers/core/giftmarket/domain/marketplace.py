@@ -111,7 +111,8 @@ def buy_now(
     ids: IdGenerator,
     now: datetime,
 ) -> tuple[Order, LedgerTransaction]:
-    """Buys `ask` (chosen with `choose_ask`) at the ask's price, not the buyer's limit."""
+    """Buys `ask` (the one `orderbook.best_ask` names) at the ask's price, not the buyer's
+    limit."""
     ask.ensure_open()
     if ask.seller_id == buyer.id:
         raise NoMatchingBid("you cannot buy your own sell bid.")
@@ -153,7 +154,8 @@ def sell_now(
     ids: IdGenerator,
     now: datetime,
 ) -> tuple[Order, LedgerTransaction]:
-    """Sells into `bid` (chosen with `choose_bid`) at the bid's price, paid from its escrow."""
+    """Sells into `bid` (the one `orderbook.best_bid` names) at the bid's price, paid from
+    its escrow."""
     bid.ensure_open()
     if bid.buyer_id == seller.id:
         raise NoMatchingBid("you cannot sell into your own buy bid.")

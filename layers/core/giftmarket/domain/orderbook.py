@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import ClassVar, Self
 
 from giftmarket.domain import events
-from giftmarket.domain.errors import BidNotOpen, CrossesBook, NoMatchingBid, NotFound
+from giftmarket.domain.errors import BidNotOpen, CrossesBook, NotFound
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.validation import require_points
 
@@ -213,32 +213,32 @@ class BuyBid(_OpenBid):
         )
 
 
-def choose_ask(asks: Iterable[SellBid], buyer_id: str, max_price: int) -> SellBid:
-    """The ask a buy-now at `max_price` takes: cheapest first, then oldest, never the
-    buyer's own."""
-    require_points(max_price, "price")
+def best_ask(asks: Iterable[SellBid], buyer_id: str, max_price: int) -> SellBid | None:
+    """The ask a buy-now at `max_price` takes: open, at or below the price, never the buyer's
+    own; cheapest first, then oldest, then smallest id. None when there is none.
+
+    The rule `SellBidRepository.take_best` applies in SQL; the repository contract test
+    checks that both agree."""
     candidates = [
         ask
         for ask in asks
         if ask.status is BidStatus.OPEN and ask.price <= max_price and ask.seller_id != buyer_id
     ]
-    if not candidates:
-        raise NoMatchingBid(f"no open sell bid at or below {max_price}.")
-    return min(candidates, key=lambda ask: (ask.price, ask.created_at, ask.id))
+    return min(candidates, key=lambda ask: (ask.price, ask.created_at, ask.id), default=None)
 
 
-def choose_bid(bids: Iterable[BuyBid], seller_id: str, min_price: int) -> BuyBid:
-    """The buy bid a sell-now at `min_price` takes: dearest first, then oldest, never the
-    seller's own."""
-    require_points(min_price, "price")
+def best_bid(bids: Iterable[BuyBid], seller_id: str, min_price: int) -> BuyBid | None:
+    """The buy bid a sell-now at `min_price` takes: open, at or above the price, never the
+    seller's own; dearest first, then oldest, then smallest id. None when there is none.
+
+    The rule `BuyBidRepository.take_best` applies in SQL; the repository contract test
+    checks that both agree."""
     candidates = [
         bid
         for bid in bids
         if bid.status is BidStatus.OPEN and bid.price >= min_price and bid.buyer_id != seller_id
     ]
-    if not candidates:
-        raise NoMatchingBid(f"no open buy bid at or above {min_price}.")
-    return min(candidates, key=lambda bid: (-bid.price, bid.created_at, bid.id))
+    return min(candidates, key=lambda bid: (-bid.price, bid.created_at, bid.id), default=None)
 
 
 def ensure_ask_does_not_cross(price: int, highest_open_bid_price: int | None) -> None:

@@ -111,10 +111,6 @@ class Order:
         return order
 
     @property
-    def paid_at(self) -> datetime:
-        return self.created_at
-
-    @property
     def auto_complete_at(self) -> datetime:
         return self.created_at + AUTO_COMPLETE_AFTER
 

@@ -18,35 +18,12 @@ from giftmarket.http import schemas as s
 from giftmarket.http.auth import CurrentUser, Tokens, TokenService
 from giftmarket.http.command_runner import Credentials, Run
 from giftmarket.http.deps import ContainerDep
+from giftmarket.http.problems import ADMIN_ERRORS as _ADMIN_ERRORS
+from giftmarket.http.problems import COMMAND_ERRORS as _ERRORS
+from giftmarket.http.problems import LOGIN_ERRORS as _LOGIN_ERRORS
 from giftmarket.http.problems import ProblemApp, install_problem_handlers
 
 router = APIRouter()
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/problem+json": {}}}
-    for code, text in {
-        400: "The body is not JSON",
-        401: "Not signed in, or the token is invalid or expired",
-        404: "Not found (including other users' objects)",
-        409: "Business conflict; see `code`",
-        422: "Invalid request",
-        503: "The primary database is unavailable; retry after Retry-After seconds",
-    }.items()
-}
-_ADMIN_ERRORS = _ERRORS | {
-    403: {"description": "Signed in, but not an admin", "content": {"application/problem+json": {}}}
-}
-_LOGIN_ERRORS = _ERRORS | {
-    429: {
-        "description": "Too many failed logins for this email or from this address",
-        "content": {"application/problem+json": {}},
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds until the failures' window has passed",
-                "schema": {"type": "integer", "minimum": 1},
-            }
-        },
-    }
-}
 
 
 def entity_id(value: str, resource: str) -> str:
@@ -58,11 +35,7 @@ def entity_id(value: str, resource: str) -> str:
 
 def _credentials(email: str, password: str, tokens: TokenService) -> Credentials:
     """A token in each answer, never in the idempotency record; a replay signs in again."""
-    sign_in = accounts.SignIn(email, password)
-    return Credentials(
-        verify=lambda uow, ctx: accounts.sign_in(uow, sign_in, ctx).user_id,
-        issue_token=tokens.issue,
-    )
+    return Credentials(sign_in=accounts.SignIn(email, password), issue_token=tokens.issue)
 
 
 @router.post("/api/auth/signup", status_code=201, response_model=s.AuthPublic, responses=_ERRORS)
@@ -71,8 +44,7 @@ async def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
     admin; on a deployed stage an operator grants admin rights)."""
     command = accounts.SignUp(body.email, body.password, body.nickname)
     return run(
-        lambda uow, ctx: accounts.sign_up(uow, command, ctx),
-        status=201,
+        command,
         body=body,
         present=lambda a: {"user_id": a.user_id},
         credentials=_credentials(body.email, body.password, tokens),
@@ -92,8 +64,7 @@ async def login(
         body.email,
         address,
         lambda: run(
-            lambda uow, ctx: accounts.sign_in(uow, command, ctx),
-            status=200,
+            command,
             body=body,
             present=lambda a: {"user_id": a.user_id},
             credentials=_credentials(body.email, body.password, tokens),
@@ -106,8 +77,7 @@ async def charge_points(body: s.ChargeRequest, caller: CurrentUser, run: Run) ->
     """Add points to the caller's available balance."""
     command = accounts.ChargePoints(caller.user_id, body.amount)
     return run(
-        lambda uow, ctx: accounts.charge_points(uow, command, ctx),
-        status=200,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda b: {"available_points": b.available_points},
@@ -123,8 +93,7 @@ async def register_product(body: s.ProductCreate, caller: CurrentUser, run: Run)
         caller.user_id, body.name, body.brand, body.category, body.face_value
     )
     return run(
-        lambda uow, ctx: catalog.register_product(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda product_id: {"product_id": product_id},
@@ -134,8 +103,7 @@ async def register_product(body: s.ProductCreate, caller: CurrentUser, run: Run)
 def _set_like(product_id: str, caller: CurrentUser, run: Run, liked: bool) -> Any:
     command = catalog.SetLike(caller.user_id, entity_id(product_id, "product"), liked)
     return run(
-        lambda uow, ctx: catalog.set_like(uow, command, ctx),
-        status=204,
+        command,
         scope=caller.user_id,
         present=lambda _: None,
     )
@@ -162,8 +130,7 @@ async def request_image_upload(body: s.ImageUploadRequest, caller: CurrentUser, 
     """Get a presigned S3 PUT URL for a voucher image (PNG, JPEG or WebP, at most 5 MiB)."""
     command = catalog.RequestImageUpload(caller.user_id, body.content_type)
     return run(
-        lambda uow, ctx: catalog.request_image_upload(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda slot: {"image_id": slot.image_id, "upload_url": slot.upload_url},
@@ -184,8 +151,7 @@ async def place_sell_bid(
         caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
     )
     return run(
-        lambda uow, ctx: trading.place_sell_bid(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda bid: {"sell_bid_id": bid.bid_id, "status": bid.status},
@@ -199,8 +165,7 @@ async def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> An
     """Cancel one of the caller's open asks."""
     command = trading.CancelSellBid(caller.user_id, entity_id(sell_bid_id, "sell bid"))
     return run(
-        lambda uow, ctx: trading.cancel_sell_bid(uow, command, ctx),
-        status=204,
+        command,
         scope=caller.user_id,
         present=lambda _: None,
     )
@@ -218,8 +183,7 @@ async def place_buy_bid(
     """Bid to buy; the price is escrowed from available points at once."""
     command = trading.PlaceBuyBid(caller.user_id, entity_id(product_id, "product"), body.price)
     return run(
-        lambda uow, ctx: trading.place_buy_bid(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda bid: {"buy_bid_id": bid.bid_id, "status": bid.status},
@@ -233,8 +197,7 @@ async def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     """Cancel one of the caller's open buy bids; its escrow returns to available points."""
     command = trading.CancelBuyBid(caller.user_id, entity_id(buy_bid_id, "buy bid"))
     return run(
-        lambda uow, ctx: trading.cancel_buy_bid(uow, command, ctx),
-        status=204,
+        command,
         scope=caller.user_id,
         present=lambda _: None,
     )
@@ -252,8 +215,7 @@ async def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, r
         caller.user_id, entity_id(product_id, "product"), body.price, body.coupon_id
     )
     return run(
-        lambda uow, ctx: trading.buy_now(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda p: {
@@ -278,8 +240,7 @@ async def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser,
         caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
     )
     return run(
-        lambda uow, ctx: trading.sell_now(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda sale: {
@@ -297,8 +258,7 @@ async def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
     """The buyer confirms receipt: the order becomes COMPLETED."""
     command = trading.ConfirmOrder(caller.user_id, entity_id(order_id, "order"))
     return run(
-        lambda uow, ctx: trading.confirm_order(uow, command, ctx),
-        status=200,
+        command,
         scope=caller.user_id,
         present=lambda status: {"order_id": command.order_id, "status": status},
     )
@@ -313,8 +273,7 @@ async def issue_coupon(body: s.CouponCreate, caller: CurrentUser, run: Run) -> A
         caller.user_id, body.user_id, body.name, body.discount_amount, body.expires_at
     )
     return run(
-        lambda uow, ctx: catalog.issue_coupon(uow, command, ctx),
-        status=201,
+        command,
         scope=caller.user_id,
         body=body,
         present=lambda coupon_id: {"coupon_id": coupon_id},

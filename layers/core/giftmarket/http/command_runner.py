@@ -24,11 +24,13 @@ from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import Depends, Header, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from giftmarket.bootstrap import Container
+from giftmarket.commands.accounts import SignIn
 from giftmarket.commands.context import InvalidCredentials
-from giftmarket.commands.executor import Handler, IdempotencyClaim
+from giftmarket.commands.executor import Command, IdempotencyClaim
 from giftmarket.commands.ports import Committed, StoredResponse
 from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
 from giftmarket.consistency import ConsistencyToken
@@ -58,7 +60,7 @@ class Credentials:
     answer (what is stored) holds `user_id`; the token is added to each answer, never
     stored."""
 
-    verify: Handler[str]  # checks the request's credentials again: the user id, or raises
+    sign_in: SignIn  # the request's credentials, checked again on a replay
     issue_token: Callable[[str], str]
 
 
@@ -70,14 +72,15 @@ class CommandRunner:
 
     def __call__(
         self,
-        handler: Handler[R],
+        command: Command[R],
         *,
-        status: int,
         present: Callable[[R], dict[str, Any] | None],
         scope: str = ANONYMOUS_SCOPE,
         body: BaseModel | None = None,
         credentials: Credentials | None = None,
     ) -> Response:
+        status = route_status(self.request)
+
         def respond(result: R, written: Committed) -> StoredResponse:
             content = present(result)
             token = ConsistencyToken(written.outbox_ids, written.versions).encode()
@@ -91,22 +94,31 @@ class CommandRunner:
         executor = self.container.command_executor
         key = self.idempotency_key
         if key is None:
-            result, committed = executor.execute(handler)
+            result, committed = executor.execute(command)
             return _http(_with_token(respond(result, committed), credentials))
         if not _KEY.match(key):
             raise InvalidIdempotencyKey()
         method, path = self.request.method, self.request.url.path
         request_hash = fingerprint(self.container.fingerprint_key, method, path, body)
         claim = IdempotencyClaim(scope, key, method, path, request_hash)
-        outcome = executor.execute_idempotent(handler, claim, respond)
+        outcome = executor.execute_idempotent(command, claim, respond)
         if outcome.replayed and credentials is not None:
             # The same body, so the same credentials: still checked again (a password may
             # have changed since), and answered as a failed login would be if they fail.
-            user_id, _ = executor.execute(credentials.verify)
-            if user_id != _stored_user_id(outcome.response):
+            account, _ = executor.execute(credentials.sign_in)
+            if account.user_id != _stored_user_id(outcome.response):
                 raise InvalidCredentials()
         extra = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
         return _http(_with_token(outcome.response, credentials), extra)
+
+
+def route_status(request: Request) -> int:
+    """The success status of the matched route: stated once, in its decorator (FastAPI
+    answers 200 for a route that states none)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        raise RuntimeError("a command runs only inside a FastAPI route")
+    return route.status_code if route.status_code is not None else 200
 
 
 def _stored_user_id(stored: StoredResponse) -> str:

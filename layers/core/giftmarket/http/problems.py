@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from fastapi import FastAPI, Request
@@ -19,13 +19,18 @@ from starlette.types import ASGIApp
 
 from giftmarket.adapters.errors import DatabaseUnavailable
 from giftmarket.commands.context import InvalidCredentials, Unauthenticated
-from giftmarket.commands.executor import CommandContention
-from giftmarket.commands.ports import IdempotencyKeyReused
+from giftmarket.commands.ports import CommandContention, IdempotencyKeyReused
 from giftmarket.domain.errors import DomainError, Forbidden, InvalidField, NotFound
 from giftmarket.domain.sign_in import TooManyAttempts
 from giftmarket.http.auth import NotAuthenticated
 from giftmarket.http.command_runner import InvalidIdempotencyKey
+from giftmarket.lazy import lazy
 from giftmarket.observability import metrics
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,55 @@ _CODES_BY_STATUS = {
     429: "too_many_requests",
     503: "service_unavailable",
 }
+
+
+# -- what routes declare they may answer (OpenAPI `responses`), for both APIs -------------------
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def problem_responses(descriptions: dict[int, str]) -> Responses:
+    """OpenAPI `responses` for statuses answered with problem details."""
+    return {
+        status: {"description": text, "content": {PROBLEM_JSON: {}}}
+        for status, text in descriptions.items()
+    }
+
+
+_NOT_SIGNED_IN = "Not signed in, or the token is invalid or expired"
+_INVALID = "Invalid request"
+
+COMMAND_ERRORS = problem_responses(
+    {
+        400: "The body is not JSON",
+        401: _NOT_SIGNED_IN,
+        404: "Not found (including other users' objects)",
+        409: "Business conflict; see `code`",
+        422: _INVALID,
+        503: "The primary database is unavailable; retry after Retry-After seconds",
+    }
+)
+ADMIN_ERRORS = COMMAND_ERRORS | problem_responses({403: "Signed in, but not an admin"})
+LOGIN_ERRORS = COMMAND_ERRORS | {
+    429: {
+        "description": "Too many failed logins for this email or from this address",
+        "content": {PROBLEM_JSON: {}},
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the failures' window has passed",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+}
+QUERY_ERRORS = problem_responses(
+    {
+        401: _NOT_SIGNED_IN,
+        404: "Not found (including other users' orders)",
+        422: _INVALID,
+        503: "No database can answer now; retry after Retry-After seconds",
+    }
+)
 
 
 def problem(
@@ -202,9 +256,7 @@ class ProblemApp(FastAPI):
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        from redis import RedisError
-
-        self.add_exception_handler(RedisError, _cache_unavailable)
+        self.add_exception_handler(redis.RedisError, _cache_unavailable)
         return super().build_middleware_stack()
 
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, FastAPI, Response
-from pydantic import BaseModel
 
 from giftmarket.http import query_routes
 from giftmarket.http.deps import ContainerDep
 from giftmarket.http.problems import RETRY_AFTER_SECONDS, ProblemApp, install_problem_handlers
+from giftmarket.http.schemas import HealthPublic
 from giftmarket.queries.health import system_health
 
 router = APIRouter()
-
-
-class HealthPublic(BaseModel):
-    status: Literal["ok", "degraded", "down"]
-    primary: str
-    replica: str
-    replica_lag_seconds: float | None
-    cache: str
 
 
 @router.get("/api/health", response_model=HealthPublic)

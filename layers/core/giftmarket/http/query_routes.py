@@ -1,32 +1,48 @@
 """Routes of the query API: validate the request, answer it, return the answer.
 
-Every answer comes through `Reads.answer`: the Redis read model (`queries.cached`) first,
-the same answer by SQL (`queries.views`) on the replica when Redis cannot give it, and on
-the primary when the caller's consistency token is not projected yet. Both return the
-response's JSON already; the models here describe it for OpenAPI and keep it to the
-documented fields.
+Every answer comes through `Reads.answer`: the query's Redis reader first, its SQL reader
+(beside it in `queries.products`, `queries.account` or `queries.trades`) on the replica
+when Redis cannot give it, and on the primary when the caller's consistency token is not
+projected yet. Both return the response's JSON already; the models of `http.schemas`
+describe it for OpenAPI and keep it to the documented fields.
 
-Each route imports those two modules itself, when first called: they bring SQLAlchemy and
-redis, which importing the handler (a cold start) need not pay for; the parameters' types
-come from `queries.params`.
+The query modules are lazy (giftmarket/lazy.py), imported when a route first uses one: they
+bring SQLAlchemy and redis, which importing the handler (a cold start) need not pay for; the
+parameters' types come from `queries.params`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.domain.errors import NotFound
+from giftmarket.http import schemas as s
 from giftmarket.http.auth import Caller, CurrentUser, Tokens, authenticate
 from giftmarket.http.deps import ContainerDep
+from giftmarket.http.problems import QUERY_ERRORS
+from giftmarket.lazy import lazy
 from giftmarket.queries import params
+
+if TYPE_CHECKING:
+    import redis
+    from sqlalchemy.orm import Session
+
+    from giftmarket.bootstrap import Container
+    from giftmarket.queries import account, products, trades
+    from giftmarket.read_ports import ReadModelReader
+else:
+    account = lazy("giftmarket.queries.account")
+    products = lazy("giftmarket.queries.products")
+    trades = lazy("giftmarket.queries.trades")
+    redis = lazy("redis")
 
 
 async def consistency_token(
@@ -46,193 +62,9 @@ Consistency = Annotated[ConsistencyToken | None, Depends(consistency_token)]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 router = APIRouter()
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/problem+json": {}}}
-    for code, text in {
-        401: "Not signed in, or the token is invalid or expired",
-        404: "Not found (including other users' orders)",
-        422: "Invalid request",
-        503: "No database can answer now; retry after Retry-After seconds",
-    }.items()
-}
-
-Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-
-
-def _storable(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
-    return value
-
-
-Limit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
-SearchText = Annotated[
-    str,
-    Query(description="Text to find in product names and brands (any case)."),
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_storable),
-]
-Category = Annotated[
-    str | None,
-    Query(max_length=50, description="Only products of this category."),
-    AfterValidator(lambda v: None if v is None else _storable(v)),
-]
-Cursor = Annotated[
-    str | None,
-    Query(max_length=200, description="`next_cursor` of the previous page."),
-]
-
-
-# -- response models -------------------------------------------------------------------------
-
-
-class ProductSummaryPublic(BaseModel):
-    product_id: str
-    name: str
-    brand: str
-    category: str
-    face_value: int
-    lowest_ask: int | None = Field(description="Lowest open ask; null when there is none.")
-    highest_bid: int | None = Field(description="Highest open buy bid; null when none.")
-    like_count: int
-
-
-class ProductPagePublic(BaseModel):
-    items: list[ProductSummaryPublic]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null at the end."
-    )
-
-
-class TradePublic(BaseModel):
-    price: int
-    traded_at: Instant
-
-
-class ProductDetailPublic(ProductSummaryPublic):
-    order_count: int
-    last_trade_price: int | None
-    recent_trades: list[TradePublic] = Field(description="The newest trades, newest first.")
-
-
-class RankingEntryPublic(BaseModel):
-    rank: int
-    product_id: str
-    name: str
-    score: int = Field(description="Like count or order count.")
-
-
-class RankingsPublic(BaseModel):
-    items: list[RankingEntryPublic]
-
-
-class SearchResultsPublic(BaseModel):
-    items: list[ProductSummaryPublic]
-
-
-class SearchHistoryEntryPublic(BaseModel):
-    query: str
-    searched_at: Instant
-
-
-class SearchHistoryPublic(BaseModel):
-    items: list[SearchHistoryEntryPublic]
-
-
-class UserPublic(BaseModel):
-    user_id: str
-    email: str
-    nickname: str
-    available_points: int
-    escrowed_points: int
-    pending_points: int
-
-
-class HistoryItemPublic(BaseModel):
-    product_id: str
-    product_name: str
-    price: int
-    status: str
-    created_at: Instant
-
-
-class BuyBidItemPublic(HistoryItemPublic):
-    buy_bid_id: str
-
-
-class SellBidItemPublic(HistoryItemPublic):
-    sell_bid_id: str
-
-
-class SaleItemPublic(HistoryItemPublic):
-    order_id: str
-    via: Literal["buy_now", "sell_now"]
-    completed_at: Instant | None
-    settled_at: Instant | None
-
-
-class PurchaseItemPublic(SaleItemPublic):
-    discount: int
-    paid: int
-
-
-class BuyHistoryPublic(BaseModel):
-    items: list[BuyBidItemPublic | PurchaseItemPublic]
-
-
-class SellHistoryPublic(BaseModel):
-    items: list[SellBidItemPublic | SaleItemPublic]
-
-
-class OrderPublic(BaseModel):
-    order_id: str
-    product_id: str
-    product_name: str
-    price: int
-    discount: int
-    paid: int
-    status: str
-    via: Literal["buy_now", "sell_now"]
-    role: Literal["buyer", "seller"] = Field(description="The caller's side of the order.")
-    buyer_id: str | None = Field(None, description="Present when the caller is the buyer.")
-    seller_id: str | None = Field(None, description="Present when the caller is the seller.")
-    created_at: Instant
-    completed_at: Instant | None
-    settled_at: Instant | None
-
-
-class GifticonPublic(BaseModel):
-    download_url: str = Field(description="A presigned S3 GET URL, valid for a few minutes.")
-
-
-class CouponPublic(BaseModel):
-    coupon_id: str
-    name: str
-    discount_amount: int
-    status: Literal["AVAILABLE", "USED", "EXPIRED"]
-    expires_at: Instant
-
-
-class CouponsPublic(BaseModel):
-    items: list[CouponPublic]
-
-
-class SettlementPublic(BaseModel):
-    business_date: str = Field(json_schema_extra={"format": "date"})
-    order_count: int
-    gross: int
-    fee: int
-    net: int
-
-
-class SettlementsPublic(BaseModel):
-    items: list[SettlementPublic]
 
 
 # -- dependencies ----------------------------------------------------------------------------
@@ -263,18 +95,16 @@ def _found(answer: dict[str, Any] | None, resource: str) -> dict[str, Any]:
 # -- routes ----------------------------------------------------------------------------------
 
 
-@router.get("/api/products", response_model=ProductPagePublic, responses=_ERRORS)
+@router.get("/api/products", response_model=s.ProductPagePublic, responses=QUERY_ERRORS)
 async def list_products(
     container: ContainerDep,
     token: Consistency,
-    category: Category = None,
+    category: s.Category = None,
     sort: Annotated[params.ProductSort, Query(description="Order of the list.")] = "popular",
-    cursor: Cursor = None,
-    limit: Limit = 20,
+    cursor: s.Cursor = None,
+    limit: s.Limit = 20,
 ) -> Any:
     """Products, most liked, newest or cheapest first, a page at a time."""
-    from giftmarket.queries import cached, views
-
     after = None
     if cursor:
         try:
@@ -285,196 +115,198 @@ async def list_products(
             raise _invalid_query("cursor", "The cursor belongs to another sort order.")
     category = category or None
     return container.reads.answer(
-        read_model=lambda: cached.product_list(
+        read_model=lambda: products.product_list_from_read_model(
             container.read_models, sort=sort, category=category, after=after, limit=limit
         ),
-        sql=lambda s: views.product_list(s, sort=sort, category=category, after=after, limit=limit),
+        sql=lambda session: products.product_list_from_sql(
+            session, sort=sort, category=category, after=after, limit=limit
+        ),
         token=token,
     )
 
 
-@router.get("/api/products/{product_id}", response_model=ProductDetailPublic, responses=_ERRORS)
+@router.get(
+    "/api/products/{product_id}", response_model=s.ProductDetailPublic, responses=QUERY_ERRORS
+)
 async def product_detail(product_id: str, container: ContainerDep, token: Consistency) -> Any:
     """One product with its quotes, order count and the newest trades."""
-    from giftmarket.queries import cached, views
-
     if not params.is_entity_id(product_id):
         raise NotFound("product")
     answer = container.reads.answer(
-        read_model=lambda: cached.product_detail(container.read_models, product_id),
-        sql=lambda s: views.product_detail(s, product_id),
+        read_model=lambda: products.product_detail_from_read_model(
+            container.read_models, product_id
+        ),
+        sql=lambda session: products.product_detail_from_sql(session, product_id),
         token=token,
     )
     return _found(answer, "product")
 
 
-@router.get("/api/rankings", response_model=RankingsPublic, responses=_ERRORS)
+@router.get("/api/rankings", response_model=s.RankingsPublic, responses=QUERY_ERRORS)
 async def rankings(
     container: ContainerDep,
     token: Consistency,
     by: Annotated[params.RankingBy, Query(description="Rank by likes or by orders.")] = "likes",
-    limit: Limit = 20,
+    limit: s.Limit = 20,
 ) -> Any:
     """Products ranked by like count or by order count."""
-    from giftmarket.queries import cached, views
-
     return container.reads.answer(
-        read_model=lambda: cached.rankings(container.read_models, by=by, limit=limit),
-        sql=lambda s: views.rankings(s, by=by, limit=limit),
+        read_model=lambda: products.rankings_from_read_model(
+            container.read_models, by=by, limit=limit
+        ),
+        sql=lambda session: products.rankings_from_sql(session, by=by, limit=limit),
         token=token,
     )
 
 
-@router.get("/api/search", response_model=SearchResultsPublic, responses=_ERRORS)
+@router.get("/api/search", response_model=s.SearchResultsPublic, responses=QUERY_ERRORS)
 async def search(
-    q: SearchText, container: ContainerDep, caller: MaybeUser, limit: Limit = 20
+    q: s.SearchText, container: ContainerDep, caller: MaybeUser, limit: s.Limit = 20
 ) -> Any:
     """Products whose name or brand contains `q`, most liked first. A token is optional (and
     checked if sent): a signed-in caller's search goes into their search history."""
-    from redis import RedisError
-
-    from giftmarket.queries import views
-
-    answer = container.database.run_query(lambda s: views.search(s, q, limit=limit))
+    answer = container.database.run_query(
+        lambda session: products.search_from_sql(session, q, limit=limit)
+    )
     if caller is not None:
         try:
             container.read_models.record_search(caller.user_id, q, datetime.now(UTC))
-        except RedisError as exc:
+        except redis.RedisError as exc:
             # The search itself is answered; only its place in the history is lost.
             log.warning("search history not recorded: %s", exc)
     return answer
 
 
-@router.get("/api/me/search-history", response_model=SearchHistoryPublic, responses=_ERRORS)
+@router.get("/api/me/search-history", response_model=s.SearchHistoryPublic, responses=QUERY_ERRORS)
 async def search_history(caller: CurrentUser, container: ContainerDep) -> Any:
     """The caller's recent searches, newest first: no repeats, at most 10."""
-    return {"items": container.read_models.search_history(caller.user_id)}
+    return account.search_history(container.read_models, caller.user_id)
 
 
-@router.get("/api/me", response_model=UserPublic, responses=_ERRORS)
+@router.get("/api/me", response_model=s.UserPublic, responses=QUERY_ERRORS)
 async def me(caller: CurrentUser, container: ContainerDep, token: Consistency) -> Any:
     """The caller's profile and balances (send X-Consistency-Token to read your writes)."""
-    from giftmarket.queries import views
-
     answer = container.reads.answer(
-        read_model=lambda: container.read_models.user(caller.user_id),
-        sql=lambda s: views.me(s, caller.user_id),
+        read_model=lambda: account.me_from_read_model(container.read_models, caller.user_id),
+        sql=lambda session: account.me_from_sql(session, caller.user_id),
         token=token,
     )
     return _found(answer, "user")
 
 
-HistoryLimit = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
-
-
-@router.get("/api/buy/history/{state}", response_model=BuyHistoryPublic, responses=_ERRORS)
+@router.get("/api/buy/history/{state}", response_model=s.BuyHistoryPublic, responses=QUERY_ERRORS)
 async def buy_history(
     state: params.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
     token: Consistency,
-    limit: HistoryLimit = 50,
+    limit: s.Limit = 50,
 ) -> Any:
     """The caller's open buy bids (bidding) or purchases (in_progress, done), newest first."""
-    from giftmarket.queries import cached, views
-
-    return container.reads.answer(
-        read_model=lambda: cached.buy_history(
-            container.read_models, caller.user_id, state, limit=limit
-        ),
-        sql=lambda s: views.buy_history(s, caller.user_id, state, limit=limit),
-        token=token,
-    )
+    return _history(trades.BUYER, state, caller, container, token, limit)
 
 
-@router.get("/api/sell/history/{state}", response_model=SellHistoryPublic, responses=_ERRORS)
+@router.get("/api/sell/history/{state}", response_model=s.SellHistoryPublic, responses=QUERY_ERRORS)
 async def sell_history(
     state: params.HistoryState,
     caller: CurrentUser,
     container: ContainerDep,
     token: Consistency,
-    limit: HistoryLimit = 50,
+    limit: s.Limit = 50,
 ) -> Any:
     """The caller's open asks (bidding) or sales (in_progress, done), newest first."""
-    from giftmarket.queries import cached, views
+    return _history(trades.SELLER, state, caller, container, token, limit)
 
+
+def _history(
+    side: trades.Side,
+    state: params.HistoryState,
+    caller: Caller,
+    container: Container,
+    token: ConsistencyToken | None,
+    limit: int,
+) -> Any:
     return container.reads.answer(
-        read_model=lambda: cached.sell_history(
-            container.read_models, caller.user_id, state, limit=limit
+        read_model=lambda: trades.history_from_read_model(
+            container.read_models, caller.user_id, state, side=side, limit=limit
         ),
-        sql=lambda s: views.sell_history(s, caller.user_id, state, limit=limit),
+        sql=lambda session: trades.history_from_sql(
+            session, caller.user_id, state, side=side, limit=limit
+        ),
         token=token,
     )
 
 
 @router.get(
     "/api/orders/{order_id}",
-    response_model=OrderPublic,
+    response_model=s.OrderPublic,
     response_model_exclude_unset=True,
-    responses=_ERRORS,
+    responses=QUERY_ERRORS,
 )
 async def order_detail(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
     """One order, for its buyer or seller; anyone else gets 404."""
-    from giftmarket.queries import cached, views
-
-    if not params.is_entity_id(order_id):
-        raise NotFound("order")
-    answer = container.reads.answer(
-        read_model=lambda: cached.order_detail(container.read_models, order_id, caller.user_id),
-        sql=lambda s: views.order_detail(s, order_id, caller.user_id),
-        token=token,
-    )
-    return _found(answer, "order")
+    readers = (trades.order_detail_from_read_model, trades.order_detail_from_sql)
+    return _found(_for_a_party(order_id, caller, container, token, *readers), "order")
 
 
-@router.get("/api/orders/{order_id}/gifticon", response_model=GifticonPublic, responses=_ERRORS)
+@router.get(
+    "/api/orders/{order_id}/gifticon", response_model=s.GifticonPublic, responses=QUERY_ERRORS
+)
 async def order_gifticon(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
     """A short-lived download link for the order's voucher image, for its buyer or seller."""
-    from giftmarket.queries import cached, views
-
-    if not params.is_entity_id(order_id):
-        raise NotFound("order")
-    key = container.reads.answer(
-        read_model=lambda: cached.order_gifticon_key(
-            container.read_models, order_id, caller.user_id
-        ),
-        sql=lambda s: views.order_gifticon_key(s, order_id, caller.user_id),
-        token=token,
-    )
+    readers = (trades.order_gifticon_key_from_read_model, trades.order_gifticon_key_from_sql)
+    key = _for_a_party(order_id, caller, container, token, *readers)
     if key is None:
         raise NotFound("order")
     return {"download_url": container.images.presign_download(key)}
 
 
-@router.get("/api/me/coupons", response_model=CouponsPublic, responses=_ERRORS)
+def _for_a_party(
+    order_id: str,
+    caller: Caller,
+    container: Container,
+    token: ConsistencyToken | None,
+    from_read_model: Callable[[ReadModelReader, str, str], T | None],
+    from_sql: Callable[[Session, str, str], T | None],
+) -> T | None:
+    """What `order_id` shows its buyer or seller, None for anyone else (or no such order)."""
+    if not params.is_entity_id(order_id):
+        raise NotFound("order")
+    answer: T | None = container.reads.answer(
+        read_model=lambda: from_read_model(container.read_models, order_id, caller.user_id),
+        sql=lambda session: from_sql(session, order_id, caller.user_id),
+        token=token,
+    )
+    return answer
+
+
+@router.get("/api/me/coupons", response_model=s.CouponsPublic, responses=QUERY_ERRORS)
 async def my_coupons(
-    caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
+    caller: CurrentUser, container: ContainerDep, token: Consistency, limit: s.Limit = 100
 ) -> Any:
     """The caller's coupons, newest first; expired ones say EXPIRED."""
-    from giftmarket.queries import cached, views
-
     return container.reads.answer(
-        read_model=lambda: cached.my_coupons(container.read_models, caller.user_id, limit=limit),
-        sql=lambda s: views.my_coupons(s, caller.user_id, limit=limit),
+        read_model=lambda: account.my_coupons_from_read_model(
+            container.read_models, caller.user_id, limit=limit
+        ),
+        sql=lambda session: account.my_coupons_from_sql(session, caller.user_id, limit=limit),
         token=token,
     )
 
 
-@router.get("/api/me/settlements", response_model=SettlementsPublic, responses=_ERRORS)
+@router.get("/api/me/settlements", response_model=s.SettlementsPublic, responses=QUERY_ERRORS)
 async def my_settlements(
-    caller: CurrentUser, container: ContainerDep, token: Consistency, limit: Limit = 100
+    caller: CurrentUser, container: ContainerDep, token: Consistency, limit: s.Limit = 100
 ) -> Any:
     """The caller's daily settlements, newest business date first."""
-    from giftmarket.queries import cached, views
-
     return container.reads.answer(
-        read_model=lambda: cached.my_settlements(
+        read_model=lambda: account.my_settlements_from_read_model(
             container.read_models, caller.user_id, limit=limit
         ),
-        sql=lambda s: views.my_settlements(s, caller.user_id, limit=limit),
+        sql=lambda session: account.my_settlements_from_sql(session, caller.user_id, limit=limit),
         token=token,
     )

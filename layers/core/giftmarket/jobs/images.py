@@ -36,11 +36,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from giftmarket.commands.context import CommandContext
-from giftmarket.commands.executor import CommandExecutor, Handler
-from giftmarket.commands.ports import UnitOfWork
+from giftmarket.commands.executor import CommandExecutor, Work
+from giftmarket.commands.ports import (
+    MAX_KEYS_PER_DELETE,
+    ImageObjects,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from giftmarket.domain.errors import InvalidField
 from giftmarket.domain.image_cleanup import (
     UNUSED,
@@ -52,26 +57,6 @@ from giftmarket.domain.image_cleanup import (
 from giftmarket.domain.images import IMAGES_PREFIX, Image, ImageStatus
 
 R = TypeVar("R")
-
-MAX_KEYS_PER_DELETE = 1000  # S3 DeleteObjects' limit
-
-
-@dataclass(frozen=True)
-class ListedObject:
-    key: str
-    last_modified: datetime
-
-
-@runtime_checkable
-class ImageObjects(Protocol):
-    """The images bucket as the cleanup needs it."""
-
-    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
-        """Every object under the prefix, page after page (ListObjectsV2)."""
-
-    def delete_objects(self, keys: Sequence[str]) -> dict[str, str]:
-        """Delete up to MAX_KEYS_PER_DELETE keys in one request. Returns the keys that were
-        not deleted, each with S3's error code; a key with no object counts as deleted."""
 
 
 class Outcome(StrEnum):
@@ -275,8 +260,8 @@ class ImageJanitor:
         known = self._execute(functools.partial(_existing_keys, keys=keys))
         return [key for key in keys if key not in known]
 
-    def _execute(self, handler: Handler[R]) -> R:
-        return self.commands.execute(handler)[0]
+    def _execute(self, work: Work[R]) -> R:
+        return self.commands.transaction(work)[0]
 
 
 # -- the transactions (each runs in its own unit of work, retried on a lost race) ----------
@@ -353,3 +338,22 @@ def _in_order(
     batch: Sequence[CleanupCandidate], entries: Mapping[str, CleanupEntry]
 ) -> list[CleanupEntry]:
     return [entries[candidate.image_id] for candidate in batch]
+
+
+def clean_images(
+    unit_of_work: UnitOfWorkFactory,
+    context: CommandContext,
+    images: object,
+    *,
+    retries: int,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+) -> CleanupReport:
+    """The orphaned-image cleanup as of `as_of` (default now): the scheduled function and
+    `giftmarket jobs clean-images` both come here, with the container's parts."""
+    if not isinstance(images, ImageObjects):
+        raise RuntimeError("the image store cannot list or delete objects")
+    # No fast path for its events: nothing waits for them, and the relay sends a batch's
+    # thousand ImageDeleted rows within a minute without slowing the run.
+    commands = CommandExecutor(unit_of_work, context, retries=retries)
+    return ImageJanitor(commands, images).run(as_of, dry_run=dry_run)

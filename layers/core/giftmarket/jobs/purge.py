@@ -40,8 +40,10 @@ from sqlalchemy import ColumnElement, Engine, Select, Table, delete, func, selec
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.repositories import to_db_time
+from giftmarket.commands.ports import utc_now
 from giftmarket.domain.errors import InvalidField
 from giftmarket.domain.validation import require_aware
+from giftmarket.settings import Settings
 
 MAX_ROWS_PER_TRANSACTION = 1000
 DEFAULT_OUTBOX_RETENTION_DAYS = 7
@@ -263,3 +265,22 @@ class Purger:
                 chosen = tuple_(*key).in_([tuple(row) for row in rows])
             deleted = conn.execute(delete(rule.table).where(chosen)).rowcount
         return len(rows), int(deleted)
+
+
+def purge(
+    engine: Engine,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    seconds_left: float | None = None,
+) -> PurgeReport:
+    """Delete (or, dry, count) the rows past their retention as of `now` (default now),
+    stopping between batches after `seconds_left` (the next run goes on): the scheduled
+    function and `giftmarket jobs purge` both come here, with the container's parts."""
+    retention = Retention(now or utc_now(), settings.outbox_retention_days)
+    purger = Purger(
+        engine, batch_size=settings.purge_batch_size, rest_ratio=settings.purge_rest_ratio
+    )
+    deadline = None if seconds_left is None else time.monotonic() + seconds_left
+    return purger.run(retention, dry_run=dry_run, deadline=deadline)

@@ -11,11 +11,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
 from giftmarket.adapters.db import Credentials, build_engine, resolve_credentials
+from giftmarket.lazy import lazy
 from giftmarket.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic import command
+    from alembic import config as alembic_config
+    from alembic import script as alembic_script
+else:
+    command = lazy("alembic.command")
+    alembic_config = lazy("alembic.config")
+    alembic_script = lazy("alembic.script")
 
 _DATABASE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _USER_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
@@ -56,16 +67,12 @@ def provision_app_user(connection: Connection, database: str, app: Credentials) 
 def upgrade_schema(settings: Settings, credentials: Credentials, alembic_ini: Path) -> str:
     """Apply every migration not yet applied, connected with `credentials`; the revision
     the database is at afterwards."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config(str(alembic_ini))
+    config = alembic_config.Config(str(alembic_ini))
     # env.py connects with these instead of building settings from the environment, and
     # leaves the process's logging (Powertools' in Lambda) alone.
     config.attributes.update(settings=settings, credentials=credentials, configure_logging=False)
     command.upgrade(config, "head")
-    head = ScriptDirectory.from_config(config).get_current_head()
+    head = alembic_script.ScriptDirectory.from_config(config).get_current_head()
     return head or "base"
 
 

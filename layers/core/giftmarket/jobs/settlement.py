@@ -1,5 +1,5 @@
 """Daily settlement (PRODUCT.md, Settlement): the one code path behind the scheduled
-function, `giftmarket jobs settle` and `Container.settle`.
+function and `giftmarket jobs settle`, both through `settle` (at the end of this module).
 
 A run for business date D, as of `now`:
 
@@ -48,9 +48,11 @@ from giftmarket.domain.orders import auto_complete_paid_before
 from giftmarket.domain.settlement import (
     Settlement,
     business_day_bounds,
+    default_business_date,
     require_business_day_over,
 )
 from giftmarket.domain.validation import require_aware
+from giftmarket.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def settle_business_date(
 
     completed = complete_due_orders(executor, now=now, batch=completion_batch)
 
-    sellers, _ = executor.execute(lambda uow, ctx: uow.orders.sellers_with_settleable(day_end))
+    sellers, _ = executor.transaction(partial(_settleable_sellers, day_end=day_end))
 
     def settle(seller_id: str) -> SellerResult | str:
         handler = partial(
@@ -151,7 +153,7 @@ def settle_business_date(
             now=now,
         )
         try:
-            return executor.execute(handler)[0]
+            return executor.transaction(handler)[0]
         except (DomainError, ValueError) as exc:
             log.error("seller %s not settled for %s: %s", seller_id, business_date, exc)
             return str(exc)
@@ -205,11 +207,15 @@ def complete_due_orders(executor: CommandExecutor, *, now: datetime, batch: int)
 
     total = 0
     while True:
-        (completed, locked), _ = executor.execute(complete_batch)
+        (completed, locked), _ = executor.transaction(complete_batch)
         total += completed
         # A short batch was the last; a batch that completed nothing would only repeat.
         if locked < batch or completed == 0:
             return total
+
+
+def _settleable_sellers(uow: UnitOfWork, ctx: CommandContext, *, day_end: datetime) -> list[str]:
+    return uow.orders.sellers_with_settleable(day_end)
 
 
 def settle_seller(
@@ -242,3 +248,23 @@ def settle_seller(
     uow.settlements.add(settlement)
     uow.ledger.record(payout)
     return SellerResult(seller_id, Outcome.SETTLED, settlement)
+
+
+def settle(
+    executor: CommandExecutor,
+    settings: Settings,
+    business_date: date | None,
+    now: datetime | None = None,
+) -> SettlementReport:
+    """Daily settlement of `business_date` (default: the day just ended in Korea) as of
+    `now` (default: the executor's clock), with the settings' fee and workers: the
+    scheduled function and `giftmarket jobs settle` both come here."""
+    at = now or executor.context.clock()
+    return settle_business_date(
+        executor,
+        business_date=business_date or default_business_date(at),
+        now=at,
+        fee_bps=settings.seller_fee_bps,
+        # Each worker holds one pooled connection at a time; none may wait for one.
+        workers=min(settings.settlement_workers, settings.db_pool_size + settings.db_max_overflow),
+    )

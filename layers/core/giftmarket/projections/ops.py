@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
-Op = dict[str, Any]
+from giftmarket.read_ports import Op
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -100,7 +100,7 @@ def product(
     brand: str | None = None,
     category: str | None = None,
     face_value: int | None = None,
-    created_at: datetime | str | None = None,
+    created_at: datetime | None = None,
 ) -> Op:
     identity: dict[str, object] = {}
     if created_at is not None:
@@ -123,7 +123,7 @@ def bid(
     owner_id: str,
     price: int,
     status: str,
-    created_at: datetime | str | None = None,
+    created_at: datetime | None = None,
 ) -> Op:
     """An ask (`kind` "ask") or a buy bid ("bid")."""
     identity: dict[str, object] = {"product_id": product_id, "owner_id": owner_id}
@@ -132,26 +132,41 @@ def bid(
     return op(kind, bid_id, version, once=identity, set={"price": price, "status": status})
 
 
-ORDER_IDENTITY = ("product_id", "buyer_id", "seller_id")
-ORDER_TERMS = ("price", "discount", "paid", "via", "image_id")
+class OrderParties(TypedDict):
+    product_id: str
+    buyer_id: str
+    seller_id: str
+
+
+class OrderTerms(TypedDict):
+    price: int
+    discount: int
+    paid: int
+    via: str
+    image_id: str
+
+
+# The names, for the rebuild's SQL.
+ORDER_IDENTITY: tuple[str, ...] = tuple(OrderParties.__annotations__)
+ORDER_TERMS: tuple[str, ...] = tuple(OrderTerms.__annotations__)
 
 
 def order(
     order_id: str,
     version: int,
     *,
-    parties: Mapping[str, object],
+    parties: OrderParties,
     status: str,
-    completed_at: datetime | str | None,
-    settled_at: datetime | str | None,
-    terms: Mapping[str, object] | None = None,
-    created_at: datetime | str | None = None,
+    completed_at: datetime | None,
+    settled_at: datetime | None,
+    terms: OrderTerms | None = None,
+    created_at: datetime | None = None,
 ) -> Op:
-    """`parties` holds ORDER_IDENTITY; `terms` (ORDER_TERMS) and `created_at` are known
-    from the order's placement on (events after it do not repeat them)."""
-    identity: dict[str, object] = {name: parties[name] for name in ORDER_IDENTITY}
+    """`terms` and `created_at` are known from the order's placement on (events after it
+    do not repeat them)."""
+    identity: dict[str, object] = {**parties}
     if terms is not None:
-        identity |= {name: terms[name] for name in ORDER_TERMS}
+        identity |= terms
     if created_at is not None:
         identity |= {"created_at": instant(created_at), "created_us": micros(created_at)}
     return op(
@@ -175,8 +190,8 @@ def coupon(
     status: str,
     name: str | None = None,
     discount_amount: int | None = None,
-    expires_at: datetime | str | None = None,
-    created_at: datetime | str | None = None,
+    expires_at: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> Op:
     identity: dict[str, object] = {"user_id": user_id}
     if created_at is not None and expires_at is not None:
@@ -193,7 +208,7 @@ def settlement(
     settlement_id: str,
     *,
     seller_id: str,
-    business_date: date | str,
+    business_date: date,
     order_count: int,
     gross: int,
     fee: int,

@@ -12,61 +12,96 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from giftmarket.commands.accounts import IssueWelcomeCoupon
+from giftmarket.domain.events import (
+    BuyBidCancelled,
+    BuyBidMatched,
+    BuyBidPlaced,
+    CouponIssued,
+    CouponUsed,
+    DomainEvent,
+    ImageDeleted,
+    ImageRequested,
+    OrderCompleted,
+    OrderPlaced,
+    OrderSettled,
+    ProductLiked,
+    ProductRegistered,
+    ProductUnliked,
+    SellBidCancelled,
+    SellBidMatched,
+    SellBidPlaced,
+    SettlementCompleted,
+    UserBalancesChanged,
+    UserSignedUp,
+)
 from giftmarket.messages import EventEnvelope
 from giftmarket.projections import ops
-from giftmarket.projections.ops import Op
+from giftmarket.read_ports import Op, ReadModelWriter
 
 if TYPE_CHECKING:
     # Not at import: the projector function imports this module for `projection_lag_ms`,
     # and redis comes with the read models when its container builds them.
-    from giftmarket.adapters.read_models import ReadModels
     from giftmarket.commands.executor import CommandExecutor
 
 log = logging.getLogger(__name__)
 
-Projection = Callable[[EventEnvelope], list[Op]]
-_PROJECTIONS: dict[str, Projection] = {}
+E = TypeVar("E", bound=DomainEvent)
+E1 = TypeVar("E1", bound=DomainEvent)
+E2 = TypeVar("E2", bound=DomainEvent)
+E3 = TypeVar("E3", bound=DomainEvent)
+Projection = Callable[[E], list[Op]]
+_PROJECTIONS: dict[type[DomainEvent], Projection[Any]] = {}
 
 
-def projects(*event_types: str) -> Callable[[Projection], Projection]:
-    def register(projection: Projection) -> Projection:
-        for event_type in event_types:
-            _PROJECTIONS[event_type] = projection
+# Registered by class, so mypy holds each projection to the events it is given: one
+# overload per number of classes a projection takes (their union).
+@overload
+def projects(e1: type[E1], /) -> Callable[[Projection[E1]], Projection[E1]]: ...
+@overload
+def projects(
+    e1: type[E1], e2: type[E2], /
+) -> Callable[[Projection[E1 | E2]], Projection[E1 | E2]]: ...
+@overload
+def projects(
+    e1: type[E1], e2: type[E2], e3: type[E3], /
+) -> Callable[[Projection[E1 | E2 | E3]], Projection[E1 | E2 | E3]]: ...
+def projects(*event_classes: type[DomainEvent]) -> Callable[[Projection[Any]], Projection[Any]]:
+    def register(projection: Projection[Any]) -> Projection[Any]:
+        for event_class in event_classes:
+            _PROJECTIONS[event_class] = projection
         return projection
 
     return register
 
 
-def operations(envelope: EventEnvelope) -> list[Op]:
-    """What `envelope` means for the read models (nothing, for events no query shows)."""
-    projection = _PROJECTIONS.get(envelope.event_type)
-    return [] if projection is None else projection(envelope)
+def operations(event: DomainEvent) -> list[Op]:
+    """What `event` means for the read models (nothing, for events no query shows)."""
+    projection = _PROJECTIONS.get(type(event))
+    return [] if projection is None else projection(event)
 
 
 @dataclass
 class Projector:
-    read_models: ReadModels
+    read_models: ReadModelWriter
     commands: CommandExecutor
 
     def handle(self, envelope: EventEnvelope) -> None:
-        # Marked seen even when no read model shows this event: a consistency token naming
-        # it must still be satisfied.
-        self.read_models.apply(operations(envelope), outbox_id=envelope.outbox_id)
-        if envelope.event_type == "UserSignedUp":
-            self._welcome(envelope.aggregate_id)
+        event = envelope.event()
+        # Marked seen even when no read model shows this event (or this code does not know
+        # its type): a consistency token naming it must still be satisfied.
+        changes = [] if event is None else operations(event)
+        self.read_models.apply(changes, outbox_id=envelope.outbox_id)
+        if isinstance(event, UserSignedUp):
+            self._welcome(event.user_id)
 
     def _welcome(self, user_id: str) -> None:
         # Not part of signup itself, so signup can never fail because of it; issued here,
         # once (the coupon's issue key makes redeliveries no-ops), retried with the message
         # on error.
-        from giftmarket.commands import accounts
-
-        command = accounts.IssueWelcomeCoupon(user_id)
-        coupon_id, _ = self.commands.execute(
-            lambda uow, ctx: accounts.issue_welcome_coupon(uow, command, ctx)
-        )
+        coupon_id, _ = self.commands.execute(IssueWelcomeCoupon(user_id))
         if coupon_id:
             log.info("welcome coupon %s issued to %s", coupon_id, user_id)
 
@@ -79,91 +114,102 @@ def projection_lag_ms(envelope: EventEnvelope, now: datetime | None = None) -> f
     return max(0.0, (at - envelope.occurred_at) / timedelta(milliseconds=1))
 
 
-def _balances(p: dict[str, Any]) -> tuple[int, int, int]:
-    return (p["available_points"], p["escrowed_points"], p["pending_points"])
+@projects(UserSignedUp)
+def _user_signed_up(e: UserSignedUp) -> list[Op]:
+    return [ops.user(e.user_id, e.version, email=e.email, nickname=e.nickname, balances=(0, 0, 0))]
 
 
-@projects("UserSignedUp")
-def _user_signed_up(e: EventEnvelope) -> list[Op]:
-    p = e.payload
-    return [
-        ops.user(
-            e.aggregate_id, e.version, email=p["email"], nickname=p["nickname"], balances=(0, 0, 0)
-        )
-    ]
+@projects(UserBalancesChanged)
+def _user_balances_changed(e: UserBalancesChanged) -> list[Op]:
+    balances = (e.available_points, e.escrowed_points, e.pending_points)
+    return [ops.user(e.user_id, e.version, balances=balances)]
 
 
-@projects("UserBalancesChanged")
-def _user_balances_changed(e: EventEnvelope) -> list[Op]:
-    return [ops.user(e.aggregate_id, e.version, balances=_balances(e.payload))]
-
-
-@projects("ProductRegistered")
-def _product_registered(e: EventEnvelope) -> list[Op]:
-    p = e.payload
+@projects(ProductRegistered)
+def _product_registered(e: ProductRegistered) -> list[Op]:
     return [
         ops.product(
-            e.aggregate_id,
+            e.product_id,
             e.version,
             like_count=0,
-            name=p["name"],
-            brand=p["brand"],
-            category=p["category"],
-            face_value=p["face_value"],
+            name=e.name,
+            brand=e.brand,
+            category=e.category,
+            face_value=e.face_value,
             created_at=e.occurred_at,
         )
     ]
 
 
-@projects("ProductLiked", "ProductUnliked")
-def _product_likes(e: EventEnvelope) -> list[Op]:
-    return [ops.product(e.aggregate_id, e.version, like_count=e.payload["like_count"])]
+@projects(ProductLiked, ProductUnliked)
+def _product_likes(e: ProductLiked | ProductUnliked) -> list[Op]:
+    return [ops.product(e.product_id, e.version, like_count=e.like_count)]
 
 
-@projects("ImageRequested")
-def _image_requested(e: EventEnvelope) -> list[Op]:
-    return [ops.image(e.aggregate_id, s3_key=e.payload["s3_key"])]
+@projects(ImageRequested)
+def _image_requested(e: ImageRequested) -> list[Op]:
+    return [ops.image(e.image_id, s3_key=e.s3_key)]
 
 
-@projects("ImageDeleted")
-def _image_deleted(e: EventEnvelope) -> list[Op]:
-    return [ops.image(e.aggregate_id, s3_key=e.payload["s3_key"], deleted_version=e.version)]
+@projects(ImageDeleted)
+def _image_deleted(e: ImageDeleted) -> list[Op]:
+    return [ops.image(e.image_id, s3_key=e.s3_key, deleted_version=e.version)]
 
 
-_BID_STATUS = {"Placed": "OPEN", "Cancelled": "CANCELLED", "Matched": "MATCHED"}
+AskEvent = SellBidPlaced | SellBidCancelled | SellBidMatched
+BidEvent = BuyBidPlaced | BuyBidCancelled | BuyBidMatched
+_BID_STATUS: dict[type[DomainEvent], str] = {
+    SellBidPlaced: "OPEN",
+    SellBidCancelled: "CANCELLED",
+    SellBidMatched: "MATCHED",
+    BuyBidPlaced: "OPEN",
+    BuyBidCancelled: "CANCELLED",
+    BuyBidMatched: "MATCHED",
+}
 
 
-@projects("SellBidPlaced", "SellBidCancelled", "SellBidMatched")
-def _ask(e: EventEnvelope) -> list[Op]:
-    return [_bid_op("ask", e, owner=e.payload["seller_id"], change=e.event_type[len("SellBid") :])]
+@projects(SellBidPlaced, SellBidCancelled, SellBidMatched)
+def _ask(e: AskEvent) -> list[Op]:
+    return [_bid_op("ask", e, e.sell_bid_id, owner=e.seller_id)]
 
 
-@projects("BuyBidPlaced", "BuyBidCancelled", "BuyBidMatched")
-def _bid(e: EventEnvelope) -> list[Op]:
-    return [_bid_op("bid", e, owner=e.payload["buyer_id"], change=e.event_type[len("BuyBid") :])]
+@projects(BuyBidPlaced, BuyBidCancelled, BuyBidMatched)
+def _bid(e: BidEvent) -> list[Op]:
+    return [_bid_op("bid", e, e.buy_bid_id, owner=e.buyer_id)]
 
 
-def _bid_op(kind: str, e: EventEnvelope, *, owner: str, change: str) -> Op:
+def _bid_op(kind: str, e: AskEvent | BidEvent, bid_id: str, *, owner: str) -> Op:
+    placed = isinstance(e, SellBidPlaced | BuyBidPlaced)
     return ops.bid(
         kind,
-        e.aggregate_id,
+        bid_id,
         e.version,
-        product_id=e.payload["product_id"],
+        product_id=e.product_id,
         owner_id=owner,
-        price=e.payload["price"],
-        status=_BID_STATUS[change],
-        created_at=e.occurred_at if change == "Placed" else None,
+        price=e.price,
+        status=_BID_STATUS[type(e)],
+        created_at=e.occurred_at if placed else None,
     )
 
 
-@projects("OrderPlaced")
-def _order_placed(e: EventEnvelope) -> list[Op]:
+def _parties(e: OrderPlaced | OrderCompleted | OrderSettled) -> ops.OrderParties:
+    return {"product_id": e.product_id, "buyer_id": e.buyer_id, "seller_id": e.seller_id}
+
+
+@projects(OrderPlaced)
+def _order_placed(e: OrderPlaced) -> list[Op]:
     return [
         ops.order(
-            e.aggregate_id,
+            e.order_id,
             e.version,
-            parties=e.payload,
-            terms=e.payload,
+            parties=_parties(e),
+            terms={
+                "price": e.price,
+                "discount": e.discount,
+                "paid": e.paid,
+                "via": e.via,
+                "image_id": e.image_id,
+            },
             status="PAID",
             completed_at=None,
             settled_at=None,
@@ -172,68 +218,65 @@ def _order_placed(e: EventEnvelope) -> list[Op]:
     ]
 
 
-@projects("OrderCompleted")
-def _order_completed(e: EventEnvelope) -> list[Op]:
+@projects(OrderCompleted)
+def _order_completed(e: OrderCompleted) -> list[Op]:
     return [
         ops.order(
-            e.aggregate_id,
+            e.order_id,
             e.version,
-            parties=e.payload,
+            parties=_parties(e),
             status="COMPLETED",
-            completed_at=e.payload["completed_at"],
+            completed_at=e.completed_at,
             settled_at=None,
         )
     ]
 
 
-@projects("OrderSettled")
-def _order_settled(e: EventEnvelope) -> list[Op]:
-    p = e.payload
+@projects(OrderSettled)
+def _order_settled(e: OrderSettled) -> list[Op]:
     return [
         ops.order(
-            e.aggregate_id,
+            e.order_id,
             e.version,
-            parties=p,
+            parties=_parties(e),
             status="SETTLED",
-            completed_at=p.get("completed_at"),
-            settled_at=p.get("settled_at") or e.occurred_at,
+            completed_at=e.completed_at,
+            settled_at=e.settled_at,
         )
     ]
 
 
-@projects("CouponIssued")
-def _coupon_issued(e: EventEnvelope) -> list[Op]:
-    p = e.payload
+@projects(CouponIssued)
+def _coupon_issued(e: CouponIssued) -> list[Op]:
     return [
         ops.coupon(
-            e.aggregate_id,
+            e.coupon_id,
             e.version,
-            user_id=p["user_id"],
+            user_id=e.user_id,
             status="AVAILABLE",
-            name=p["name"],
-            discount_amount=p["discount_amount"],
-            expires_at=p["expires_at"],
+            name=e.name,
+            discount_amount=e.discount_amount,
+            expires_at=e.expires_at,
             created_at=e.occurred_at,
         )
     ]
 
 
-@projects("CouponUsed")
-def _coupon_used(e: EventEnvelope) -> list[Op]:
-    return [ops.coupon(e.aggregate_id, e.version, user_id=e.payload["user_id"], status="USED")]
+@projects(CouponUsed)
+def _coupon_used(e: CouponUsed) -> list[Op]:
+    return [ops.coupon(e.coupon_id, e.version, user_id=e.user_id, status="USED")]
 
 
-@projects("SettlementCompleted")
-def _settlement_completed(e: EventEnvelope) -> list[Op]:
-    p = e.payload
+@projects(SettlementCompleted)
+def _settlement_completed(e: SettlementCompleted) -> list[Op]:
     return [
         ops.settlement(
-            e.aggregate_id,
-            seller_id=p["seller_id"],
-            business_date=p["business_date"],
-            order_count=p["order_count"],
-            gross=p["gross"],
-            fee=p["fee"],
-            net=p["net"],
+            e.settlement_id,
+            seller_id=e.seller_id,
+            business_date=e.business_date,
+            order_count=e.order_count,
+            gross=e.gross,
+            fee=e.fee,
+            net=e.net,
         )
     ]

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     CHAR,
@@ -38,7 +38,6 @@ from sqlalchemy import (
 )
 
 from giftmarket.adapters.db import Database
-from giftmarket.adapters.read_models import ReadModels
 from giftmarket.adapters.tables import (
     buy_bids,
     coupons,
@@ -49,7 +48,17 @@ from giftmarket.adapters.tables import (
     settlements,
     users,
 )
+from giftmarket.lazy import lazy
 from giftmarket.projections import ops
+from giftmarket.read_ports import ReadModelGenerations, RebuildRunning
+from giftmarket.settings import Settings
+
+if TYPE_CHECKING:
+    from giftmarket.adapters import cache
+    from giftmarket.adapters import read_models as redis_read_models
+else:
+    cache = lazy("giftmarket.adapters.cache")
+    redis_read_models = lazy("giftmarket.adapters.read_models")
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +224,7 @@ SOURCES = (
 
 
 def rebuild(
-    read_models: ReadModels,
+    read_models: ReadModelGenerations,
     database: Database,
     *,
     batch_rows: int = 500,
@@ -310,7 +319,9 @@ class _Sender:
     adding to it. The first failure is raised to the caller at its next `send` or at
     `finish`; the thread keeps draining the queue, so the caller never blocks on it."""
 
-    def __init__(self, read_models: ReadModels, generation: int, progress: Progress | None):
+    def __init__(
+        self, read_models: ReadModelGenerations, generation: int, progress: Progress | None
+    ):
         self._read_models = read_models
         self._generation = generation
         self._progress = progress
@@ -360,3 +371,29 @@ class _Sender:
                     self._progress(name, self._done[name], self._totals[name])
             except BaseException as exc:  # handed to the caller's thread
                 self._error = exc
+
+
+def rebuild_read_models(
+    settings: Settings, database: Database, progress: Progress | None = None
+) -> RebuildReport:
+    """Every read model rebuilt from the database into a new generation, switched in, over
+    a Redis connection of its own with the bulk timeout (`giftmarket read-models rebuild`)."""
+    client = cache.build_redis(settings, timeout=cache.BULK_TIMEOUT_SECONDS)
+    try:
+        return rebuild(redis_read_models.ReadModels(client), database, progress=progress)
+    finally:
+        client.close()
+
+
+def ensure_read_models(
+    read_models: ReadModelGenerations, settings: Settings, database: Database
+) -> RebuildReport | None:
+    """Rebuild the read models if Redis has none (a new deployment, or a cache that lost
+    its data); until then every query is answered by SQL. None when there was nothing to
+    do or another rebuild is running (the outbox relay calls it on every run)."""
+    if read_models.generation() is not None:
+        return None
+    try:
+        return rebuild_read_models(settings, database)
+    except RebuildRunning:
+        return None

@@ -1,9 +1,10 @@
-"""What the queries are asked for and page by: their parameters' types, entity ids and the
-product-list cursors, shared by the routes, the SQL views and the Redis read models.
+"""What the queries are asked for and page by: their parameters' types, entity ids, the
+product-list cursors and how answers write times, shared by the routes and by both readers
+of every query (Redis and SQL).
 
-Apart from `queries.views` so that the query API's routes can be declared without importing
-SQLAlchemy (a cold start's cost; the views are imported by the first query that needs SQL).
-`queries.views` re-exports all of it.
+Apart from the query modules (`queries.products`, `queries.account`, `queries.trades`) so
+that the query API's routes can be declared without importing SQLAlchemy (a cold start's
+cost; a query module is imported by the first request that needs it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from giftmarket.domain.ids import is_ulid
@@ -34,6 +35,16 @@ _MAX_INT64 = 2**63 - 1
 def is_entity_id(value: str) -> bool:
     """Ids are ULIDs; anything else cannot name a row."""
     return is_ulid(value)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A naive UTC time from the database as ISO-8601 with its offset ("...+00:00"), as the
+    outbox events (and so the read models) carry them."""
+    return None if value is None else value.replace(tzinfo=UTC).isoformat()
+
+
+def day(value: date) -> str:
+    return value.isoformat()
 
 
 # -- cursors ---------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from sqlalchemy.orm import Session
 
 from giftmarket.adapters.db import Database
-from giftmarket.adapters.read_models import ReadModels
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.observability import metrics
+from giftmarket.read_ports import ReadModelReader
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ Answer = dict[str, Any]
 
 @dataclass(frozen=True)
 class Reads:
-    read_models: ReadModels
+    read_models: ReadModelReader
     database: Database
     # The stale re-render problem: wait this long at most for a command's events to land.
     consistency_wait_seconds: float = 0.3

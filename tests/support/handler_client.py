@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
-from tests.conftest import fresh_read_models, outbox_envelopes
+from tests.support.outbox import outbox_envelopes
+from tests.support.stack import fresh_read_models
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container

@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
-from tests.conftest import fresh_read_models, settings_for
-from tests.functional.fakes import FakeClock, FakeImageStore
+from tests.support.fakes import FakeClock, FakeImageStore
+from tests.support.stack import fresh_read_models, settings_for
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.commands import accounts, catalog, trading
-from giftmarket.commands.context import CommandContext
-from giftmarket.commands.ports import UnitOfWork
+from giftmarket.commands.executor import Command
 from giftmarket.domain.errors import DomainError
 from giftmarket.domain.images import s3_key_for
 from giftmarket.domain.settlement import KST
+from giftmarket.jobs import settlement
 from giftmarket.jobs.settlement import SettlementReport
 from giftmarket.settings import Settings
 from giftmarket_local.migrations import reset
@@ -48,7 +48,7 @@ SHAPE = [
     [50_000],
     [39, 61],
 ]
-EVENTS = Path(__file__).resolve().parents[1] / "functions" / "settlement" / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "functions" / "settlement" / "events"
 _dates = itertools.count()
 
 
@@ -100,38 +100,38 @@ class Market:
     product_id: str = ""
     buyer_id: str = ""
 
-    def run(self, handler: Callable[[UnitOfWork, CommandContext], T]) -> T:
-        return self.container.command_executor.execute(handler)[0]
+    def run(self, command: Command[T]) -> T:
+        return self.container.command_executor.execute(command)[0]
 
     def sign_up(self, email: str | None = None) -> str:
         command = accounts.SignUp(email or f"{uuid.uuid4().hex}@settle.test", PASSWORD, "s")
-        return self.run(lambda uow, ctx: accounts.sign_up(uow, command, ctx)).user_id
+        return self.run(command).user_id
 
     def admin(self) -> str:
         command = accounts.SignIn(ADMIN, PASSWORD)
         try:
-            return self.run(lambda uow, ctx: accounts.sign_in(uow, command, ctx)).user_id
+            return self.run(command).user_id
         except DomainError:
             return self.sign_up(ADMIN)
 
     def open(self) -> Market:
         self.clock.now = kst(self.day - timedelta(days=10))
         register = catalog.RegisterProduct(self.admin(), "Latte", "Cafe", "settle", 60_000)
-        self.product_id = self.run(lambda uow, ctx: catalog.register_product(uow, register, ctx))
+        self.product_id = self.run(register)
         self.buyer_id = self.sign_up()
         self.charge(self.buyer_id, 10**9)
         return self
 
     def charge(self, user_id: str, amount: int) -> None:
         command = accounts.ChargePoints(user_id, amount)
-        self.run(lambda uow, ctx: accounts.charge_points(uow, command, ctx))
+        self.run(command)
 
     def ask(self, seller_id: str, price: int) -> str:
         request = catalog.RequestImageUpload(seller_id, "image/png")
-        image_id = self.run(lambda uow, ctx: catalog.request_image_upload(uow, request, ctx))
+        image_id = self.run(request)
         self.images.put(s3_key_for(seller_id, image_id.image_id))
         place = trading.PlaceSellBid(seller_id, self.product_id, price, image_id.image_id)
-        return self.run(lambda uow, ctx: trading.place_sell_bid(uow, place, ctx)).bid_id
+        return self.run(place).bid_id
 
     def sale(
         self, seller_id: str, price: int, paid_at: datetime, confirmed_at: datetime | None
@@ -139,11 +139,11 @@ class Market:
         self.clock.now = paid_at
         self.ask(seller_id, price)
         buy = trading.BuyNow(self.buyer_id, self.product_id, price)
-        order_id = self.run(lambda uow, ctx: trading.buy_now(uow, buy, ctx)).order_id
+        order_id = self.run(buy).order_id
         if confirmed_at is not None:
             self.clock.now = confirmed_at
             confirm = trading.ConfirmOrder(self.buyer_id, order_id)
-            self.run(lambda uow, ctx: trading.confirm_order(uow, confirm, ctx))
+            self.run(confirm)
         self.orders.setdefault(seller_id, []).append(order_id)
         return order_id
 
@@ -291,4 +291,5 @@ def assert_money_is_conserved(container: Container) -> None:
 
 
 def settle(container: Container, day: date, now: datetime | None = None) -> SettlementReport:
-    return container.settle(day, now=now or run_at(day))
+    executor, settings = container.command_executor, container.settings
+    return settlement.settle(executor, settings, day, now or run_at(day))

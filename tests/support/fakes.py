@@ -30,10 +30,15 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from giftmarket.adapters.repositories import StaleAggregate
 from giftmarket.commands import ports
-from giftmarket.commands.context import CommandContext, StoredObject
+from giftmarket.commands.context import CommandContext
+from giftmarket.commands.executor import Command, CommandExecutor, CommandHandlers, handles
 from giftmarket.commands.ports import (
+    Clock,
     Committed,
     IdempotencyKeyReused,
+    ImageStore,
+    PasswordHasher,
+    StoredObject,
     StoredResponse,
     TransientConflict,
     UnitOfWork,
@@ -51,7 +56,7 @@ from giftmarket.domain.image_cleanup import (
 )
 from giftmarket.domain.images import Image, ImageStatus
 from giftmarket.domain.ledger import LedgerTransaction
-from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
+from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, best_bid
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
 from giftmarket.domain.sign_in import FailureWindow, SignInLimits, TooManyAttempts, lockout
@@ -315,7 +320,9 @@ class _Transaction:
         self.ledger, self.outbox, self.admin_rights = [], [], []
 
 
-class _FakeRepository(Generic[A]):
+class _FakeTable(Generic[A]):
+    """One table of the store, as a repository reaches it."""
+
     table: ClassVar[str]
 
     def __init__(self, uow: FakeUnitOfWork) -> None:
@@ -325,7 +332,7 @@ class _FakeRepository(Generic[A]):
     def _tx(self) -> _Transaction:
         return self._uow.transaction
 
-    def add(self, aggregate: A) -> None:
+    def _insert(self, aggregate: A) -> None:
         self._tx.write(self.table, _snapshot(aggregate), insert=True)
         self._tx.track(self.table, aggregate)
 
@@ -340,11 +347,16 @@ class _FakeRepository(Generic[A]):
         aggregate: A = tx.load(self.table, row, lock=lock)
         return aggregate
 
-    def _best(self, rows: Iterator[A], key: Callable[[A], Any]) -> A | None:
-        candidates = sorted(rows, key=key)
-        if not candidates:
+    def _take(self, row: A | None) -> A | None:
+        """`row` (a stored snapshot) loaded and locked, as the SQL `take_best` does."""
+        if row is None:
             return None
-        return self._tx.load(self.table, candidates[0], lock=True)  # type: ignore[no-any-return]
+        return self._tx.load(self.table, row, lock=True)  # type: ignore[no-any-return]
+
+
+class _FakeRepository(_FakeTable[A]):
+    def add(self, aggregate: A) -> None:
+        self._insert(aggregate)
 
 
 class FakeUserRepository(_FakeRepository[User], ports.UserRepository):
@@ -468,12 +480,7 @@ class FakeSellBidRepository(_FakeRepository[SellBid], ports.SellBidRepository):
         return min((ask.price for ask in self._open(product_id)), default=None)
 
     def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
-        matching = (
-            ask
-            for ask in self._open(product_id)
-            if ask.price <= max_price and ask.seller_id != buyer_id
-        )
-        return self._best(matching, key=lambda ask: (ask.price, ask.created_at, ask.id))
+        return self._take(best_ask(self._open(product_id), buyer_id, max_price))
 
 
 class FakeBuyBidRepository(_FakeRepository[BuyBid], ports.BuyBidRepository):
@@ -488,12 +495,7 @@ class FakeBuyBidRepository(_FakeRepository[BuyBid], ports.BuyBidRepository):
         return max((bid.price for bid in self._open(product_id)), default=None)
 
     def take_best(self, product_id: str, min_price: int, seller_id: str) -> BuyBid | None:
-        matching = (
-            bid
-            for bid in self._open(product_id)
-            if bid.price >= min_price and bid.buyer_id != seller_id
-        )
-        return self._best(matching, key=lambda bid: (-bid.price, bid.created_at, bid.id))
+        return self._take(best_bid(self._open(product_id), seller_id, min_price))
 
 
 class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
@@ -527,16 +529,16 @@ class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
         return self._locked(sorted(mine, key=lambda o: o.id))
 
 
-class FakeCouponRepository(_FakeRepository[Coupon], ports.CouponRepository):
+class FakeCouponRepository(_FakeTable[Coupon], ports.CouponRepository):
     table = "coupons"
 
-    def add(self, coupon: Coupon) -> bool:  # type: ignore[override]
+    def add(self, coupon: Coupon) -> bool:
         if coupon.issue_key is not None and any(
             row.issue_key == coupon.issue_key for row in self._tx.all_rows(self.table)
         ):
             coupon.events.clear()
             return False
-        super().add(coupon)
+        self._insert(coupon)
         return True
 
 
@@ -696,7 +698,7 @@ class FakeUnitOfWork(UnitOfWork):
         return committed
 
 
-class FakeImageStore:
+class FakeImageStore(ImageStore):
     """S3 as a dict of key → object; presigned URLs are predictable strings."""
 
     def __init__(self) -> None:
@@ -719,7 +721,7 @@ class FakeImageStore:
         pass
 
 
-class FakePasswords:
+class FakePasswords(PasswordHasher):
     """`hashed:<password>` for hashes it makes; any other `<scheme>:` prefix is an old
     scheme that still verifies but needs rehashing."""
 
@@ -744,7 +746,7 @@ class FakePasswords:
         return f"{self.CURRENT}\x00dummy\x00"
 
 
-class FakeClock:
+class FakeClock(Clock):
     def __init__(self, now: datetime = DEFAULT_NOW) -> None:
         self.now = now
 
@@ -756,7 +758,7 @@ class FakeClock:
         return self.now
 
 
-class SequentialUlids:
+class SequentialUlids(IdGenerator):
     """Valid ULIDs, increasing and the same on every run."""
 
     def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
@@ -766,6 +768,28 @@ class SequentialUlids:
     def __call__(self) -> str:
         n = next(self._counter)
         return encode_ulid(self._start_ms + n, n)
+
+
+@dataclass
+class RecordedCommands:
+    """A real command executor on a fresh in-memory store whose handlers only note the
+    commands they are given: for a part that issues commands (the projector's welcome
+    coupon) tested without what those commands do."""
+
+    command_types: tuple[type[Command[Any]], ...]
+    executed: list[Command[Any]] = field(default_factory=list)
+
+    @property
+    def executor(self) -> CommandExecutor:
+        registrations = [handles(kind, self._record) for kind in self.command_types]
+        return CommandExecutor(
+            unit_of_work=FakeUnitOfWork,
+            context=make_context(),
+            handlers=CommandHandlers(*registrations),
+        )
+
+    def _record(self, uow: UnitOfWork, command: Command[Any], ctx: CommandContext) -> None:
+        self.executed.append(command)
 
 
 def make_context(
