@@ -15,8 +15,11 @@ setup: ## install Debian packages and both virtualenvs (idempotent)
 run: setup ## start the whole local stack and serve the API on http://127.0.0.1:$(PORT)
 	@$(PY) -m giftmarket_local run --profile run --port $(PORT)
 
-test: setup lint ## lint, then the whole test suite (starts and stops its own stack)
-	@$(PY) -m pytest
+test: setup lint ## lint, then the whole test suite with coverage (starts and stops its own stack)
+	@rm -rf .local/coverage && mkdir -p .local/coverage
+	@$(PY) -m coverage run -m pytest; status=$$?; \
+	  $(PY) -m coverage combine -q && $(PY) -m coverage html -q && $(PY) -m coverage json -q && \
+	  $(PY) tests/support/coverage_summary.py; exit $$status
 
 lint: setup ## ruff, mypy (strict), cfn-lint, sam validate --lint and checkov
 	@.venv/bin/ruff check .
@@ -27,8 +30,8 @@ lint: setup ## ruff, mypy (strict), cfn-lint, sam validate --lint and checkov
 	@SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam validate --lint --template-file template.yaml
 	@$(PY) infra/checks/policy.py
 
-unit: setup ## only the tests that need no server
-	@$(PY) -m pytest -m unit
+unit: setup ## the tests that need no server: unit and functional (fakes)
+	@$(PY) -m pytest -m "unit or functional"
 
 lock: setup ## regenerate layers/core/requirements.lock from pyproject.toml (UPGRADE=1: newest)
 	@$(PY) infra/build/layer_lock.py generate $(if $(UPGRADE),--upgrade)
