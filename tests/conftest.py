@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import coverage
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 from moto import mock_aws
@@ -48,6 +49,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for level in LEVELS:
             if level in parts:
                 item.add_marker(getattr(pytest.mark, level))
+
+
+@pytest.fixture(autouse=True)
+def untraced_when_timing_matters(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The reliability tests run without coverage's tracer in this process: their goals are
+    latencies and ratios under load (a tracer doubles the CPU time of the code it traces and
+    would measure itself), and they are the slowest of the suite. What they start as
+    processes (relays, workers, the runner) is still measured."""
+    cov = coverage.Coverage.current()
+    if cov is None or request.node.get_closest_marker("reliability") is None:
+        yield
+        return
+    cov.stop()
+    try:
+        yield
+    finally:
+        cov.start()
 
 
 FIGURES = pytest.StashKey[list[tuple[str, str]]]()
