@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
-from tests.support.migrations import migration_secrets
+from tests.support.migrations import ALEMBIC_INI, logs_in, migration_secrets
 from tests.support.stack import SettingsFactory
 
-from giftmarket.adapters.db import mysql_error_code, mysql_tls_context
 from giftmarket.jobs.schema import migrate
-from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack
 
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "alembic.ini"
 APP, CLONE = "gm_rot_app", "gm_rot_app_clone"
 
 
@@ -31,28 +23,6 @@ APP, CLONE = "gm_rot_app", "gm_rot_app_clone"
 def users_dropped(stack: Stack) -> Iterator[None]:
     yield
     stack.primary.sql(f"DROP USER IF EXISTS '{APP}'@'%'; DROP USER IF EXISTS '{CLONE}'@'%';")
-
-
-def logs_in(settings: Settings, user: str, password: str) -> bool:
-    url = URL.create(
-        "mysql+pymysql",
-        username=user,
-        password=password,
-        host=settings.db_primary_host,
-        port=settings.db_primary_port,
-        database=settings.db_name,
-    )
-    tls = mysql_tls_context(settings)
-    engine = create_engine(url, poolclass=NullPool, connect_args={"ssl": tls} if tls else {})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT COUNT(*) FROM users"))
-        return True
-    except OperationalError as exc:
-        assert mysql_error_code(exc) == 1045
-        return False
-    finally:
-        engine.dispose()
 
 
 def test_the_job_creates_the_user_the_rotated_secret_names(
