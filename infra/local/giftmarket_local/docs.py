@@ -13,7 +13,7 @@ are used: it needs nothing of ours and we call none of its code.
 from __future__ import annotations
 
 import importlib.util
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -55,7 +55,8 @@ def page() -> bytes:
     return bytes(response.body)
 
 
-@cache
+# Bounded: the names come from requests, and any name is remembered, found or not.
+@lru_cache(maxsize=64)
 def asset(name: str) -> tuple[str, bytes] | None:
     """(content type, bytes) of one of the page's files, or None: only plain file names of the
     folder with a known type are served (no sub-paths, nothing else on disk)."""
