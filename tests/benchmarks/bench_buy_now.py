@@ -5,8 +5,10 @@ Lambda execution environment is: threads in one Python process would measure the
 the system. Two paths, in one run: the command executor (domain + one transaction with
 its row locks, ledger postings and outbox rows), and the whole command Lambda handler fed
 API Gateway events (adding JWT, FastAPI and Mangum). Afterwards it checks what matters
-more than speed: no ask sold twice, orders == successful responses, the ledger sums to
-zero and every balance equals its postings.
+more than speed: no ask sold twice, orders == successful responses, every order carries
+its voucher's facts and was delivered (inspection is automatic), the ledger sums to zero and
+every balance equals its postings. The asks are seeded with vouchers valid 30 more days, so
+buy-now's voucher check (the expiry margin) is part of what is timed.
 
 Run: make bench   (or .venv/bin/python tests/benchmarks/bench_buy_now.py [seconds-per-level])
 """
@@ -24,7 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from benchcommon import OUT, bench_settings, bench_stack, percentile, pyplot, write_result
+from benchcommon import (
+    OUT,
+    bench_settings,
+    bench_stack,
+    percentile,
+    pyplot,
+    seeded_voucher,
+    write_result,
+)
 from sqlalchemy import func, insert, select
 
 from giftmarket.adapters import tables
@@ -107,9 +117,11 @@ def seed(container: Container) -> tuple[list[str], list[str]]:
             ],
         )
         for start in range(0, ASKS, 2000):
-            images, asks = [], []
+            images, asks, vouchers = [], [], []
             for _ in range(start, min(ASKS, start + 2000)):
-                seller, image_id = rng.choice(sellers), new_id()
+                seller, image_id, ask_id = rng.choice(sellers), new_id(), new_id()
+                # Buy-now takes only vouchers valid past the expiry margin: these are.
+                voucher, registered = seeded_voucher(ask_id, now)
                 images.append(
                     {
                         "id": image_id,
@@ -124,18 +136,21 @@ def seed(container: Container) -> tuple[list[str], list[str]]:
                 )
                 asks.append(
                     {
-                        "id": new_id(),
+                        "id": ask_id,
                         "product_id": rng.choice(products),
                         "seller_id": seller,
                         "price": rng.randint(4000, 5000),
                         "image_id": image_id,
+                        **voucher,
                         "status": "OPEN",
                         "created_at": now,
                         "updated_at": now,
                     }
                 )
+                vouchers.append(registered)
             conn.execute(insert(tables.images), images)
             conn.execute(insert(tables.sell_bids), asks)
+            conn.execute(insert(tables.voucher_registry), vouchers)
     return products, buyers
 
 
@@ -283,13 +298,22 @@ def verify(container: Container, orders: int) -> dict[str, Any]:
             )
         )
         outbox_rows = conn.execute(select(func.count()).select_from(tables.outbox)).scalar_one()
+        without_voucher = conn.execute(
+            select(func.count()).where(
+                (o.c.barcode_last4.is_(None))
+                | (o.c.expires_on.is_(None))
+                | (o.c.delivered_at.is_(None))
+            )
+        ).scalar_one()
     assert total_orders == orders, (total_orders, orders)
     assert double_sold == 0 and ledger_sum == 0 and mismatched == 0
+    assert without_voucher == 0, without_voucher
     return {
         "orders": total_orders,
         "asks_sold_twice": double_sold,
         "ledger_sum": int(ledger_sum),
         "balances_not_matching_ledger": mismatched,
+        "orders_without_voucher_facts": without_voucher,
         "outbox_rows": outbox_rows,
     }
 

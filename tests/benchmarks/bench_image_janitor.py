@@ -35,7 +35,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchcommon import OUT, bench_settings, bench_stack, pyplot, top_functions, write_result
+from benchcommon import (
+    OUT,
+    bench_settings,
+    bench_stack,
+    pyplot,
+    seeded_voucher,
+    top_functions,
+    write_result,
+)
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy import event as sa_event
 
@@ -63,12 +71,14 @@ class Seeded:
 
 
 def seed_market(container: Container) -> Seeded:
-    """One seller, one product and LIVE open asks with their images (rows only)."""
+    """One seller, one product and LIVE open asks with their images and vouchers (rows
+    only)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     owner, product = new_id(), new_id()
-    images, asks = [], []
+    images, asks, vouchers = [], [], []
     for _ in range(LIVE):
-        image_id = new_id()
+        image_id, ask_id = new_id(), new_id()
+        voucher, registered = seeded_voucher(ask_id, now)
         images.append(
             {
                 "id": image_id,
@@ -82,13 +92,15 @@ def seed_market(container: Container) -> Seeded:
                 "attached_at": now - timedelta(days=30),
             }
         )
+        vouchers.append(registered)
         asks.append(
             {
-                "id": new_id(),
+                "id": ask_id,
                 "product_id": product,
                 "seller_id": owner,
                 "price": 5000,
                 "image_id": image_id,
+                **voucher,
                 "status": "OPEN",
                 "created_at": now - timedelta(days=30),
                 "updated_at": now - timedelta(days=30),
@@ -117,7 +129,11 @@ def seed_market(container: Container) -> Seeded:
                 "created_at": now,
             },
         )
-        for table, rows in ((tables.images, images), (tables.sell_bids, asks)):
+        for table, rows in (
+            (tables.images, images),
+            (tables.sell_bids, asks),
+            (tables.voucher_registry, vouchers),
+        ):
             for start in range(0, len(rows), INSERT_CHUNK):
                 conn.execute(insert(table), rows[start : start + INSERT_CHUNK])
     return Seeded(owner, [str(i["id"]) for i in images], [str(i["s3_key"]) for i in images])

@@ -6,7 +6,10 @@ products in 20 categories with likes, 2x10^4 open asks and 2x10^4 open buy bids,
 orders (PAID, COMPLETED and SETTLED; buy-now ones each with their matched ask and its
 voucher image, some paid partly with a coupon; sell-now ones with their matched buy bid
 and the seller's image), the settlements of the SETTLED ones, a few coupons per user and
-the double-entry ledger of all of it, so balances equal their postings. Times are
+the double-entry ledger of all of it, so balances equal their postings. Every ask and order
+carries its voucher's facts (last 4 digits, expiry: open asks' vouchers valid long enough
+for buy-now) and every voucher its barcode registry row; orders were delivered when placed
+(automatic inspection). Times are
 consistent (72-hour auto-completion, settlement at 00:10 KST) and ids are ULIDs of their
 rows' creation times. Then, on the same process:
 
@@ -44,6 +47,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import itertools
 import json
 import operator
@@ -62,7 +66,15 @@ from datetime import time as day_time
 from typing import Any
 
 import redis
-from benchcommon import OUT, bench_settings, bench_stack, percentile, pyplot, write_result
+from benchcommon import (
+    OUT,
+    SEEDED_KID,
+    bench_settings,
+    bench_stack,
+    percentile,
+    pyplot,
+    write_result,
+)
 from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -123,6 +135,7 @@ INSERT_ORDER: tuple[Table, ...] = (
     tables.coupons,
     tables.settlements,
     tables.orders,
+    tables.voucher_registry,
     tables.ledger_entries,
 )
 Row = dict[str, Any]
@@ -200,6 +213,7 @@ class Seeder:
         self.settled_gross = Counter[str]()
         self.settled_net = Counter[str]()
         self.finished_purchases = Counter[str]()
+        self.ask_ids: set[str] = set()  # the asks' ids, to tell their vouchers from orders'
 
     # -- helpers --
     def between(self, start: datetime, end: datetime) -> datetime:
@@ -261,6 +275,25 @@ class Seeder:
             }
         )
         return image_id
+
+    def voucher(self, listing_id: str, listed: datetime, valid_from: date) -> Row:
+        """The voucher listed as `listing_id` (an ask, or a sell-now order): its facts for
+        that row, and its registry row. Made from the id, not the random stream, so the rest
+        of the marketplace is the one seeded before vouchers. Valid 3 days to a year after
+        `valid_from`."""
+        digest = hashlib.sha256(listing_id.encode()).hexdigest()
+        expires_on = valid_from + (3 + int(digest[8:16], 16) % 363) * DAY
+        self.rows["voucher_registry"].append(
+            {
+                "kid": SEEDED_KID,
+                "digest": digest,
+                "sell_bid_id": listing_id if listing_id in self.ask_ids else None,
+                "order_id": None if listing_id in self.ask_ids else listing_id,
+                "expires_on": expires_on,
+                "registered_at": listed,
+            }
+        )
+        return {"barcode_last4": f"{int(digest[:8], 16) % 10_000:04d}", "expires_on": expires_on}
 
     # -- the marketplace --
     def build(self) -> None:
@@ -371,14 +404,18 @@ class Seeder:
         for product_id in self.pick_products(self.scale.asks):
             seller = self.rng.choice(self.users)
             created = self.between(self.now - 30 * DAY, self.now)
+            ask_id = self.ulid(created)
+            self.ask_ids.add(ask_id)
             self.rows["sell_bids"].append(
                 {
-                    "id": self.ulid(created),
+                    "id": ask_id,
                     "product_id": product_id,
                     "seller_id": seller,
                     # Asks above every buy bid (below): the book is not crossed.
                     "price": self.price(product_id, 0.80, 0.98),
                     "image_id": self.image(seller, created, created),
+                    # Open: buy-now may take it today (its expiry margin is a day).
+                    **self.voucher(ask_id, created, kst_date(self.now)),
                     "status": "OPEN",
                     "version": 1,
                     "created_at": created,
@@ -481,6 +518,8 @@ class Seeder:
             placed = self.between(max(since, self.user_row[seller]["created_at"]), created)
             image_id = self.image(seller, placed, placed)
             sell_bid_id = self.ulid(placed)
+            self.ask_ids.add(sell_bid_id)
+            voucher = self.voucher(sell_bid_id, placed, kst_date(placed))
             self.rows["sell_bids"].append(
                 {
                     "id": sell_bid_id,
@@ -488,6 +527,7 @@ class Seeder:
                     "seller_id": seller,
                     "price": price,
                     "image_id": image_id,
+                    **voucher,
                     "status": "MATCHED",
                     "version": 2,
                     "created_at": placed,
@@ -526,6 +566,7 @@ class Seeder:
             self._escrow(buyer, buy_bid_id, price, placed)
             uploaded = self.between(created - timedelta(minutes=10), created)
             image_id = self.image(seller, uploaded, created)
+            voucher = self.voucher(order_id, created, kst_date(created))
             self.ledger(
                 "sell_now", "order", order_id, created,
                 (buyer, "escrowed", -price), (seller, "pending", price),
@@ -545,9 +586,11 @@ class Seeder:
             "paid": price - discount,
             "status": status,
             "via": via,
+            **voucher,
             "settlement_id": None,
             "version": ORDER_VERSION[status],
             "created_at": created,
+            "delivered_at": created,  # automatic inspection: delivered when placed
             "completed_at": completed,
             "settled_at": None,
         }
@@ -988,7 +1031,7 @@ class MissingReadModels(ReadModelStore):
     def user(self, user_id: str) -> None:
         return None
 
-    def product(self, product_id: str, *, recent_trades: int) -> None:
+    def product(self, product_id: str, *, recent_trades: int, ladder: int) -> None:
         return None
 
     def products(self, *, sort: str, category: str | None, after: str | None, limit: int) -> None:
@@ -997,7 +1040,10 @@ class MissingReadModels(ReadModelStore):
     def rankings(self, *, by: str, limit: int) -> None:
         return None
 
-    def documents(self, user_id: str, listing: str, kind: str, limit: int) -> None:
+    def documents(self, user_id: str, lists: Sequence[tuple[str, str]], limit: int) -> None:
+        return None
+
+    def queue(self, name: str, limit: int) -> None:
         return None
 
     def order(self, order_id: str) -> None:

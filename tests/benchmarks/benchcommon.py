@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cProfile
+import hashlib
 import json
 import os
 import pstats
@@ -12,12 +13,14 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy import event as sa_event
 
+from giftmarket.domain.settlement import business_date_of
 from giftmarket.settings import Settings
 from giftmarket_local.migrations import reset, upgrade
 from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
@@ -98,6 +101,31 @@ def queue_depth(sqs: SQSClient, url: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(
         attributes["ApproximateNumberOfMessagesNotVisible"]
     )
+
+
+SEEDED_KID = "seeded"  # no deployment's key: seeded vouchers have made-up digests
+
+
+def seeded_voucher(
+    ask_id: str, now: datetime, days: int = 30
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The voucher of a seeded ask, as `PlaceSellBid` leaves it: the ask's columns
+    (barcode_last4, expires_on: valid `days` days after `now`'s date in Korea; `now` naive
+    is UTC, as the tables keep it) and its voucher_registry row. Its digest is made up from
+    the ask's id, so every seeded voucher is another one."""
+    digest = hashlib.sha256(ask_id.encode()).hexdigest()
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    expires_on = business_date_of(aware) + timedelta(days=days)
+    columns = {"barcode_last4": f"{int(digest[:8], 16) % 10_000:04d}", "expires_on": expires_on}
+    registry = {
+        "kid": SEEDED_KID,
+        "digest": digest,
+        "sell_bid_id": ask_id,
+        "order_id": None,
+        "expires_on": expires_on,
+        "registered_at": now,
+    }
+    return columns, registry
 
 
 def percentile(values: list[float], q: float) -> float:

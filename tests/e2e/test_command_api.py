@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.vouchers import voucher_facts
 
 from giftmarket.consistency import ConsistencyToken
 from giftmarket_local.stack import REPO_ROOT, Stack
@@ -263,9 +264,12 @@ def uploaded_image(api: Api, user: User, size: int | None = None) -> str:
     return image_id
 
 
+voucher = voucher_facts  # a sell bid's or sell-now's voucher: fresh, valid 30 days
+
+
 def place_ask(api: Api, seller: User, product_id: str, price: int) -> str:
     image_id = uploaded_image(api, seller)
-    body = {"price": price, "image_id": image_id}
+    body = {"price": price, "image_id": image_id, **voucher()}
     reply = api.call("POST", f"/api/products/{product_id}/sell-bids", body, token=seller.token)
     placed = ok(reply, 201)
     assert placed["status"] == "OPEN", placed
@@ -289,7 +293,7 @@ def buy_now(api: Api, buyer: User, product_id: str, price: int, coupon: str | No
 
 
 def sell_now(api: Api, seller: User, product_id: str, price: int, image_id: str) -> Reply:
-    body = {"price": price, "image_id": image_id}
+    body = {"price": price, "image_id": image_id, **voucher()}
     return api.call("POST", f"/api/products/{product_id}/sell-now", body, token=seller.token)
 
 
@@ -716,7 +720,7 @@ def test_bids_that_would_cross_the_book_are_409_crosses_book(
     place_bid(api, buyer, product, 3500)
     image = uploaded_image(api, seller)
     for price in (3500, 3499):
-        body = {"price": price, "image_id": image}
+        body = {"price": price, "image_id": image, **voucher()}
         reply = api.call("POST", f"/api/products/{product}/sell-bids", body, token=seller.token)
         refused(reply, 409, "crosses_book")
     assert column(stack, "images", "status", image) == "PENDING"
@@ -739,6 +743,104 @@ def test_not_enough_points_is_409_insufficient_points_and_changes_nothing(
 
 
 # ---------------------------------------------------------------------------------------
+# Vouchers, disputes and their resolution (inspection is automatic on this runner)
+
+
+def test_a_voucher_is_listed_once_and_one_expiring_too_soon_is_409_voucher_expiring(
+    api: Api, stack: Stack, product: str
+) -> None:
+    seller, rival, buyer = sign_up(api), sign_up(api), sign_up(api)
+    listed = voucher()
+    path = f"/api/products/{product}/sell-bids"
+    body = {"price": 9000, "image_id": uploaded_image(api, seller), **listed}
+    ask = str(ok(api.call("POST", path, body, token=seller.token), 201)["sell_bid_id"])
+    assert column(stack, "sell_bids", "barcode_last4", ask) == listed["barcode"][-4:]
+    assert column(stack, "sell_bids", "expires_on", ask) == listed["expires_on"]
+
+    # The same barcode, whoever lists it and however: refused, and nothing changes.
+    charge(api, buyer, 5000)
+    bid = place_bid(api, buyer, product, 5000)
+    image = uploaded_image(api, rival)
+    again = {"price": 9500, "image_id": image, **listed}
+    refused(api.call("POST", path, again, token=rival.token), 409, "voucher_duplicate")
+    sold = {"price": 5000, "image_id": uploaded_image(api, rival), **listed}
+    reply = api.call("POST", f"/api/products/{product}/sell-now", sold, token=rival.token)
+    refused(reply, 409, "voucher_duplicate")
+    assert column(stack, "buy_bids", "status", bid) == "OPEN"
+    assert column(stack, "images", "status", image) == "PENDING"
+    assert balances(stack, rival) == (0, 0, 0)
+
+    # Valid until the day after tomorrow in Korea: 1 day short of the 3 days asked.
+    expiring = {"price": 9500, "image_id": image, **voucher(days=2)}
+    refused(api.call("POST", path, expiring, token=rival.token), 409, "voucher_expiring")
+    assert column(stack, "images", "status", image) == "PENDING"
+
+    # Cancelled, the voucher may be listed again.
+    ok(api.call("DELETE", f"/api/sell-bids/{ask}", token=seller.token), 204)
+    ok(api.call("POST", path, again, token=rival.token), 201)
+
+
+def test_a_buyers_dispute_is_200_disputed_and_an_admin_refund_pays_everything_back(
+    api: Api, admin: User, stack: Stack, product: str
+) -> None:
+    seller, buyer = sign_up(api), sign_up(api)
+    coupon = issue_coupon(api, admin, buyer, 1000, timedelta(days=7))
+    listed = voucher()
+    body = {"price": 4000, "image_id": uploaded_image(api, seller), **listed}
+    ok(api.call("POST", f"/api/products/{product}/sell-bids", body, token=seller.token), 201)
+    charge(api, buyer, 5000)
+    order = ok(buy_now(api, buyer, product, 4000, coupon), 201)["order_id"]
+    assert (balances(stack, buyer), balances(stack, seller)) == ((2000, 0, 0), (0, 0, 4000))
+
+    dispute = f"/api/orders/{order}/dispute"
+    reason = {"reason": "the barcode was already used at the store"}
+    refused(api.call("POST", dispute, reason, token=seller.token), 409, "order_not_disputable")
+    disputed = ok(api.call("POST", dispute, reason, token=buyer.token), 200)
+    assert disputed == {"order_id": order, "status": "DISPUTED"}
+    refused(api.call("POST", dispute, reason, token=buyer.token), 409, "order_not_disputable")
+    confirm = api.call("POST", f"/api/orders/{order}/confirm", token=buyer.token)
+    refused(confirm, 409, "order_not_confirmable")
+    # Not an order waiting for inspection: nothing to decide there.
+    inspection = {"result": "pass"}
+    reply = api.call("POST", f"/api/admin/orders/{order}/inspection", inspection, token=admin.token)
+    refused(reply, 409, "order_not_pending")
+    assert column(stack, "orders", "status", order) == "DISPUTED"
+
+    resolution = f"/api/admin/orders/{order}/resolution"
+    refund = {"decision": "refund", "note": "the brand confirmed it was used"}
+    resolved = ok(api.call("POST", resolution, refund, token=admin.token), 200)
+    assert resolved == {"order_id": order, "status": "REFUNDED"}
+    assert (balances(stack, buyer), balances(stack, seller)) == ((5000, 0, 0), (0, 0, 0))
+    assert column(stack, "coupons", "status", coupon) == "AVAILABLE"
+    again = api.call("POST", resolution, {"decision": "reject"}, token=admin.token)
+    refused(again, 409, "order_not_pending")
+    assert column(stack, "orders", "status", order) == "REFUNDED"
+
+    # A refunded voucher stays blocked; the coupon pays for another order.
+    relist = {"price": 4000, "image_id": uploaded_image(api, seller), **listed}
+    reply = api.call("POST", f"/api/products/{product}/sell-bids", relist, token=seller.token)
+    refused(reply, 409, "voucher_duplicate")
+    place_ask(api, seller, product, 4000)
+    assert ok(buy_now(api, buyer, product, 4000, coupon), 201)["paid"] == 3000
+
+
+def test_a_rejected_dispute_completes_the_order(
+    api: Api, admin: User, stack: Stack, product: str
+) -> None:
+    seller, buyer = sign_up(api), sign_up(api)
+    place_ask(api, seller, product, 3000)
+    charge(api, buyer, 3000)
+    order = ok(buy_now(api, buyer, product, 3000), 201)["order_id"]
+    reason = {"reason": "does not scan"}
+    ok(api.call("POST", f"/api/orders/{order}/dispute", reason, token=buyer.token), 200)
+    resolution = f"/api/admin/orders/{order}/resolution"
+    rejected = ok(api.call("POST", resolution, {"decision": "reject"}, token=admin.token), 200)
+    assert rejected == {"order_id": order, "status": "COMPLETED"}
+    assert column(stack, "orders", "status", order) == "COMPLETED"
+    assert (balances(stack, buyer), balances(stack, seller)) == ((0, 0, 0), (0, 0, 3000))
+
+
+# ---------------------------------------------------------------------------------------
 # Images that cannot be attached
 
 
@@ -747,7 +849,7 @@ def test_attaching_an_image_that_was_never_uploaded_is_409_image_unusable(
 ) -> None:
     seller = sign_up(api)
     image, _ = upload_slot(api, seller)
-    body = {"price": 4000, "image_id": image}
+    body = {"price": 4000, "image_id": image, **voucher()}
     reply = api.call("POST", f"/api/products/{product}/sell-bids", body, token=seller.token)
     refused(reply, 409, "image_unusable")
     assert column(stack, "images", "status", image) == "PENDING"
@@ -758,13 +860,13 @@ def test_an_image_of_5_mib_is_accepted_and_one_byte_more_is_409_image_unusable(
 ) -> None:
     seller = sign_up(api)
     too_big = uploaded_image(api, seller, size=MAX_IMAGE_BYTES + 1)
-    body = {"price": 4000, "image_id": too_big}
+    body = {"price": 4000, "image_id": too_big, **voucher()}
     reply = api.call("POST", f"/api/products/{product}/sell-bids", body, token=seller.token)
     refused(reply, 409, "image_unusable")
     assert column(stack, "images", "status", too_big) == "PENDING"
 
     just_fits = uploaded_image(api, seller, size=MAX_IMAGE_BYTES)
-    body = {"price": 4000, "image_id": just_fits}
+    body = {"price": 4000, "image_id": just_fits, **voucher()}
     ok(api.call("POST", f"/api/products/{product}/sell-bids", body, token=seller.token), 201)
     assert column(stack, "images", "status", just_fits) == "ATTACHED"
 
@@ -776,7 +878,7 @@ def test_an_upload_declaring_another_content_type_never_gives_a_usable_image(
     image, url = upload_slot(api, seller)
     put = put_object(url, b"<html>not an image</html>", "text/html")
     if put.status == 200:  # the store did not enforce the signed header; attaching must
-        body = {"price": 4000, "image_id": image}
+        body = {"price": 4000, "image_id": image, **voucher()}
         reply = api.call("POST", f"/api/products/{product}/sell-bids", body, token=seller.token)
         refused(reply, 409, "image_unusable")
     else:
@@ -787,10 +889,11 @@ def test_an_upload_declaring_another_content_type_never_gives_a_usable_image(
 def test_an_image_attaches_once(api: Api, product: str) -> None:
     seller = sign_up(api)
     image = uploaded_image(api, seller)
-    body = {"price": 4000, "image_id": image}
+    body = {"price": 4000, "image_id": image, **voucher()}
     path = f"/api/products/{product}/sell-bids"
     ok(api.call("POST", path, body, token=seller.token), 201)
-    refused(api.call("POST", path, body, token=seller.token), 409, "image_unusable")
+    again = body | voucher()  # another voucher: only the image is used already
+    refused(api.call("POST", path, again, token=seller.token), 409, "image_unusable")
 
 
 # ---------------------------------------------------------------------------------------
@@ -820,7 +923,7 @@ def test_another_users_bids_orders_and_images_are_404_like_missing_ones(
         assert not_yours["code"] == not_there["code"] == "not_found"
         assert not_yours["detail"] == not_there["detail"]
 
-    body = {"price": 9500, "image_id": image}
+    body = {"price": 9500, "image_id": image, **voucher()}
     path = f"/api/products/{product}/sell-bids"
     refused(api.call("POST", path, body, token=other.token), 404, "not_found")
     assert column(stack, "sell_bids", "status", ask) == "OPEN"

@@ -179,12 +179,17 @@ def test_run_on_a_fresh_folder_starts_everything_keeps_data_and_stops_it_all_on_
         for name in ("PRIMARY", "REPLICA", "REDIS", "LOCALSTACK")
     }
     env = {"GM_LOCAL_DIR": str(tmp_path), **ports}
+    saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
         config = StackConfig.for_profile("run")
     finally:
-        for key in env:
-            os.environ.pop(key)
+        # As it was: a GM_LOCAL_DIR set for the session is still the test stack's folder.
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
     fresh = Stack(config)
     api_port = free_port()
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
+from tests.support.fakes import fresh_barcode, valid_until
 from tests.support.handler_client import PNG, HandlerClient, handler_client, http_put
 from tests.support.stack import redis_stopped
 
@@ -66,11 +68,10 @@ def test_a_trade_is_visible_in_every_query_of_both_parties(client: Client) -> No
     client.command("POST", f"/api/products/{product}/likes", token=buyer)
     slot = client.command("POST", "/api/images", {"content_type": "image/png"}, seller)
     assert http_put(slot["upload_url"], PNG, "image/png")[0] == 200
+    barcode, expires_on = fresh_barcode(), valid_until(datetime.now(UTC), 40).isoformat()
+    voucher = {"image_id": slot["image_id"], "barcode": barcode, "expires_on": expires_on}
     ask = client.command(
-        "POST",
-        f"/api/products/{product}/sell-bids",
-        {"price": 5000, "image_id": slot["image_id"]},
-        seller,
+        "POST", f"/api/products/{product}/sell-bids", {"price": 5000, **voucher}, seller
     )["sell_bid_id"]
     bid = client.command("POST", f"/api/products/{product}/buy-bids", {"price": 4000}, buyer)[
         "buy_bid_id"
@@ -94,6 +95,9 @@ def test_a_trade_is_visible_in_every_query_of_both_parties(client: Client) -> No
     }
     asks = client.query("/api/sell/history/bidding", seller)["items"]
     assert [(a["sell_bid_id"], a["price"], a["product_name"]) for a in asks] == [(ask, 5000, name)]
+    assert (asks[0]["barcode_last4"], asks[0]["expires_on"]) == (barcode[-4:], expires_on)
+    ladder = client.query(f"/api/products/{product}")["asks"]
+    assert ladder == [{"price": 5000, "count": 1, "earliest_expires_on": expires_on}]
     bids = client.query("/api/buy/history/bidding", buyer)["items"]
     assert [(b["buy_bid_id"], b["status"]) for b in bids] == [(bid, "OPEN")]
 
@@ -104,6 +108,7 @@ def test_a_trade_is_visible_in_every_query_of_both_parties(client: Client) -> No
     detail = client.query(f"/api/products/{product}")
     assert (detail["lowest_ask"], detail["highest_bid"]) == (None, 4000)
     assert (detail["order_count"], detail["last_trade_price"]) == (1, 5000)
+    assert detail["asks"] == []  # the matched ask left the ladder
     assert [t["price"] for t in detail["recent_trades"]] == [5000]
     assert client.query("/api/sell/history/bidding", seller) == {"items": []}
     purchases = client.query("/api/buy/history/in_progress", buyer)["items"]
@@ -113,6 +118,14 @@ def test_a_trade_is_visible_in_every_query_of_both_parties(client: Client) -> No
 
     seen_by_buyer = client.query(f"/api/orders/{order}", buyer)
     assert seen_by_buyer["role"] == "buyer" and seen_by_buyer["buyer_id"] == buyer_id
+    # Inspection is automatic here: delivered when placed.
+    assert seen_by_buyer["delivered_at"] == seen_by_buyer["created_at"]
+    assert (seen_by_buyer["barcode_last4"], seen_by_buyer["expires_on"]) == (
+        barcode[-4:],
+        expires_on,
+    )
+    assert seen_by_buyer["dispute"] is None
+    assert "barcode" not in seen_by_buyer
     assert "seller_id" not in seen_by_buyer
     assert client.query(f"/api/orders/{order}", seller)["seller_id"] == seller_id
     link = client.query(f"/api/orders/{order}/gifticon", buyer)["download_url"]

@@ -40,7 +40,9 @@ def test_after_any_trades_balances_equal_ledger_sums_and_money_is_conserved(
     market.run(trading.cancel_buy_bid, trading.CancelBuyBid(alice, bid_id))
     market.open_bid(product_id, 4100, bob)
     image_id = market.uploaded_image(carol)
-    market.run(trading.sell_now, trading.SellNow(carol, product_id, 4100, image_id))
+    market.run(
+        trading.sell_now, trading.SellNow(carol, product_id, 4100, image_id, *market.voucher())
+    )
     ledger_balances_agree_with_users(market, alice, bob, carol)
     sums = ledger.balances(market.store.ledger)
     users_total = sum(sum(market.balances(user_id)) for user_id in (alice, bob, carol))

@@ -31,7 +31,8 @@ def test_sell_bid_attaches_the_uploaded_image_and_opens_the_ask(market: Market) 
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.uploaded_image(seller_id, size=4096)
     market.clock.advance()
-    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id)
+    barcode, expires_on = market.voucher()
+    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id, barcode, expires_on)
     placed, committed = market.commit(trading.place_sell_bid, command)
     assert placed.status is BidStatus.OPEN
     ask = market.ask(placed.bid_id)
@@ -42,6 +43,9 @@ def test_sell_bid_attaches_the_uploaded_image_and_opens_the_ask(market: Market) 
         image_id,
         BidStatus.OPEN,
     )
+    # The voucher's facts, never its barcode.
+    assert (ask.barcode_last4, ask.expires_on) == (barcode[-4:], expires_on)
+    assert barcode not in repr(vars(ask))
     image = market.image(image_id)
     assert (image.status, image.size_bytes, image.attached_at) == (
         ImageStatus.ATTACHED,
@@ -57,7 +61,7 @@ def test_sell_bid_attaches_the_uploaded_image_and_opens_the_ask(market: Market) 
 def test_sell_bid_with_missing_upload_is_image_unusable(market: Market) -> None:
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.requested_image(seller_id)
-    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id)
+    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id, *market.voucher())
     market.refused(trading.place_sell_bid, command, ImageUnusable)
 
 
@@ -71,29 +75,32 @@ def test_sell_bid_with_an_oversized_or_non_image_upload_is_image_unusable(
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.requested_image(seller_id)
     market.images.put(s3_key_for(seller_id, image_id), size=size, content_type=content_type)
-    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id)
+    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id, *market.voucher())
     market.refused(trading.place_sell_bid, command, ImageUnusable)
 
 
 def test_sell_bid_with_an_image_of_exactly_5_mib_is_placed(market: Market) -> None:
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.uploaded_image(seller_id, size=MAX_IMAGE_BYTES, content_type="image/webp")
-    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id)
+    command = trading.PlaceSellBid(seller_id, product_id, 4000, image_id, *market.voucher())
     assert market.run(trading.place_sell_bid, command).status is BidStatus.OPEN
 
 
 def test_other_users_image_is_not_found(market: Market) -> None:
     product_id, seller_id = market.new_product(), market.signed_up()
     someone_elses = market.uploaded_image(market.signed_up())
-    command = trading.PlaceSellBid(seller_id, product_id, 4000, someone_elses)
+    command = trading.PlaceSellBid(seller_id, product_id, 4000, someone_elses, *market.voucher())
     assert market.refused(trading.place_sell_bid, command, NotFound).resource == "image"
 
 
 def test_sell_bid_with_an_image_already_on_an_ask_is_image_unusable(market: Market) -> None:
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.uploaded_image(seller_id)
-    market.run(trading.place_sell_bid, trading.PlaceSellBid(seller_id, product_id, 4000, image_id))
-    command = trading.PlaceSellBid(seller_id, product_id, 4500, image_id)
+    market.run(
+        trading.place_sell_bid,
+        trading.PlaceSellBid(seller_id, product_id, 4000, image_id, *market.voucher()),
+    )
+    command = trading.PlaceSellBid(seller_id, product_id, 4500, image_id, *market.voucher())
     market.refused(trading.place_sell_bid, command, ImageUnusable)
 
 
@@ -101,9 +108,9 @@ def test_sell_bid_for_an_unknown_product_or_image_is_not_found(market: Market) -
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.uploaded_image(seller_id)
     unknown = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
-    command = trading.PlaceSellBid(seller_id, unknown, 4000, image_id)
+    command = trading.PlaceSellBid(seller_id, unknown, 4000, image_id, *market.voucher())
     assert market.refused(trading.place_sell_bid, command, NotFound).resource == "product"
-    command = trading.PlaceSellBid(seller_id, product_id, 4000, unknown)
+    command = trading.PlaceSellBid(seller_id, product_id, 4000, unknown, *market.voucher())
     assert market.refused(trading.place_sell_bid, command, NotFound).resource == "image"
 
 
@@ -115,7 +122,7 @@ def test_sell_bid_at_or_below_the_highest_buy_bid_crosses_the_book(
     market.open_bid(product_id, 4000)
     market.open_bid(product_id, 5000)
     image_id = market.uploaded_image(seller_id)
-    command = trading.PlaceSellBid(seller_id, product_id, price, image_id)
+    command = trading.PlaceSellBid(seller_id, product_id, price, image_id, *market.voucher())
     market.refused(trading.place_sell_bid, command, CrossesBook)
 
 
@@ -138,7 +145,7 @@ def test_bids_at_a_non_positive_or_absurd_price_are_invalid_amount(
 ) -> None:
     product_id, trader_id = market.new_product(), market.signed_up(points=10_000)
     image_id = market.uploaded_image(trader_id)
-    sell = trading.PlaceSellBid(trader_id, product_id, price, image_id)
+    sell = trading.PlaceSellBid(trader_id, product_id, price, image_id, *market.voucher())
     market.refused(trading.place_sell_bid, sell, InvalidAmount)
     buy = trading.PlaceBuyBid(trader_id, product_id, price)
     market.refused(trading.place_buy_bid, buy, InvalidAmount)
@@ -160,14 +167,16 @@ def test_sell_now_at_a_non_positive_price_is_invalid_amount_not_a_sale(
     product_id, seller_id = market.new_product(), market.signed_up()
     market.open_bid(product_id, 3000)
     image_id = market.uploaded_image(seller_id)
-    command = trading.SellNow(seller_id, product_id, price, image_id)
+    command = trading.SellNow(seller_id, product_id, price, image_id, *market.voucher())
     market.refused(trading.sell_now, command, InvalidAmount)
 
 
 def test_sell_bid_by_a_vanished_account_is_unauthenticated(market: Market) -> None:
     product_id, seller_id = market.new_product(), market.signed_up()
     image_id = market.uploaded_image(seller_id)
-    command = trading.PlaceSellBid("01HZZZZZZZZZZZZZZZZZZZZZZZ", product_id, 4000, image_id)
+    command = trading.PlaceSellBid(
+        "01HZZZZZZZZZZZZZZZZZZZZZZZ", product_id, 4000, image_id, *market.voucher()
+    )
     market.refused(trading.place_sell_bid, command, Unauthenticated)
 
 
@@ -280,7 +289,9 @@ def test_cancel_of_a_matched_buy_bid_is_bid_not_open(market: Market) -> None:
     )
     bid_id = market.open_bid(product_id, 4000, buyer_id)
     image_id = market.uploaded_image(seller_id)
-    market.run(trading.sell_now, trading.SellNow(seller_id, product_id, 4000, image_id))
+    market.run(
+        trading.sell_now, trading.SellNow(seller_id, product_id, 4000, image_id, *market.voucher())
+    )
     command = trading.CancelBuyBid(buyer_id, bid_id)
     market.refused(trading.cancel_buy_bid, command, BidNotOpen)
     assert market.balances(buyer_id) == (1000, 0, 0)

@@ -253,7 +253,7 @@ def test_sell_now_pays_the_bid_price_from_the_buyers_escrow(market: Market) -> N
     seller_id = market.signed_up()
     bid_id = market.open_bid(product_id, 5000, buyer_id)
     image_id = market.uploaded_image(seller_id)
-    command = trading.SellNow(seller_id, product_id, 4500, image_id)
+    command = trading.SellNow(seller_id, product_id, 4500, image_id, *market.voucher())
     sale, committed = market.commit(trading.sell_now, command)
     assert (sale.price, sale.status) == (5000, OrderStatus.PAID)
     assert market.balances(buyer_id) == (0, 0, 0)
@@ -298,12 +298,12 @@ def test_sell_now_takes_the_highest_then_oldest_bid_never_the_sellers_own(
     taken = []
     for _ in range(3):
         image_id = market.uploaded_image(seller_id)
-        command = trading.SellNow(seller_id, product_id, 4000, image_id)
+        command = trading.SellNow(seller_id, product_id, 4000, image_id, *market.voucher())
         taken.append(market.order(market.run(trading.sell_now, command).order_id).buy_bid_id)
     assert taken[:2] == [oldest_highest, newer_highest]
     assert market.bid(present(taken[2])).price == 4000
     image_id = market.uploaded_image(seller_id)
-    command = trading.SellNow(seller_id, product_id, 4000, image_id)
+    command = trading.SellNow(seller_id, product_id, 4000, image_id, *market.voucher())
     market.refused(trading.sell_now, command, NoMatchingBid)
 
 
@@ -311,7 +311,7 @@ def test_sell_now_above_the_highest_bid_is_no_matching_bid(market: Market) -> No
     product_id, seller_id = market.new_product(), market.signed_up()
     market.open_bid(product_id, 4000)
     image_id = market.uploaded_image(seller_id)
-    command = trading.SellNow(seller_id, product_id, 4001, image_id)
+    command = trading.SellNow(seller_id, product_id, 4001, image_id, *market.voucher())
     market.refused(trading.sell_now, command, NoMatchingBid)
 
 
@@ -321,7 +321,7 @@ def test_sell_now_with_missing_upload_is_image_unusable_and_the_bid_stays_open(
     product_id, seller_id = market.new_product(), market.signed_up()
     bid_id = market.open_bid(product_id, 4000)
     image_id = market.requested_image(seller_id)
-    command = trading.SellNow(seller_id, product_id, 4000, image_id)
+    command = trading.SellNow(seller_id, product_id, 4000, image_id, *market.voucher())
     market.refused(trading.sell_now, command, ImageUnusable)
     assert market.bid(bid_id).status is BidStatus.OPEN
 
@@ -330,7 +330,9 @@ def test_sell_now_with_an_image_already_on_an_ask_is_image_unusable(market: Mark
     product_id, seller_id = market.new_product(), market.signed_up()
     market.open_bid(product_id, 4000)
     ask_id = market.open_ask(product_id, 9000, seller_id)
-    command = trading.SellNow(seller_id, product_id, 4000, market.ask(ask_id).image_id)
+    command = trading.SellNow(
+        seller_id, product_id, 4000, market.ask(ask_id).image_id, *market.voucher()
+    )
     market.refused(trading.sell_now, command, ImageUnusable)
 
 
@@ -338,21 +340,25 @@ def test_sell_now_with_another_users_image_is_not_found(market: Market) -> None:
     product_id, seller_id = market.new_product(), market.signed_up()
     market.open_bid(product_id, 4000)
     someone_elses = market.uploaded_image(market.signed_up())
-    command = trading.SellNow(seller_id, product_id, 4000, someone_elses)
+    command = trading.SellNow(seller_id, product_id, 4000, someone_elses, *market.voucher())
     assert market.refused(trading.sell_now, command, NotFound).resource == "image"
 
 
 def test_sell_now_for_an_unknown_product_is_not_found(market: Market) -> None:
     seller_id = market.signed_up()
     image_id = market.uploaded_image(seller_id)
-    command = trading.SellNow(seller_id, "01HZZZZZZZZZZZZZZZZZZZZZZZ", 4000, image_id)
+    command = trading.SellNow(
+        seller_id, "01HZZZZZZZZZZZZZZZZZZZZZZZ", 4000, image_id, *market.voucher()
+    )
     assert market.refused(trading.sell_now, command, NotFound).resource == "product"
 
 
 def test_sell_now_by_a_vanished_account_is_unauthenticated(market: Market) -> None:
     product_id = market.new_product()
     market.open_bid(product_id, 4000)
-    command = trading.SellNow("01HZZZZZZZZZZZZZZZZZZZZZZZ", product_id, 4000, "01HZZZ")
+    command = trading.SellNow(
+        "01HZZZZZZZZZZZZZZZZZZZZZZZ", product_id, 4000, "01HZZZ", *market.voucher()
+    )
     market.refused(trading.sell_now, command, Unauthenticated)
 
 

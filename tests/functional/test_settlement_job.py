@@ -19,7 +19,9 @@ from tests.support.fakes import (
     FakeImageStore,
     FakeStore,
     FakeUnitOfWork,
+    fresh_barcode,
     make_context,
+    valid_until,
 )
 from typer.testing import CliRunner
 
@@ -109,7 +111,8 @@ class World:
         image = catalog.RequestImageUpload(seller_id, "image/png")
         image_id = self.run(image).image_id
         self.images.put(s3_key_for(seller_id, image_id))
-        ask = trading.PlaceSellBid(seller_id, self.product_id, price, image_id)
+        voucher = fresh_barcode(), valid_until(paid_at)
+        ask = trading.PlaceSellBid(seller_id, self.product_id, price, image_id, *voucher)
         self.run(ask)
         buy = trading.BuyNow(self.buyer_id, self.product_id, price)
         order_id = self.run(buy).order_id

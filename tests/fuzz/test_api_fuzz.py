@@ -7,7 +7,10 @@ code, the documented content type, a body matching the documented model.
 Generation is bounded and reproducible: derandomized Hypothesis, MAX_EXAMPLES per operation
 in both positive (valid) and negative (invalid) modes, no shrinking, no example database.
 Most requests carry a real token (the admin's on admin routes, a user's elsewhere) and many
-carry real ids, so the fuzzer gets past authentication and lookups into the handlers.
+carry real ids, so the fuzzer gets past authentication and lookups into the handlers: the
+user's orders are in every state a decision route acts on (delivered, disputed, waiting for
+inspection), so the buyer's dispute and the admins' inspection and resolution routes reach
+their domain rules, and their successes are checked against the schema too.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from tests.support.handler_client import PNG, http_put
+from tests.support.vouchers import voucher_facts
 
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.http.command_app import create_command_app
@@ -50,7 +54,13 @@ MAX_EXAMPLES = 15
 ADMIN_EMAIL = "admin@giftmarket.local"
 PASSWORD = "password123"
 # Routes only an admin may call: they get the admin's token, every other route a user's.
-ADMIN_ROUTES = {("POST", "/api/products"), ("POST", "/api/admin/coupons")}
+ADMIN_ROUTES = {("POST", "/api/products")}
+
+
+def is_admin_route(method: str, path: str) -> bool:
+    return (method, path) in ADMIN_ROUTES or path.startswith("/api/admin/")
+
+
 # Never sent by a real client: the placeholder host of the generated URLs.
 BASE_URL = "http://lambda.invalid"
 
@@ -144,6 +154,8 @@ class World:
     admin: str
     user: str
     ids: dict[str, list[str]] = field(default_factory=dict)
+    # Ids for one route's path parameters, over `ids`: objects in the state it acts on.
+    route_ids: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     counters: dict[str, Iterator[int]] = field(default_factory=dict)
 
@@ -164,7 +176,7 @@ class World:
         n = next(self.counters.setdefault(key, itertools.count()))
         names = {p.name.lower() for p in operation.iter_parameters() if p.location == "header"}
         if "authorization" in names and n % 5 != 4:
-            admin = (operation.method.upper(), operation.path) in ADMIN_ROUTES
+            admin = is_admin_route(operation.method.upper(), operation.path)
             token = self.admin if admin else self.user
             if case.headers is None:
                 case.headers = CaseInsensitiveDict()
@@ -172,7 +184,7 @@ class World:
         positive = case.meta is None or case.meta.generation.mode == GenerationMode.POSITIVE
         if positive and n % 2 == 0 and case.path_parameters:
             for name in list(case.path_parameters):
-                known = self.ids.get(name)
+                known = self.route_ids.get(key, {}).get(name) or self.ids.get(name)
                 if known:
                     case.path_parameters[name] = known[n // 2 % len(known)]
 
@@ -198,6 +210,10 @@ def world(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Worl
     # No events queue: what the fuzzer writes stays in the outbox, out of other tests' way.
     settings = make_settings(events_queue_url=None)
     container: Container = bootstrap(settings)
+    # The same database under manual inspection, for orders that wait for an admin.
+    inspecting: Container = bootstrap(
+        make_settings(events_queue_url=None, inspection_mode="manual")
+    )
     set_container(container)
     try:
         invoker = LocalInvoker()
@@ -212,34 +228,49 @@ def world(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Worl
             admin,
         )["product_id"]
         w.call("POST", "/api/points/charge", {"amount": 100_000}, user)
-        # A trade between the seller and the user (an order of the user's), and an open
-        # ask and buy bid of the user's own, so id-taking routes see real objects.
-        images = []
-        for _ in range(3):
+
+        def ask(price: int) -> str:
             slot = w.call("POST", "/api/images", {"content_type": "image/png"}, seller)
             assert http_put(slot["upload_url"], PNG, "image/png")[0] == 200
-            images.append(slot["image_id"])
-        w.call(
-            "POST",
-            f"/api/products/{product}/sell-bids",
-            {"price": 3000, "image_id": images[0]},
-            seller,
-        )
-        order = w.call("POST", f"/api/products/{product}/buy-now", {"price": 3000}, user)
-        sell_bid = w.call(
-            "POST",
-            f"/api/products/{product}/sell-bids",
-            {"price": 9000, "image_id": images[1]},
-            seller,
-        )["sell_bid_id"]
+            body = {"price": price, "image_id": slot["image_id"], **voucher_facts()}
+            sell_bid: str = w.call("POST", f"/api/products/{product}/sell-bids", body, seller)[
+                "sell_bid_id"
+            ]
+            return sell_bid
+
+        def bought() -> str:
+            ask(3000)
+            order_id: str = w.call(
+                "POST", f"/api/products/{product}/buy-now", {"price": 3000}, user
+            )["order_id"]
+            return order_id
+
+        # Trades between the seller and the user: the user's orders, delivered (PAID) and
+        # disputed, and (under manual inspection) waiting for inspection; an open ask of
+        # the seller's and a buy bid of the user's, so id-taking routes see real objects.
+        # A few of each, as each decision takes one out of the state it needs.
+        delivered = [bought() for _ in range(4)]
+        disputed = [bought() for _ in range(3)]
+        for order_id in disputed:
+            w.call("POST", f"/api/orders/{order_id}/dispute", {"reason": "fuzz"}, user)
+        set_container(inspecting)
+        waiting = [bought() for _ in range(3)]
+        set_container(container)
+        sell_bid = ask(9000)
         buy_bid = w.call("POST", f"/api/products/{product}/buy-bids", {"price": 1000}, user)[
             "buy_bid_id"
         ]
         w.ids = {
             "product_id": [product],
-            "order_id": [order["order_id"]],
+            "order_id": [*delivered, *disputed, *waiting],
             "sell_bid_id": [sell_bid],
             "buy_bid_id": [buy_bid],
+        }
+        w.route_ids = {
+            "POST /api/orders/{order_id}/confirm": {"order_id": delivered[:2]},
+            "POST /api/orders/{order_id}/dispute": {"order_id": delivered[2:]},
+            "POST /api/admin/orders/{order_id}/inspection": {"order_id": waiting},
+            "POST /api/admin/orders/{order_id}/resolution": {"order_id": disputed},
         }
         yield w
         total = sum(w.statuses.values())
@@ -249,6 +280,7 @@ def world(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Worl
     finally:
         set_container(None)
         container.close()
+        inspecting.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,7 +330,7 @@ def test_unparsable_bodies_are_documented(world: World) -> None:
         target = path
         for name, values in world.ids.items():
             target = target.replace("{" + name + "}", values[0])
-        token = world.admin if (method, path) in ADMIN_ROUTES else world.user
+        token = world.admin if is_admin_route(method, path) else world.user
         headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
         reply = world.invoker.http(method, target, body=b"\xff{", headers=headers)
         assert reply.status < 500, f"{method} {path}: {reply}"
@@ -309,19 +341,56 @@ def test_unparsable_bodies_are_documented(world: World) -> None:
     assert not undocumented, undocumented
 
 
-@pytest.mark.parametrize("method, path", sorted(ADMIN_ROUTES))
-def test_admin_routes_document_their_refusal_of_users(world: World, method: str, path: str) -> None:
-    bodies = {
-        "/api/products": {"name": "x", "brand": "x", "category": "x", "face_value": 1000},
-        "/api/admin/coupons": {
-            "user_id": "x",
-            "name": "x",
-            "discount_amount": 100,
-            "expires_at": "2030-01-01T00:00:00Z",
-        },
-    }
-    headers = {"content-type": "application/json", "authorization": f"Bearer {world.user}"}
-    reply = world.invoker.http(method, path, body=as_json(bodies[path]), headers=headers)
+QUERY_OPENAPI = create_query_app().openapi()
+ADMIN_OPERATIONS = sorted(
+    (method.upper(), path, openapi)
+    for openapi in (COMMAND_OPENAPI, QUERY_OPENAPI)
+    for path, operations in openapi["paths"].items()
+    for method in operations
+    if is_admin_route(method.upper(), path)
+)
+# A body valid but for the caller, for each admin command.
+ADMIN_BODIES: dict[str, Any] = {
+    "/api/products": {"name": "x", "brand": "x", "category": "x", "face_value": 1000},
+    "/api/admin/coupons": {
+        "user_id": "x",
+        "name": "x",
+        "discount_amount": 100,
+        "expires_at": "2030-01-01T00:00:00Z",
+    },
+    "/api/admin/orders/{order_id}/inspection": {"result": "fail", "reason": "x"},
+    "/api/admin/orders/{order_id}/resolution": {"decision": "refund"},
+}
+
+
+def test_the_admin_routes_are_the_expected_ones() -> None:
+    """So that a new admin route is not fuzzed with a user's token by mistake."""
+    assert [(method, path) for method, path, _ in ADMIN_OPERATIONS] == sorted(
+        [
+            ("POST", "/api/products"),
+            ("POST", "/api/admin/coupons"),
+            ("POST", "/api/admin/orders/{order_id}/inspection"),
+            ("POST", "/api/admin/orders/{order_id}/resolution"),
+            ("GET", "/api/admin/inspections"),
+            ("GET", "/api/admin/disputes"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "method, path, openapi", ADMIN_OPERATIONS, ids=[f"{m} {p}" for m, p, _ in ADMIN_OPERATIONS]
+)
+def test_admin_routes_document_their_refusal_of_users(
+    world: World, method: str, path: str, openapi: dict[str, Any]
+) -> None:
+    headers = {"authorization": f"Bearer {world.user}"}
+    body = b""
+    if method != "GET":
+        headers["content-type"] = "application/json"
+        body = as_json(ADMIN_BODIES[path])
+    # The user's own order, even: the decisions are the admins' alone.
+    target = path.replace("{order_id}", world.ids["order_id"][0])
+    reply = world.invoker.http(method, target, body=body, headers=headers)
     assert reply.status == 403, str(reply)
-    documented = COMMAND_OPENAPI["paths"][path][method.lower()]["responses"]
+    documented = openapi["paths"][path][method.lower()]["responses"]
     assert "403" in documented, f"{method} {path}: 403 not in {sorted(documented)}"

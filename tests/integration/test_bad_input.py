@@ -32,6 +32,9 @@ ADMIN_EMAIL = f"bad-input-admin-{uuid.uuid4().hex[:12]}@example.com"
 PASSWORD = "password123"
 MISSING = "01ARZ3NDEKTSV4RRFFQ69G5FAV"  # a well-formed ULID that names nothing
 MIB = 1024 * 1024
+# A voucher's facts, valid on their own: these requests are refused for something else.
+VOUCHER = {"barcode": "8801234567890", "expires_on": "2099-12-31"}
+ASK = {"price": 1000, "image_id": MISSING, **VOUCHER}
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,13 +223,16 @@ AUTHENTICATED_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/api/products/{product}/likes", None),
     ("DELETE", "/api/products/{product}/likes", None),
     ("POST", "/api/images", {"content_type": "image/png"}),
-    ("POST", "/api/products/{product}/sell-bids", {"price": 1000, "image_id": MISSING}),
+    ("POST", "/api/products/{product}/sell-bids", ASK),
     ("DELETE", f"/api/sell-bids/{MISSING}", None),
     ("POST", "/api/products/{product}/buy-bids", {"price": 1}),
     ("DELETE", f"/api/buy-bids/{MISSING}", None),
     ("POST", "/api/products/{product}/buy-now", {"price": 1}),
-    ("POST", "/api/products/{product}/sell-now", {"price": 1000, "image_id": MISSING}),
+    ("POST", "/api/products/{product}/sell-now", ASK),
     ("POST", f"/api/orders/{MISSING}/confirm", None),
+    ("POST", f"/api/orders/{MISSING}/dispute", {"reason": "the barcode was used"}),
+    ("POST", f"/api/admin/orders/{MISSING}/inspection", {"result": "pass"}),
+    ("POST", f"/api/admin/orders/{MISSING}/resolution", {"decision": "reject"}),
     (
         "POST",
         "/api/admin/coupons",
@@ -280,7 +286,8 @@ def test_a_well_formed_token_is_accepted_on_the_same_route(ids: Ids) -> None:
 
 
 def test_a_non_admin_is_403_on_admin_routes(ids: Ids, unchanged: None) -> None:
-    for route in (ROUTES_BY_NAME["product"], ROUTES_BY_NAME["coupon"]):
+    for name in ("product", "coupon", "inspection", "resolution"):
+        route = ROUTES_BY_NAME[name]
         body = json.dumps(valid_body(ids, route)).encode()
         headers = {"authorization": f"Bearer {ids.user_token}"}
         assert assert_problem(send(ids, route, body, headers), 403)["code"] == "forbidden"
@@ -338,7 +345,7 @@ ROUTES = [
         "POST",
         f"{PRODUCTS}/sell-bids",
         who="user",
-        template={"price": 1000, "image_id": MISSING},
+        template=ASK,
         amount="price",
     ),
     Route(
@@ -362,7 +369,7 @@ ROUTES = [
         "POST",
         f"{PRODUCTS}/sell-now",
         who="user",
-        template={"price": 1000, "image_id": MISSING},
+        template=ASK,
         amount="price",
     ),
     Route(
@@ -377,6 +384,28 @@ ROUTES = [
             "expires_at": "2030-01-01T00:00:00Z",
         },
         amount="discount_amount",
+    ),
+    Route(
+        "dispute",
+        "POST",
+        f"/api/orders/{MISSING}/dispute",
+        who="user",
+        template={"reason": "the barcode was already used"},
+    ),
+    Route(
+        "inspection",
+        "POST",
+        f"/api/admin/orders/{MISSING}/inspection",
+        who="admin",
+        # A failed inspection needs its reason, so each field here is required.
+        template={"result": "fail", "reason": "the barcode does not scan"},
+    ),
+    Route(
+        "resolution",
+        "POST",
+        f"/api/admin/orders/{MISSING}/resolution",
+        who="admin",
+        template={"decision": "refund"},  # the note is optional
     ),
 ]
 ROUTES_BY_NAME = {route.name: route for route in ROUTES}
@@ -589,6 +618,46 @@ BAD_STRINGS: list[tuple[str, str, Any]] = [
     ("sell-bid", "image_id", NUL),
     ("sell-now", "image_id", ""),
     ("sell-now", "image_id", f"{MISSING}/../x"),
+    ("sell-bid", "barcode", ""),
+    ("sell-bid", "barcode", "1234567"),
+    ("sell-bid", "barcode", "1" * 33),
+    ("sell-bid", "barcode", "1234 5678"),
+    ("sell-bid", "barcode", "12345678\n"),
+    ("sell-bid", "barcode", "+12345678"),
+    ("sell-bid", "barcode", "ABCDEFGH"),
+    ("sell-bid", "barcode", "١٢٣٤٥٦٧٨"),  # digits, but not 0-9
+    ("sell-bid", "barcode", "１２３４５６７８"),
+    ("sell-bid", "barcode", f"1234567{NUL}"),
+    ("sell-bid", "barcode", "1" * MIB),
+    ("sell-now", "barcode", "1234567"),
+    ("sell-now", "barcode", LONE_SURROGATE * 8),
+    ("sell-bid", "expires_on", ""),
+    ("sell-bid", "expires_on", "not a date"),
+    ("sell-bid", "expires_on", "2099-02-30"),
+    ("sell-bid", "expires_on", "20991231"),
+    ("sell-bid", "expires_on", "2099-12-31T00:00:00Z"),
+    ("sell-bid", "expires_on", " 2099-12-31"),
+    ("sell-bid", "expires_on", "99999-01-01"),
+    ("sell-now", "expires_on", "2099-13-01"),
+    ("sell-now", "expires_on", LONE_SURROGATE),
+    ("dispute", "reason", ""),
+    ("dispute", "reason", "   "),
+    ("dispute", "reason", "r" * 501),
+    ("dispute", "reason", LONE_SURROGATE),
+    ("dispute", "reason", f"used{NUL}"),
+    ("inspection", "result", "PASS"),
+    ("inspection", "result", "maybe"),
+    ("inspection", "result", ""),
+    ("inspection", "reason", ""),
+    ("inspection", "reason", "   "),
+    ("inspection", "reason", "r" * 501),
+    ("inspection", "reason", LONE_SURROGATE),
+    ("resolution", "decision", "REFUND"),
+    ("resolution", "decision", "approve"),
+    ("resolution", "decision", ""),
+    ("resolution", "note", "n" * 501),
+    ("resolution", "note", LONE_SURROGATE),
+    ("resolution", "note", f"note{NUL}"),
     ("buy-now", "coupon_id", ""),
     ("buy-now", "coupon_id", "é"),
     ("buy-now", "coupon_id", "A" * 65),
@@ -673,13 +742,16 @@ def test_a_body_larger_than_the_api_accepts_is_refused(
 PATH_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/api/products/{id}/likes", None),
     ("DELETE", "/api/products/{id}/likes", None),
-    ("POST", "/api/products/{id}/sell-bids", {"price": 1000, "image_id": MISSING}),
+    ("POST", "/api/products/{id}/sell-bids", ASK),
     ("POST", "/api/products/{id}/buy-bids", {"price": 1}),
     ("POST", "/api/products/{id}/buy-now", {"price": 1}),
-    ("POST", "/api/products/{id}/sell-now", {"price": 1000, "image_id": MISSING}),
+    ("POST", "/api/products/{id}/sell-now", ASK),
     ("DELETE", "/api/sell-bids/{id}", None),
     ("DELETE", "/api/buy-bids/{id}", None),
     ("POST", "/api/orders/{id}/confirm", None),
+    ("POST", "/api/orders/{id}/dispute", {"reason": "the barcode was used"}),
+    ("POST", "/api/admin/orders/{id}/inspection", {"result": "pass"}),
+    ("POST", "/api/admin/orders/{id}/resolution", {"decision": "reject"}),
 ]
 BAD_PATH_IDS: dict[str, str] = {
     # the raw, percent-encoded path segment

@@ -25,6 +25,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from sqlalchemy import insert, select, text, update
+from tests.support.fakes import valid_until
 from tests.support.outbox import outbox_envelopes
 from tests.support.stack import SettingsFactory, giftmarket_cli
 
@@ -42,6 +43,7 @@ from giftmarket.domain.errors import DomainError, ImageUnusable
 from giftmarket.domain.ids import new_id
 from giftmarket.domain.image_cleanup import CleanupCandidate, CleanupReason, CleanupRules
 from giftmarket.domain.images import ImageStatus, s3_key_for
+from giftmarket.jobs.expiry import expire_asks
 from giftmarket.jobs.images import (
     CleanupEntry,
     CleanupReport,
@@ -122,9 +124,20 @@ class Market:
         put_object(self.s3, self.bucket, key, last_modified)
 
     def ask(
-        self, seller_id: str, product_id: str, image_id: str, at: datetime, price: int = 5000
+        self,
+        seller_id: str,
+        product_id: str,
+        image_id: str,
+        at: datetime,
+        price: int = 5000,
+        *,
+        valid_days: int = 30,
     ) -> str:
-        command = trading.PlaceSellBid(seller_id, product_id, price, image_id)
+        """An ask listed at `at`, its voucher valid `valid_days` after that day in Korea."""
+        expires_on = valid_until(at, valid_days)
+        command = trading.PlaceSellBid(
+            seller_id, product_id, price, image_id, unique_barcode(), expires_on
+        )
         return self.run(command, at).bid_id
 
     def cancel(self, seller_id: str, ask_id: str, at: datetime) -> None:
@@ -138,7 +151,9 @@ class Market:
     def sell_now(self, seller_id: str, product_id: str, image_id: str, at: datetime) -> str:
         bid = trading.PlaceBuyBid(self.user(), product_id, 3000)
         self.run(bid, at)
-        command = trading.SellNow(seller_id, product_id, 3000, image_id)
+        command = trading.SellNow(
+            seller_id, product_id, 3000, image_id, unique_barcode(), valid_until(at)
+        )
         return self.run(command, at).order_id
 
     def key(self, image_id: str) -> str:
@@ -174,6 +189,11 @@ class Market:
 
 
 NOW = datetime.now(UTC)
+
+
+def unique_barcode() -> str:
+    """A barcode no run has listed: the registry on the kept test stack outlives a run."""
+    return str(uuid.uuid4().int)[:20]
 
 
 def put_object(s3: Any, bucket: str, key: str, last_modified: datetime) -> None:
@@ -263,6 +283,38 @@ def test_the_image_of_an_ask_cancelled_7_days_ago_goes_and_at_6_days_stays(
     }
     assert (market.status(gone), market.status(kept)) == ("DELETED", "ATTACHED")
     assert not market.stored(market.key(gone)) and market.stored(market.key(kept))
+
+
+def test_the_image_of_an_ask_expired_7_days_ago_goes_and_at_6_days_stays(
+    market: Market,
+) -> None:
+    seller, product = market.user(), market.product()
+    listed = NOW - 30 * DAY
+    # Last valid days D-27 and D-7 (D: today in Korea): the expiry job run 8 days ago
+    # expires the first only, the one run 6 days ago the second.
+    short = market.image(seller, listed)
+    market.ask(seller, product, short, listed, valid_days=3)
+    longer = market.image(seller, listed)
+    market.ask(seller, product, longer, listed, price=5100, valid_days=23)
+    for ago in (8 * DAY + HOUR, 6 * DAY + HOUR):
+        expire_asks(market.at(NOW - ago), now=NOW - ago)
+    with market.container.database.writer.connect() as conn:
+        asks = dict(
+            conn.execute(
+                select(tables.sell_bids.c.image_id, tables.sell_bids.c.status).where(
+                    tables.sell_bids.c.image_id.in_([short, longer])
+                )
+            ).all()
+        )
+    assert asks == {short: "EXPIRED", longer: "EXPIRED"}
+
+    report = clean(market.container)
+
+    assert entries_of(report, short, longer) == {
+        short: CleanupEntry(short, market.key(short), CleanupReason.EXPIRED_ASK, Outcome.DELETED)
+    }
+    assert (market.status(short), market.status(longer)) == ("DELETED", "ATTACHED")
+    assert not market.stored(market.key(short)) and market.stored(market.key(longer))
 
 
 def test_images_of_open_asks_and_of_orders_are_never_touched(market: Market) -> None:

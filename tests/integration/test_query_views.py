@@ -36,6 +36,7 @@ from giftmarket_local.stack import Stack
 SettingsFactory = Callable[..., Settings]
 REPLICA_ID = 2
 BASE = datetime(2031, 3, 1, 9, 0, 0)  # naive UTC, as stored
+VALID_UNTIL = date(2031, 6, 30)  # a voucher valid well past BASE
 
 
 def at(seconds: float) -> datetime:
@@ -118,7 +119,14 @@ class Seeder:
         )
 
     def ask(
-        self, product: str, seller: str, price: int, status: str = "OPEN", created: float = 0
+        self,
+        product: str,
+        seller: str,
+        price: int,
+        status: str = "OPEN",
+        created: float = 0,
+        *,
+        expires_on: date | None = VALID_UNTIL,
     ) -> str:
         return self.insert(
             tables.sell_bids,
@@ -126,6 +134,8 @@ class Seeder:
             seller_id=seller,
             price=price,
             image_id=self.image(seller),
+            barcode_last4="1234",
+            expires_on=expires_on,
             status=status,
             created_at=at(created),
             updated_at=at(created),
@@ -159,6 +169,8 @@ class Seeder:
     ) -> dict[str, Any]:
         completed = at(created + 60) if status in ("COMPLETED", "SETTLED") else None
         settled = at(created + 120) if status == "SETTLED" else None
+        # Delivered when placed (automatic inspection), unless still being inspected.
+        delivered = None if status in ("INSPECTING", "REFUNDED") else at(created)
         return {
             "id": new_id(),
             "product_id": product,
@@ -171,6 +183,7 @@ class Seeder:
             "status": status,
             "via": via,
             "created_at": at(created),
+            "delivered_at": delivered,
             "completed_at": completed,
             "settled_at": settled,
         }
@@ -392,7 +405,10 @@ def test_product_detail_has_quotes_counts_and_the_newest_ten_trades(
     seller, buyer = seeder.user(), seeder.user()
     pid = seeder.product(unique("detail "), like_count=3, face_value=10_000)
     seeder.ask(pid, seller, 9000)
+    seeder.ask(pid, seller, 9000, expires_on=date(2031, 4, 1))
+    seeder.ask(pid, seller, 9500, expires_on=None)  # listed before vouchers
     seeder.ask(pid, seller, 8000, status="CANCELLED")
+    seeder.ask(pid, seller, 8500, status="EXPIRED")
     seeder.bid(pid, buyer, 7000)
     seeder.bid(pid, buyer, 7500, status="MATCHED")
     rows = [
@@ -417,6 +433,10 @@ def test_product_detail_has_quotes_counts_and_the_newest_ten_trades(
         "order_count": 12,
         "last_trade_price": newest[0]["price"],
         "recent_trades": [{"price": r["price"], "traded_at": iso(r["created_at"])} for r in newest],
+        "asks": [
+            {"price": 9000, "count": 2, "earliest_expires_on": "2031-04-01"},
+            {"price": 9500, "count": 1, "earliest_expires_on": None},
+        ],
     }
     assert detail["recent_trades"][0]["traded_at"].endswith("+00:00")
 
@@ -924,12 +944,18 @@ def test_product_detail_route_and_404s(api: Api, catalog: Catalog) -> None:
     pid = next(iter(catalog.summaries))
     reply = api.get(f"/api/products/{pid}")
     assert reply.status == 200
-    assert reply.body == {
+    body = dict(reply.body)
+    ladder = body.pop("asks")
+    assert body == {
         **catalog.summaries[pid],
         "order_count": 0,
         "last_trade_price": None,
         "recent_trades": [],
     }
+    prices = [step["price"] for step in ladder]
+    assert prices == sorted(set(prices)) and all(step["count"] >= 1 for step in ladder)
+    assert (prices or [None])[0] == catalog.summaries[pid]["lowest_ask"]
+    assert all(step["earliest_expires_on"] == VALID_UNTIL.isoformat() for step in ladder)
     for missing in ("01J00000000000000000000000", "not-an-id", "%00"):
         reply = api.get(f"/api/products/{missing}")
         assert reply.status == 404, reply

@@ -11,12 +11,13 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from tests.support.fakes import FakeStore, FakeUnitOfWork
 
 from giftmarket.adapters import tables
@@ -31,7 +32,7 @@ from giftmarket.commands.ports import (
 from giftmarket.domain import ledger, marketplace
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon, CouponKind
-from giftmarket.domain.errors import EmailTaken
+from giftmarket.domain.errors import EmailTaken, VoucherDuplicate
 from giftmarket.domain.ids import new_id
 from giftmarket.domain.image_cleanup import (
     CleanupCandidate,
@@ -42,9 +43,10 @@ from giftmarket.domain.image_cleanup import (
 from giftmarket.domain.images import Image
 from giftmarket.domain.ledger import Bucket
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, best_bid
-from giftmarket.domain.orders import Order, OrderStatus, OrderVia
+from giftmarket.domain.orders import DisputeDecision, Order, OrderStatus, OrderVia
 from giftmarket.domain.settlement import KST, Settlement, business_date_of
 from giftmarket.domain.users import User
+from giftmarket.domain.vouchers import Fingerprint, Voucher
 
 NOW = datetime(2025, 3, 14, 12, 34, 56, 789_012, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -152,6 +154,16 @@ def an_image(owner: User, now: datetime = NOW) -> Image:
     return Image.request(image_id=new_id(), owner_id=owner.id, content_type="image/png", now=now)
 
 
+# Far enough ahead that buy-now may take every ask of these tests.
+VALID_UNTIL = date(2090, 12, 31)
+
+
+def a_voucher(expires_on: date = VALID_UNTIL, kids: tuple[str, ...] = ("test-1",)) -> Voucher:
+    """Voucher facts with fresh fingerprints: no other voucher of the session collides."""
+    digest = uuid.uuid4().hex * 2
+    return Voucher("7890", expires_on, tuple(Fingerprint(kid, digest) for kid in kids))
+
+
 def an_ask(
     product: Product,
     seller: User,
@@ -159,10 +171,11 @@ def an_ask(
     price: int,
     now: datetime = NOW,
     ask_id: str | None = None,
+    expires_on: date = VALID_UNTIL,
 ) -> SellBid:
     return SellBid.place(
         sell_bid_id=ask_id or new_id(), product_id=product.id, seller_id=seller.id,
-        price=price, image_id=image.id, now=now,
+        price=price, image_id=image.id, voucher=a_voucher(expires_on), now=now,
     )  # fmt: skip
 
 
@@ -231,12 +244,15 @@ def open_ask(
     *,
     now: datetime = NOW,
     ask_id: str | None = None,
+    expires_on: date | None = VALID_UNTIL,
 ) -> SellBid:
-    """An open ask with its image; a new seller with it unless an existing one is given."""
+    """An open ask with its image; a new seller with it unless an existing one is given.
+    `expires_on` None makes an ask from before vouchers had facts."""
     new_seller = [] if seller else [a_user()]
     seller = seller or new_seller[0]
     image = an_image(seller)
-    ask = an_ask(product, seller, image, price, now, ask_id)
+    ask = an_ask(product, seller, image, price, now, ask_id, expires_on or VALID_UNTIL)
+    ask.expires_on = expires_on
     committed(backend, *new_seller, image, ask)
     return ask
 
@@ -285,7 +301,7 @@ def test_an_order_round_trips_through_payment_completion_and_settlement(
     order = Order.place(
         order_id=new_id(), product_id=product.id, buyer_id=buyer.id, seller_id=seller.id,
         price=4000, discount=500, via=OrderVia.BUY_NOW, image_id=image.id, now=NOW,
-        sell_bid_id=ask.id,
+        sell_bid_id=ask.id, barcode_last4="7890", expires_on=VALID_UNTIL, inspect=False,
     )  # fmt: skip
     committed(backend, seller, buyer, product, image, ask, order)
     assert_round_trip(order, reloaded(backend, lambda uow: uow.orders.get(order.id)))
@@ -319,7 +335,7 @@ def test_one_unit_of_work_gives_one_object_per_aggregate(backend: Backend) -> No
         assert uow.users.get(seller.id, lock=True) is user
         assert uow.users.get_by_email(seller.email) is user
         assert uow.users.lock_many([buyer.id, seller.id])[seller.id] is user
-        taken = uow.sell_bids.take_best(product.id, 5000, buyer.id)
+        taken = uow.sell_bids.take_best(product.id, 5000, buyer.id, NOW.date())
         assert taken is not None
         assert uow.sell_bids.get(ask.id) is taken
 
@@ -550,9 +566,9 @@ def test_take_best_ask_is_cheapest_then_oldest_then_lowest_id_never_own_and_only
 
     taken: list[str | None] = []
     for max_price in (5000, 5000, 5000, 2999, 3000, 5000):
-        by_rule = best_ask(book.values(), buyer.id, max_price)  # the rule the fake applies
+        by_rule = best_ask(book.values(), buyer.id, max_price, NOW.date())  # the fake's rule
         with backend.new_uow() as uow:
-            best = uow.sell_bids.take_best(product.id, max_price, buyer.id)
+            best = uow.sell_bids.take_best(product.id, max_price, buyer.id, NOW.date())
             assert (best and best.id) == (by_rule and by_rule.id)
             if best is not None:
                 taken.append(best.id)
@@ -773,15 +789,25 @@ FUTURE = datetime(2090, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def an_order(
-    backend: Backend, seller: User, paid_at: datetime, completed_at: datetime | None
+    backend: Backend,
+    seller: User,
+    paid_at: datetime,
+    completed_at: datetime | None,
+    *,
+    delivered_at: datetime | None = None,
+    inspect: bool = False,
 ) -> Order:
-    """A committed order of `seller`'s, paid at `paid_at`, completed then if given."""
+    """A committed order of `seller`'s, paid at `paid_at` (delivered then, unless inspected:
+    then at `delivered_at`, if given), completed then if given."""
     buyer, product = a_user(), a_product()
     image = an_image(seller)
     order = Order.place(
         order_id=new_id(), product_id=product.id, buyer_id=buyer.id, seller_id=seller.id,
         price=4000, discount=0, via=OrderVia.SELL_NOW, image_id=image.id, now=paid_at,
+        barcode_last4="7890", expires_on=VALID_UNTIL, inspect=inspect,
     )  # fmt: skip
+    if inspect and delivered_at is not None:
+        order.pass_inspection("admin", delivered_at)
     if completed_at is not None:
         order.confirm(buyer.id, completed_at)
     order.events.clear()
@@ -828,7 +854,9 @@ def test_orders_due_for_completion_are_paid_ones_up_to_the_instant_oldest_first(
     mine = [o.id for o in due if o.seller_id == seller.id]
     assert mine == [oldest.id, at_cutoff.id]
     assert completed.id not in {o.id for o in due}
-    assert [o.created_at for o in due] == sorted(o.created_at for o in due)
+    delivered = [o.delivered_at for o in due]
+    assert None not in delivered
+    assert delivered == sorted(d for d in delivered if d is not None)
     with backend.new_uow() as uow:
         assert len(uow.orders.lock_due_for_completion(FUTURE, 1)) == 1
 
@@ -911,6 +939,7 @@ def test_image_usage_names_the_ask_and_orders_and_leaves_out_unused_images(
     order = Order.place(
         order_id=new_id(), product_id=product.id, buyer_id=buyer.id, seller_id=seller.id,
         price=4000, discount=0, via=OrderVia.SELL_NOW, image_id=sold_now.id, now=NOW,
+        barcode_last4="7890", expires_on=VALID_UNTIL, inspect=False,
     )  # fmt: skip
     committed(backend, seller, buyer, product, unused, in_ask, ask, sold_now, order)
 
@@ -964,3 +993,214 @@ def test_orders_changed_alike_are_all_saved_and_one_changed_meanwhile_fails_them
         (OrderStatus.PAID, None),
         (OrderStatus.COMPLETED, FUTURE + HOUR),
     ]
+
+
+# --- vouchers ------------------------------------------------------------------------------
+
+
+def test_take_best_ask_skips_vouchers_not_valid_on_the_takeable_day(backend: Backend) -> None:
+    product, buyer = a_product(), a_user()
+    committed(backend, product, buyer)
+    day = date(2090, 6, 1)
+    last_day = open_ask(backend, product, 1000, expires_on=day - timedelta(days=1))
+    unknown = open_ask(backend, product, 1000, expires_on=None)
+    on_day = open_ask(backend, product, 2000, expires_on=day)
+    later = open_ask(backend, product, 3000, expires_on=day + timedelta(days=1))
+    book = [last_day, unknown, on_day, later]
+
+    for takeable_from, expected in [
+        (day - timedelta(days=1), last_day),
+        (day, on_day),
+        (day + timedelta(days=1), later),
+        (day + timedelta(days=2), None),
+    ]:
+        by_rule = best_ask(book, buyer.id, 5000, takeable_from)  # the fake's rule
+        with backend.new_uow() as uow:
+            best = uow.sell_bids.take_best(product.id, 5000, buyer.id, takeable_from)
+        assert (best and best.id) == (by_rule and by_rule.id) == (expected and expected.id)
+
+
+def test_lock_expiring_locks_open_asks_not_valid_on_the_day_and_those_of_unknown_expiry(
+    backend: Backend,
+) -> None:
+    product = a_product()
+    committed(backend, product)
+    # Before every other test's vouchers, so the global read below sees ours where expected.
+    day = date(2000, 1, 1)
+    expired = open_ask(backend, product, 1000, expires_on=day - timedelta(days=1))
+    unknown = open_ask(backend, product, 1000, expires_on=None)
+    open_ask(backend, product, 1000, expires_on=day)
+    cancelled = open_ask(backend, product, 1000, expires_on=day - timedelta(days=5))
+    with backend.new_uow() as uow:
+        ask = uow.sell_bids.get(cancelled.id, lock=True)
+        assert ask is not None
+        ask.cancel(cancelled.seller_id, NOW)
+        uow.commit()
+
+    with backend.new_uow() as uow:
+        locked = uow.sell_bids.lock_expiring(day, 100_000)
+        mine = [a.id for a in locked if a.product_id == product.id]
+        assert mine == sorted([expired.id, unknown.id])
+        assert uow.sell_bids.get(expired.id) is next(a for a in locked if a.id == expired.id)
+        assert [a.id for a in locked] == sorted(a.id for a in locked)
+        assert {a.status for a in locked} == {BidStatus.OPEN}
+    with backend.new_uow() as uow:
+        assert len(uow.sell_bids.lock_expiring(day, 1)) == 1
+
+
+def test_orders_due_for_completion_count_from_delivery_and_skip_undelivered_ones(
+    backend: Backend,
+) -> None:
+    seller = a_user()
+    committed(backend, seller)
+    paid_long_ago = FUTURE - 100 * HOUR
+    delivered_in_time = an_order(
+        backend, seller, paid_long_ago, None, delivered_at=FUTURE - HOUR, inspect=True
+    )
+    delivered_late = an_order(
+        backend, seller, paid_long_ago, None, delivered_at=FUTURE + HOUR, inspect=True
+    )
+    still_inspecting = an_order(backend, seller, paid_long_ago, None, inspect=True)
+    delivered_at_once = an_order(backend, seller, FUTURE - 2 * HOUR, None)
+
+    with backend.new_uow() as uow:
+        due = uow.orders.lock_due_for_completion(FUTURE, 100_000)
+    mine = [o.id for o in due if o.seller_id == seller.id]
+    # Oldest delivery first, whenever they were paid.
+    assert mine == [delivered_at_once.id, delivered_in_time.id]
+    assert delivered_late.id not in mine and still_inspecting.id not in mine
+    with backend.new_uow() as uow:
+        assert reloaded_status(uow, still_inspecting.id) is OrderStatus.INSPECTING
+
+
+def reloaded_status(uow: UnitOfWork, order_id: str) -> OrderStatus:
+    order = uow.orders.get(order_id)
+    assert order is not None
+    return order.status
+
+
+def test_an_order_round_trips_through_inspection_dispute_and_refund(backend: Backend) -> None:
+    seller = a_user()
+    committed(backend, seller)
+    order = an_order(backend, seller, NOW, None, inspect=True)
+    assert_round_trip(order, reloaded(backend, partial(an_order_in, order_id=order.id)))
+
+    with backend.new_uow() as uow:
+        loaded = uow.orders.get(order.id, lock=True)
+        assert loaded is not None
+        loaded.pass_inspection("admin-1", NOW + HOUR)
+        loaded.open_dispute(order.buyer_id, "the code was already used", NOW + 2 * HOUR)
+        uow.commit()
+    disputed = reloaded(backend, partial(an_order_in, order_id=order.id))
+    assert (disputed.status, disputed.delivered_at, disputed.dispute_opened_at) == (
+        OrderStatus.DISPUTED,
+        NOW + HOUR,
+        NOW + 2 * HOUR,
+    )
+
+    with backend.new_uow() as uow:
+        loaded = uow.orders.get(order.id, lock=True)
+        assert loaded is not None
+        loaded.resolve_dispute("admin-2", DisputeDecision.REFUND, "upheld", NOW + 3 * HOUR)
+        uow.commit()
+        refunded = loaded
+    assert_round_trip(refunded, reloaded(backend, partial(an_order_in, order_id=order.id)))
+
+
+def registered(backend: Backend, voucher: Voucher, **listing: str) -> None:
+    with backend.new_uow() as uow:
+        uow.vouchers.register(voucher, now=NOW, **listing)
+        uow.commit()
+
+
+def test_a_registered_voucher_is_a_duplicate_for_any_other_listing(backend: Backend) -> None:
+    product, seller = a_product(), a_user()
+    committed(backend, product, seller)
+    first, second = open_ask(backend, product, 4000), open_ask(backend, product, 4000)
+    sold = an_order(backend, seller, NOW, None)
+    voucher = a_voucher(kids=("k1", "k2"))
+    registered(backend, voucher, sell_bid_id=first.id)
+
+    for listing in ({"sell_bid_id": second.id}, {"order_id": sold.id}):
+        with pytest.raises(VoucherDuplicate), backend.new_uow() as uow:
+            uow.vouchers.register(voucher, now=NOW, **listing)
+    # One fingerprint in common is enough: a listing after a rotation (a new key first).
+    (_, old) = voucher.fingerprints
+    rotated = Voucher("7890", VALID_UNTIL, (Fingerprint("k3", uuid.uuid4().hex * 2), old))
+    with pytest.raises(VoucherDuplicate), backend.new_uow() as uow:
+        uow.vouchers.register(rotated, now=NOW, sell_bid_id=second.id)
+    # Another voucher is no duplicate, for an ask or for an order.
+    registered(backend, a_voucher(kids=("k1", "k2")), sell_bid_id=second.id)
+    registered(backend, a_voucher(kids=("k1", "k2")), order_id=sold.id)
+
+
+def test_a_released_voucher_may_be_registered_again_and_an_order_keeps_its_own(
+    backend: Backend,
+) -> None:
+    product, seller = a_product(), a_user()
+    committed(backend, product, seller)
+    first, second = open_ask(backend, product, 4000), open_ask(backend, product, 4000)
+    sold = an_order(backend, seller, NOW, None)
+    listed, kept = a_voucher(), a_voucher()
+    registered(backend, listed, sell_bid_id=first.id)
+    registered(backend, kept, order_id=sold.id)
+
+    with backend.new_uow() as uow:  # released but not committed: still registered
+        uow.vouchers.release(first.id)
+    with pytest.raises(VoucherDuplicate), backend.new_uow() as uow:
+        uow.vouchers.register(listed, now=NOW, sell_bid_id=second.id)
+
+    with backend.new_uow() as uow:
+        uow.vouchers.release(first.id)
+        uow.vouchers.release(second.id)  # nothing registered for it: no error
+        uow.commit()
+    registered(backend, listed, sell_bid_id=second.id)
+
+    with pytest.raises(VoucherDuplicate), backend.new_uow() as uow:
+        uow.vouchers.register(kept, now=NOW, sell_bid_id=first.id)
+
+
+def test_a_voucher_released_and_registered_again_in_one_unit_of_work(backend: Backend) -> None:
+    product = a_product()
+    committed(backend, product)
+    first, second = open_ask(backend, product, 4000), open_ask(backend, product, 4000)
+    voucher = a_voucher()
+    registered(backend, voucher, sell_bid_id=first.id)
+
+    with backend.new_uow() as uow:
+        uow.vouchers.release(first.id)
+        uow.vouchers.register(voucher, now=NOW, sell_bid_id=second.id)
+        uow.commit()
+
+    with pytest.raises(VoucherDuplicate), backend.new_uow() as uow:
+        uow.vouchers.register(voucher, now=NOW, sell_bid_id=first.id)
+
+
+def test_the_registry_table_refuses_a_duplicate_fingerprint_even_from_raw_sql(
+    database: Database,
+) -> None:
+    backend = sql_backend(database)
+    product = a_product()
+    committed(backend, product)
+    first, second = open_ask(backend, product, 4000), open_ask(backend, product, 4000)
+    voucher = a_voucher()
+    registered(backend, voucher, sell_bid_id=first.id)
+    (fingerprint,) = voucher.fingerprints
+    row = {
+        "kid": fingerprint.kid,
+        "digest": fingerprint.digest,
+        "sell_bid_id": second.id,
+        "order_id": None,
+        "expires_on": VALID_UNTIL,
+        "registered_at": NOW.replace(tzinfo=None),
+    }
+
+    with database.writer_session() as session, pytest.raises(IntegrityError) as refused:
+        session.execute(insert(tables.voucher_registry).values(**row))
+    assert "1062" in str(refused.value.orig)  # ER_DUP_ENTRY: the unique key, not the code
+
+    with database.writer_session() as session:  # the same row for a new voucher goes in
+        session.execute(
+            insert(tables.voucher_registry).values(**row | {"digest": uuid.uuid4().hex * 2})
+        )
+        session.rollback()

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import boto3
 import pytest
 from sqlalchemy import func, select, text
+from tests.reliability.images import uploaded_image
 from tests.reliability.ledger import assert_ledger_agrees_with_balances
 from tests.reliability.load import soak
+from tests.support.fakes import fresh_barcode, valid_until
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap
@@ -84,31 +85,13 @@ def admin_id(run: CommandExecutor) -> str:
         return sign_up(run, ADMIN)
 
 
-def uploaded_image(run: CommandExecutor, container: Container, seller_id: str) -> str:
-    command = catalog.RequestImageUpload(seller_id, "image/png")
-    slot = call(run, command)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=container.settings.aws_endpoint_url,
-        region_name=container.settings.aws_region,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - LocalStack
-    )
-    s3.put_object(
-        Bucket=container.settings.images_bucket,
-        Key=f"images/{seller_id}/{slot.image_id}",
-        Body=b"\x89PNG\r\n\x1a\n" + b"0" * 1024,
-        ContentType="image/png",
-    )
-    return slot.image_id
-
-
 def place_ask(
     run: CommandExecutor, container: Container, product_id: str, price: int
 ) -> tuple[str, str]:
     seller = sign_up(run)
     image_id = uploaded_image(run, container, seller)
-    command = trading.PlaceSellBid(seller, product_id, price, image_id)
+    barcode, expires_on = fresh_barcode(), valid_until(container.command_context.clock())
+    command = trading.PlaceSellBid(seller, product_id, price, image_id, barcode, expires_on)
     return seller, call(run, command).bid_id
 
 

@@ -46,6 +46,7 @@ from tests.reliability.ledger import assert_ledger_agrees_with_balances
 from tests.support.handler_client import PASSWORD
 from tests.support.purge_rows import insert_idempotency, insert_outbox, left, remove
 from tests.support.stack import SettingsFactory
+from tests.support.vouchers import ask_voucher, registry_row
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
@@ -145,9 +146,10 @@ def seed_market(engine: Engine, invoker: LocalInvoker) -> tuple[list[str], list[
                 for i, p in enumerate(products)
             ],
         )
-        images, asks = [], []
+        images, asks, vouchers = [], [], []
         for _ in range(ASKS):
-            seller, image_id = rng.choice(sellers), new_id()
+            seller, image_id, ask_id = rng.choice(sellers), new_id(), new_id()
+            barcode, voucher = ask_voucher(now)
             images.append(
                 {
                     "id": image_id,
@@ -162,18 +164,21 @@ def seed_market(engine: Engine, invoker: LocalInvoker) -> tuple[list[str], list[
             )
             asks.append(
                 {
-                    "id": new_id(),
+                    "id": ask_id,
                     "product_id": rng.choice(products),
                     "seller_id": seller,
                     "price": rng.randint(4000, 5000),
                     "image_id": image_id,
+                    **voucher,
                     "status": "OPEN",
                     "created_at": now,
                     "updated_at": now,
                 }
             )
+            vouchers.append(registry_row(barcode, voucher["expires_on"], now, sell_bid_id=ask_id))
         conn.execute(insert(tables.images), images)
         conn.execute(insert(tables.sell_bids), asks)
+        conn.execute(insert(tables.voucher_registry), vouchers)
     tokens = []
     for _ in range(CLIENTS):
         body = {

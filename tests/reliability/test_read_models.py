@@ -2,7 +2,8 @@
 
 A market scenario is played through the real commands (well over 1000 outbox events:
 signups, charges, products, likes, asks, bids, cancels, buy-now with coupons, sell-now,
-confirmations, settlements). Then:
+confirmations, settlements; and, with manual inspection, inspections passed and failed,
+disputes refunded (coupons restored) and rejected, and asks expired). Then:
 - a rebuild from the database answers every query exactly as the SQL views do;
 - the same events delivered twice, shuffled, to an empty generation give exactly the
   rebuilt read models, key by key (closed bids' tombstones aside), and the same answers.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -23,23 +24,25 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 from sqlalchemy import func, select
-from tests.support.fakes import RecordedCommands
+from tests.support.fakes import RecordedCommands, fresh_barcode, valid_until
 from tests.support.outbox import outbox_envelopes
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.cache import build_redis
 from giftmarket.adapters.read_models import ReadModels, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap
-from giftmarket.commands import accounts, catalog, trading
+from giftmarket.commands import accounts, catalog, orders, trading
 from giftmarket.commands.context import CommandContext
 from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
-from giftmarket.domain.errors import DomainError
+from giftmarket.domain.errors import DomainError, NotDelivered
+from giftmarket.domain.orders import DisputeDecision, InspectionResult
 from giftmarket.domain.settlement import Settlement
+from giftmarket.jobs.expiry import expire_asks
 from giftmarket.messages import EventEnvelope
 from giftmarket.projections.projector import Projector
 from giftmarket.projections.rebuild import rebuild
-from giftmarket.queries import account, params, products, trades
+from giftmarket.queries import account, admin, params, products, trades
 from giftmarket.settings import Settings
 from giftmarket_local.stack import Stack
 
@@ -76,9 +79,25 @@ def container(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[
     built.close()
 
 
+@pytest.fixture(scope="module")
+def inspecting(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[Container]:
+    """The same market with manual inspection: its orders wait for an admin."""
+    built = bootstrap(
+        make_settings(
+            events_queue_url=None,
+            aws_endpoint_url=stack.config.localstack_url,
+            aws_region=stack.config.region,
+            inspection_mode="manual",
+        )
+    )
+    yield built
+    built.close()
+
+
 class Player:
-    def __init__(self, container: Container, rng: random.Random) -> None:
+    def __init__(self, container: Container, inspecting: Container, rng: random.Random) -> None:
         self.container = container
+        self.inspecting = inspecting
         self.rng = rng
         self.s3 = boto3.client(
             "s3",
@@ -88,15 +107,21 @@ class Player:
             aws_secret_access_key="test",  # noqa: S106 - LocalStack
         )
 
-    def run(self, command: Command[T]) -> T:
-        return self.container.command_executor.execute(command)[0]
+    def run(self, command: Command[T], *, manual: bool = False) -> T:
+        container = self.inspecting if manual else self.container
+        return container.command_executor.execute(command)[0]
 
-    def try_run(self, command: Command[Any]) -> bool:
+    def try_run(self, command: Command[Any], *, manual: bool = False) -> bool:
         try:
-            self.run(command)
+            self.run(command, manual=manual)
         except DomainError:
             return False
         return True
+
+    def voucher(self) -> tuple[str, date]:
+        """A fresh voucher, a few of them short-lived: the expiry run at the end closes
+        those asks."""
+        return fresh_barcode(), valid_until(datetime.now(UTC), self.rng.choice([3, 30, 30]))
 
     def sign_up(self, email: str | None = None) -> str:
         command = accounts.SignUp(email or f"{uuid.uuid4().hex}@rm.test", "password123", "rm")
@@ -146,9 +171,9 @@ def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
 
 
 @pytest.fixture(scope="module")
-def market(container: Container, stack: Stack) -> Market:
+def market(container: Container, inspecting: Container, stack: Stack) -> Market:
     rng = random.Random(20261122)
-    player = Player(container, rng)
+    player = Player(container, inspecting, rng)
     with container.database.writer.connect() as conn:
         start = conn.execute(select(func.max(tables.outbox.c.id))).scalar() or ""
     m = Market(category=f"rm-{uuid.uuid4().hex[:8]}", admin=player.admin())
@@ -170,16 +195,19 @@ def market(container: Container, stack: Stack) -> Market:
         player.try_run(issue)
 
     asks: list[tuple[str, str, str]] = []  # (seller, product, ask)
-    for _ in range(560):
+    for _ in range(640):
         action = rng.choice(["like", "unlike", "ask", "ask", "bid", "cancel_ask", "cancel_bid",
-                             "buy_now", "buy_now", "sell_now", "confirm"])  # fmt: skip
+                             "buy_now", "buy_now", "sell_now", "confirm", "inspect", "dispute",
+                             "resolve"])  # fmt: skip
         user, product = rng.choice(m.users), rng.choice(m.products)
         if action in ("like", "unlike"):
             like = catalog.SetLike(user, product, action == "like")
             player.try_run(like)
         elif action == "ask":
             price = rng.randrange(46, 60) * 100
-            command = trading.PlaceSellBid(user, product, price, player.image(user))
+            command = trading.PlaceSellBid(
+                user, product, price, player.image(user), *player.voucher()
+            )
             try:
                 placed = player.run(command)
             except DomainError:
@@ -201,17 +229,35 @@ def market(container: Container, stack: Stack) -> Market:
         elif action == "buy_now":
             coupon = _usable_coupon(container, user) if rng.random() < 0.3 else None
             buy = trading.BuyNow(user, product, 6000, coupon)
-            player.try_run(buy)
+            player.try_run(buy, manual=rng.random() < 0.5)
         elif action == "sell_now":
-            sell = trading.SellNow(user, product, 3000, player.image(user))
-            player.try_run(sell)
+            sell = trading.SellNow(user, product, 3000, player.image(user), *player.voucher())
+            player.try_run(sell, manual=rng.random() < 0.5)
+        elif action == "inspect":
+            for order_id in _orders_in(container, m.users, "INSPECTING", by="buyer")[:1]:
+                passed = rng.random() < 0.7
+                result = InspectionResult.PASS if passed else InspectionResult.FAIL
+                reason = None if passed else "the barcode does not scan"
+                decide = orders.DecideInspection(m.admin, order_id, result, reason)
+                player.try_run(decide)
+        elif action == "dispute":
+            for order_id, buyer in _paid_orders(container, m.users)[-1:]:
+                dispute = orders.OpenDispute(buyer, order_id, "already used")
+                player.try_run(dispute)
+        elif action == "resolve":
+            for order_id in _orders_in(container, m.users, "DISPUTED", by="buyer")[:1]:
+                decision = rng.choice([DisputeDecision.REFUND, DisputeDecision.REJECT])
+                resolve = orders.ResolveDispute(m.admin, order_id, decision, "checked")
+                player.try_run(resolve)
         elif action == "confirm":
             for order_id, buyer in _paid_orders(container, m.users)[:2]:
                 confirm = trading.ConfirmOrder(buyer, order_id)
                 player.try_run(confirm)
-    for seller, orders in _completed_by_seller(container, m.users).items():
+    for seller, completed in _completed_by_seller(container, m.users).items():
         if rng.random() < 0.6:
-            settle(player, seller, orders[: len(orders) // 2 + 1], date(2026, 11, 21))
+            settle(player, seller, completed[: len(completed) // 2 + 1], date(2026, 11, 21))
+    # Three days on, the short-lived vouchers are inside the expiry margin.
+    expire_asks(container.command_executor, now=datetime.now(UTC) + timedelta(days=3))
 
     m.events = outbox_envelopes(container.database, tables.outbox.c.id > start)
     m.orders = [e.aggregate_id for e in m.events if e.event_type == "OrderPlaced"]
@@ -238,6 +284,18 @@ def _usable_coupon(container: Container, user: str) -> str | None:
                 c.c.expires_at > datetime.now(UTC).replace(tzinfo=None),
             )
         ).scalar()
+
+
+def _orders_in(container: Container, users: list[str], status: str, *, by: str) -> list[str]:
+    o = tables.orders
+    with container.database.writer.connect() as conn:
+        return list(
+            conn.execute(
+                select(o.c.id)
+                .where(o.c[f"{by}_id"].in_(users), o.c.status == status)
+                .order_by(o.c.id)
+            ).scalars()
+        )
 
 
 def _paid_orders(container: Container, users: list[str]) -> list[tuple[str, str]]:
@@ -309,10 +367,10 @@ def dump(rm: ReadModels, ids: set[str], category: str) -> dict[str, Any]:
     for raw in client.scan_iter(match=f"{prefix}*", count=1000):
         key = raw.decode()[len(prefix) :]
         owner = key.rsplit(":", 1)[-1]
-        shared = key.startswith(("list:", "rank:"))
+        shared = key.startswith(("list:", "rank:", "queue:"))
         if not shared and owner not in ids:
             continue
-        if shared and not key.endswith(f":c:{category}") and not key.startswith("rank:"):
+        if shared and key.startswith("list:") and not key.endswith(f":c:{category}"):
             continue
         if client.ttl(raw) != -1:
             continue
@@ -337,7 +395,13 @@ def test_the_scenario_made_over_a_thousand_events_of_every_kind(market: Market) 
         "ProductUnliked", "ImageRequested", "SellBidPlaced", "SellBidCancelled",
         "SellBidMatched", "BuyBidPlaced", "BuyBidMatched", "OrderPlaced", "OrderCompleted",
         "OrderSettled", "CouponIssued", "CouponUsed", "SettlementCompleted",
+        "SellBidExpired", "OrderDelivered", "OrderInspectionFailed", "OrderDisputed",
+        "OrderDisputeResolved", "OrderRefunded", "CouponRestored",
     } <= kinds  # fmt: skip
+    statuses = {e.payload.get("decision") for e in market.events} | {
+        e.payload.get("status") for e in market.events if e.event_type == "OrderPlaced"
+    }
+    assert {"refund", "reject", "PAID", "INSPECTING"} <= statuses
 
 
 def test_events_delivered_twice_and_shuffled_equal_a_fresh_rebuild(
@@ -379,14 +443,39 @@ def answers(rm: ReadModels, market: Market, now: datetime) -> dict[str, Any]:
         out[f"coupons {user}"] = account.my_coupons_from_read_model(rm, user, now=now, limit=100)
         out[f"settlements {user}"] = account.my_settlements_from_read_model(rm, user, limit=100)
     for order in market.orders:
-        for viewer in market.users[:3] + [market.admin]:
+        for viewer in viewers(market, order):
             out[f"order {order} for {viewer}"] = trades.order_detail_from_read_model(
                 rm, order, viewer
             )
-            out[f"gifticon {order} for {viewer}"] = trades.order_gifticon_key_from_read_model(
-                rm, order, viewer
+            out[f"gifticon {order} for {viewer}"] = download(
+                trades.order_gifticon_key_from_read_model, rm, order, viewer
             )
+    for name, shape in (("inspections", admin.inspection_item), ("disputes", admin.dispute_item)):
+        queued = rm.queue(name, 10_000)
+        out[f"queue {name}"] = None if queued is None else _ours(market, map(shape, queued))
     return out
+
+
+def viewers(market: Market, order: str) -> list[str]:
+    """Its buyer, its seller, and a few who are neither (but for chance)."""
+    placed = next(
+        e for e in market.events if e.event_type == "OrderPlaced" and e.aggregate_id == order
+    )
+    parties = [str(placed.payload["buyer_id"]), str(placed.payload["seller_id"])]
+    return parties + market.users[:2] + [market.admin]
+
+
+def download(reader: Callable[..., str | None], *args: Any) -> str | None:
+    try:
+        return reader(*args)
+    except NotDelivered:
+        return "not_delivered"
+
+
+def _ours(market: Market, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scenario's part of an admins' queue (other tests share the stack)."""
+    orders_made = set(market.orders)
+    return [item for item in items if item["order_id"] in orders_made]
 
 
 def sql_answers(container: Container, market: Market, now: datetime) -> dict[str, Any]:
@@ -412,11 +501,13 @@ def sql_answers(container: Container, market: Market, now: datetime) -> dict[str
         out[f"coupons {user}"] = run(account.my_coupons_from_sql, user, now=now, limit=100)
         out[f"settlements {user}"] = run(account.my_settlements_from_sql, user, limit=100)
     for order in market.orders:
-        for viewer in market.users[:3] + [market.admin]:
+        for viewer in viewers(market, order):
             out[f"order {order} for {viewer}"] = run(trades.order_detail_from_sql, order, viewer)
-            out[f"gifticon {order} for {viewer}"] = run(
-                trades.order_gifticon_key_from_sql, order, viewer
+            out[f"gifticon {order} for {viewer}"] = download(
+                run, trades.order_gifticon_key_from_sql, order, viewer
             )
+    out["queue inspections"] = _ours(market, run(admin.inspections_from_sql, limit=10_000)["items"])
+    out["queue disputes"] = _ours(market, run(admin.disputes_from_sql, limit=10_000)["items"])
     return out
 
 
@@ -429,6 +520,19 @@ def test_rebuilt_read_models_answer_every_query_as_sql_does(
     # Strangers' order lookups are None on both sides; everything else must be answered.
     assert all(v is not None for k, v in got.items() if not k.startswith(("order", "gifticon")))
     assert any(v is not None for k, v in got.items() if k.startswith("order"))
+    assert "not_delivered" in got.values()
+    assert got["queue inspections"] and got["queue disputes"]
+    statuses = {v["status"] for k, v in got.items() if k.startswith("order") and v}
+    assert {"INSPECTING", "DISPUTED", "REFUNDED", "COMPLETED", "SETTLED"} <= statuses
+    expired = [
+        item
+        for k, v in got.items()
+        if k.startswith("sell done")
+        for item in v["items"]
+        if item.get("status") == "EXPIRED"
+    ]
+    assert expired and all(item["expires_on"] for item in expired)
+    assert any(v["asks"] for k, v in got.items() if k.startswith("product "))
     assert {k: v for k, v in got.items() if v != expected[k]} == {}
     ranked = {
         by: products.rankings_from_read_model(rebuilt, by=by, limit=100)

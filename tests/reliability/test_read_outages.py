@@ -20,12 +20,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from tests.reliability.load import Outcome, Window, load, p99_ms, soak, wait_for
+from tests.support.fakes import fresh_barcode, valid_until
 from tests.support.handler_client import MarketClient, User, handler_client
 
 from giftmarket.queries import products
@@ -68,7 +70,12 @@ def make_market(client: MarketClient) -> Market:
     product = client.new_product(admin, category)
     client.command("POST", "/api/points/charge", {"amount": 100_000}, buyer.token)
     for price in (5000, 5100, 5200):
-        body = {"price": price, "image_id": client.uploaded_image(seller)}
+        body = {
+            "price": price,
+            "image_id": client.uploaded_image(seller),
+            "barcode": fresh_barcode(),
+            "expires_on": valid_until(datetime.now(UTC)).isoformat(),
+        }
         client.command("POST", f"/api/products/{product}/sell-bids", body, seller.token)
     orders = [
         client.command("POST", f"/api/products/{product}/buy-now", {"price": p}, buyer.token)[
@@ -182,7 +189,7 @@ def test_stopping_redis_during_a_read_load_falls_back_to_sql_then_catches_up(
 ) -> None:
     market = make_market(client)
     read_models = client.container.read_models
-    assert read_models.product(market.product, recent_trades=1) is not None
+    assert read_models.product(market.product, recent_trades=1, ladder=1) is not None
     expected = answers(client, market)
 
     with load(read_load(client, market), CLIENTS) as so_far:

@@ -55,6 +55,34 @@ def test_coupons_are_issued_by_admins_only(client: Client, admin: User) -> None:
     assert client.sql(count) == "1"
 
 
+def test_orders_are_inspected_and_disputes_resolved_by_admins_only(
+    client: Client, admin: User
+) -> None:
+    """Even the order's own parties are refused: the decisions move the money."""
+    seller, buyer = client.sign_up(), client.sign_up()
+    product = client.new_product(admin)
+    client.command("POST", "/api/points/charge", {"amount": 5000}, buyer.token)
+    ask = {"price": 5000, "image_id": client.uploaded_image(seller), **client.voucher()}
+    client.command("POST", f"/api/products/{product}/sell-bids", ask, seller.token)
+    order = client.command("POST", f"/api/products/{product}/buy-now", {"price": 5000}, buyer.token)
+    order_id = order["order_id"]
+    client.command("POST", f"/api/orders/{order_id}/dispute", {"reason": "used"}, buyer.token)
+    row = f"SELECT status, refunded_at IS NULL FROM giftmarket.orders WHERE id = '{order_id}'"
+    before = client.sql(row)
+    decisions = [
+        (f"/api/admin/orders/{order_id}/resolution", {"decision": "refund"}),
+        (f"/api/admin/orders/{order_id}/inspection", {"result": "fail", "reason": "used"}),
+    ]
+    for user in (buyer, seller, client.sign_up()):
+        for path, body in decisions:
+            forbidden(client.call("POST", path, body, user.token))
+    assert before.split() == ["DISPUTED", "1"]
+    assert client.sql(row) == before
+
+    resolved = client.call("POST", decisions[0][0], decisions[0][1], admin.token)
+    assert (resolved.status, resolved.body["status"]) == (200, "REFUNDED"), resolved
+
+
 def test_admin_routes_without_a_token_are_401_not_403(client: Client) -> None:
     body = {"name": "x", "brand": "B", "category": "c", "face_value": 1000}
     assert client.call("POST", "/api/products", body).status == 401

@@ -2,7 +2,9 @@
 through the command and query Lambda handlers while everything they log is captured: the
 Powertools loggers' own output (their stdout stream is redirected for the test), every other
 logger at DEBUG, and the process's stdout/stderr. Neither a password, an issued JWT, a
-presented (forged) JWT, the JWT secret nor the database password may appear.
+presented (forged) JWT, the JWT secret nor the database password may appear; nor a
+voucher's barcode, listed, refused as a duplicate or as expiring, or in a malformed request
+(nor in any of those answers).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+from tests.support.handler_client import User
 from tests.support.security import Client
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +69,7 @@ def logs(client: Client) -> Iterator[Captured]:
 
 
 def test_no_password_token_or_secret_is_logged(
-    client: Client, logs: Captured, capfd: pytest.CaptureFixture[str]
+    client: Client, admin: User, logs: Captured, capfd: pytest.CaptureFixture[str]
 ) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     email = f"{uuid.uuid4().hex}@security.test"
@@ -94,6 +97,22 @@ def test_no_password_token_or_secret_is_logged(
     assert client.call("POST", "/api/points/charge", {"amount": 10}, forged).status == 401
     assert client.call("GET", "/api/me", token=forged).status == 401
 
+    seller, product = client.sign_up(), client.new_product(admin)
+    path = f"/api/products/{product}/sell-bids"
+    listed, expiring = client.voucher(), client.voucher(days=1)
+    answers = [
+        client.call("POST", path, {"price": 9000, "image_id": image, **voucher}, seller.token)
+        for image, voucher in (
+            (client.uploaded_image(seller), listed),
+            (client.uploaded_image(seller), listed),  # 409 voucher_duplicate
+            (client.uploaded_image(seller), expiring),  # 409 voucher_expiring
+            ("not-an-image-id", listed),  # 422
+        )
+    ]
+    assert [a.status for a in answers] == [201, 409, 409, 422], answers
+    for answer in answers:
+        assert listed["barcode"] not in answer.raw.decode(), answer
+
     out, err = capfd.readouterr()
     output = logs.text() + out + err
     assert len(output) > 0, "nothing was captured: the probe would prove nothing"
@@ -109,6 +128,8 @@ def test_no_password_token_or_secret_is_logged(
         "forged token": forged,
         "JWT secret": client.container.jwt_secret,
         "database password": settings.db_password.get_secret_value(),
+        "barcode": listed["barcode"],
+        "expiring barcode": expiring["barcode"],
     }
     leaked = [name for name, value in secrets.items() if value in output]
     assert leaked == [], f"{leaked} found in the logs:\n{output[:4000]}"

@@ -37,12 +37,12 @@ def market(client: Client, admin: User) -> Market:
     product = client.new_product(admin)
     client.command("POST", "/api/points/charge", {"amount": 50_000}, buyer.token)
     client.command("POST", "/api/points/charge", {"amount": 50_000}, stranger.token)
-    sold = {"price": 5000, "image_id": client.uploaded_image(seller)}
+    sold = {"price": 5000, "image_id": client.uploaded_image(seller), **client.voucher()}
     client.command("POST", f"/api/products/{product}/sell-bids", sold, seller.token)
     order = client.command(
         "POST", f"/api/products/{product}/buy-now", {"price": 5000}, buyer.token
     )["order_id"]
-    listed = {"price": 7000, "image_id": client.uploaded_image(seller)}
+    listed = {"price": 7000, "image_id": client.uploaded_image(seller), **client.voucher()}
     ask = client.command("POST", f"/api/products/{product}/sell-bids", listed, seller.token)
     bid = client.command("POST", f"/api/products/{product}/buy-bids", {"price": 4000}, buyer.token)
     market = Market(
@@ -163,6 +163,19 @@ def test_a_stranger_cannot_confirm_someone_elses_order(client: Client, market: M
     missing = client.call("POST", f"/api/orders/{missing_id()}/confirm", token=token)
     indistinguishable(stranger, missing)
     assert state(client, market) == before
+
+
+def test_a_stranger_cannot_dispute_someone_elses_order(client: Client, market: Market) -> None:
+    before = state(client, market)
+    body, token = {"reason": "the barcode was already used"}, market.stranger.token
+    stranger = client.call("POST", f"/api/orders/{market.order}/dispute", body, token)
+    missing = client.call("POST", f"/api/orders/{missing_id()}/dispute", body, token)
+    indistinguishable(stranger, missing)
+    # The seller is a party, so the order is no secret to them; but only the buyer disputes.
+    seller = client.call("POST", f"/api/orders/{market.order}/dispute", body, market.seller.token)
+    assert (seller.status, seller.body["code"]) == (409, "order_not_disputable"), seller
+    assert state(client, market) == before
+    assert before["order"] == "PAID"
     assert before["order"] == "PAID"
 
 
@@ -172,8 +185,11 @@ def test_a_stranger_cannot_list_an_ask_with_someone_elses_image(
     before = state(client, market)
     path = f"/api/products/{market.product}/sell-bids"
     token = market.stranger.token
-    stranger = client.call("POST", path, {"price": 9000, "image_id": market.spare_image}, token)
-    missing = client.call("POST", path, {"price": 9000, "image_id": missing_id()}, token)
+    voucher = client.voucher()  # the same in both: only the image differs
+    stranger = client.call(
+        "POST", path, {"price": 9000, "image_id": market.spare_image, **voucher}, token
+    )
+    missing = client.call("POST", path, {"price": 9000, "image_id": missing_id(), **voucher}, token)
     indistinguishable(stranger, missing)
     assert state(client, market) == before
     assert before["image"] == "PENDING"
@@ -186,8 +202,11 @@ def test_a_stranger_cannot_sell_now_with_someone_elses_image(
     before = state(client, market)
     path = f"/api/products/{market.product}/sell-now"
     token = market.stranger.token
-    stranger = client.call("POST", path, {"price": 4000, "image_id": market.spare_image}, token)
-    missing = client.call("POST", path, {"price": 4000, "image_id": missing_id()}, token)
+    voucher = client.voucher()
+    stranger = client.call(
+        "POST", path, {"price": 4000, "image_id": market.spare_image, **voucher}, token
+    )
+    missing = client.call("POST", path, {"price": 4000, "image_id": missing_id(), **voucher}, token)
     indistinguishable(stranger, missing)
     assert state(client, market) == before
     assert (before["bid"], before["image"]) == ("OPEN", "PENDING")
@@ -195,7 +214,7 @@ def test_a_stranger_cannot_sell_now_with_someone_elses_image(
 
 def test_the_owners_can_do_what_the_stranger_could_not(client: Client, market: Market) -> None:
     """Last: the same ids work for their owners, so each 404 above was the ownership check."""
-    body = {"price": 4000, "image_id": market.spare_image}
+    body = {"price": 4000, "image_id": market.spare_image, **client.voucher()}
     sale = client.call(
         "POST", f"/api/products/{market.product}/sell-now", body, market.seller.token
     )

@@ -141,7 +141,7 @@ def _trade(client: Client, admin: User) -> tuple[User, str, str]:
     product = client.new_product(admin)
     client.command("POST", "/api/points/charge", {"amount": 10_000}, buyer.token)
     image_id = client.uploaded_image(seller)
-    ask = {"price": 5000, "image_id": image_id}
+    ask = {"price": 5000, "image_id": image_id, **client.voucher()}
     client.command("POST", f"/api/products/{product}/sell-bids", ask, seller.token)
     order = client.command("POST", f"/api/products/{product}/buy-now", {"price": 5000}, buyer.token)
     return buyer, str(order["order_id"]), image_key(client, image_id)

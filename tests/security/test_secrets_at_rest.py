@@ -11,6 +11,7 @@ import json
 import subprocess
 import uuid
 
+from tests.support.handler_client import User
 from tests.support.security import Client
 
 from giftmarket_local.stack import Stack, _require
@@ -101,3 +102,37 @@ def test_a_replay_answers_as_a_failed_login_once_the_credentials_no_longer_verif
     )
     assert other.status == 422, other
     assert other.body["code"] == "idempotency_key_reused"
+
+
+def test_a_dump_after_vouchers_are_listed_and_sold_holds_no_barcode(
+    client: Client, stack: Stack, admin: User
+) -> None:
+    """A barcode is kept only as keyed hashes (and its last 4 digits): not in a row, not in
+    an event, not in an idempotency record, not as an unsalted hash anyone could match."""
+    seller, buyer = client.sign_up(), client.sign_up()
+    product = client.new_product(admin)
+    client.command("POST", "/api/points/charge", {"amount": 10_000}, buyer.token)
+    client.command("POST", f"/api/products/{product}/buy-bids", {"price": 3000}, buyer.token)
+    barcodes: list[str] = []
+    for route, price in (("sell-bids", 9000), ("sell-now", 3000)):
+        path = f"/api/products/{product}/{route}"
+        voucher = client.voucher()
+        body = {"price": price, "image_id": client.uploaded_image(seller), **voucher}
+        status, _ = keyed_as(client, path, body, seller.token, f"rest-{uuid.uuid4().hex}")
+        assert status == 201
+        barcodes.append(voucher["barcode"])
+
+    dump = dump_primary(stack)
+    # The vouchers are there (so the dump could have held their barcodes).
+    assert all(f"'{barcode[-4:]}'" in dump for barcode in barcodes)
+    for barcode in barcodes:
+        assert barcode not in dump
+        assert hashlib.sha256(barcode.encode()).hexdigest() not in dump
+        assert hashlib.sha256(barcode.encode()).hexdigest().upper() not in dump
+
+
+def keyed_as(
+    client: Client, path: str, body: dict[str, object], token: str, key: str
+) -> tuple[int, object]:
+    reply = client.call("POST", path, body, token, headers={"Idempotency-Key": key})
+    return reply.status, reply.body

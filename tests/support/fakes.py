@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hmac
 import itertools
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -45,10 +47,11 @@ from giftmarket.commands.ports import (
 )
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
-from giftmarket.domain.errors import EmailTaken
+from giftmarket.domain.errors import EmailTaken, VoucherDuplicate
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.ids import IdGenerator, encode_ulid
 from giftmarket.domain.image_cleanup import (
+    WITHDRAWN_ASK_STATUSES,
     CleanupCandidate,
     CleanupReason,
     CleanupRules,
@@ -58,9 +61,10 @@ from giftmarket.domain.images import Image, ImageStatus
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, best_bid
 from giftmarket.domain.orders import Order, OrderStatus
-from giftmarket.domain.settlement import Settlement
+from giftmarket.domain.settlement import Settlement, business_date_of
 from giftmarket.domain.sign_in import FailureWindow, SignInLimits, TooManyAttempts, lockout
 from giftmarket.domain.users import AdminRightsChange, User, normalize_email
+from giftmarket.domain.vouchers import Fingerprint, Voucher, VoucherRules
 
 A = TypeVar("A")
 
@@ -104,7 +108,7 @@ _TABLES = {
         ),
         _TableSpec(
             "orders",
-            unique=(("sell_bid_id",), ("buy_bid_id",), ("coupon_id",)),
+            unique=(("sell_bid_id",), ("buy_bid_id",), ("coupon_id", "coupon_in_force")),
             foreign_keys=(
                 ("product_id", "products"),
                 ("buyer_id", "users"),
@@ -120,8 +124,14 @@ _TABLES = {
 }
 
 
+def _column(row: Any, column: str) -> object:
+    if column == "coupon_in_force":  # the generated column of orders
+        return 1 if row.refunded_at is None else None
+    return getattr(row, column)
+
+
 def _unique_value(columns: tuple[str, ...], row: Any) -> tuple[object, ...] | None:
-    values = tuple(getattr(row, column) for column in columns)
+    values = tuple(_column(row, column) for column in columns)
     if any(value is None for value in values):
         return None  # NULLs never collide, as in SQL
     if columns == ("email",):
@@ -168,6 +178,7 @@ class FakeStore:
         self.outbox: list[OutboxRecord] = []
         self.idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
         self.admin_rights: list[AdminRightsChange] = []
+        self.vouchers: dict[tuple[str, str], _VoucherEntry] = {}
         self.commits = 0
         self._outbox_sequence = itertools.count(1)
 
@@ -198,7 +209,15 @@ class FakeStore:
             "outbox": list(self.outbox),
             "idempotency": dict(self.idempotency),
             "admin_rights": list(self.admin_rights),
+            "vouchers": dict(self.vouchers),
         }
+
+
+@dataclass(frozen=True)
+class _VoucherEntry:
+    sell_bid_id: str | None
+    order_id: str | None
+    expires_on: date
 
 
 @dataclass
@@ -222,6 +241,7 @@ class _Transaction:
     ledger: list[LedgerTransaction] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
     admin_rights: list[AdminRightsChange] = field(default_factory=list)
+    vouchers: dict[tuple[str, str], _VoucherEntry | None] = field(default_factory=dict)
     seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
 
     # --- rows ----------------------------------------------------------------------------
@@ -295,6 +315,16 @@ class _Transaction:
             return self.idempotency[key]
         return self.store.idempotency.get(key)
 
+    # --- the voucher registry ------------------------------------------------------------
+
+    def voucher_entries(self) -> Iterator[tuple[tuple[str, str], _VoucherEntry]]:
+        for key, entry in self.vouchers.items():
+            if entry is not None:
+                yield key, entry
+        for key, entry in self.store.vouchers.items():
+            if key not in self.vouchers:
+                yield key, entry
+
     # --- commit --------------------------------------------------------------------------
 
     def apply_to_store(self) -> None:
@@ -314,9 +344,14 @@ class _Transaction:
         store.ledger.extend(self.ledger)
         store.outbox.extend(self.outbox)
         store.admin_rights.extend(self.admin_rights)
+        for key, entry in self.vouchers.items():
+            if entry is None:
+                store.vouchers.pop(key, None)
+            else:
+                store.vouchers[key] = entry
         store.commits += 1
         # Like a SQL session after COMMIT: a new transaction, the same identity map.
-        self.rows, self.likes, self.idempotency = {}, {}, {}
+        self.rows, self.likes, self.idempotency, self.vouchers = {}, {}, {}, {}
         self.ledger, self.outbox, self.admin_rights = [], [], []
 
 
@@ -448,7 +483,7 @@ class FakeImageRepository(_FakeRepository[Image], ports.ImageRepository):
         cancelled = {
             ask.image_id
             for ask in self._tx.all_rows("sell_bids")
-            if ask.status is BidStatus.CANCELLED and ask.updated_at < rules.cancelled_before
+            if ask.status in WITHDRAWN_ASK_STATUSES and ask.updated_at < rules.cancelled_before
         }
         found = []
         for image in self._tx.all_rows(self.table):
@@ -479,8 +514,59 @@ class FakeSellBidRepository(_FakeRepository[SellBid], ports.SellBidRepository):
     def lowest_open_price(self, product_id: str) -> int | None:
         return min((ask.price for ask in self._open(product_id)), default=None)
 
-    def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
-        return self._take(best_ask(self._open(product_id), buyer_id, max_price))
+    def take_best(
+        self, product_id: str, max_price: int, buyer_id: str, takeable_from: date
+    ) -> SellBid | None:
+        return self._take(best_ask(self._open(product_id), buyer_id, max_price, takeable_from))
+
+    def lock_expiring(self, takeable_from: date, limit: int) -> list[SellBid]:
+        expiring = [
+            ask
+            for ask in self._tx.all_rows(self.table)
+            if ask.status is BidStatus.OPEN
+            and (ask.expires_on is None or ask.expires_on < takeable_from)
+        ]
+        return [
+            self._tx.load(self.table, ask, lock=True)
+            for ask in sorted(expiring, key=lambda a: a.id)[:limit]
+        ]
+
+
+class FakeVoucherRegistry(ports.VoucherRegistry):
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def register(
+        self,
+        voucher: Voucher,
+        *,
+        now: datetime,
+        sell_bid_id: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        tx = self._uow.transaction
+        known = dict(tx.voucher_entries())
+        if (sell_bid_id is None) == (order_id is None):
+            raise FakeIntegrityError("a voucher is registered for an ask or an order")
+        if sell_bid_id is not None and tx.row("sell_bids", sell_bid_id) is None:
+            raise FakeIntegrityError(f"sell bid {sell_bid_id} is not in sell_bids")
+        if order_id is not None and tx.row("orders", order_id) is None:
+            raise FakeIntegrityError(f"order {order_id} is not in orders")
+        keys = [(f.kid, f.digest) for f in voucher.fingerprints]
+        if any(key in known for key in keys):
+            raise VoucherDuplicate()
+        for key in keys:
+            tx.vouchers[key] = _VoucherEntry(sell_bid_id, order_id, voucher.expires_on)
+
+    def release(self, sell_bid_id: str) -> None:
+        tx = self._uow.transaction
+        for key, entry in list(tx.voucher_entries()):
+            if entry.sell_bid_id == sell_bid_id:
+                tx.vouchers[key] = None
+
+    def registered(self) -> dict[tuple[str, str], _VoucherEntry]:
+        """What is committed, for tests."""
+        return dict(self._uow.store.vouchers)
 
 
 class FakeBuyBidRepository(_FakeRepository[BuyBid], ports.BuyBidRepository):
@@ -504,13 +590,15 @@ class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
     def _locked(self, rows: list[Order]) -> list[Order]:
         return [self._tx.load(self.table, row, lock=True) for row in rows]
 
-    def lock_due_for_completion(self, paid_before: datetime, limit: int) -> list[Order]:
+    def lock_due_for_completion(self, delivered_before: datetime, limit: int) -> list[Order]:
         due = [
             order
             for order in self._tx.all_rows(self.table)
-            if order.status is OrderStatus.PAID and order.created_at <= paid_before
+            if order.status is OrderStatus.PAID
+            and order.delivered_at is not None
+            and order.delivered_at <= delivered_before
         ]
-        return self._locked(sorted(due, key=lambda o: (o.created_at, o.id))[:limit])
+        return self._locked(sorted(due, key=lambda o: (o.delivered_at, o.id))[:limit])
 
     def _settleable(self, completed_before: datetime) -> Iterator[Order]:
         for order in self._tx.all_rows(self.table):
@@ -635,6 +723,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.orders = FakeOrderRepository(self)
         self.coupons = FakeCouponRepository(self)
         self.settlements = FakeSettlementRepository(self)
+        self.vouchers = FakeVoucherRegistry(self)
         self.ledger = FakeLedger(self)
         self.idempotency = FakeIdempotencyStore(self, idempotency_ttl)
         self.admin_rights = FakeAdminRightsLog(self)
@@ -800,6 +889,8 @@ def make_context(
     images: FakeImageStore | None = None,
     admin_emails: frozenset[str] = frozenset({ADMIN_EMAIL}),
     welcome_coupon_amount: int = 1000,
+    barcodes: ports.BarcodeFingerprinter | None = None,
+    vouchers: VoucherRules | None = None,
 ) -> CommandContext:
     return CommandContext(
         ids=ids or SequentialUlids(),
@@ -807,8 +898,40 @@ def make_context(
         images=images or FakeImageStore(),
         admin_emails=admin_emails,
         welcome_coupon_amount=welcome_coupon_amount,
+        barcodes=barcodes or FakeBarcodes(),
+        vouchers=vouchers or VoucherRules(),
         clock=clock or FakeClock(),
     )
+
+
+class FakeBarcodes(ports.BarcodeFingerprinter):
+    """Fingerprints under named keys, made with the real HMAC so digests look alike; pass
+    several kids to stand for a rotation (the first is current)."""
+
+    def __init__(self, *kids: str) -> None:
+        self.kids = kids or ("test-1",)
+
+    def fingerprints(self, barcode: str) -> tuple[Fingerprint, ...]:
+        return tuple(
+            Fingerprint(kid, hmac.new(kid.encode() * 8, barcode.encode(), "sha256").hexdigest())
+            for kid in self.kids
+        )
+
+
+# From a random start: tests on a kept stack's database meet the barcodes of earlier runs
+# (a sold voucher stays registered), which a fixed start would repeat.
+_barcodes = itertools.count(10**12 + secrets.randbelow(8 * 10**12))
+
+
+def fresh_barcode() -> str:
+    """A barcode no other test in this process used, nor (but by a 1 in 10^9 chance) one of
+    an earlier run (13 digits, like an EAN)."""
+    return str(next(_barcodes))
+
+
+def valid_until(now: datetime, days: int = 30) -> date:
+    """A voucher expiry `days` after `now`'s date in Korea: listable and buyable."""
+    return business_date_of(now) + timedelta(days=days)
 
 
 class FakeSignInGuard(ports.SignInGuard):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from tests.support.outbox import outbox_envelopes
 from tests.support.stack import fresh_read_models
+from tests.support.vouchers import voucher_facts
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
@@ -115,6 +116,11 @@ class MarketClient(HandlerClient):
         status, _ = http_put(slot["upload_url"], PNG, "image/png")
         assert status == 200
         return str(slot["image_id"])
+
+    def voucher(self, days: int = 30) -> dict[str, str]:
+        """A sell bid's or sell-now's voucher facts: a barcode no test used, valid `days`
+        days after today in Korea."""
+        return voucher_facts(days)
 
 
 def http_put(url: str, data: bytes, content_type: str) -> tuple[int, bytes]:

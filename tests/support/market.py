@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TypeVar
 
 import pytest
@@ -17,10 +17,15 @@ from tests.support.fakes import (
     FakePasswords,
     FakeStore,
     FakeUnitOfWork,
+    fresh_barcode,
+    make_context,
+    valid_until,
 )
 
-from giftmarket.commands import accounts, catalog, trading
+from giftmarket.commands import accounts, catalog, orders, trading
 from giftmarket.commands.context import CommandContext
+from giftmarket.commands.executor import CommandExecutor
+from giftmarket.commands.handlers import COMMAND_HANDLERS
 from giftmarket.commands.ports import Committed, UnitOfWork
 from giftmarket.domain import ledger
 from giftmarket.domain.catalog import Product
@@ -29,7 +34,7 @@ from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.images import Image, s3_key_for
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BuyBid, SellBid
-from giftmarket.domain.orders import Order
+from giftmarket.domain.orders import DisputeDecision, InspectionResult, Order
 from giftmarket.domain.users import Balances, User
 
 C = TypeVar("C")
@@ -148,11 +153,34 @@ class Market:
         self.images.put(s3_key_for(owner_id, image_id), size=size, content_type=content_type)
         return image_id
 
-    def open_ask(self, product_id: str, price: int, seller_id: str | None = None) -> str:
+    def voucher(self, days: int = 30) -> tuple[str, date]:
+        """A fresh barcode, and an expiry `days` after today in Korea."""
+        return fresh_barcode(), valid_until(self.clock(), days)
+
+    def open_ask(
+        self,
+        product_id: str,
+        price: int,
+        seller_id: str | None = None,
+        *,
+        barcode: str | None = None,
+        valid_days: int = 30,
+    ) -> str:
         seller_id = seller_id or self.signed_up()
         image_id = self.uploaded_image(seller_id)
-        command = trading.PlaceSellBid(seller_id, product_id, price, image_id)
+        expires_on = valid_until(self.clock(), valid_days)
+        command = trading.PlaceSellBid(
+            seller_id, product_id, price, image_id, barcode or fresh_barcode(), expires_on
+        )
         return self.run(trading.place_sell_bid, command).bid_id
+
+    def sell_now(
+        self, product_id: str, price: int, seller_id: str, *, barcode: str | None = None
+    ) -> trading.Sale:
+        image_id = self.uploaded_image(seller_id)
+        barcode, expires_on = (barcode or fresh_barcode()), valid_until(self.clock())
+        command = trading.SellNow(seller_id, product_id, price, image_id, barcode, expires_on)
+        return self.run(trading.sell_now, command)
 
     def open_bid(self, product_id: str, price: int, buyer_id: str | None = None) -> str:
         buyer_id = buyer_id or self.signed_up(points=price)
@@ -166,8 +194,51 @@ class Market:
         command = catalog.IssueCoupon(self.admin(), user_id, "Spring sale", discount, expires_at)
         return self.run(catalog.issue_coupon, command)
 
+    def traded(
+        self, price: int = 4_000, *, points: int = 10_000, coupon: int = 0
+    ) -> tuple[str, str, str, str | None]:
+        """(order, buyer, seller, coupon) of a buy-now of a fresh ask at `price` by a new
+        buyer holding `points`, with a new coupon of `coupon` points if not 0."""
+        product_id, seller_id = self.new_product(), self.signed_up()
+        self.open_ask(product_id, price, seller_id)
+        buyer_id = self.signed_up(points=points)
+        coupon_id = self.coupon_for(buyer_id, coupon) if coupon else None
+        command = trading.BuyNow(buyer_id, product_id, price, coupon_id)
+        order_id = self.run(trading.buy_now, command).order_id
+        return order_id, buyer_id, seller_id, coupon_id
+
     def bought(self, product_id: str, buyer_id: str, price: int) -> trading.Purchase:
         return self.run(trading.buy_now, trading.BuyNow(buyer_id, product_id, price))
+
+    # --- after the match: inspection, disputes, the jobs ---------------------------------
+
+    def inspected(
+        self, order_id: str, result: InspectionResult, reason: str | None = None
+    ) -> orders.OrderState:
+        command = orders.DecideInspection(self.admin(), order_id, result, reason)
+        return self.run(orders.decide_inspection, command)
+
+    def disputed(self, order_id: str, buyer_id: str, reason: str = "already used") -> str:
+        command = orders.OpenDispute(buyer_id, order_id, reason)
+        return self.run(orders.open_dispute, command).status
+
+    def resolved(
+        self, order_id: str, decision: DisputeDecision, note: str | None = None
+    ) -> orders.OrderState:
+        command = orders.ResolveDispute(self.admin(), order_id, decision, note)
+        return self.run(orders.resolve_dispute, command)
+
+    def executor(self) -> CommandExecutor:
+        """The market's store and context behind an executor, as the jobs take them."""
+        return CommandExecutor(lambda: FakeUnitOfWork(self.store), self.ctx, COMMAND_HANDLERS)
+
+
+def new_market(**context: object) -> Market:
+    """A market on fresh fakes; `context` overrides `make_context`'s arguments (the voucher
+    rules, the barcode keys, ...)."""
+    clock, images, passwords = FakeClock(), FakeImageStore(), FakePasswords()
+    ctx = make_context(clock=clock, images=images, passwords=passwords, **context)  # type: ignore[arg-type]
+    return Market(FakeUnitOfWork(), ctx, clock, images, passwords)
 
 
 def ledger_balances_agree_with_users(market: Market, *user_ids: str) -> None:
@@ -178,3 +249,15 @@ def ledger_balances_agree_with_users(market: Market, *user_ids: str) -> None:
             sums.get(ledger.escrowed(user_id), 0),
             sums.get(ledger.pending(user_id), 0),
         )
+
+
+def money_is_conserved(market: Market) -> None:
+    """PRODUCT.md's conservation rule over everything committed: every user's balances equal
+    their postings, and charges = the users' balances + platform fees − coupon subsidies."""
+    sums = ledger.balances(market.store.ledger)
+    users: list[User] = list(market.store.rows["users"].values())
+    ledger_balances_agree_with_users(market, *(user.id for user in users))
+    held = sum(sum(user.balances) for user in users)
+    subsidies = -sums.get(ledger.COUPON_SUBSIDY, 0)
+    assert -sums.get(ledger.CHARGES, 0) == held + sums.get(ledger.FEES, 0) - subsidies
+    assert sum(sums.values()) == 0

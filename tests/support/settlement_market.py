@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
-from tests.support.fakes import FakeClock, FakeImageStore
+from tests.support.fakes import FakeClock, FakeImageStore, fresh_barcode, valid_until
 from tests.support.stack import fresh_read_models, settings_for
 
 from giftmarket.adapters import tables
@@ -130,7 +130,14 @@ class Market:
         request = catalog.RequestImageUpload(seller_id, "image/png")
         image_id = self.run(request)
         self.images.put(s3_key_for(seller_id, image_id.image_id))
-        place = trading.PlaceSellBid(seller_id, self.product_id, price, image_id.image_id)
+        place = trading.PlaceSellBid(
+            seller_id,
+            self.product_id,
+            price,
+            image_id.image_id,
+            fresh_barcode(),
+            valid_until(self.container.command_context.clock()),  # the commands' own clock
+        )
         return self.run(place).bid_id
 
     def sale(

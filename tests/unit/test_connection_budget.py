@@ -57,6 +57,8 @@ ENGINES: dict[str, frozenset[str]] = {
     "SettlementFunction": frozenset({"writer"}),
     "ImageJanitorFunction": frozenset({"writer"}),
     "PurgeFunction": frozenset({"writer"}),
+    # Expiry batches are commands.
+    "ExpireAsksFunction": frozenset({"writer"}),
     # Master-user engines for the user and Alembic (each disposed before the next), or the
     # admin-rights commands: one engine at a time, always on the instance.
     "MigrationFunction": frozenset({"writer"}),
@@ -360,6 +362,7 @@ def test_every_function_is_modelled_and_every_engine_is_on_a_server() -> None:
         "SettlementFunction",
         "ImageJanitorFunction",
         "PurgeFunction",
+        "ExpireAsksFunction",
         "MigrationFunction",
     ],
 )

@@ -61,21 +61,122 @@ def test_micros_are_exact_for_naive_aware_and_iso_times() -> None:
     assert ops.micros(kst) == expected
 
 
-def test_an_event_and_the_row_it_left_make_the_same_operation() -> None:
-    placed = events.OrderPlaced(
+PARTIES: ops.OrderParties = {"product_id": "p1", "buyer_id": "b1", "seller_id": "s1"}
+EXPIRES_ON = date(2026, 12, 31)
+
+
+def placed_order(status: str = "PAID", delivered_at: datetime | None = AT) -> events.OrderPlaced:
+    return events.OrderPlaced(
         **common("o1", 1), order_id="o1", product_id="p1", buyer_id="b1", seller_id="s1",
         price=5000, discount=1000, paid=4000, sell_bid_id="a1", buy_bid_id=None,
-        coupon_id="c1", image_id="i1", via="buy_now",
+        coupon_id="c1", image_id="i1", via="buy_now", status=status, delivered_at=delivered_at,
+        barcode_last4="4321", expires_on=EXPIRES_ON,
     )  # fmt: skip
-    parties: ops.OrderParties = {"product_id": "p1", "buyer_id": "b1", "seller_id": "s1"}
+
+
+def test_an_event_and_the_row_it_left_make_the_same_operation() -> None:
     terms: ops.OrderTerms = {
         "price": 5000, "discount": 1000, "paid": 4000, "via": "buy_now", "image_id": "i1",
     }  # fmt: skip
     from_row = ops.order(
-        "o1", 1, parties=parties, terms=terms, status="PAID", completed_at=None,
+        "o1", 1, parties=PARTIES, terms=terms, status="PAID", completed_at=None,
         settled_at=None, created_at=AT.replace(tzinfo=None),
+        facts={"barcode_last4": "4321", "expires_on": EXPIRES_ON,
+               "delivered_at": AT.replace(tzinfo=None)},
     )  # fmt: skip
-    assert operations(delivered(placed)) == [from_row]
+    assert operations(delivered(placed_order())) == [from_row]
+
+
+def test_an_order_placed_for_inspection_leaves_its_delivery_unknown() -> None:
+    (op,) = operations(delivered(placed_order("INSPECTING", delivered_at=None)))
+    assert op["set"]["status"] == "INSPECTING"
+    # Empty: not written, so the delivery, whenever it is projected, can write it.
+    assert op["once"]["delivered_at"] == ""
+    assert (op["once"]["barcode_last4"], op["once"]["expires_on"]) == ("4321", "2026-12-31")
+
+
+def test_a_payload_from_before_vouchers_is_an_order_delivered_when_placed() -> None:
+    payload = placed_order().to_payload()
+    for name in ("status", "delivered_at", "barcode_last4", "expires_on"):
+        del payload[name]
+    older = events.OrderPlaced.from_payload(payload)
+    (op,) = operations(older)
+    assert op["set"]["status"] == "PAID"
+    assert op["once"]["delivered_at"] == AT.isoformat()
+    assert op["once"]["barcode_last4"] == ""
+
+
+def test_a_delivery_writes_the_delivery_time_once_and_pays_the_order() -> None:
+    delivered_at = datetime(2026, 11, 23, 1, 2, 3, tzinfo=UTC)
+    event = events.OrderDelivered(
+        **common("o1", 2), **PARTIES, order_id="o1", delivered_at=delivered_at,
+        inspected_by="admin",
+    )  # fmt: skip
+    (op,) = operations(delivered(event))
+    assert (op["v"], op["set"]["status"]) == ("2", "PAID")
+    assert op["once"]["delivered_at"] == delivered_at.isoformat()
+
+
+def _refund_ops(*changes: events.DomainEvent) -> list[Op]:
+    return [op for change in changes for op in operations(delivered(change))]
+
+
+def test_events_recorded_together_set_the_same_state_whichever_lands_last() -> None:
+    at = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    refunded = events.OrderRefunded(
+        **common("o1", 3), **PARTIES, order_id="o1", price=5000, discount=1000, paid=4000,
+        coupon_id="c1", cause="dispute_upheld", refunded_at=at,
+    )  # fmt: skip
+    upheld = events.OrderDisputeResolved(
+        **common("o1", 3), **PARTIES, order_id="o1", decision="refund", note=None,
+        decided_by="admin", decided_at=at,
+    )  # fmt: skip
+    failed = events.OrderInspectionFailed(
+        **common("o1", 2), **PARTIES, order_id="o1", reason="used", inspected_by="admin",
+        decided_at=at,
+    )  # fmt: skip
+    rejected = events.OrderDisputeResolved(
+        **common("o1", 3), **PARTIES, order_id="o1", decision="reject", note="works",
+        decided_by="admin", decided_at=at,
+    )  # fmt: skip
+    completed = events.OrderCompleted(
+        **common("o1", 3), **PARTIES, order_id="o1", price=5000, automatically=False,
+        completed_at=at,
+    )  # fmt: skip
+    refund_set = {"status": "REFUNDED", "completed_at": "", "settled_at": ""}
+    for op in _refund_ops(refunded, upheld, failed):
+        assert op["set"] == refund_set
+        assert op["once"]["refunded_at"] == at.isoformat()
+    reject, complete = _refund_ops(rejected, completed)
+    assert reject["set"] == complete["set"] == {
+        "status": "COMPLETED", "completed_at": at.isoformat(), "settled_at": "",
+    }  # fmt: skip
+    assert (reject["once"]["dispute_decision"], reject["once"]["dispute_decided_at"]) == (
+        "reject",
+        at.isoformat(),
+    )
+    assert "refunded_at" not in reject["once"]
+
+
+def test_a_dispute_keeps_its_reason_and_opening_once_known() -> None:
+    opened = datetime(2026, 11, 23, 12, 0, 0, 5, tzinfo=UTC)
+    disputed = events.OrderDisputed(
+        **common("o1", 2), **PARTIES, order_id="o1", price=5000, reason="already used",
+        opened_at=opened,
+    )  # fmt: skip
+    (op,) = operations(delivered(disputed))
+    assert op["set"]["status"] == "DISPUTED"
+    assert op["once"]["dispute_reason"] == "already used"
+    assert op["once"]["dispute_opened_at"] == opened.isoformat()
+    assert op["once"]["dispute_opened_us"] == ops.micros(opened)
+
+
+def test_a_restored_coupon_is_available_again_under_its_version() -> None:
+    restored = events.CouponRestored(
+        **common("c1", 3), coupon_id="c1", user_id="b1", order_id="o1", expires_at=AT
+    )
+    (op,) = operations(delivered(restored))
+    assert (op["k"], op["v"], op["set"]) == ("coupon", "3", {"status": "AVAILABLE"})
 
 
 def test_later_order_events_carry_the_whole_changing_state() -> None:
@@ -96,14 +197,23 @@ def test_later_order_events_carry_the_whole_changing_state() -> None:
 def test_bid_events_open_and_close_the_bid_under_its_version() -> None:
     base: dict[str, Any] = {"sell_bid_id": "a1", "product_id": "p1", "seller_id": "s1"}
     base["price"] = 5000
-    placed = events.SellBidPlaced(**common("a1", 1), **base, image_id="i1")
+    placed = events.SellBidPlaced(
+        **common("a1", 1), **base, image_id="i1", barcode_last4="0042", expires_on=EXPIRES_ON
+    )
     cancelled = events.SellBidCancelled(**common("a1", 2), **base, image_id="i1")
+    expired = events.SellBidExpired(**common("a1", 2), **base, image_id="i1", expires_on=EXPIRES_ON)
     (opened,) = operations(delivered(placed))
     (closed,) = operations(delivered(cancelled))
+    (gone,) = operations(delivered(expired))
     assert (opened["k"], opened["v"], opened["set"]["status"]) == ("ask", "1", "OPEN")
     assert opened["once"]["owner_id"] == "s1" and "created_us" in opened["once"]
+    assert (opened["once"]["barcode_last4"], opened["once"]["expires_on"]) == (
+        "0042",
+        "2026-12-31",
+    )
     assert (closed["v"], closed["set"]["status"]) == ("2", "CANCELLED")
     assert "created_us" not in closed["once"]
+    assert (gone["v"], gone["set"]["status"]) == ("2", "EXPIRED")
 
 
 def test_events_no_query_shows_make_no_operation() -> None:
@@ -138,6 +248,9 @@ PROJECTED = {
     events.BuyBidPlaced, events.BuyBidCancelled, events.BuyBidMatched,
     events.OrderPlaced, events.OrderCompleted, events.OrderSettled,
     events.CouponIssued, events.CouponUsed, events.SettlementCompleted,
+    events.SellBidExpired, events.OrderDelivered, events.OrderInspectionFailed,
+    events.OrderDisputed, events.OrderDisputeResolved, events.OrderRefunded,
+    events.CouponRestored,
 }  # fmt: skip
 NO_QUERY_SHOWS = {events.PointsCharged, events.ImageAttached, events.ImageDeletionStarted}
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from giftmarket.domain.vouchers import InspectionMode
 from giftmarket.settings import Settings
 
 AWS_SECRETS = {
     "environment": "aws",
     "jwt_secret_arn": "arn:jwt",
     "fingerprint_key_secret_arn": "arn:fingerprint",
+    "barcode_keys_secret_arn": "arn:barcodes",
     "db_secret_arn": "arn:db",
     # TLS is mandatory in AWS (tests/unit/test_settings_tls.py).
     "db_ssl_ca": "/opt/python/giftmarket/certs/rds-global-bundle.pem",
@@ -22,6 +24,8 @@ def test_local_mode_runs_on_local_defaults() -> None:
     assert settings.admin_email_set == frozenset()
     assert settings.seller_fee_bps == 500
     assert settings.welcome_coupon_amount == 1000
+    assert (settings.min_voucher_validity_days, settings.ask_expiry_margin_days) == (3, 1)
+    assert settings.inspection_mode is InspectionMode.AUTO
 
 
 @pytest.mark.parametrize(
@@ -30,12 +34,23 @@ def test_local_mode_runs_on_local_defaults() -> None:
         ("jwt_secret_arn", "JWT_SECRET_ARN"),
         ("fingerprint_key_secret_arn", "FINGERPRINT_KEY_SECRET_ARN"),
         ("db_secret_arn", "DB_SECRET_ARN"),
+        ("barcode_keys_secret_arn", "BARCODE_KEYS_SECRET_ARN"),
     ],
 )
 def test_aws_mode_refuses_each_local_secret(missing: str, named: str) -> None:
     values = {k: v for k, v in AWS_SECRETS.items() if k != missing}
     with pytest.raises(ValidationError, match=named):
         Settings.model_validate(values)
+
+
+def test_aws_mode_takes_barcode_keys_given_directly_but_never_the_local_ones() -> None:
+    without_arn = {k: v for k, v in AWS_SECRETS.items() if k != "barcode_keys_secret_arn"}
+    own = '{"current": "v1", "v1": "' + "k" * 64 + '"}'
+    settings = Settings.model_validate({**without_arn, "barcode_keys": own})
+    assert settings.barcode_keys.get_secret_value() == own
+    local = Settings.model_validate({"environment": "local"}).barcode_keys.get_secret_value()
+    with pytest.raises(ValidationError, match="BARCODE_KEYS_SECRET_ARN"):
+        Settings.model_validate({**without_arn, "barcode_keys": local})
 
 
 def test_aws_mode_accepts_real_secrets() -> None:
@@ -58,3 +73,20 @@ def test_admin_emails_are_trimmed_and_case_insensitive() -> None:
 def test_money_settings_refuse_negative_values(field: str) -> None:
     with pytest.raises(ValidationError):
         Settings.model_validate({field: -1})
+
+
+def test_inspection_mode_is_auto_or_manual() -> None:
+    manual = Settings.model_validate({"inspection_mode": "manual"})
+    assert manual.inspection_mode is InspectionMode.MANUAL
+    with pytest.raises(ValidationError, match="inspection_mode"):
+        Settings.model_validate({"inspection_mode": "sometimes"})
+
+
+def test_buy_now_margin_cannot_outlast_the_listing_minimum() -> None:
+    # Else an ask could be listed that buy-now would never take.
+    with pytest.raises(ValidationError, match="ASK_EXPIRY_MARGIN_DAYS"):
+        Settings.model_validate({"min_voucher_validity_days": 2, "ask_expiry_margin_days": 3})
+    settings = Settings.model_validate(
+        {"min_voucher_validity_days": 2, "ask_expiry_margin_days": 2}
+    )
+    assert settings.ask_expiry_margin_days == 2

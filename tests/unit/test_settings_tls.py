@@ -14,6 +14,7 @@ AWS: dict[str, Any] = {
     "environment": "aws",
     "jwt_secret_arn": "arn:jwt",
     "fingerprint_key_secret_arn": "arn:fingerprint",
+    "barcode_keys_secret_arn": "arn:barcodes",
     "db_secret_arn": "arn:db",
     "db_ssl_ca": "/opt/python/giftmarket/certs/rds-global-bundle.pem",
     "redis_url": "rediss://master.giftmarket.cache.amazonaws.com:6379/0",

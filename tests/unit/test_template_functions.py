@@ -25,6 +25,7 @@ from tests.unit.cfn_template import (
     props,
     refs,
     resource,
+    template,
 )
 
 from giftmarket.settings import Settings
@@ -38,6 +39,7 @@ LAMBDA_FUNCTIONS = {
     "SettlementFunction": "settlement",
     "ImageJanitorFunction": "image_janitor",
     "PurgeFunction": "purge",
+    "ExpireAsksFunction": "expire_asks",
 }
 
 # What each function reads beyond what all of them need to build Settings in AWS mode.
@@ -48,19 +50,23 @@ COMMON = {
     "DB_SECRET_ARN",
     "JWT_SECRET_ARN",
     "FINGERPRINT_KEY_SECRET_ARN",
+    "BARCODE_KEYS_SECRET_ARN",
     *DATABASE,
 }
 REDIS = {"REDIS_URL", "REDIS_AUTH_SECRET_ARN"}
+VOUCHERS = {"INSPECTION_MODE", "MIN_VOUCHER_VALIDITY_DAYS", "ASK_EXPIRY_MARGIN_DAYS"}
 NEEDS: dict[str, set[str]] = {
     # Redis: the sign-in abuse counters (its AUTH token must be readable, or every login
     # would fail in AWS).
-    "CommandApiFunction": {"EVENTS_QUEUE_URL", "IMAGES_BUCKET", *REDIS},
+    "CommandApiFunction": {"EVENTS_QUEUE_URL", "IMAGES_BUCKET", *REDIS, *VOUCHERS},
     "QueryApiFunction": {"IMAGES_BUCKET", *REDIS},
     "ProjectorFunction": {"EVENTS_QUEUE_URL", "WELCOME_COUPON_AMOUNT", *REDIS},
     "OutboxRelayFunction": {"EVENTS_QUEUE_URL", *REDIS},
     "SettlementFunction": {"EVENTS_QUEUE_URL"},
     "ImageJanitorFunction": {"IMAGES_BUCKET"},
     "PurgeFunction": {"OUTBOX_RETENTION_DAYS"},
+    # The margin must be the command API's: what buy-now leaves alone is what expires.
+    "ExpireAsksFunction": {"EVENTS_QUEUE_URL", "ASK_EXPIRY_MARGIN_DAYS"},
     "MigrationFunction": {"DB_MASTER_SECRET_ARN"},
 }
 # Settings with a default that is right in AWS too; the others must come from the template.
@@ -70,6 +76,7 @@ SECRET_SETTINGS = {
     "DB_SECRET_ARN",
     "JWT_SECRET_ARN",
     "FINGERPRINT_KEY_SECRET_ARN",
+    "BARCODE_KEYS_SECRET_ARN",
     "REDIS_AUTH_SECRET_ARN",
     "DB_MASTER_SECRET_ARN",
 }
@@ -78,7 +85,8 @@ NOT_SETTINGS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWE
 
 def materialize(value: Any, branch: int) -> str:
     """An environment value as a string, its intrinsics replaced by plausible values (the
-    first or the second branch of every Fn::If)."""
+    first or the second branch of every Fn::If; a parameter's default or its last allowed
+    value)."""
     if isinstance(value, dict):
         ((kind, arg),) = value.items()
         if kind == "Fn::If":
@@ -87,6 +95,10 @@ def materialize(value: Any, branch: int) -> str:
             return "3306"
         if kind == "Fn::Sub":
             return re.sub(r"\$\{[^}]+\}", "resolved", str(arg))
+        parameter = template()["Parameters"].get(arg) if kind == "Ref" else None
+        if parameter and "Default" in parameter:
+            # Its default, or in the second branch its last allowed value.
+            return str([parameter["Default"], *parameter.get("AllowedValues", [])][-branch])
         return f"resolved-{'.'.join(map(str, arg)) if isinstance(arg, list) else arg}"
     return str(value)
 
@@ -98,7 +110,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Monkey
     yield monkeypatch
 
 
-def test_the_template_has_the_seven_functions_and_the_migration_function() -> None:
+def test_the_template_has_the_eight_functions_and_the_migration_function() -> None:
     assert set(function_ids()) == {*LAMBDA_FUNCTIONS, "MigrationFunction"}
 
 
@@ -158,10 +170,11 @@ def test_a_function_may_read_the_secrets_its_settings_name_and_no_other(function
     needed = {
         json.dumps(env[name], sort_keys=True)
         for name in SECRET_SETTINGS & (COMMON | NEEDS[function])
-        # Every function builds Settings (which names both keys); only the APIs check
-        # tokens, and only the command API fingerprints requests.
+        # Every function builds Settings (which names every key); only the APIs check
+        # tokens, and only the command API fingerprints requests and voucher barcodes.
         if name != "JWT_SECRET_ARN" or function in ("CommandApiFunction", "QueryApiFunction")
         if name != "FINGERPRINT_KEY_SECRET_ARN" or function == "CommandApiFunction"
+        if name != "BARCODE_KEYS_SECRET_ARN" or function == "CommandApiFunction"
     }
     granted = {
         json.dumps(resource_, sort_keys=True)
@@ -209,11 +222,6 @@ def routed() -> dict[tuple[str, str], str]:
 # PRODUCT.md drops one).
 NOT_YET_BUILT = {
     ("POST", "/api/auth/oidc/{provider}"): "issue 17",
-    ("POST", "/api/orders/{order_id}/dispute"): "issue 16",
-    ("POST", "/api/admin/orders/{order_id}/inspection"): "issue 16",
-    ("POST", "/api/admin/orders/{order_id}/resolution"): "issue 16",
-    ("GET", "/api/admin/inspections"): "issue 16",
-    ("GET", "/api/admin/disputes"): "issue 16",
 }
 
 
@@ -245,6 +253,7 @@ def schedule(function: str) -> dict[str, Any]:
         ("SettlementFunction", "cron(10 0 * * ? *)", "Asia/Seoul"),
         ("ImageJanitorFunction", "cron(0 3 * * ? *)", "Asia/Seoul"),
         ("PurgeFunction", "cron(0 4 * * ? *)", "Asia/Seoul"),
+        ("ExpireAsksFunction", "cron(5 0 * * ? *)", "Asia/Seoul"),
     ],
 )
 def test_schedules_fire_when_the_product_says_in_korean_time(
@@ -258,7 +267,13 @@ def test_schedules_fire_when_the_product_says_in_korean_time(
 
 @pytest.mark.parametrize(
     "function",
-    ["OutboxRelayFunction", "SettlementFunction", "ImageJanitorFunction", "PurgeFunction"],
+    [
+        "OutboxRelayFunction",
+        "SettlementFunction",
+        "ImageJanitorFunction",
+        "PurgeFunction",
+        "ExpireAsksFunction",
+    ],
 )
 def test_every_schedule_has_a_retry_policy_and_a_dead_letter_queue(function: str) -> None:
     found = schedule(function)
@@ -268,13 +283,38 @@ def test_every_schedule_has_a_retry_policy_and_a_dead_letter_queue(function: str
 
 
 @pytest.mark.parametrize(
-    "function", ["SettlementFunction", "ImageJanitorFunction", "PurgeFunction"]
+    "function",
+    ["SettlementFunction", "ImageJanitorFunction", "PurgeFunction", "ExpireAsksFunction"],
 )
 def test_daily_jobs_are_retried_and_then_dead_lettered_for_an_operator(function: str) -> None:
     config = props(function)["EventInvokeConfig"]
     assert config["MaximumRetryAttempts"] >= 1
     (queue,) = refs(config["DestinationConfig"]["OnFailure"]["Destination"])
     assert schedule(function)["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue, "Arn"]}
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "OutboxRelayFunction",
+        "SettlementFunction",
+        "ImageJanitorFunction",
+        "PurgeFunction",
+        "ExpireAsksFunction",
+    ],
+)
+def test_every_jobs_dead_letter_queue_is_in_the_dead_letter_alarms_sum(function: str) -> None:
+    (queue,) = refs(schedule(function)["DeadLetterConfig"]["Arn"])
+    metrics = props("ScheduledJobsDeadLetterAlarm")["Metrics"]
+    (total,) = [m["Expression"] for m in metrics if "Expression" in m]
+    (watching,) = [
+        m["Id"]
+        for m in metrics
+        if "MetricStat" in m
+        and m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
+        == {"Fn::GetAtt": [queue, "QueueName"]}
+    ]
+    assert watching in re.split(r"\s*\+\s*", total)
 
 
 def test_the_settlement_schedule_settles_the_korean_day_that_just_ended(

@@ -171,7 +171,7 @@ def test_every_name_the_stack_gives_carries_the_stage() -> None:
         for path, value in named(r.get("Properties", {}), "")
     ]
     # The schedules (ScheduleV2 events) are among them: names are per account and region.
-    assert sum(".Events." in path and path.endswith(".Name") for path, _ in names) == 4
+    assert sum(".Events." in path and path.endswith(".Name") for path, _ in names) == 5
     for path, value in names:
         if isinstance(value, dict) and set(value) == {"Ref"}:
             continue  # a name made elsewhere (a resource's own generated name)
@@ -307,7 +307,7 @@ def test_the_stack_policy_refuses_to_replace_or_delete_the_data() -> None:
 
 def test_every_secret_is_under_the_stages_key_and_only_readers_may_decrypt_it() -> None:
     secrets = resources("AWS::SecretsManager::Secret")
-    assert len(secrets) == 4
+    assert len(secrets) == 5
     for name, secret in secrets.items():
         assert secret["Properties"]["KmsKeyId"] == {"Ref": "SecretsKey"}, name
     key = props("SecretsKey")

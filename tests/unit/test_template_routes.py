@@ -22,6 +22,9 @@ COMMANDS = [
     ("POST", "/api/products/P1/sell-now"),
     ("POST", "/api/orders/O1/confirm"),
     ("POST", "/api/admin/coupons"),
+    ("POST", "/api/orders/O1/dispute"),
+    ("POST", "/api/admin/orders/O1/inspection"),
+    ("POST", "/api/admin/orders/O1/resolution"),
 ]
 QUERIES = [
     ("GET", "/api/products"),
@@ -37,6 +40,8 @@ QUERIES = [
     ("GET", "/api/me/coupons"),
     ("GET", "/api/me/settlements"),
     ("GET", "/api/health"),
+    ("GET", "/api/admin/inspections"),
+    ("GET", "/api/admin/disputes"),
 ]
 
 

@@ -35,3 +35,10 @@ def test_the_runner_loads_the_purge_and_leaves_its_daily_cron_to_the_cli() -> No
     assert purge.module_file.is_file()
     assert purge.schedules == ("cron(0 4 * * ? *)",)
     assert [rate_seconds(expression) for expression in purge.schedules] == [None]
+
+
+def test_the_runner_loads_the_ask_expiry_and_leaves_its_daily_cron_to_the_cli() -> None:
+    expiry = read_application().functions["ExpireAsksFunction"]
+    assert expiry.module_file.is_file()
+    assert expiry.schedules == ("cron(5 0 * * ? *)",)
+    assert [rate_seconds(expression) for expression in expiry.schedules] == [None]

@@ -57,7 +57,7 @@ def start_triggers(
         for expression in spec.schedules:
             period = rate_seconds(expression)
             if period is None:
-                # cron() schedules (settlement, cleanup) run in AWS; locally use the CLI.
+                # cron() schedules (the daily jobs) run in AWS; locally use the CLI.
                 log.info("%s: %s is not run locally; use the giftmarket CLI", name, expression)
                 continue
             threads.append(

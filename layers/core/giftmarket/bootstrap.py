@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from giftmarket import settings as _settings
+    from giftmarket.adapters import barcodes as _barcodes
     from giftmarket.adapters import cache as _cache
     from giftmarket.adapters import db as _db
     from giftmarket.adapters import images as _images
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     )
     from giftmarket.domain import ids as _ids
     from giftmarket.domain import sign_in as _sign_in
+    from giftmarket.domain import vouchers as _vouchers
     from giftmarket.projections import projector as _projector
     from giftmarket.projections.projector import Projector
     from giftmarket.queries import reads as _reads
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 else:
     parameters = lazy("aws_lambda_powertools.utilities.parameters")
     _settings = lazy("giftmarket.settings")
+    _barcodes = lazy("giftmarket.adapters.barcodes")
     _cache = lazy("giftmarket.adapters.cache")
     _db = lazy("giftmarket.adapters.db")
     _images = lazy("giftmarket.adapters.images")
@@ -80,6 +83,7 @@ else:
     _handlers = lazy("giftmarket.commands.handlers")
     _ids = lazy("giftmarket.domain.ids")
     _sign_in = lazy("giftmarket.domain.sign_in")
+    _vouchers = lazy("giftmarket.domain.vouchers")
     _projector = lazy("giftmarket.projections.projector")
     _reads = lazy("giftmarket.queries.reads")
 
@@ -214,7 +218,21 @@ class Container:
             images=self.images,
             admin_emails=self.settings.admin_email_set,
             welcome_coupon_amount=self.settings.welcome_coupon_amount,
+            barcodes=_barcodes.HmacBarcodeFingerprinter(self._barcode_keys),
+            vouchers=_vouchers.VoucherRules(
+                min_validity_days=self.settings.min_voucher_validity_days,
+                ask_expiry_margin_days=self.settings.ask_expiry_margin_days,
+                inspection=self.settings.inspection_mode,
+            ),
         )
+
+    def _barcode_keys(self) -> str:
+        """The barcode HMAC keys' JSON: in AWS the secret, through Powertools' 5-minute
+        cache; locally BARCODE_KEYS."""
+        arn = self.settings.barcode_keys_secret_arn
+        if arn:
+            return str(parameters.get_secret(arn, max_age=300))
+        return self.settings.barcode_keys.get_secret_value()
 
     @cached_property
     def command_executor(self) -> CommandExecutor:

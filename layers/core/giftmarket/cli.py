@@ -22,6 +22,7 @@ from giftmarket.bootstrap import bootstrap
 from giftmarket.commands.admins import ListAdminRights, NoAccountForEmail, SetAdmin
 from giftmarket.domain.errors import InvalidField
 from giftmarket.domain.settlement import parse_business_date
+from giftmarket.jobs.expiry import expire_asks
 from giftmarket.jobs.images import Outcome, clean_images, parse_as_of
 from giftmarket.jobs.purge import purge
 from giftmarket.jobs.settlement import settle
@@ -37,7 +38,8 @@ app.add_typer(dlq, name="dlq")
 read_models = typer.Typer(no_args_is_help=True, help="The Redis read models of the query API.")
 app.add_typer(read_models, name="read-models")
 jobs = typer.Typer(
-    no_args_is_help=True, help="The scheduled jobs: settlement, image cleanup, purge."
+    no_args_is_help=True,
+    help="The scheduled jobs: settlement, ask expiry, image cleanup, purge.",
 )
 app.add_typer(jobs, name="jobs")
 admin = typer.Typer(no_args_is_help=True, help="Admin rights: granted by an operator, recorded.")
@@ -252,6 +254,24 @@ def jobs_purge(
         )
     else:
         typer.echo(f"as of {as_of}: deleted {report.deleted} in {report.seconds:.1f} s")
+
+
+@jobs.command("expire-asks")
+def jobs_expire_asks() -> None:
+    """Mark EXPIRED the open asks whose voucher buy-now may no longer take (valid for less
+    than ASK_EXPIRY_MARGIN_DAYS, default 1, more days in Korea, or of unknown expiry), as the
+    daily scheduled function does, and free their barcodes. Safe to run at any time, and
+    again: a rerun expires nothing more."""
+    container = bootstrap()
+    try:
+        executor = container.command_executor
+        report = expire_asks(executor, now=executor.context.clock())
+    finally:
+        container.close()
+    typer.echo(
+        f"expired {report.expired} asks; the open ones are valid on "
+        f"{report.takeable_from.isoformat()} or later"
+    )
 
 
 def _operator() -> str:

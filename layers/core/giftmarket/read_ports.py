@@ -93,7 +93,7 @@ class ReadModelReader(ABC):
     def user(self, user_id: str) -> Document | None: ...
 
     @abstractmethod
-    def product(self, product_id: str, *, recent_trades: int) -> Document | None: ...
+    def product(self, product_id: str, *, recent_trades: int, ladder: int) -> Document | None: ...
 
     @abstractmethod
     def products(
@@ -104,15 +104,23 @@ class ReadModelReader(ABC):
     def rankings(self, *, by: str, limit: int) -> list[Document] | None: ...
 
     @abstractmethod
-    def documents(self, user_id: str, listing: str, kind: str, limit: int) -> list[Document] | None:
-        """The documents of one of the caller's lists (`listing`), newest first."""
+    def documents(
+        self, user_id: str, lists: Sequence[tuple[str, str]], limit: int
+    ) -> list[Document] | None:
+        """The newest documents of the caller's `lists` ((name, kind of document) each),
+        merged, newest first."""
+
+    @abstractmethod
+    def queue(self, name: str, limit: int) -> list[Document] | None:
+        """The oldest orders of an admins' queue ("inspections" or "disputes")."""
 
     @abstractmethod
     def order(self, order_id: str) -> Document | None: ...
 
     @abstractmethod
-    def gifticon(self, order_id: str) -> tuple[str, str, str] | None:
-        """(buyer id, seller id, the voucher image's S3 key) of an order."""
+    def gifticon(self, order_id: str) -> tuple[str, str, str, str | None] | None:
+        """(buyer id, seller id, the voucher image's S3 key, when it was delivered or
+        None) of an order."""
 
     @abstractmethod
     def record_search(self, user_id: str, query: str, at: datetime) -> None:

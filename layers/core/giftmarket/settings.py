@@ -12,9 +12,14 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from giftmarket.domain.vouchers import InspectionMode
+
 _LOCAL_DB_PASSWORD = "giftmarket-local"  # noqa: S105 - the loopback development database
 _LOCAL_JWT_SECRET = "local-development-secret-change-me-0123456789"  # noqa: S105
 _LOCAL_FINGERPRINT_KEY = "local-development-fingerprint-key-0123456789"  # noqa: S105
+_LOCAL_BARCODE_KEYS = (  # noqa: S105
+    '{"current": "local-1", "local-1": "local-development-barcode-key-0123456789"}'
+)
 
 
 class Environment(StrEnum):
@@ -90,6 +95,16 @@ class Settings(BaseSettings):
     # from this Secrets Manager secret (a plain string), read through Powertools Parameters.
     fingerprint_key: SecretStr = SecretStr(_LOCAL_FINGERPRINT_KEY)
     fingerprint_key_secret_arn: str | None = None
+    # Voucher barcodes are kept only as HMACs under these keys (adapters/barcodes.py has
+    # the format and how to rotate them); in AWS they come from this Secrets Manager secret.
+    barcode_keys: SecretStr = SecretStr(_LOCAL_BARCODE_KEYS)
+    barcode_keys_secret_arn: str | None = None
+    # Vouchers (PRODUCT.md): listable only while valid this many days after today (KST);
+    # buy-now leaves the last `ask_expiry_margin_days` of a voucher alone; every order is
+    # inspected automatically at match time, or by an admin (manual).
+    min_voucher_validity_days: int = Field(default=3, ge=1, le=3650)
+    ask_expiry_margin_days: int = Field(default=1, ge=1, le=3650)
+    inspection_mode: InspectionMode = InspectionMode.AUTO
     # Local stacks only: these emails become admins at signup, for convenience. A deployed
     # stage refuses it: emails are not verified, so an operator grants admin rights there
     # (`giftmarket admin grant`, or the migration function's event).
@@ -139,6 +154,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "FINGERPRINT_KEY_SECRET_ARN (or FINGERPRINT_KEY) must be set outside local mode"
                 )
+            local_barcodes = self.barcode_keys.get_secret_value() == _LOCAL_BARCODE_KEYS
+            if local_barcodes and self.barcode_keys_secret_arn is None:
+                raise ValueError(
+                    "BARCODE_KEYS_SECRET_ARN (or BARCODE_KEYS) must be set outside local mode"
+                )
             if self.admin_email_set:
                 raise ValueError(
                     "ADMIN_EMAILS is for local stacks only: on a deployed stage an operator "
@@ -160,6 +180,12 @@ class Settings(BaseSettings):
                 )
             if not self.redis_url.startswith("rediss://"):
                 raise ValueError("REDIS_URL must be rediss:// (TLS) outside local mode")
+        return self
+
+    @model_validator(mode="after")
+    def _margin_within_validity(self) -> Self:
+        if self.ask_expiry_margin_days > self.min_voucher_validity_days:
+            raise ValueError("ASK_EXPIRY_MARGIN_DAYS must not exceed MIN_VOUCHER_VALIDITY_DAYS")
         return self
 
     @property

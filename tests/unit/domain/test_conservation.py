@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import pytest
+from tests.unit.domain.factories import voucher
 
 from giftmarket.domain import ledger, marketplace
 from giftmarket.domain.coupons import Coupon, CouponKind
@@ -18,12 +19,14 @@ from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, be
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement, default_business_date, settleable
 from giftmarket.domain.users import Balances, User
+from giftmarket.domain.vouchers import Voucher, VoucherRules
 
 pytestmark = pytest.mark.unit
 
 PRODUCTS = ("latte", "cake")
 FEE_BPS = 500
 STEPS = 600
+RULES = VoucherRules()  # automatic inspection: every order is delivered when placed
 
 
 class Aggregate(Protocol):
@@ -99,6 +102,11 @@ class Market:
             return self.rng.choice(usable)
         return self.rng.choice(self.coupons)
 
+    def voucher(self) -> Voucher:
+        # Some vouchers run out while time passes, so buy-now has to leave them alone.
+        barcode = f"{self.id_counter:013d}"
+        return voucher(self.now, barcode, days=self.rng.choice([3, 5, 30]))
+
     # --- operations -------------------------------------------------------------------------
 
     def request_image(self) -> None:
@@ -156,6 +164,7 @@ class Market:
             image,
             size,
             content_type,
+            self.voucher(),
             highest_bid,
             self.ids,
             self.now,
@@ -172,12 +181,13 @@ class Market:
     def buy_now(self) -> None:
         buyer, product = self.rng.choice(self.users), self.rng.choice(PRODUCTS)
         max_price = self.rng.choice([999, 5_000, 10**9])
-        ask = best_ask(self.open_asks(product), buyer.id, max_price)
+        takeable_from = RULES.takeable_from(self.now)
+        ask = best_ask(self.open_asks(product), buyer.id, max_price, takeable_from)
         if ask is None:  # as the buy-now command answers when `take_best` finds none
             raise NoMatchingBid(f"no open sell bid at or below {max_price}.")
         coupon = self.coupon_for(buyer)
         order, payment = marketplace.buy_now(
-            buyer, self.user(ask.seller_id), ask, coupon, self.ids, self.now
+            buyer, self.user(ask.seller_id), ask, coupon, RULES, self.ids, self.now
         )
         self.orders.append(order)
         self.transactions.append(payment)
@@ -193,7 +203,16 @@ class Market:
             return
         size, content_type = self.uploads[image.id]
         order, payment = marketplace.sell_now(
-            seller, self.user(bid.buyer_id), bid, image, size, content_type, self.ids, self.now
+            seller,
+            self.user(bid.buyer_id),
+            bid,
+            image,
+            size,
+            content_type,
+            self.voucher(),
+            RULES,
+            self.ids,
+            self.now,
         )
         self.orders.append(order)
         self.transactions.append(payment)

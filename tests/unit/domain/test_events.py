@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Protocol
 
 import pytest
+from tests.unit.domain.factories import voucher
 
 from giftmarket.domain import events, marketplace
 from giftmarket.domain.catalog import Product
@@ -12,11 +13,16 @@ from giftmarket.domain.coupons import Coupon
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.ids import IdGenerator
 from giftmarket.domain.images import Image
-from giftmarket.domain.orders import AUTO_COMPLETE_AFTER
+from giftmarket.domain.orderbook import SellBid
+from giftmarket.domain.orders import AUTO_COMPLETE_AFTER, DisputeDecision
 from giftmarket.domain.settlement import business_date_of
 from giftmarket.domain.users import User
+from giftmarket.domain.vouchers import InspectionMode, VoucherRules
 
 pytestmark = pytest.mark.unit
+
+AUTO = VoucherRules()
+MANUAL = VoucherRules(inspection=InspectionMode.MANUAL)
 
 EVENT_CLASSES = {
     value
@@ -51,17 +57,27 @@ def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
     )
     product.like(bob.id, already_liked=False, now=now)
     product.unlike(bob.id, was_liked=True, now=now)
-    marketplace.charge(bob, 20_000, ids, now)
+    marketplace.charge(bob, 40_000, ids, now)
     coupon = Coupon.issue_welcome(coupon_id=ids(), user_id=bob.id, discount_amount=1_000, now=now)
 
+    def listed(price: int, image: Image, barcode: str, days: int = 30) -> SellBid:
+        return marketplace.place_sell_bid(
+            sally.id,
+            product.id,
+            price,
+            image,
+            1_000,
+            "image/png",
+            voucher(now, barcode, days),
+            None,
+            ids,
+            now,
+        )
+
     ask_image, withdrawn_image, sold_image = uploaded(sally), uploaded(sally), uploaded(sally)
-    ask = marketplace.place_sell_bid(
-        sally.id, product.id, 5_000, ask_image, 1_000, "image/png", None, ids, now
-    )
-    bought, _ = marketplace.buy_now(bob, sally, ask, coupon, ids, now)
-    withdrawn = marketplace.place_sell_bid(
-        sally.id, product.id, 6_000, withdrawn_image, 1_000, "image/png", None, ids, now
-    )
+    ask = listed(5_000, ask_image, "10000001")
+    bought, _ = marketplace.buy_now(bob, sally, ask, coupon, AUTO, ids, now)
+    withdrawn = listed(6_000, withdrawn_image, "10000002")
     marketplace.cancel_sell_bid(sally.id, withdrawn, now)
     # The daily cleanup, a week later.
     withdrawn_image.begin_deletion(reason="cancelled_ask", now=now + timedelta(days=8))
@@ -70,7 +86,44 @@ def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
     bid, _ = marketplace.place_buy_bid(bob, product.id, 4_000, None, ids, now)
     regretted, _ = marketplace.place_buy_bid(bob, product.id, 3_000, None, ids, now)
     marketplace.cancel_buy_bid(bob, regretted, ids, now)
-    sold, _ = marketplace.sell_now(sally, bob, bid, sold_image, 1_000, "image/png", ids, now)
+    sold, _ = marketplace.sell_now(
+        sally, bob, bid, sold_image, 1_000, "image/png", voucher(now, "10000003"), AUTO, ids, now
+    )
+
+    # An ask whose voucher got too close to its last day, marked by the daily job.
+    expiring = listed(7_000, uploaded(sally), "10000004", days=3)
+    assert expiring.expire_if_due(AUTO, now + timedelta(days=3))
+
+    # Manual inspection: one order fails (refunded, its coupon restored), one passes and
+    # is disputed and refunded, one passes and its dispute is rejected.
+    spare = Coupon.issue_welcome(coupon_id=ids(), user_id=bob.id, discount_amount=500, now=now)
+    inspected = [
+        marketplace.buy_now(
+            bob, sally, listed(4_000, uploaded(sally), code), paying, MANUAL, ids, now
+        )[0]
+        for code, paying in (("10000005", spare), ("10000006", None), ("10000007", None))
+    ]
+    failed, refunded, kept = inspected
+    marketplace.decide_inspection(
+        failed, bob, sally, spare, by_admin=admin.id, passed=False, reason="used", ids=ids, now=now
+    )
+    for order in (refunded, kept):
+        marketplace.decide_inspection(
+            order, bob, sally, None, by_admin=admin.id, passed=True, reason=None, ids=ids, now=now
+        )
+        order.open_dispute(bob.id, "the barcode was already used", now + timedelta(hours=1))
+    for order, decision in ((refunded, DisputeDecision.REFUND), (kept, DisputeDecision.REJECT)):
+        marketplace.resolve_dispute(
+            order,
+            bob,
+            sally,
+            None,
+            by_admin=admin.id,
+            decision=decision,
+            note="checked with the brand",
+            ids=ids,
+            now=now + timedelta(hours=2),
+        )
 
     bought.confirm(bob.id, now + timedelta(hours=1))
     later = now + AUTO_COMPLETE_AFTER
@@ -85,15 +138,18 @@ def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
         sally,
         product,
         coupon,
+        spare,
         ask_image,
         withdrawn_image,
         sold_image,
         ask,
         withdrawn,
+        expiring,
         bid,
         regretted,
         bought,
         sold,
+        *inspected,
         settlement,
     ]
     return [event for aggregate in aggregates for event in aggregate.events]

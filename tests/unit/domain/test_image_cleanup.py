@@ -51,6 +51,22 @@ def test_image_of_a_cancelled_ask_goes_only_after_7_days() -> None:
     )
 
 
+def test_image_of_an_expired_ask_goes_7_days_after_it_expired_not_after_it_was_listed() -> None:
+    old = image(AS_OF - 30 * DAY, ImageStatus.ATTACHED)
+
+    def expired_ask(closed_at: datetime) -> ImageUsage:
+        return ImageUsage(ask_status=BidStatus.EXPIRED, ask_changed_at=closed_at)
+
+    assert RULES.reason_to_delete(old, expired_ask(AS_OF - 7 * DAY)) is None
+    assert RULES.reason_to_delete(old, expired_ask(AS_OF - 7 * DAY - TICK)) is (
+        CleanupReason.EXPIRED_ASK
+    )
+    # An expired ask is no open ask: its image is not live, but an order's always is.
+    assert not expired_ask(AS_OF - 30 * DAY).live
+    in_order = ImageUsage(BidStatus.EXPIRED, AS_OF - 30 * DAY, in_order=True)
+    assert RULES.reason_to_delete(old, in_order) is None
+
+
 @pytest.mark.parametrize("status", list(ImageStatus))
 @pytest.mark.parametrize(
     "usage", [OPEN_ASK, MATCHED_ASK, SOLD_NOW], ids=["open", "sold", "sell-now"]

@@ -2,6 +2,7 @@ import copy
 from datetime import date, datetime, timedelta
 
 import pytest
+from tests.unit.domain.factories import voucher
 
 from giftmarket.domain import ledger, marketplace
 from giftmarket.domain.coupons import Coupon, CouponKind, CouponStatus
@@ -22,12 +23,14 @@ from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
 from giftmarket.domain.orders import AUTO_COMPLETE_AFTER, Order, OrderStatus, OrderVia
 from giftmarket.domain.settlement import business_date_of
 from giftmarket.domain.users import Balances, User
+from giftmarket.domain.vouchers import VoucherRules
 
 pytestmark = pytest.mark.unit
 
 PRODUCT = "product-1"
 IMAGE_SIZE = 200_000
 PNG = "image/png"
+RULES = VoucherRules()  # automatic inspection: orders are delivered when placed
 
 
 def member(user_id: str, now: datetime, ids: IdGenerator, points: int = 0) -> User:
@@ -50,7 +53,16 @@ def image_of(owner: User, ids: IdGenerator, now: datetime) -> Image:
 
 def open_ask(seller: User, price: int, ids: IdGenerator, now: datetime) -> SellBid:
     return marketplace.place_sell_bid(
-        seller.id, PRODUCT, price, image_of(seller, ids, now), IMAGE_SIZE, PNG, None, ids, now
+        seller.id,
+        PRODUCT,
+        price,
+        image_of(seller, ids, now),
+        IMAGE_SIZE,
+        PNG,
+        voucher(now),
+        None,
+        ids,
+        now,
     )
 
 
@@ -204,7 +216,7 @@ def test_placing_a_sell_bid_attaches_its_image(ids: IdGenerator, now: datetime) 
     image = image_of(sally, ids, now)
 
     ask = marketplace.place_sell_bid(
-        sally.id, PRODUCT, 5_000, image, IMAGE_SIZE, PNG, 4_000, ids, now
+        sally.id, PRODUCT, 5_000, image, IMAGE_SIZE, PNG, voucher(now), 4_000, ids, now
     )
 
     assert (ask.status, ask.price, ask.image_id) == (BidStatus.OPEN, 5_000, image.id)
@@ -221,7 +233,7 @@ def test_sell_bid_at_the_highest_buy_bid_crosses_and_leaves_the_image_pending(
 
     with pytest.raises(CrossesBook):
         marketplace.place_sell_bid(
-            sally.id, PRODUCT, 4_000, image, IMAGE_SIZE, PNG, 4_000, ids, now
+            sally.id, PRODUCT, 4_000, image, IMAGE_SIZE, PNG, voucher(now), 4_000, ids, now
         )
 
     assert snapshot(image) == before
@@ -233,7 +245,7 @@ def test_sell_bid_with_an_oversized_image_is_refused(ids: IdGenerator, now: date
 
     with pytest.raises(ImageUnusable):
         marketplace.place_sell_bid(
-            sally.id, PRODUCT, 5_000, image, MAX_IMAGE_BYTES + 1, PNG, None, ids, now
+            sally.id, PRODUCT, 5_000, image, MAX_IMAGE_BYTES + 1, PNG, voucher(now), None, ids, now
         )
 
     assert image.status is ImageStatus.PENDING
@@ -246,7 +258,7 @@ def test_sell_bid_with_someone_elses_image_is_not_found(ids: IdGenerator, now: d
 
     with pytest.raises(NotFound):
         marketplace.place_sell_bid(
-            mallory.id, PRODUCT, 5_000, image, IMAGE_SIZE, PNG, None, ids, now
+            mallory.id, PRODUCT, 5_000, image, IMAGE_SIZE, PNG, voucher(now), None, ids, now
         )
 
     assert image.status is ImageStatus.PENDING
@@ -256,7 +268,7 @@ def test_cancelling_a_sell_bid_keeps_its_image_attached(ids: IdGenerator, now: d
     sally = member("sally", now, ids)
     image = image_of(sally, ids, now)
     ask = marketplace.place_sell_bid(
-        sally.id, PRODUCT, 5_000, image, IMAGE_SIZE, PNG, None, ids, now
+        sally.id, PRODUCT, 5_000, image, IMAGE_SIZE, PNG, voucher(now), None, ids, now
     )
 
     marketplace.cancel_sell_bid(sally.id, ask, now)
@@ -285,7 +297,7 @@ def test_buy_now_charges_the_asks_price_not_the_buyers_limit(
     sally = member("sally", now, ids)
     ask = open_ask(sally, 4_000, ids, now)
 
-    order, payment = marketplace.buy_now(bob, sally, ask, None, ids, now)
+    order, payment = marketplace.buy_now(bob, sally, ask, None, RULES, ids, now)
 
     assert bob.balances == Balances(6_000, 0, 0)
     assert sally.balances == Balances(0, 0, 4_000)
@@ -305,7 +317,7 @@ def test_buy_now_with_a_coupon_has_the_platform_pay_the_discount(
     ask = open_ask(sally, 4_000, ids, now)
     coupon = coupon_for(bob, 1_000, ids, now)
 
-    order, payment = marketplace.buy_now(bob, sally, ask, coupon, ids, now)
+    order, payment = marketplace.buy_now(bob, sally, ask, coupon, RULES, ids, now)
 
     assert (order.price, order.discount, order.paid) == (4_000, 1_000, 3_000)
     assert order.coupon_id == coupon.id
@@ -323,7 +335,7 @@ def test_coupon_bigger_than_the_price_makes_the_purchase_free(
     ask = open_ask(sally, 800, ids, now)
     coupon = coupon_for(bob, 1_000, ids, now)
 
-    order, _ = marketplace.buy_now(bob, sally, ask, coupon, ids, now)
+    order, _ = marketplace.buy_now(bob, sally, ask, coupon, RULES, ids, now)
 
     assert (order.discount, order.paid) == (800, 0)
     assert bob.balances == Balances(0, 0, 0)
@@ -336,7 +348,7 @@ def test_buyer_cannot_buy_own_ask(ids: IdGenerator, now: datetime) -> None:
     before = snapshot(sally, ask)
 
     with pytest.raises(NoMatchingBid):
-        marketplace.buy_now(sally, sally, ask, None, ids, now)
+        marketplace.buy_now(sally, sally, ask, None, RULES, ids, now)
 
     assert snapshot(sally, ask) == before
 
@@ -349,7 +361,7 @@ def test_buy_now_without_enough_points_changes_nothing(ids: IdGenerator, now: da
     before = snapshot(bob, sally, ask, coupon)
 
     with pytest.raises(InsufficientPoints):
-        marketplace.buy_now(bob, sally, ask, coupon, ids, now)
+        marketplace.buy_now(bob, sally, ask, coupon, RULES, ids, now)
 
     assert snapshot(bob, sally, ask, coupon) == before
 
@@ -361,7 +373,7 @@ def test_escrowed_points_cannot_pay_for_buy_now(ids: IdGenerator, now: datetime)
     ask = open_ask(sally, 4_000, ids, now)
 
     with pytest.raises(InsufficientPoints):
-        marketplace.buy_now(bob, sally, ask, None, ids, now)
+        marketplace.buy_now(bob, sally, ask, None, RULES, ids, now)
 
     assert bob.balances == Balances(2_000, 3_000, 0)
 
@@ -375,7 +387,7 @@ def test_buy_now_with_someone_elses_coupon_changes_nothing(ids: IdGenerator, now
     before = snapshot(bob, sally, ask, coupon)
 
     with pytest.raises(CouponUnavailable):
-        marketplace.buy_now(bob, sally, ask, coupon, ids, now)
+        marketplace.buy_now(bob, sally, ask, coupon, RULES, ids, now)
 
     assert snapshot(bob, sally, ask, coupon) == before
 
@@ -388,7 +400,7 @@ def test_buy_now_with_an_expired_coupon_changes_nothing(ids: IdGenerator, now: d
     before = snapshot(bob, sally, ask, coupon)
 
     with pytest.raises(CouponUnavailable):
-        marketplace.buy_now(bob, sally, ask, coupon, ids, now)
+        marketplace.buy_now(bob, sally, ask, coupon, RULES, ids, now)
 
     assert snapshot(bob, sally, ask, coupon) == before
 
@@ -400,11 +412,11 @@ def test_second_buyer_of_the_same_ask_is_refused_and_keeps_points(
     carol = member("carol", now, ids, points=10_000)
     sally = member("sally", now, ids)
     ask = open_ask(sally, 4_000, ids, now)
-    marketplace.buy_now(bob, sally, ask, None, ids, now)
+    marketplace.buy_now(bob, sally, ask, None, RULES, ids, now)
     before = snapshot(carol, sally, ask)
 
     with pytest.raises(BidNotOpen):
-        marketplace.buy_now(carol, sally, ask, None, ids, now)
+        marketplace.buy_now(carol, sally, ask, None, RULES, ids, now)
 
     assert snapshot(carol, sally, ask) == before
 
@@ -416,7 +428,7 @@ def test_buy_now_refuses_a_seller_who_does_not_own_the_ask(ids: IdGenerator, now
     ask = open_ask(sally, 4_000, ids, now)
 
     with pytest.raises(ValueError):
-        marketplace.buy_now(bob, carol, ask, None, ids, now)
+        marketplace.buy_now(bob, carol, ask, None, RULES, ids, now)
 
     assert ask.status is BidStatus.OPEN
 
@@ -430,7 +442,9 @@ def test_sell_now_is_paid_from_the_bids_escrow(ids: IdGenerator, now: datetime) 
     bid, _ = marketplace.place_buy_bid(bob, PRODUCT, 4_000, None, ids, now)
     image = image_of(sally, ids, now)
 
-    order, payment = marketplace.sell_now(sally, bob, bid, image, IMAGE_SIZE, PNG, ids, now)
+    order, payment = marketplace.sell_now(
+        sally, bob, bid, image, IMAGE_SIZE, PNG, voucher(now), RULES, ids, now
+    )
 
     assert bob.balances == Balances(6_000, 0, 0)
     assert sally.balances == Balances(0, 0, 4_000)
@@ -448,7 +462,7 @@ def test_seller_cannot_sell_into_own_buy_bid(ids: IdGenerator, now: datetime) ->
     before = snapshot(bob, bid, image)
 
     with pytest.raises(NoMatchingBid):
-        marketplace.sell_now(bob, bob, bid, image, IMAGE_SIZE, PNG, ids, now)
+        marketplace.sell_now(bob, bob, bid, image, IMAGE_SIZE, PNG, voucher(now), RULES, ids, now)
 
     assert snapshot(bob, bid, image) == before
 
@@ -461,7 +475,7 @@ def test_sell_now_with_a_missing_upload_changes_nothing(ids: IdGenerator, now: d
     before = snapshot(bob, sally, bid, image)
 
     with pytest.raises(ImageUnusable):
-        marketplace.sell_now(sally, bob, bid, image, None, None, ids, now)
+        marketplace.sell_now(sally, bob, bid, image, None, None, voucher(now), RULES, ids, now)
 
     assert snapshot(bob, sally, bid, image) == before
 
@@ -475,7 +489,7 @@ def test_sell_now_into_a_cancelled_bid_changes_nothing(ids: IdGenerator, now: da
     before = snapshot(bob, sally, bid, image)
 
     with pytest.raises(BidNotOpen):
-        marketplace.sell_now(sally, bob, bid, image, IMAGE_SIZE, PNG, ids, now)
+        marketplace.sell_now(sally, bob, bid, image, IMAGE_SIZE, PNG, voucher(now), RULES, ids, now)
 
     assert snapshot(bob, sally, bid, image) == before
 
@@ -486,7 +500,9 @@ def test_sell_now_into_a_cancelled_bid_changes_nothing(ids: IdGenerator, now: da
 def sold(price: int, ids: IdGenerator, now: datetime) -> tuple[User, User, Order]:
     bob = member("bob", now, ids, points=price)
     sally = member("sally", now, ids)
-    order, _ = marketplace.buy_now(bob, sally, open_ask(sally, price, ids, now), None, ids, now)
+    order, _ = marketplace.buy_now(
+        bob, sally, open_ask(sally, price, ids, now), None, RULES, ids, now
+    )
     return bob, sally, order
 
 
@@ -571,7 +587,7 @@ def test_settlement_fee_is_floored_per_order(ids: IdGenerator, now: datetime) ->
     bob = member("bob", now, ids, points=38)
     sally = member("sally", now, ids)
     orders = [
-        marketplace.buy_now(bob, sally, open_ask(sally, 19, ids, now), None, ids, now)[0]
+        marketplace.buy_now(bob, sally, open_ask(sally, 19, ids, now), None, RULES, ids, now)[0]
         for _ in range(2)
     ]
     for order in orders:

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.unit.domain.factories import voucher
 
 from giftmarket.domain import events
 from giftmarket.domain.errors import BidNotOpen, CrossesBook, InvalidAmount, NotFound
@@ -13,10 +14,12 @@ from giftmarket.domain.orderbook import (
     ensure_ask_does_not_cross,
     ensure_bid_does_not_cross,
 )
+from giftmarket.domain.vouchers import VoucherRules
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2025, 3, 14, 3, 0, tzinfo=UTC)
+TAKEABLE_FROM = VoucherRules().takeable_from(T0)  # every ask's voucher is valid 30 days
 
 
 def ask(ask_id: str, price: int, at: datetime, seller: str = "sally") -> SellBid:
@@ -26,6 +29,7 @@ def ask(ask_id: str, price: int, at: datetime, seller: str = "sally") -> SellBid
         seller_id=seller,
         price=price,
         image_id=f"image-{ask_id}",
+        voucher=voucher(at),
         now=at,
     )
 
@@ -124,17 +128,17 @@ def test_a_bid_matches_only_once(now: datetime) -> None:
 def test_buy_now_takes_the_cheapest_ask_at_or_below_its_price(now: datetime) -> None:
     asks = [ask("a", 5_000, now), ask("b", 4_000, now), ask("c", 4_500, now)]
 
-    assert _id(best_ask(asks, "bob", 5_000)) == "b"
+    assert _id(best_ask(asks, "bob", 5_000, TAKEABLE_FROM)) == "b"
 
 
 def test_ask_priced_exactly_at_the_limit_is_taken(now: datetime) -> None:
-    assert _id(best_ask([ask("a", 5_000, now)], "bob", 5_000)) == "a"
+    assert _id(best_ask([ask("a", 5_000, now)], "bob", 5_000, TAKEABLE_FROM)) == "a"
 
 
 def test_among_equally_priced_asks_the_oldest_is_taken(now: datetime) -> None:
     asks = [ask("a", 4_000, now + timedelta(seconds=2)), ask("b", 4_000, now)]
 
-    assert _id(best_ask(asks, "bob", 5_000)) == "b"
+    assert _id(best_ask(asks, "bob", 5_000, TAKEABLE_FROM)) == "b"
 
 
 def test_among_equally_priced_asks_of_the_same_instant_the_smaller_id_is_taken(
@@ -142,13 +146,13 @@ def test_among_equally_priced_asks_of_the_same_instant_the_smaller_id_is_taken(
 ) -> None:
     asks = [ask("02", 4_000, now), ask("01", 4_000, now)]
 
-    assert _id(best_ask(asks, "bob", 5_000)) == "01"
+    assert _id(best_ask(asks, "bob", 5_000, TAKEABLE_FROM)) == "01"
 
 
 def test_buy_now_skips_the_buyers_own_ask(now: datetime) -> None:
     asks = [ask("own", 3_000, now, seller="bob"), ask("other", 4_000, now)]
 
-    assert _id(best_ask(asks, "bob", 5_000)) == "other"
+    assert _id(best_ask(asks, "bob", 5_000, TAKEABLE_FROM)) == "other"
 
 
 def test_buy_now_skips_asks_that_are_not_open(now: datetime) -> None:
@@ -156,7 +160,7 @@ def test_buy_now_skips_asks_that_are_not_open(now: datetime) -> None:
     matched.match("order-1", now)
     cancelled.cancel("sally", now)
 
-    assert _id(best_ask([matched, cancelled, open_], "bob", 5_000)) == "o"
+    assert _id(best_ask([matched, cancelled, open_], "bob", 5_000, TAKEABLE_FROM)) == "o"
 
 
 @pytest.mark.parametrize(
@@ -165,7 +169,7 @@ def test_buy_now_skips_asks_that_are_not_open(now: datetime) -> None:
     ids=["empty book", "all dearer", "only the buyer's own"],
 )
 def test_buy_now_without_a_matching_ask_takes_none(asks: list[SellBid]) -> None:
-    assert best_ask(asks, "bob", 5_000) is None
+    assert best_ask(asks, "bob", 5_000, TAKEABLE_FROM) is None
 
 
 # --- choosing the buy bid a sell-now takes -----------------------------------------------

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from tests.unit.domain.factories import placed_order
@@ -23,6 +23,7 @@ def test_placed_order_is_paid_and_records_what_the_read_side_needs(now: datetime
         now,
         1,
     )
+    assert order.delivered_at == now  # inspection is automatic: delivered when placed
     (placed,) = order.events
     assert isinstance(placed, events.OrderPlaced)
     assert placed.to_payload() | {"occurred_at": None} == {
@@ -41,6 +42,10 @@ def test_placed_order_is_paid_and_records_what_the_read_side_needs(now: datetime
         "coupon_id": "coupon-1",
         "image_id": "image-1",
         "via": "buy_now",
+        "status": "PAID",
+        "delivered_at": now.isoformat(),
+        "barcode_last4": "7890",
+        "expires_on": "2099-12-31",
     }
 
 
@@ -153,5 +158,8 @@ def test_order_refuses_a_discount_outside_its_price(discount: int, now: datetime
             discount=discount,
             via=OrderVia.BUY_NOW,
             image_id="i",
+            barcode_last4="7890",
+            expires_on=date(2099, 12, 31),
+            inspect=False,
             now=now,
         )

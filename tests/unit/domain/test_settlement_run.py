@@ -7,7 +7,7 @@ import pytest
 from tests.unit.domain.factories import placed_order
 
 from giftmarket.domain.errors import InvalidField
-from giftmarket.domain.orders import OrderStatus, auto_complete_paid_before
+from giftmarket.domain.orders import OrderStatus, auto_complete_delivered_before
 from giftmarket.domain.settlement import (
     KST,
     Settlement,
@@ -138,7 +138,7 @@ def test_anything_else_is_refused_naming_the_expected_form(text: str) -> None:
 
 def test_an_order_paid_72_hours_before_the_run_is_due_and_one_paid_later_is_not() -> None:
     run_at = kst(D + timedelta(days=1), 0, 10)
-    cutoff = auto_complete_paid_before(run_at)
+    cutoff = auto_complete_delivered_before(run_at)
     due = placed_order(1_000, cutoff)
     not_yet = placed_order(1_000, cutoff + timedelta(microseconds=1))
 

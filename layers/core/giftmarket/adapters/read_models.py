@@ -11,8 +11,11 @@ Layout, under a generation prefix `rm:<g>:` (a rebuild fills a new generation an
   `/api/products`, as members of equal score whose bytes sort like the page does, so a
   cursor is a member and a page one `ZRANGEBYLEX`;
 - `rank:likes`, `rank:orders`: sorted sets scored by the negated count (ties by id);
-- `hist:<buy|sell>:<state>:<user>`, `coupons:<user>`, `settlements:<user>`: the caller's
-  lists, newest first.
+- `ladder:<product>`: the prices of its open asks; `ladder:<price>:<product>`: the open asks
+  at that price, scored by their voucher's last valid day (YYYYMMDD);
+- `hist:<buy|sell>:<state>:<user>`, `hist:sell:expired:<user>`, `coupons:<user>`,
+  `settlements:<user>`: the caller's lists, newest first;
+- `queue:inspections`, `queue:disputes`: the orders waiting for an admin, oldest first.
 
 All writes go through one Lua script (`lua/apply.lua`), reads through another
 (`lua/read.lua`); each query is one round trip. Outside the generations: `rm:seen:<outbox
@@ -43,9 +46,9 @@ SEARCH_HISTORY_SIZE = 10
 # What a list item shows of each kind of document (the first field is never missing).
 LISTED_FIELDS: dict[str, tuple[str, ...]] = {
     "order": ("product_id", "price", "discount", "paid", "status", "via", "created_at",
-              "completed_at", "settled_at"),
+              "completed_at", "settled_at", "delivered_at", "barcode_last4", "expires_on"),
     "bid": ("product_id", "price", "status", "created_at"),
-    "ask": ("product_id", "price", "status", "created_at"),
+    "ask": ("product_id", "price", "status", "created_at", "barcode_last4", "expires_on"),
     "coupon": ("name", "discount_amount", "status", "expires_at"),
     "settlement": ("business_date", "order_count", "gross", "fee", "net"),
 }  # fmt: skip
@@ -188,14 +191,24 @@ class ReadModels(ReadModelStore):
         found: Document | None = self._query("user", user_id)
         return found
 
-    def product(self, product_id: str, *, recent_trades: int) -> Document | None:
+    def product(self, product_id: str, *, recent_trades: int, ladder: int) -> Document | None:
         """The product's fields (`id`, `name`, ..., `lowest_ask`, `highest_bid`), its
-        `order_count` and its newest `trades`, [price, created_at] each, newest first."""
-        found = self._query("product", product_id, recent_trades)
+        `order_count`, its newest `trades`, [price, created_at] each, newest first, and
+        its open asks' `ladder`, [price, count, earliest expires_on or None] for each of
+        the `ladder` lowest prices, cheapest first."""
+        found = self._query("product", product_id, recent_trades, ladder)
         if found is None:
             return None
-        summary, order_count, trades = found
-        return {**_product(summary), "order_count": order_count, "trades": _list(trades)}
+        summary, order_count, trades, prices = found
+        return {
+            **_product(summary),
+            "order_count": order_count,
+            "trades": _list(trades),
+            "ladder": [
+                [_score(price), int(count), _day(earliest)]
+                for price, count, earliest in _list(prices)
+            ],
+        }
 
     def products(
         self, *, sort: str, category: str | None, after: str | None, limit: int
@@ -218,10 +231,23 @@ class ReadModels(ReadModelStore):
             for product_id, name, score in _list(found[0])
         ]
 
-    def documents(self, user_id: str, listing: str, kind: str, limit: int) -> list[Document] | None:
-        """The documents of one of the caller's lists, newest first (None: not projected):
-        the fields of LISTED_FIELDS, plus `id` and, with a product, `product_name`."""
-        found = self._query("list", user_id, listing, kind, limit, *LISTED_FIELDS[kind])
+    def documents(
+        self, user_id: str, lists: Sequence[tuple[str, str]], limit: int
+    ) -> list[Document] | None:
+        """The newest `limit` documents of the caller's `lists` ((name, kind of document)
+        each), merged, newest first (None: not projected): the fields of LISTED_FIELDS,
+        plus `id`, `kind` and, with a product, `product_name`."""
+        args: list[str | int] = []
+        for listing, kind in lists:
+            args += [listing, kind, len(LISTED_FIELDS[kind]), *LISTED_FIELDS[kind]]
+        found = self._query("list", user_id, limit, *args)
+        return None if found is None else _list(found[0])
+
+    def queue(self, name: str, limit: int) -> list[Document] | None:
+        """The oldest `limit` orders of an admins' queue ("inspections", "disputes"): each
+        order's document with `id`, `product_name` and `image_key` (its voucher image's S3
+        key, absent when the image is gone)."""
+        found = self._query("queue", name, limit)
         return None if found is None else _list(found[0])
 
     def order(self, order_id: str) -> Document | None:
@@ -229,10 +255,11 @@ class ReadModels(ReadModelStore):
         found: Document | None = self._query("order", order_id)
         return found
 
-    def gifticon(self, order_id: str) -> tuple[str, str, str] | None:
-        """(buyer id, seller id, the voucher image's S3 key) of an order."""
+    def gifticon(self, order_id: str) -> tuple[str, str, str, str | None] | None:
+        """(buyer id, seller id, the voucher image's S3 key, when it was delivered or None)
+        of an order."""
         found = self._query("gifticon", order_id)
-        return None if found is None else (found[0], found[1], found[2])
+        return None if found is None else (found[0], found[1], found[2], found[3] or None)
 
     # -- search history (this store's own data) ----------------------------------------------
     def record_search(self, user_id: str, query: str, at: datetime) -> None:
@@ -286,6 +313,12 @@ def _score(value: str) -> int | None:
     if not value.lstrip("-").isdigit():
         return int(float(value))
     return int(value)
+
+
+def _day(value: str) -> str | None:
+    """A YYYY-MM-DD date from a ladder score (YYYYMMDD; 99999999 for an unknown expiry)."""
+    digits = str(_score(value))
+    return None if digits == "99999999" else f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
 
 
 def _text(value: bytes | str) -> str:

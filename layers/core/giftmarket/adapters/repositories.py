@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -35,9 +36,10 @@ from giftmarket.adapters import tables
 from giftmarket.commands import ports
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
-from giftmarket.domain.errors import EmailTaken
+from giftmarket.domain.errors import EmailTaken, VoucherDuplicate
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.image_cleanup import (
+    WITHDRAWN_ASK_STATUSES,
     CleanupCandidate,
     CleanupReason,
     CleanupRules,
@@ -49,6 +51,7 @@ from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
 from giftmarket.domain.users import AdminAction, AdminRightsChange, User, normalize_email
+from giftmarket.domain.vouchers import Voucher
 
 A = TypeVar("A")
 
@@ -416,11 +419,12 @@ class SqlImageRepository(_SqlRepository[Image], ports.ImageRepository):
         .order_by(_i.c.id)
         .limit(bindparam("limit"))
     )
+    # Cancelled and expired asks alike (the guard, `reason_to_delete`, names which).
     _of_cancelled_asks = (
         select(*_candidate_columns)
         .select_from(_s.join(_i, _i.c.id == _s.c.image_id))
         .where(
-            _s.c.status == BidStatus.CANCELLED.value,
+            _s.c.status.in_(sorted(status.value for status in WITHDRAWN_ASK_STATUSES)),
             _s.c.updated_at < bindparam("cancelled_before"),
             _i.c.status == ImageStatus.ATTACHED.value,
             _i.c.id > bindparam("after"),
@@ -497,9 +501,22 @@ class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
             _asks.c.status == _OPEN,
             _asks.c.price <= bindparam("max_price"),
             _asks.c.seller_id != bindparam("buyer_id"),
+            _asks.c.expires_on >= bindparam("takeable_from"),
         )
         .order_by(_asks.c.price, _asks.c.created_at, _asks.c.id)
         .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    # On (status, expires_on): NULL (an ask from before vouchers) sorts first.
+    _expiring = (
+        select(_asks)
+        .where(
+            _asks.c.status == _OPEN,
+            or_(_asks.c.expires_on.is_(None), _asks.c.expires_on < bindparam("takeable_from")),
+        )
+        .order_by(_asks.c.id)
+        .limit(bindparam("limit", type_=Integer, literal_execute=True))
+        .with_hint(_asks, "FORCE INDEX (ix_sell_bids_status_expires_on)", "mysql")
         .with_for_update(skip_locked=True)
     )
 
@@ -507,9 +524,62 @@ class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
         price = self._session.execute(self._lowest, {"product_id": product_id}).scalar()
         return None if price is None else int(price)
 
-    def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
-        params = {"product_id": product_id, "max_price": max_price, "buyer_id": buyer_id}
+    def take_best(
+        self, product_id: str, max_price: int, buyer_id: str, takeable_from: date
+    ) -> SellBid | None:
+        params = {
+            "product_id": product_id,
+            "max_price": max_price,
+            "buyer_id": buyer_id,
+            "takeable_from": takeable_from,
+        }
         return self._one(self._best, params, lock=True)
+
+    def lock_expiring(self, takeable_from: date, limit: int) -> list[SellBid]:
+        return self._all(self._expiring, {"takeable_from": takeable_from, "limit": limit})
+
+
+class SqlVoucherRegistry(ports.VoucherRegistry):
+    _vouchers = tables.voucher_registry
+    _insert = insert(_vouchers)
+    _release = delete(_vouchers).where(_vouchers.c.sell_bid_id == bindparam("sell_bid_id"))
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def register(
+        self,
+        voucher: Voucher,
+        *,
+        now: datetime,
+        sell_bid_id: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        rows = [
+            {
+                "kid": fingerprint.kid,
+                "digest": fingerprint.digest,
+                "sell_bid_id": sell_bid_id,
+                "order_id": order_id,
+                "expires_on": voucher.expires_on,
+                "registered_at": to_db_time(now),
+            }
+            # Always in one order: two listings of one voucher lock its rows alike.
+            for fingerprint in sorted(voucher.fingerprints, key=lambda f: (f.kid, f.digest))
+        ]
+        try:
+            # No savepoint: a duplicate ends the command, and with it the transaction.
+            self._session.execute(self._insert, rows)
+        except IntegrityError as exc:
+            if _DUPLICATE_KEY in str(exc.orig):
+                raise VoucherDuplicate() from exc
+            raise
+
+    def release(self, sell_bid_id: str) -> None:
+        self._session.execute(self._release, {"sell_bid_id": sell_bid_id})
+
+
+_DUPLICATE_KEY = "1062"  # ER_DUP_ENTRY
 
 
 class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
@@ -555,11 +625,11 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         select(_orders)
         .where(
             _orders.c.status == OrderStatus.PAID.value,
-            _orders.c.created_at <= bindparam("paid_before"),
+            _orders.c.delivered_at <= bindparam("delivered_before"),
         )
-        .order_by(_orders.c.created_at, _orders.c.id)
+        .order_by(_orders.c.delivered_at, _orders.c.id)
         .limit(bindparam("limit", type_=Integer, literal_execute=True))
-        .with_hint(_orders, "FORCE INDEX (ix_orders_status_created_at)", "mysql")
+        .with_hint(_orders, "FORCE INDEX (ix_orders_status_delivered_at)", "mysql")
         .with_for_update()
     )
     _sellers = (
@@ -585,8 +655,9 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         .with_for_update()
     )
 
-    def lock_due_for_completion(self, paid_before: datetime, limit: int) -> list[Order]:
-        return self._all(self._due, {"paid_before": to_db_time(paid_before), "limit": limit})
+    def lock_due_for_completion(self, delivered_before: datetime, limit: int) -> list[Order]:
+        params = {"delivered_before": to_db_time(delivered_before), "limit": limit}
+        return self._all(self._due, params)
 
     def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
         params = {"completed_before": to_db_time(completed_before)}

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     Date,
     ForeignKey,
     Index,
@@ -157,7 +158,11 @@ sell_bids = Table(
     Column("seller_id", ulid(), ForeignKey("users.id"), nullable=False),
     points("price"),
     Column("image_id", ulid(), ForeignKey("images.id"), nullable=False),
-    Column("status", String(16), nullable=False),  # OPEN, MATCHED, CANCELLED
+    # The voucher (never its barcode: that is only in voucher_registry, keyed-hashed).
+    # NULL only on asks listed before vouchers had facts; buy-now never takes those.
+    Column("barcode_last4", mysql.CHAR(4, charset="ascii"), nullable=True),
+    Column("expires_on", Date, nullable=True),
+    Column("status", String(16), nullable=False),  # OPEN, MATCHED, CANCELLED, EXPIRED
     version(),
     Column("created_at", utc_time(), nullable=False),
     Column("updated_at", utc_time(), nullable=False),
@@ -166,6 +171,8 @@ sell_bids = Table(
     # The order book: lowest open ask first, oldest first among equals.
     Index(None, "product_id", "status", "price", "created_at"),
     Index(None, "seller_id", "status", "created_at"),
+    # The daily expiry: the open asks whose voucher expires soonest.
+    Index(None, "status", "expires_on"),
 )
 
 buy_bids = Table(
@@ -238,26 +245,70 @@ orders = Table(
     points("price"),
     points("discount", server_default=text("0")),
     points("paid"),
-    Column("status", String(16), nullable=False),  # PAID, COMPLETED, SETTLED
+    # INSPECTING, PAID, DISPUTED, COMPLETED, SETTLED, REFUNDED
+    Column("status", String(16), nullable=False),
     Column("via", String(16), nullable=False),  # buy_now, sell_now
+    Column("barcode_last4", mysql.CHAR(4, charset="ascii"), nullable=True),
+    Column("expires_on", Date, nullable=True),
     Column("settlement_id", ulid(), ForeignKey("settlements.id"), nullable=True),
     version(),
     Column("created_at", utc_time(), nullable=False),
+    Column("delivered_at", utc_time(), nullable=True),
     Column("completed_at", utc_time(), nullable=True),
     Column("settled_at", utc_time(), nullable=True),
+    Column("inspected_by", ulid(), nullable=True),
+    Column("inspection_failure", String(500), nullable=True),
+    Column("dispute_reason", String(500), nullable=True),
+    Column("dispute_opened_at", utc_time(), nullable=True),
+    Column("dispute_decision", String(8, collation="ascii_bin"), nullable=True),
+    Column("dispute_note", String(500), nullable=True),
+    Column("dispute_decided_by", ulid(), nullable=True),
+    Column("dispute_decided_at", utc_time(), nullable=True),
+    Column("refunded_at", utc_time(), nullable=True),
+    # A coupon pays for one order at most, whatever the code does; a refunded order gives
+    # it back. So the unique key is (coupon_id, coupon_in_force): 1 until the order is
+    # refunded (`refunded_at` is set exactly then), after that NULL, which never collides.
+    # (MariaDB refuses an indexed generated column computed from a CHAR column.)
+    Column(
+        "coupon_in_force",
+        mysql.TINYINT(),
+        Computed("CASE WHEN refunded_at IS NULL THEN 1 END", persisted=False),
+    ),
     CheckConstraint(
         "price > 0 AND discount >= 0 AND discount <= price AND paid = price - discount",
         name="amounts_consistent",
     ),
     UniqueConstraint("sell_bid_id"),
     UniqueConstraint("buy_bid_id"),
-    UniqueConstraint("coupon_id"),
+    UniqueConstraint("coupon_id", "coupon_in_force"),
     Index(None, "buyer_id", "status", "created_at"),
     Index(None, "seller_id", "status", "completed_at"),
     Index(None, "status", "created_at"),
     Index(None, "status", "completed_at"),
+    Index(None, "status", "delivered_at"),
     Index(None, "product_id", "created_at"),
     Index(None, "image_id"),
+)
+
+# Every voucher listed and not released, by the keyed hashes of its barcode: one row per key
+# the listing knew (`kid`), so a voucher listed under an old key is still found after a
+# rotation. The primary key makes a second listing of one barcode fail in the database.
+# A cancelled or expired ask's rows are deleted; a sold voucher's stay, refunded or not.
+voucher_registry = Table(
+    "voucher_registry",
+    metadata,
+    Column("kid", String(32, collation="ascii_bin"), nullable=False),
+    Column("digest", mysql.CHAR(64, charset="ascii", collation="ascii_bin"), nullable=False),
+    Column("sell_bid_id", ulid(), ForeignKey("sell_bids.id"), nullable=True),
+    Column("order_id", ulid(), ForeignKey("orders.id"), nullable=True),
+    # Which keys may be retired: a key whose vouchers have all expired finds nothing more.
+    Column("expires_on", Date, nullable=False),
+    Column("registered_at", utc_time(), nullable=False),
+    PrimaryKeyConstraint("kid", "digest"),
+    CheckConstraint("(sell_bid_id IS NULL) <> (order_id IS NULL)", name="one_listing"),
+    Index(None, "sell_bid_id"),
+    Index(None, "order_id"),
+    Index(None, "kid", "expires_on"),
 )
 
 # The transactional outbox: written in the same transaction as the change it describes.

@@ -61,6 +61,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.orders = repos.SqlOrderRepository(tracker)
         self.coupons = repos.SqlCouponRepository(tracker)
         self.settlements = repos.SqlSettlementRepository(tracker)
+        self.vouchers = repos.SqlVoucherRegistry(session)
         self.ledger = repos.SqlLedger(session)
         self.idempotency = repos.SqlIdempotencyStore(session, self._idempotency_ttl)
         self.admin_rights = repos.SqlAdminRightsLog(session)

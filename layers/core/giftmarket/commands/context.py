@@ -1,15 +1,23 @@
-"""What command handlers are given besides the unit of work: time, ids, and two services
-(their ports are in `commands/ports.py`), and the helpers every handler shares."""
+"""What command handlers are given besides the unit of work: time, ids, the services (their
+ports are in `commands/ports.py`), the voucher rules, and the helpers every handler shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TypeVar
 
-from giftmarket.commands.ports import Clock, ImageStore, PasswordHasher, UnitOfWork, utc_now
+from giftmarket.commands.ports import (
+    BarcodeFingerprinter,
+    Clock,
+    ImageStore,
+    PasswordHasher,
+    UnitOfWork,
+    utc_now,
+)
 from giftmarket.domain.errors import DomainError, NotFound
 from giftmarket.domain.ids import IdGenerator
 from giftmarket.domain.users import User
+from giftmarket.domain.vouchers import VoucherRules
 
 T = TypeVar("T")
 
@@ -21,6 +29,8 @@ class CommandContext:
     images: ImageStore
     admin_emails: frozenset[str]
     welcome_coupon_amount: int
+    barcodes: BarcodeFingerprinter
+    vouchers: VoucherRules
     clock: Clock = utc_now
 
 

@@ -8,7 +8,7 @@ fails for a command with no line, or with two).
 
 from __future__ import annotations
 
-from giftmarket.commands import accounts, admins, catalog, trading
+from giftmarket.commands import accounts, admins, catalog, orders, trading
 from giftmarket.commands.executor import CommandHandlers, handles
 
 COMMAND_HANDLERS = CommandHandlers(
@@ -29,4 +29,7 @@ COMMAND_HANDLERS = CommandHandlers(
     handles(trading.BuyNow, trading.buy_now),
     handles(trading.SellNow, trading.sell_now),
     handles(trading.ConfirmOrder, trading.confirm_order),
+    handles(orders.OpenDispute, orders.open_dispute),
+    handles(orders.DecideInspection, orders.decide_inspection),
+    handles(orders.ResolveDispute, orders.resolve_dispute),
 )

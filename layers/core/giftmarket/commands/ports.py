@@ -36,6 +36,7 @@ from giftmarket.domain.orderbook import BuyBid, SellBid
 from giftmarket.domain.orders import Order
 from giftmarket.domain.settlement import Settlement
 from giftmarket.domain.users import AdminRightsChange, User
+from giftmarket.domain.vouchers import Fingerprint, Voucher
 from giftmarket.messages import EventEnvelope
 
 
@@ -135,9 +136,40 @@ class SellBidRepository(ABC):
     def lowest_open_price(self, product_id: str) -> int | None: ...
 
     @abstractmethod
-    def take_best(self, product_id: str, max_price: int, buyer_id: str) -> SellBid | None:
+    def take_best(
+        self, product_id: str, max_price: int, buyer_id: str, takeable_from: date
+    ) -> SellBid | None:
         """Lock the lowest open ask priced at most `max_price`, oldest first among equals,
-        not the buyer's own; asks another transaction holds are skipped (SKIP LOCKED)."""
+        not the buyer's own, its voucher valid on `takeable_from` or later; asks another
+        transaction holds are skipped (SKIP LOCKED)."""
+
+    @abstractmethod
+    def lock_expiring(self, takeable_from: date, limit: int) -> list[SellBid]:
+        """Lock up to `limit` open asks whose voucher is not valid on `takeable_from`
+        (or has no known expiry), in id order; asks another transaction holds are skipped."""
+
+
+class VoucherRegistry(ABC):
+    """Every voucher barcode listed and not released, by fingerprint: the table's unique
+    key on (kid, digest) makes a second listing of one barcode fail in the database."""
+
+    @abstractmethod
+    def register(
+        self,
+        voucher: Voucher,
+        *,
+        now: datetime,
+        sell_bid_id: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        """Record every fingerprint of the voucher for its ask or its order; raises
+        VoucherDuplicate when any of them is registered already (a concurrent
+        registration of the same fingerprint waits for the first to commit or roll back)."""
+
+    @abstractmethod
+    def release(self, sell_bid_id: str) -> None:
+        """Forget the voucher of an ask that was cancelled or expired: it may be listed
+        again. A matched ask's voucher is never released; nor is a refunded one."""
 
 
 class BuyBidRepository(ABC):
@@ -164,8 +196,9 @@ class OrderRepository(ABC):
     def get(self, order_id: str, *, lock: bool = False) -> Order | None: ...
 
     @abstractmethod
-    def lock_due_for_completion(self, paid_before: datetime, limit: int) -> list[Order]:
-        """Lock up to `limit` PAID orders paid at or before `paid_before`, oldest first."""
+    def lock_due_for_completion(self, delivered_before: datetime, limit: int) -> list[Order]:
+        """Lock up to `limit` PAID orders delivered at or before `delivered_before`, oldest
+        delivery first."""
 
     @abstractmethod
     def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
@@ -252,6 +285,7 @@ class UnitOfWork(ABC):
     orders: OrderRepository
     coupons: CouponRepository
     settlements: SettlementRepository
+    vouchers: VoucherRegistry
     ledger: Ledger
     idempotency: IdempotencyStore
     admin_rights: AdminRightsLog
@@ -330,6 +364,15 @@ class PasswordHasher(ABC):
     @abstractmethod
     def dummy_hash(self) -> str:
         """A hash of no one's password, made with the current parameters."""
+
+
+class BarcodeFingerprinter(ABC):
+    """The keyed hashes of a barcode (HMAC-SHA256), one per key the deployment knows, the
+    current key's first; the keys come from Secrets Manager and are never stored beside the
+    data."""
+
+    @abstractmethod
+    def fingerprints(self, barcode: str) -> tuple[Fingerprint, ...]: ...
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """The order book: placing and cancelling bids, buying and selling now, confirming orders.
 
 Locks are always taken in the same order — the bid or ask being traded, then the users in
-id order, then the coupon or image — so two trades can wait for each other but never
-deadlock. Placing a bid locks the product row first, which serialises placements per
-product: two bids placed at once cannot leave the book crossed.
+id order, then the coupon or image, and last the voucher's registry rows — so two trades can
+wait for each other but never deadlock. Placing a bid locks the product row first, which
+serialises placements per product: two bids placed at once cannot leave the book crossed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 
 from giftmarket.commands.context import CommandContext, acting_user, found
 from giftmarket.commands.executor import Command
@@ -18,6 +19,7 @@ from giftmarket.domain.errors import CouponUnavailable, NoMatchingBid
 from giftmarket.domain.images import s3_key_for
 from giftmarket.domain.orderbook import BidStatus
 from giftmarket.domain.validation import require_points
+from giftmarket.domain.vouchers import Voucher, require_barcode
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,20 @@ class PlaceSellBid(Command[PlacedBid]):
     product_id: str
     price: int
     image_id: str
+    barcode: str = field(repr=False)
+    expires_on: date
+
+
+def _declared_voucher(ctx: CommandContext, barcode: str, expires_on: date) -> Voucher:
+    # Checked, and hashed, before any row is locked.
+    require_barcode(barcode)
+    return Voucher.declared(
+        barcode=barcode,
+        expires_on=expires_on,
+        fingerprints=ctx.barcodes.fingerprints(barcode),
+        rules=ctx.vouchers,
+        now=ctx.clock(),
+    )
 
 
 def _describe_image(ctx: CommandContext, owner_id: str, image_id: str) -> StoredObject | None:
@@ -41,6 +57,7 @@ def _describe_image(ctx: CommandContext, owner_id: str, image_id: str) -> Stored
 
 
 def place_sell_bid(uow: UnitOfWork, command: PlaceSellBid, ctx: CommandContext) -> PlacedBid:
+    voucher = _declared_voucher(ctx, command.barcode, command.expires_on)
     stored = _describe_image(ctx, command.seller_id, command.image_id)
     acting_user(uow, command.seller_id)
     product = found(uow.products.get(command.product_id, lock=True), "product")
@@ -52,11 +69,13 @@ def place_sell_bid(uow: UnitOfWork, command: PlaceSellBid, ctx: CommandContext) 
         image=image,
         image_size=stored.size if stored else None,
         image_content_type=stored.content_type if stored else None,
+        voucher=voucher,
         highest_bid_price=uow.buy_bids.highest_open_price(product.id),
         ids=ctx.ids,
         now=ctx.clock(),
     )
     uow.sell_bids.add(ask)
+    uow.vouchers.register(voucher, now=ask.created_at, sell_bid_id=ask.id)
     return PlacedBid(ask.id, ask.status)
 
 
@@ -69,6 +88,12 @@ class CancelSellBid(Command[None]):
 def cancel_sell_bid(uow: UnitOfWork, command: CancelSellBid, ctx: CommandContext) -> None:
     ask = found(uow.sell_bids.get(command.sell_bid_id, lock=True), "sell bid")
     marketplace.cancel_sell_bid(command.seller_id, ask, ctx.clock())
+    # The ask's row before the registry's, the order a listing takes them in: its UPDATE
+    # share-locks the product (the foreign key), and released first, a relisting holding
+    # the product would wait on the released registry row while this waited on the
+    # product (a deadlock the cancel lost again and again).
+    uow.flush()
+    uow.vouchers.release(ask.id)  # the voucher may be listed again
 
 
 @dataclass(frozen=True)
@@ -127,7 +152,11 @@ class BuyNow(Command[Purchase]):
 
 def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
     require_points(command.price, "price")
-    ask = uow.sell_bids.take_best(command.product_id, command.price, command.buyer_id)
+    now = ctx.clock()
+    takeable_from = ctx.vouchers.takeable_from(now)
+    ask = uow.sell_bids.take_best(
+        command.product_id, command.price, command.buyer_id, takeable_from
+    )
     if ask is None:
         found(uow.products.get(command.product_id), "product")
         raise NoMatchingBid(f"no open sell bid at or below {command.price}.")
@@ -143,8 +172,9 @@ def buy_now(uow: UnitOfWork, command: BuyNow, ctx: CommandContext) -> Purchase:
         seller=users[ask.seller_id],
         ask=ask,
         coupon=coupon,
+        rules=ctx.vouchers,
         ids=ctx.ids,
-        now=ctx.clock(),
+        now=now,
     )
     uow.orders.add(order)
     uow.ledger.record(payment)
@@ -164,10 +194,13 @@ class SellNow(Command[Sale]):
     product_id: str
     price: int
     image_id: str
+    barcode: str = field(repr=False)
+    expires_on: date
 
 
 def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
     require_points(command.price, "price")
+    voucher = _declared_voucher(ctx, command.barcode, command.expires_on)
     stored = _describe_image(ctx, command.seller_id, command.image_id)
     bid = uow.buy_bids.take_best(command.product_id, command.price, command.seller_id)
     if bid is None:
@@ -183,10 +216,13 @@ def sell_now(uow: UnitOfWork, command: SellNow, ctx: CommandContext) -> Sale:
         image=image,
         image_size=stored.size if stored else None,
         image_content_type=stored.content_type if stored else None,
+        voucher=voucher,
+        rules=ctx.vouchers,
         ids=ctx.ids,
         now=ctx.clock(),
     )
     uow.orders.add(order)
+    uow.vouchers.register(voucher, now=order.created_at, order_id=order.id)
     uow.ledger.record(payment)
     return Sale(order.id, order.price, order.status)
 

@@ -132,3 +132,24 @@ class Coupon:
             )
         )
         return discount
+
+    def restore(self, *, order_id: str, now: datetime) -> None:
+        """The order it paid for was refunded: AVAILABLE again, with its expiry unchanged
+        (an expired coupon comes back, and simply stays unusable)."""
+        if self.status is not CouponStatus.USED or self.order_id != order_id:
+            raise ValueError(f"coupon {self.id} was not used for order {order_id}")
+        self.status = CouponStatus.AVAILABLE
+        self.order_id = None
+        self.used_at = None
+        self.version += 1
+        self.events.append(
+            events.CouponRestored(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                coupon_id=self.id,
+                user_id=self.user_id,
+                order_id=order_id,
+                expires_at=self.expires_at,
+            )
+        )

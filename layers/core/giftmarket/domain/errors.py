@@ -55,6 +55,31 @@ class OrderNotConfirmable(DomainError):
     default_detail = "The order cannot be confirmed."
 
 
+class VoucherDuplicate(DomainError):
+    code = "voucher_duplicate"
+    default_detail = "This voucher is already listed or sold."
+
+
+class VoucherExpiring(DomainError):
+    code = "voucher_expiring"
+    default_detail = "The voucher expires too soon to be sold."
+
+
+class NotDelivered(DomainError):
+    code = "not_delivered"
+    default_detail = "The voucher has not been delivered: the order is still being inspected."
+
+
+class OrderNotDisputable(DomainError):
+    code = "order_not_disputable"
+    default_detail = "The order cannot be disputed."
+
+
+class OrderNotPending(DomainError):
+    code = "order_not_pending"
+    default_detail = "The order is not waiting for that decision."
+
+
 class NotFound(DomainError):
     """Raised for missing objects and for other users' objects alike, so that the
     existence of someone else's order, bid or image is never revealed."""

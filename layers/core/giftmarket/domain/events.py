@@ -239,6 +239,9 @@ class SellBidPlaced(DomainEvent):
     seller_id: str
     price: int
     image_id: str
+    # The voucher's facts (never its barcode); None in payloads written before vouchers.
+    barcode_last4: str | None
+    expires_on: date | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +262,19 @@ class SellBidMatched(DomainEvent):
     seller_id: str
     price: int
     order_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SellBidExpired(DomainEvent):
+    """The voucher got too close to its last valid day for buy-now to take the ask."""
+
+    aggregate_type = "sell_bid"
+    sell_bid_id: str
+    product_id: str
+    seller_id: str
+    price: int
+    image_id: str
+    expires_on: date | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,6 +323,88 @@ class OrderPlaced(DomainEvent):
     coupon_id: str | None
     image_id: str
     via: str
+    # Added with vouchers; `_older_payload` says what a payload without them meant.
+    status: str
+    delivered_at: datetime | None
+    barcode_last4: str | None
+    expires_on: date | None
+
+    @staticmethod
+    def _older_payload(payload: Mapping[str, object]) -> Mapping[str, object]:
+        # Before inspection every order was PAID, and delivered, when it was placed.
+        if payload.get("status") is None:
+            return {**payload, "status": "PAID", "delivered_at": payload.get("occurred_at")}
+        return payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderDelivered(DomainEvent):
+    """The order passed inspection: the buyer may download the voucher, and the 72 hours
+    to confirm or dispute start."""
+
+    aggregate_type = "order"
+    order_id: str
+    product_id: str
+    buyer_id: str
+    seller_id: str
+    delivered_at: datetime
+    inspected_by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderInspectionFailed(DomainEvent):
+    """Recorded with the OrderRefunded it causes."""
+
+    aggregate_type = "order"
+    order_id: str
+    product_id: str
+    buyer_id: str
+    seller_id: str
+    reason: str
+    inspected_by: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderDisputed(DomainEvent):
+    aggregate_type = "order"
+    order_id: str
+    product_id: str
+    buyer_id: str
+    seller_id: str
+    price: int
+    reason: str
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderDisputeResolved(DomainEvent):
+    """Recorded with the OrderRefunded (refund) or OrderCompleted (reject) it causes."""
+
+    aggregate_type = "order"
+    order_id: str
+    product_id: str
+    buyer_id: str
+    seller_id: str
+    decision: str
+    note: str | None
+    decided_by: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRefunded(DomainEvent):
+    aggregate_type = "order"
+    order_id: str
+    product_id: str
+    buyer_id: str
+    seller_id: str
+    price: int
+    discount: int
+    paid: int
+    coupon_id: str | None
+    cause: str  # inspection_failed, dispute_upheld
+    refunded_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +461,17 @@ class CouponUsed(DomainEvent):
     user_id: str
     order_id: str
     discount: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CouponRestored(DomainEvent):
+    """The order it paid for was refunded: the coupon is usable again until its expiry."""
+
+    aggregate_type = "coupon"
+    coupon_id: str
+    user_id: str
+    order_id: str
+    expires_at: datetime
 
 
 # --- settlement --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Which images the daily cleanup deletes, as of an instant. Pure: no I/O here.
 
 - an upload slot still `PENDING` 24 hours after it was asked for (the seller never used it);
-- the image of an ask cancelled more than 7 days ago;
+- the image of an ask cancelled more than 7 days ago, or expired more than 7 days ago (the
+  same retention, counted from the moment the expiry job closed it);
 - an object under the images prefix that no image row names, 24 hours after its upload;
 - an image a run already decided to delete (`DELETING`) whose S3 delete did not finish.
 
@@ -29,6 +30,7 @@ from giftmarket.domain.orderbook import BidStatus
 class CleanupReason(StrEnum):
     ABANDONED_UPLOAD = "abandoned_upload"
     CANCELLED_ASK = "cancelled_ask"
+    EXPIRED_ASK = "expired_ask"
     UNTRACKED_OBJECT = "untracked_object"
     UNFINISHED_DELETION = "unfinished_deletion"
 
@@ -47,6 +49,13 @@ class ImageUsage:
 
 
 UNUSED = ImageUsage()
+
+# Asks that left the book unsold, and why their image goes once the retention is over.
+_WITHDRAWN = {
+    BidStatus.CANCELLED: CleanupReason.CANCELLED_ASK,
+    BidStatus.EXPIRED: CleanupReason.EXPIRED_ASK,
+}
+WITHDRAWN_ASK_STATUSES = frozenset(_WITHDRAWN)
 
 
 @dataclass(frozen=True)
@@ -98,12 +107,13 @@ class CleanupRules:
             return CleanupReason.UNFINISHED_DELETION
         if image.status is ImageStatus.PENDING:
             return CleanupReason.ABANDONED_UPLOAD if image.is_abandoned_upload(self.as_of) else None
+        withdrawn = None if usage.ask_status is None else _WITHDRAWN.get(usage.ask_status)
         if (
-            usage.ask_status is BidStatus.CANCELLED
+            withdrawn is not None
             and usage.ask_changed_at is not None
             and usage.ask_changed_at < self.cancelled_before
         ):
-            return CleanupReason.CANCELLED_ASK
+            return withdrawn
         return None
 
     def untracked_object_expired(self, last_modified: datetime) -> bool:

@@ -75,6 +75,7 @@ class LedgerReason(StrEnum):
     BUY_NOW = "buy_now"
     SELL_NOW = "sell_now"
     SETTLEMENT = "settlement"
+    REFUND = "refund"
 
 
 class RefType(StrEnum):
@@ -217,6 +218,33 @@ def sell_now_payment(
         now,
         (escrowed(buyer_id), -price),
         (pending(seller_id), price),
+    )
+
+
+def refund(
+    transaction_id: str,
+    order_id: str,
+    buyer_id: str,
+    seller_id: str,
+    price: int,
+    discount: int,
+    now: datetime,
+) -> LedgerTransaction:
+    """The exact reverse of an order's payment, whichever way it was paid: the buyer gets
+    back what they paid (to available points), the platform its coupon subsidy, and the
+    seller's pending points fall by the price."""
+    _require_positive(price, "price")
+    if not 0 <= discount <= price:
+        raise ValueError(f"discount {discount} must lie within 0..{price}")
+    return _transaction(
+        transaction_id,
+        LedgerReason.REFUND,
+        RefType.ORDER,
+        order_id,
+        now,
+        (pending(seller_id), -price),
+        (COUPON_SUBSIDY, discount),
+        (available(buyer_id), price - discount),
     )
 
 

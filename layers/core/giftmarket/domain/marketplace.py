@@ -21,10 +21,11 @@ from giftmarket.domain.orderbook import (
     ensure_ask_does_not_cross,
     ensure_bid_does_not_cross,
 )
-from giftmarket.domain.orders import Order, OrderVia
+from giftmarket.domain.orders import DisputeDecision, Order, OrderVia
 from giftmarket.domain.settlement import Settlement, settleable
 from giftmarket.domain.users import User
 from giftmarket.domain.validation import require_points
+from giftmarket.domain.vouchers import InspectionMode, Voucher, VoucherRules
 
 
 def charge(user: User, amount: int, ids: IdGenerator, now: datetime) -> LedgerTransaction:
@@ -72,10 +73,13 @@ def place_sell_bid(
     image: Image,
     image_size: int | None,
     image_content_type: str | None,
+    voucher: Voucher,
     highest_bid_price: int | None,
     ids: IdGenerator,
     now: datetime,
 ) -> SellBid:
+    """The voucher was declared (`Voucher.declared`) and registered by the caller; a
+    duplicate never gets here."""
     require_points(price, "price")
     image.ensure_attachable(seller_id, image_size, image_content_type)
     ensure_ask_does_not_cross(price, highest_bid_price)
@@ -86,6 +90,7 @@ def place_sell_bid(
         seller_id=seller_id,
         price=price,
         image_id=image.id,
+        voucher=voucher,
         now=now,
     )
     image.attach(
@@ -108,12 +113,13 @@ def buy_now(
     seller: User,
     ask: SellBid,
     coupon: Coupon | None,
+    rules: VoucherRules,
     ids: IdGenerator,
     now: datetime,
 ) -> tuple[Order, LedgerTransaction]:
     """Buys `ask` (the one `orderbook.best_ask` names) at the ask's price, not the buyer's
-    limit."""
-    ask.ensure_open()
+    limit. The order is INSPECTING under manual inspection, else delivered (PAID)."""
+    ask.ensure_takeable(rules, now)
     if ask.seller_id == buyer.id:
         raise NoMatchingBid("you cannot buy your own sell bid.")
     _require_owner(seller, ask.seller_id)
@@ -135,6 +141,9 @@ def buy_now(
         discount=discount,
         via=OrderVia.BUY_NOW,
         image_id=ask.image_id,
+        barcode_last4=ask.barcode_last4,
+        expires_on=ask.expires_on,
+        inspect=rules.inspection is InspectionMode.MANUAL,
         now=now,
         sell_bid_id=ask.id,
         coupon_id=coupon.id if coupon else None,
@@ -151,11 +160,13 @@ def sell_now(
     image: Image,
     image_size: int | None,
     image_content_type: str | None,
+    voucher: Voucher,
+    rules: VoucherRules,
     ids: IdGenerator,
     now: datetime,
 ) -> tuple[Order, LedgerTransaction]:
     """Sells into `bid` (the one `orderbook.best_bid` names) at the bid's price, paid from
-    its escrow."""
+    its escrow. The voucher was declared and registered by the caller."""
     bid.ensure_open()
     if bid.buyer_id == seller.id:
         raise NoMatchingBid("you cannot sell into your own buy bid.")
@@ -183,12 +194,100 @@ def sell_now(
         discount=0,
         via=OrderVia.SELL_NOW,
         image_id=image.id,
+        barcode_last4=voucher.barcode_last4,
+        expires_on=voucher.expires_on,
+        inspect=rules.inspection is InspectionMode.MANUAL,
         now=now,
         buy_bid_id=bid.id,
     )
     buyer.apply(payment)
     seller.apply(payment)
     return order, payment
+
+
+def decide_inspection(
+    order: Order,
+    buyer: User,
+    seller: User,
+    coupon: Coupon | None,
+    *,
+    by_admin: str,
+    passed: bool,
+    reason: str | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> LedgerTransaction | None:
+    """pass: delivered (PAID); fail: REFUNDED, with the refund's ledger transaction."""
+    if passed:
+        order.pass_inspection(by_admin, now)
+        return None
+    # The state first: a decided order's seller may lack the pending points a refund takes,
+    # and that must not answer insufficient_points instead of order_not_pending.
+    order.ensure_inspecting()
+    refund_transaction = _refund_transaction(order, buyer, seller, coupon, ids, now)
+    order.fail_inspection(by_admin, reason or "", now)
+    return _refunded(order, buyer, seller, coupon, refund_transaction, now)
+
+
+def resolve_dispute(
+    order: Order,
+    buyer: User,
+    seller: User,
+    coupon: Coupon | None,
+    *,
+    by_admin: str,
+    decision: DisputeDecision,
+    note: str | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> LedgerTransaction | None:
+    """refund: REFUNDED, with the refund's ledger transaction; reject: COMPLETED."""
+    if decision is DisputeDecision.REJECT:
+        order.resolve_dispute(by_admin, decision, note, now)
+        return None
+    order.ensure_disputed()  # before the refund's checks, as in decide_inspection
+    refund_transaction = _refund_transaction(order, buyer, seller, coupon, ids, now)
+    order.resolve_dispute(by_admin, decision, note, now)
+    return _refunded(order, buyer, seller, coupon, refund_transaction, now)
+
+
+def _refund_transaction(
+    order: Order,
+    buyer: User,
+    seller: User,
+    coupon: Coupon | None,
+    ids: IdGenerator,
+    now: datetime,
+) -> LedgerTransaction:
+    """The refund of `order`, checked against everything it touches before anything
+    changes. The voucher's barcode stays registered: a refunded voucher stays blocked."""
+    _require_owner(buyer, order.buyer_id)
+    _require_owner(seller, order.seller_id)
+    if (coupon is None) != (order.coupon_id is None) or (
+        coupon is not None and coupon.id != order.coupon_id
+    ):
+        raise ValueError(f"order {order.id} was paid with coupon {order.coupon_id}")
+    transaction = ledger.refund(
+        ids(), order.id, buyer.id, seller.id, order.price, order.discount, now
+    )
+    buyer.ensure_can_apply(transaction)
+    seller.ensure_can_apply(transaction)
+    return transaction
+
+
+def _refunded(
+    order: Order,
+    buyer: User,
+    seller: User,
+    coupon: Coupon | None,
+    transaction: LedgerTransaction,
+    now: datetime,
+) -> LedgerTransaction:
+    if coupon is not None:
+        coupon.restore(order_id=order.id, now=now)
+    buyer.apply(transaction)
+    seller.apply(transaction)
+    return transaction
 
 
 def complete_due_orders(orders: Iterable[Order], now: datetime) -> list[Order]:

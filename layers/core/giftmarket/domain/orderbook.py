@@ -3,7 +3,7 @@
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import ClassVar, Self
 
@@ -11,12 +11,14 @@ from giftmarket.domain import events
 from giftmarket.domain.errors import BidNotOpen, CrossesBook, NotFound
 from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.validation import require_points
+from giftmarket.domain.vouchers import Voucher, VoucherRules
 
 
 class BidStatus(StrEnum):
     OPEN = "OPEN"
     MATCHED = "MATCHED"
     CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"  # asks only: the voucher got too close to its last valid day
 
 
 class _OpenBid(ABC):
@@ -74,6 +76,9 @@ class SellBid(_OpenBid):
     seller_id: str
     price: int
     image_id: str
+    # The voucher's facts; None only on asks listed before vouchers had them.
+    barcode_last4: str | None
+    expires_on: date | None
     status: BidStatus
     created_at: datetime
     updated_at: datetime
@@ -89,6 +94,7 @@ class SellBid(_OpenBid):
         seller_id: str,
         price: int,
         image_id: str,
+        voucher: Voucher,
         now: datetime,
     ) -> Self:
         ask = cls(
@@ -97,6 +103,8 @@ class SellBid(_OpenBid):
             seller_id=seller_id,
             price=require_points(price, "price"),
             image_id=image_id,
+            barcode_last4=voucher.barcode_last4,
+            expires_on=voucher.expires_on,
             status=BidStatus.OPEN,
             created_at=now,
             updated_at=now,
@@ -112,9 +120,39 @@ class SellBid(_OpenBid):
                 seller_id=seller_id,
                 price=ask.price,
                 image_id=image_id,
+                barcode_last4=ask.barcode_last4,
+                expires_on=ask.expires_on,
             )
         )
         return ask
+
+    def ensure_takeable(self, rules: VoucherRules, now: datetime) -> None:
+        """Buy-now never takes a voucher inside the expiry margin (the repository's query
+        already skips them; this holds whatever it returned)."""
+        self.ensure_open()
+        if not rules.is_takeable(self.expires_on, now):
+            raise BidNotOpen("the sell bid's voucher expires too soon to be bought.")
+
+    def expire_if_due(self, rules: VoucherRules, now: datetime) -> bool:
+        """An open ask that buy-now may no longer take becomes EXPIRED; its image then
+        follows the cancelled-ask retention, counted from now."""
+        if self.status is not BidStatus.OPEN or rules.is_takeable(self.expires_on, now):
+            return False
+        self._close(BidStatus.EXPIRED, now)
+        self.events.append(
+            events.SellBidExpired(
+                aggregate_id=self.id,
+                version=self.version,
+                occurred_at=now,
+                sell_bid_id=self.id,
+                product_id=self.product_id,
+                seller_id=self.seller_id,
+                price=self.price,
+                image_id=self.image_id,
+                expires_on=self.expires_on,
+            )
+        )
+        return True
 
     @property
     def owner_id(self) -> str:
@@ -213,16 +251,23 @@ class BuyBid(_OpenBid):
         )
 
 
-def best_ask(asks: Iterable[SellBid], buyer_id: str, max_price: int) -> SellBid | None:
+def best_ask(
+    asks: Iterable[SellBid], buyer_id: str, max_price: int, takeable_from: date
+) -> SellBid | None:
     """The ask a buy-now at `max_price` takes: open, at or below the price, never the buyer's
-    own; cheapest first, then oldest, then smallest id. None when there is none.
+    own, its voucher valid on `takeable_from` or later (`VoucherRules.takeable_from`);
+    cheapest first, then oldest, then smallest id. None when there is none.
 
     The rule `SellBidRepository.take_best` applies in SQL; the repository contract test
     checks that both agree."""
     candidates = [
         ask
         for ask in asks
-        if ask.status is BidStatus.OPEN and ask.price <= max_price and ask.seller_id != buyer_id
+        if ask.status is BidStatus.OPEN
+        and ask.price <= max_price
+        and ask.seller_id != buyer_id
+        and ask.expires_on is not None
+        and ask.expires_on >= takeable_from
     ]
     return min(candidates, key=lambda ask: (ask.price, ask.created_at, ask.id), default=None)
 

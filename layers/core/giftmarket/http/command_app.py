@@ -10,9 +10,23 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
-from giftmarket.commands import accounts, catalog, trading
+from giftmarket.commands import accounts, catalog, orders, trading
 from giftmarket.commands.sign_in import guarded
-from giftmarket.domain.errors import NotFound
+from giftmarket.domain.errors import (
+    BidNotOpen,
+    CouponUnavailable,
+    CrossesBook,
+    EmailTaken,
+    ImageUnusable,
+    InsufficientPoints,
+    NoMatchingBid,
+    NotFound,
+    OrderNotConfirmable,
+    OrderNotDisputable,
+    OrderNotPending,
+    VoucherDuplicate,
+    VoucherExpiring,
+)
 from giftmarket.domain.ids import is_ulid
 from giftmarket.http import schemas as s
 from giftmarket.http.auth import CurrentUser, Tokens, TokenService
@@ -21,7 +35,7 @@ from giftmarket.http.deps import ContainerDep
 from giftmarket.http.problems import ADMIN_ERRORS as _ADMIN_ERRORS
 from giftmarket.http.problems import COMMAND_ERRORS as _ERRORS
 from giftmarket.http.problems import LOGIN_ERRORS as _LOGIN_ERRORS
-from giftmarket.http.problems import ProblemApp, install_problem_handlers
+from giftmarket.http.problems import ProblemApp, install_problem_handlers, with_conflicts
 
 router = APIRouter()
 
@@ -38,7 +52,12 @@ def _credentials(email: str, password: str, tokens: TokenService) -> Credentials
     return Credentials(sign_in=accounts.SignIn(email, password), issue_token=tokens.issue)
 
 
-@router.post("/api/auth/signup", status_code=201, response_model=s.AuthPublic, responses=_ERRORS)
+@router.post(
+    "/api/auth/signup",
+    status_code=201,
+    response_model=s.AuthPublic,
+    responses=with_conflicts(_ERRORS, EmailTaken),
+)
 async def signup(body: s.SignupRequest, run: Run, tokens: Tokens) -> Any:
     """Create an account (on a local stack, an email listed in ADMIN_EMAILS becomes an
     admin; on a deployed stage an operator grants admin rights)."""
@@ -141,14 +160,22 @@ async def request_image_upload(body: s.ImageUploadRequest, caller: CurrentUser, 
     "/api/products/{product_id}/sell-bids",
     status_code=201,
     response_model=s.SellBidPlaced,
-    responses=_ERRORS,
+    responses=with_conflicts(
+        _ERRORS, CrossesBook, ImageUnusable, VoucherDuplicate, VoucherExpiring
+    ),
 )
 async def place_sell_bid(
     product_id: str, body: s.SellBidCreate, caller: CurrentUser, run: Run
 ) -> Any:
-    """Post an ask with its uploaded voucher image; refused when it would cross the book."""
+    """Post an ask with its uploaded voucher image and the voucher's facts; refused when it
+    would cross the book, when the voucher is listed or sold already, or expires too soon."""
     command = trading.PlaceSellBid(
-        caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
+        caller.user_id,
+        entity_id(product_id, "product"),
+        body.price,
+        body.image_id,
+        body.barcode,
+        body.expires_on,
     )
     return run(
         command,
@@ -159,7 +186,10 @@ async def place_sell_bid(
 
 
 @router.delete(
-    "/api/sell-bids/{sell_bid_id}", status_code=204, response_model=None, responses=_ERRORS
+    "/api/sell-bids/{sell_bid_id}",
+    status_code=204,
+    response_model=None,
+    responses=with_conflicts(_ERRORS, BidNotOpen),
 )
 async def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     """Cancel one of the caller's open asks."""
@@ -175,7 +205,7 @@ async def cancel_sell_bid(sell_bid_id: str, caller: CurrentUser, run: Run) -> An
     "/api/products/{product_id}/buy-bids",
     status_code=201,
     response_model=s.BuyBidPlaced,
-    responses=_ERRORS,
+    responses=with_conflicts(_ERRORS, CrossesBook, InsufficientPoints),
 )
 async def place_buy_bid(
     product_id: str, body: s.BuyBidCreate, caller: CurrentUser, run: Run
@@ -191,7 +221,10 @@ async def place_buy_bid(
 
 
 @router.delete(
-    "/api/buy-bids/{buy_bid_id}", status_code=204, response_model=None, responses=_ERRORS
+    "/api/buy-bids/{buy_bid_id}",
+    status_code=204,
+    response_model=None,
+    responses=with_conflicts(_ERRORS, BidNotOpen),
 )
 async def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     """Cancel one of the caller's open buy bids; its escrow returns to available points."""
@@ -207,7 +240,9 @@ async def cancel_buy_bid(buy_bid_id: str, caller: CurrentUser, run: Run) -> Any:
     "/api/products/{product_id}/buy-now",
     status_code=201,
     response_model=s.PurchasePublic,
-    responses=_ERRORS,
+    responses=with_conflicts(
+        _ERRORS, NoMatchingBid, InsufficientPoints, CouponUnavailable, BidNotOpen
+    ),
 )
 async def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, run: Run) -> Any:
     """Buy the cheapest open ask at or below `price`, optionally with a coupon."""
@@ -232,12 +267,20 @@ async def buy_now(product_id: str, body: s.BuyNowRequest, caller: CurrentUser, r
     "/api/products/{product_id}/sell-now",
     status_code=201,
     response_model=s.SalePublic,
-    responses=_ERRORS,
+    responses=with_conflicts(
+        _ERRORS, NoMatchingBid, ImageUnusable, VoucherDuplicate, VoucherExpiring, BidNotOpen
+    ),
 )
 async def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser, run: Run) -> Any:
-    """Sell into the highest open buy bid at or above `price`, with the voucher image."""
+    """Sell into the highest open buy bid at or above `price`, with the voucher image and
+    the voucher's facts."""
     command = trading.SellNow(
-        caller.user_id, entity_id(product_id, "product"), body.price, body.image_id
+        caller.user_id,
+        entity_id(product_id, "product"),
+        body.price,
+        body.image_id,
+        body.barcode,
+        body.expires_on,
     )
     return run(
         command,
@@ -252,7 +295,9 @@ async def sell_now(product_id: str, body: s.SellNowRequest, caller: CurrentUser,
 
 
 @router.post(
-    "/api/orders/{order_id}/confirm", response_model=s.OrderStatusPublic, responses=_ERRORS
+    "/api/orders/{order_id}/confirm",
+    response_model=s.OrderStatusPublic,
+    responses=with_conflicts(_ERRORS, OrderNotConfirmable),
 )
 async def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
     """The buyer confirms receipt: the order becomes COMPLETED."""
@@ -262,6 +307,52 @@ async def confirm_order(order_id: str, caller: CurrentUser, run: Run) -> Any:
         scope=caller.user_id,
         present=lambda status: {"order_id": command.order_id, "status": status},
     )
+
+
+@router.post(
+    "/api/orders/{order_id}/dispute",
+    response_model=s.OrderStatusPublic,
+    responses=with_conflicts(_ERRORS, OrderNotDisputable),
+)
+async def open_dispute(order_id: str, body: s.DisputeRequest, caller: CurrentUser, run: Run) -> Any:
+    """The buyer reports the delivered voucher unusable: the order becomes DISPUTED, is
+    neither auto-completed nor settled, and waits for an admin's resolution."""
+    command = orders.OpenDispute(caller.user_id, entity_id(order_id, "order"), body.reason)
+    return run(command, scope=caller.user_id, body=body, present=_order_state)
+
+
+@router.post(
+    "/api/admin/orders/{order_id}/inspection",
+    response_model=s.OrderStatusPublic,
+    responses=with_conflicts(_ADMIN_ERRORS, OrderNotPending),
+)
+async def decide_inspection(
+    order_id: str, body: s.InspectionDecision, caller: CurrentUser, run: Run
+) -> Any:
+    """An admin passes (delivered: PAID) or fails (REFUNDED) an INSPECTING order."""
+    command = orders.DecideInspection(
+        caller.user_id, entity_id(order_id, "order"), body.result, body.reason
+    )
+    return run(command, scope=caller.user_id, body=body, present=_order_state)
+
+
+@router.post(
+    "/api/admin/orders/{order_id}/resolution",
+    response_model=s.OrderStatusPublic,
+    responses=with_conflicts(_ADMIN_ERRORS, OrderNotPending),
+)
+async def resolve_dispute(
+    order_id: str, body: s.DisputeResolution, caller: CurrentUser, run: Run
+) -> Any:
+    """An admin refunds (REFUNDED) or rejects (COMPLETED) a DISPUTED order."""
+    command = orders.ResolveDispute(
+        caller.user_id, entity_id(order_id, "order"), body.decision, body.note
+    )
+    return run(command, scope=caller.user_id, body=body, present=_order_state)
+
+
+def _order_state(state: orders.OrderState) -> dict[str, str]:
+    return {"order_id": state.order_id, "status": state.status}
 
 
 @router.post(

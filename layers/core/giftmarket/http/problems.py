@@ -65,6 +65,12 @@ def problem_responses(descriptions: dict[int, str]) -> Responses:
     }
 
 
+def with_conflicts(responses: Responses, *conflicts: type[DomainError]) -> Responses:
+    """`responses` whose 409 names, by `code`, the conflicts the route may answer."""
+    codes = ", ".join(f"`{conflict.code}`" for conflict in conflicts)
+    return responses | problem_responses({409: f"Business conflict; `code` is one of {codes}"})
+
+
 _NOT_SIGNED_IN = "Not signed in, or the token is invalid or expired"
 _INVALID = "Invalid request"
 

@@ -23,11 +23,11 @@ from fastapi.exceptions import RequestValidationError
 
 from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
 from giftmarket.consistency import ConsistencyToken
-from giftmarket.domain.errors import NotFound
+from giftmarket.domain.errors import Forbidden, NotDelivered, NotFound
 from giftmarket.http import schemas as s
 from giftmarket.http.auth import Caller, CurrentUser, Tokens, authenticate
 from giftmarket.http.deps import ContainerDep
-from giftmarket.http.problems import QUERY_ERRORS
+from giftmarket.http.problems import QUERY_ERRORS, problem_responses, with_conflicts
 from giftmarket.lazy import lazy
 from giftmarket.queries import params
 
@@ -36,10 +36,11 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from giftmarket.bootstrap import Container
-    from giftmarket.queries import account, products, trades
+    from giftmarket.queries import account, admin, products, trades
     from giftmarket.read_ports import ReadModelReader
 else:
     account = lazy("giftmarket.queries.account")
+    admin = lazy("giftmarket.queries.admin")
     products = lazy("giftmarket.queries.products")
     trades = lazy("giftmarket.queries.trades")
     redis = lazy("redis")
@@ -161,12 +162,16 @@ async def rankings(
 
 @router.get("/api/search", response_model=s.SearchResultsPublic, responses=QUERY_ERRORS)
 async def search(
-    q: s.SearchText, container: ContainerDep, caller: MaybeUser, limit: s.Limit = 20
+    q: s.SearchText,
+    container: ContainerDep,
+    caller: MaybeUser,
+    token: Consistency,
+    limit: s.Limit = 20,
 ) -> Any:
     """Products whose name or brand contains `q`, most liked first. A token is optional (and
     checked if sent): a signed-in caller's search goes into their search history."""
-    answer = container.database.run_query(
-        lambda session: products.search_from_sql(session, q, limit=limit)
+    answer = container.reads.sql_only(
+        lambda session: products.search_from_sql(session, q, limit=limit), token=token
     )
     if caller is not None:
         try:
@@ -252,12 +257,15 @@ async def order_detail(
 
 
 @router.get(
-    "/api/orders/{order_id}/gifticon", response_model=s.GifticonPublic, responses=QUERY_ERRORS
+    "/api/orders/{order_id}/gifticon",
+    response_model=s.GifticonPublic,
+    responses=with_conflicts(QUERY_ERRORS, NotDelivered),
 )
 async def order_gifticon(
     order_id: str, caller: CurrentUser, container: ContainerDep, token: Consistency
 ) -> Any:
-    """A short-lived download link for the order's voucher image, for its buyer or seller."""
+    """A short-lived download link for the order's voucher image: for its seller always,
+    for its buyer once the voucher was delivered (409 not_delivered while inspected)."""
     readers = (trades.order_gifticon_key_from_read_model, trades.order_gifticon_key_from_sql)
     key = _for_a_party(order_id, caller, container, token, *readers)
     if key is None:
@@ -308,5 +316,57 @@ async def my_settlements(
             container.read_models, caller.user_id, limit=limit
         ),
         sql=lambda session: account.my_settlements_from_sql(session, caller.user_id, limit=limit),
+        token=token,
+    )
+
+
+# -- the admins' queues ----------------------------------------------------------------------
+
+ADMIN_QUERY_ERRORS = QUERY_ERRORS | problem_responses({403: "Signed in, but not an admin"})
+
+
+async def current_admin(caller: CurrentUser, container: ContainerDep) -> Caller:
+    """The caller, if they hold admin rights now: read from the primary on every request,
+    as admin commands read them, so a revoke takes effect at once (403 otherwise)."""
+    if not container.database.run_on_primary(
+        lambda session: admin.is_admin_from_sql(session, caller.user_id)
+    ):
+        raise Forbidden()
+    return caller
+
+
+CurrentAdmin = Annotated[Caller, Depends(current_admin)]
+
+
+@router.get(
+    "/api/admin/inspections", response_model=s.InspectionQueuePublic, responses=ADMIN_QUERY_ERRORS
+)
+async def inspection_queue(
+    admin_caller: CurrentAdmin, container: ContainerDep, token: Consistency, limit: s.Limit = 50
+) -> Any:
+    """Orders waiting for inspection, oldest first (admins only), each with a short-lived
+    download link for its voucher image."""
+    answer = container.reads.answer(
+        read_model=lambda: admin.inspections_from_read_model(container.read_models, limit=limit),
+        sql=lambda session: admin.inspections_from_sql(session, limit=limit),
+        token=token,
+    )
+    assert answer is not None  # the SQL reader always answers
+    for item in answer["items"]:
+        key = item.pop("image_key")
+        item["image_url"] = None if key is None else container.images.presign_download(key)
+    return answer
+
+
+@router.get(
+    "/api/admin/disputes", response_model=s.DisputeQueuePublic, responses=ADMIN_QUERY_ERRORS
+)
+async def dispute_queue(
+    admin_caller: CurrentAdmin, container: ContainerDep, token: Consistency, limit: s.Limit = 50
+) -> Any:
+    """Open disputes, the oldest first (admins only)."""
+    return container.reads.answer(
+        read_model=lambda: admin.disputes_from_read_model(container.read_models, limit=limit),
+        sql=lambda session: admin.disputes_from_sql(session, limit=limit),
         token=token,
     )

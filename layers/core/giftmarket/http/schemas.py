@@ -11,12 +11,23 @@ describe them for OpenAPI and keep them to the documented fields.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from fastapi import Query
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
+from giftmarket.domain.orders import DisputeDecision, InspectionResult
 from giftmarket.domain.validation import MAX_POINTS
 
 
@@ -117,9 +128,48 @@ class ImageUploadSlot(BaseModel):
     upload_url: str
 
 
+Barcode = Annotated[
+    str,
+    Field(
+        strict=True,
+        pattern=r"^[0-9]{8,32}$",
+        description="The voucher's barcode, 8 to 32 digits: kept only as a keyed hash",
+        json_schema_extra={"writeOnly": True},
+    ),
+]
+
+
+def _calendar_day(value: object) -> object:
+    # A JSON body reaches the model as Python values, where a strict date takes no string at
+    # all; lax, it would also take a timestamp. So: a date, or exactly YYYY-MM-DD.
+    if isinstance(value, date) or (isinstance(value, str) and _DAY.fullmatch(value)):
+        return value
+    raise ValueError("expires_on must be a date, YYYY-MM-DD")
+
+
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+ExpiresOn = Annotated[
+    date,
+    BeforeValidator(_calendar_day),
+    Field(description="The voucher's last valid day (Asia/Seoul), YYYY-MM-DD"),
+]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(storable_text),
+]
+Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=500),
+    AfterValidator(storable_text),
+]
+
+
 class SellBidCreate(Request):
     price: Points
     image_id: Reference
+    barcode: Barcode
+    expires_on: ExpiresOn
 
 
 class SellBidPlaced(BaseModel):
@@ -152,6 +202,8 @@ class PurchasePublic(BaseModel):
 class SellNowRequest(Request):
     price: Points
     image_id: Reference
+    barcode: Barcode
+    expires_on: ExpiresOn
 
 
 class SalePublic(BaseModel):
@@ -163,6 +215,26 @@ class SalePublic(BaseModel):
 class OrderStatusPublic(BaseModel):
     order_id: str
     status: str
+
+
+class DisputeRequest(Request):
+    reason: Reason
+
+
+class InspectionDecision(Request):
+    result: InspectionResult
+    reason: Reason | None = Field(default=None, description="Required when the result is fail")
+
+    @model_validator(mode="after")
+    def _fail_needs_reason(self) -> InspectionDecision:
+        if self.result is InspectionResult.FAIL and self.reason is None:
+            raise ValueError("a failed inspection needs a reason (1 to 500 characters)")
+        return self
+
+
+class DisputeResolution(Request):
+    decision: DisputeDecision
+    note: Note | None = None
 
 
 def _storable_instant(value: datetime) -> datetime:
@@ -210,6 +282,7 @@ Cursor = Annotated[
 # -- the query API: answers ------------------------------------------------------------------
 
 Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Day = Annotated[str, Field(json_schema_extra={"format": "date"})]
 
 
 class HealthPublic(BaseModel):
@@ -243,10 +316,21 @@ class TradePublic(BaseModel):
     traded_at: Instant
 
 
+class AskStepPublic(BaseModel):
+    price: int
+    count: int = Field(description="Open asks at this price.")
+    earliest_expires_on: Day | None = Field(
+        description="The soonest last valid day of a voucher at this price (null: unknown)."
+    )
+
+
 class ProductDetailPublic(ProductSummaryPublic):
     order_count: int
     last_trade_price: int | None
     recent_trades: list[TradePublic] = Field(description="The newest trades, newest first.")
+    asks: list[AskStepPublic] = Field(
+        description="The open asks by price, at most 10 prices, cheapest first."
+    )
 
 
 class RankingEntryPublic(BaseModel):
@@ -294,18 +378,31 @@ class BuyBidItemPublic(HistoryItemPublic):
     buy_bid_id: str
 
 
+_LAST4 = "The voucher barcode's last 4 digits (the seller's, the buyer's and admins' only)."
+
+
 class SellBidItemPublic(HistoryItemPublic):
+    """An open ask (bidding), or an EXPIRED one (done)."""
+
     sell_bid_id: str
+    barcode_last4: str | None = Field(description=_LAST4)
+    expires_on: Day | None = Field(description="The voucher's last valid day.")
 
 
-class SaleItemPublic(HistoryItemPublic):
+class OrderItemPublic(HistoryItemPublic):
     order_id: str
     via: Literal["buy_now", "sell_now"]
+    delivered_at: Instant | None = Field(description="Null while the order is inspected.")
     completed_at: Instant | None
     settled_at: Instant | None
+    expires_on: Day | None = Field(description="The voucher's last valid day.")
 
 
-class PurchaseItemPublic(SaleItemPublic):
+class SaleItemPublic(OrderItemPublic):
+    barcode_last4: str | None = Field(description=_LAST4)
+
+
+class PurchaseItemPublic(OrderItemPublic):
     discount: int
     paid: int
 
@@ -316,6 +413,13 @@ class BuyHistoryPublic(BaseModel):
 
 class SellHistoryPublic(BaseModel):
     items: list[SellBidItemPublic | SaleItemPublic]
+
+
+class DisputePublic(BaseModel):
+    reason: str
+    opened_at: Instant
+    decision: Literal["refund", "reject"] | None = Field(description="Null until decided.")
+    decided_at: Instant | None
 
 
 class OrderPublic(BaseModel):
@@ -331,8 +435,15 @@ class OrderPublic(BaseModel):
     buyer_id: str | None = Field(None, description="Present when the caller is the buyer.")
     seller_id: str | None = Field(None, description="Present when the caller is the seller.")
     created_at: Instant
+    delivered_at: Instant | None = Field(
+        description="When the buyer could download the voucher; null while inspected."
+    )
     completed_at: Instant | None
     settled_at: Instant | None
+    refunded_at: Instant | None = None
+    barcode_last4: str | None = Field(description=_LAST4)
+    expires_on: Day | None = Field(description="The voucher's last valid day.")
+    dispute: DisputePublic | None = Field(description="The buyer's dispute; null when none.")
 
 
 class GifticonPublic(BaseModel):
@@ -361,3 +472,35 @@ class SettlementPublic(BaseModel):
 
 class SettlementsPublic(BaseModel):
     items: list[SettlementPublic]
+
+
+class InspectionItemPublic(BaseModel):
+    order_id: str
+    product_id: str
+    product_name: str
+    price: int
+    barcode_last4: str | None
+    expires_on: Day | None
+    image_url: str | None = Field(
+        description="A presigned S3 GET URL of the voucher image, valid for a few minutes."
+    )
+    waiting_since: Instant = Field(description="When the order was placed.")
+
+
+class InspectionQueuePublic(BaseModel):
+    items: list[InspectionItemPublic] = Field(description="Oldest first.")
+
+
+class DisputeItemPublic(BaseModel):
+    order_id: str
+    product_id: str
+    product_name: str
+    price: int
+    barcode_last4: str | None
+    expires_on: Day | None
+    reason: str
+    opened_at: Instant
+
+
+class DisputeQueuePublic(BaseModel):
+    items: list[DisputeItemPublic] = Field(description="The oldest dispute first.")

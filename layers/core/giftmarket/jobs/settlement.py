@@ -44,7 +44,7 @@ from giftmarket.commands.executor import CommandExecutor
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain import marketplace
 from giftmarket.domain.errors import DomainError
-from giftmarket.domain.orders import auto_complete_paid_before
+from giftmarket.domain.orders import auto_complete_delivered_before
 from giftmarket.domain.settlement import (
     Settlement,
     business_day_bounds,
@@ -199,10 +199,10 @@ def settle_business_date(
 
 def complete_due_orders(executor: CommandExecutor, *, now: datetime, batch: int) -> int:
     """Complete every order whose 72 hours are over at `now`; returns how many."""
-    paid_before = auto_complete_paid_before(now)
+    delivered_before = auto_complete_delivered_before(now)
 
     def complete_batch(uow: UnitOfWork, ctx: CommandContext) -> tuple[int, int]:
-        due = uow.orders.lock_due_for_completion(paid_before, batch)
+        due = uow.orders.lock_due_for_completion(delivered_before, batch)
         return len(marketplace.complete_due_orders(due, now)), len(due)
 
     total = 0

@@ -7,7 +7,8 @@ rebuild from rows; both hand them to the same Lua script (`adapters/lua/apply.lu
 two paths cannot drift apart. Pure: no I/O here.
 
 Every value is sent as a string (`""` for null): Lua's JSON decoder would otherwise turn
-large integers into floats.
+large integers into floats. A `once` field sent as `""` is not known yet, so it is not
+written: a later operation that knows it (a delivery, a dispute) still can.
 """
 
 from __future__ import annotations
@@ -124,11 +125,16 @@ def bid(
     price: int,
     status: str,
     created_at: datetime | None = None,
+    voucher: tuple[str | None, date | None] = (None, None),
 ) -> Op:
-    """An ask (`kind` "ask") or a buy bid ("bid")."""
+    """An ask (`kind` "ask") or a buy bid ("bid"); an ask's `voucher` is its
+    (barcode_last4, expires_on), from its placement on."""
+    barcode_last4, expires_on = voucher
     identity: dict[str, object] = {"product_id": product_id, "owner_id": owner_id}
     if created_at is not None:
         identity |= {"created_at": instant(created_at), "created_us": micros(created_at)}
+    if kind == "ask":
+        identity |= {"barcode_last4": barcode_last4, "expires_on": expires_on}
     return op(kind, bid_id, version, once=identity, set={"price": price, "status": status})
 
 
@@ -146,9 +152,27 @@ class OrderTerms(TypedDict):
     image_id: str
 
 
+class OrderFacts(TypedDict, total=False):
+    """What an order learns once and keeps: its voucher (from placement), its delivery, its
+    dispute and its refund. Each is written by whichever event (or row) knows it first, so
+    an event delivered late or out of order still adds what it alone carries."""
+
+    barcode_last4: str | None
+    expires_on: date | None
+    delivered_at: datetime | None
+    dispute_reason: str | None
+    dispute_opened_at: datetime | None
+    dispute_decision: str | None
+    dispute_decided_at: datetime | None
+    refunded_at: datetime | None
+
+
 # The names, for the rebuild's SQL.
 ORDER_IDENTITY: tuple[str, ...] = tuple(OrderParties.__annotations__)
 ORDER_TERMS: tuple[str, ...] = tuple(OrderTerms.__annotations__)
+ORDER_FACTS: tuple[str, ...] = tuple(OrderFacts.__annotations__)
+ORDER_INSTANTS = frozenset({"delivered_at", "dispute_opened_at", "dispute_decided_at",
+                            "refunded_at"})  # fmt: skip
 
 
 def order(
@@ -161,14 +185,16 @@ def order(
     settled_at: datetime | None,
     terms: OrderTerms | None = None,
     created_at: datetime | None = None,
+    facts: OrderFacts | None = None,
 ) -> Op:
     """`terms` and `created_at` are known from the order's placement on (events after it
-    do not repeat them)."""
+    do not repeat them); `facts` as the event knows them."""
     identity: dict[str, object] = {**parties}
     if terms is not None:
         identity |= terms
     if created_at is not None:
         identity |= {"created_at": instant(created_at), "created_us": micros(created_at)}
+    identity |= order_facts(facts or {})
     return op(
         "order",
         order_id,
@@ -180,6 +206,20 @@ def order(
             "settled_at": None if settled_at is None else instant(settled_at),
         },
     )
+
+
+def order_facts(facts: OrderFacts) -> dict[str, object]:
+    """`facts` as the read model keeps them: instants in UTC, and the dispute's opening
+    also in microseconds (the admins' dispute queue is ordered by it)."""
+    out: dict[str, object] = {}
+    for name, value in facts.items():
+        if isinstance(value, datetime) and name in ORDER_INSTANTS:
+            value = instant(value)
+        out[name] = value
+    opened = facts.get("dispute_opened_at")
+    if opened is not None:
+        out["dispute_opened_us"] = micros(opened)
+    return out
 
 
 def coupon(

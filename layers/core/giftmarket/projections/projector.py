@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from giftmarket.commands.accounts import IssueWelcomeCoupon
@@ -20,23 +20,31 @@ from giftmarket.domain.events import (
     BuyBidMatched,
     BuyBidPlaced,
     CouponIssued,
+    CouponRestored,
     CouponUsed,
     DomainEvent,
     ImageDeleted,
     ImageRequested,
     OrderCompleted,
+    OrderDelivered,
+    OrderDisputed,
+    OrderDisputeResolved,
+    OrderInspectionFailed,
     OrderPlaced,
+    OrderRefunded,
     OrderSettled,
     ProductLiked,
     ProductRegistered,
     ProductUnliked,
     SellBidCancelled,
+    SellBidExpired,
     SellBidMatched,
     SellBidPlaced,
     SettlementCompleted,
     UserBalancesChanged,
     UserSignedUp,
 )
+from giftmarket.domain.orders import DisputeDecision
 from giftmarket.messages import EventEnvelope
 from giftmarket.projections import ops
 from giftmarket.read_ports import Op, ReadModelWriter
@@ -52,6 +60,7 @@ E = TypeVar("E", bound=DomainEvent)
 E1 = TypeVar("E1", bound=DomainEvent)
 E2 = TypeVar("E2", bound=DomainEvent)
 E3 = TypeVar("E3", bound=DomainEvent)
+E4 = TypeVar("E4", bound=DomainEvent)
 Projection = Callable[[E], list[Op]]
 _PROJECTIONS: dict[type[DomainEvent], Projection[Any]] = {}
 
@@ -68,6 +77,10 @@ def projects(
 def projects(
     e1: type[E1], e2: type[E2], e3: type[E3], /
 ) -> Callable[[Projection[E1 | E2 | E3]], Projection[E1 | E2 | E3]]: ...
+@overload
+def projects(
+    e1: type[E1], e2: type[E2], e3: type[E3], e4: type[E4], /
+) -> Callable[[Projection[E1 | E2 | E3 | E4]], Projection[E1 | E2 | E3 | E4]]: ...
 def projects(*event_classes: type[DomainEvent]) -> Callable[[Projection[Any]], Projection[Any]]:
     def register(projection: Projection[Any]) -> Projection[Any]:
         for event_class in event_classes:
@@ -156,21 +169,27 @@ def _image_deleted(e: ImageDeleted) -> list[Op]:
     return [ops.image(e.image_id, s3_key=e.s3_key, deleted_version=e.version)]
 
 
-AskEvent = SellBidPlaced | SellBidCancelled | SellBidMatched
+AskEvent = SellBidPlaced | SellBidCancelled | SellBidMatched | SellBidExpired
 BidEvent = BuyBidPlaced | BuyBidCancelled | BuyBidMatched
 _BID_STATUS: dict[type[DomainEvent], str] = {
     SellBidPlaced: "OPEN",
     SellBidCancelled: "CANCELLED",
     SellBidMatched: "MATCHED",
+    SellBidExpired: "EXPIRED",
     BuyBidPlaced: "OPEN",
     BuyBidCancelled: "CANCELLED",
     BuyBidMatched: "MATCHED",
 }
 
 
-@projects(SellBidPlaced, SellBidCancelled, SellBidMatched)
+@projects(SellBidPlaced, SellBidCancelled, SellBidMatched, SellBidExpired)
 def _ask(e: AskEvent) -> list[Op]:
-    return [_bid_op("ask", e, e.sell_bid_id, owner=e.seller_id)]
+    voucher: tuple[str | None, date | None] = (None, None)
+    if isinstance(e, SellBidPlaced):
+        voucher = (e.barcode_last4, e.expires_on)
+    elif isinstance(e, SellBidExpired):
+        voucher = (None, e.expires_on)
+    return [_bid_op("ask", e, e.sell_bid_id, owner=e.seller_id, voucher=voucher)]
 
 
 @projects(BuyBidPlaced, BuyBidCancelled, BuyBidMatched)
@@ -178,7 +197,14 @@ def _bid(e: BidEvent) -> list[Op]:
     return [_bid_op("bid", e, e.buy_bid_id, owner=e.buyer_id)]
 
 
-def _bid_op(kind: str, e: AskEvent | BidEvent, bid_id: str, *, owner: str) -> Op:
+def _bid_op(
+    kind: str,
+    e: AskEvent | BidEvent,
+    bid_id: str,
+    *,
+    owner: str,
+    voucher: tuple[str | None, date | None] = (None, None),
+) -> Op:
     placed = isinstance(e, SellBidPlaced | BuyBidPlaced)
     return ops.bid(
         kind,
@@ -189,10 +215,17 @@ def _bid_op(kind: str, e: AskEvent | BidEvent, bid_id: str, *, owner: str) -> Op
         price=e.price,
         status=_BID_STATUS[type(e)],
         created_at=e.occurred_at if placed else None,
+        voucher=voucher,
     )
 
 
-def _parties(e: OrderPlaced | OrderCompleted | OrderSettled) -> ops.OrderParties:
+OrderEvent = (
+    OrderPlaced | OrderCompleted | OrderSettled | OrderDelivered | OrderInspectionFailed
+    | OrderDisputed | OrderDisputeResolved | OrderRefunded
+)  # fmt: skip
+
+
+def _parties(e: OrderEvent) -> ops.OrderParties:
     return {"product_id": e.product_id, "buyer_id": e.buyer_id, "seller_id": e.seller_id}
 
 
@@ -210,10 +243,94 @@ def _order_placed(e: OrderPlaced) -> list[Op]:
                 "via": e.via,
                 "image_id": e.image_id,
             },
-            status="PAID",
+            status=e.status,
             completed_at=None,
             settled_at=None,
             created_at=e.occurred_at,
+            facts={
+                "barcode_last4": e.barcode_last4,
+                "expires_on": e.expires_on,
+                "delivered_at": e.delivered_at,
+            },
+        )
+    ]
+
+
+# Events one change records together share the order's version (an inspection failure and
+# its refund; a dispute's resolution and its refund or completion): each of them sets the
+# same status and times, so whichever is applied last leaves the same state.
+
+
+@projects(OrderDelivered)
+def _order_delivered(e: OrderDelivered) -> list[Op]:
+    return [
+        ops.order(
+            e.order_id,
+            e.version,
+            parties=_parties(e),
+            status="PAID",
+            completed_at=None,
+            settled_at=None,
+            facts={"delivered_at": e.delivered_at},
+        )
+    ]
+
+
+@projects(OrderInspectionFailed)
+def _order_inspection_failed(e: OrderInspectionFailed) -> list[Op]:
+    return [_refunded(e, refunded_at=e.decided_at)]
+
+
+@projects(OrderRefunded)
+def _order_refunded(e: OrderRefunded) -> list[Op]:
+    return [_refunded(e, refunded_at=e.refunded_at)]
+
+
+def _refunded(e: OrderInspectionFailed | OrderRefunded, *, refunded_at: datetime) -> Op:
+    return ops.order(
+        e.order_id,
+        e.version,
+        parties=_parties(e),
+        status="REFUNDED",
+        completed_at=None,
+        settled_at=None,
+        facts={"refunded_at": refunded_at},
+    )
+
+
+@projects(OrderDisputed)
+def _order_disputed(e: OrderDisputed) -> list[Op]:
+    return [
+        ops.order(
+            e.order_id,
+            e.version,
+            parties=_parties(e),
+            status="DISPUTED",
+            completed_at=None,
+            settled_at=None,
+            facts={"dispute_reason": e.reason, "dispute_opened_at": e.opened_at},
+        )
+    ]
+
+
+@projects(OrderDisputeResolved)
+def _order_dispute_resolved(e: OrderDisputeResolved) -> list[Op]:
+    facts: ops.OrderFacts = {"dispute_decision": e.decision, "dispute_decided_at": e.decided_at}
+    if e.decision == DisputeDecision.REFUND:
+        facts["refunded_at"] = e.decided_at
+        status, completed_at = "REFUNDED", None
+    else:
+        # Rejected: completed at the decision (the OrderCompleted recorded with it says so).
+        status, completed_at = "COMPLETED", e.decided_at
+    return [
+        ops.order(
+            e.order_id,
+            e.version,
+            parties=_parties(e),
+            status=status,
+            completed_at=completed_at,
+            settled_at=None,
+            facts=facts,
         )
     ]
 
@@ -265,6 +382,11 @@ def _coupon_issued(e: CouponIssued) -> list[Op]:
 @projects(CouponUsed)
 def _coupon_used(e: CouponUsed) -> list[Op]:
     return [ops.coupon(e.coupon_id, e.version, user_id=e.user_id, status="USED")]
+
+
+@projects(CouponRestored)
+def _coupon_restored(e: CouponRestored) -> list[Op]:
+    return [ops.coupon(e.coupon_id, e.version, user_id=e.user_id, status="AVAILABLE")]
 
 
 @projects(SettlementCompleted)

@@ -150,15 +150,50 @@ def _created(table: Table) -> dict[str, ColumnElement[str]]:
     return {"created_at": _instant(table.c.created_at), "created_us": _micros(table.c.created_at)}
 
 
-def _open_bids(name: str, kind: str, table: Table, owner: ColumnElement[Any]) -> Source:
+def _day(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """`ops.text` of a date: YYYY-MM-DD, '' for null."""
+    return func.coalesce(func.date_format(value, "%Y-%m-%d"), "")
+
+
+def _bids(
+    name: str,
+    kind: str,
+    table: Table,
+    owner: ColumnElement[Any],
+    *,
+    statuses: tuple[str, ...] = ("OPEN",),
+    once: dict[str, ColumnElement[Any]] | None = None,
+) -> Source:
+    """The bids a read model keeps: the open ones (and an ask's seller's EXPIRED ones);
+    closed bids are only tombstones there, which expire."""
     source = _source(
         name,
         kind,
         table,
-        once={"product_id": _text(table.c.product_id), "owner_id": _text(owner), **_created(table)},
+        once={
+            "product_id": _text(table.c.product_id),
+            "owner_id": _text(owner),
+            **_created(table),
+            **(once or {}),
+        },
         set=_texts(table, "price", "status"),
     )
-    return Source(source.name, source.query.where(table.c.status == "OPEN"))
+    return Source(source.name, source.query.where(table.c.status.in_(statuses)))
+
+
+def _order_facts(table: Table) -> dict[str, ColumnElement[str]]:
+    """`ops.order_facts` in SQL."""
+    facts: dict[str, ColumnElement[str]] = {}
+    for name in ops.ORDER_FACTS:
+        column = table.c[name]
+        if name in ops.ORDER_INSTANTS:
+            facts[name] = _instant(column)
+        elif name == "expires_on":
+            facts[name] = _day(column)
+        else:
+            facts[name] = _text(column)
+    facts["dispute_opened_us"] = _micros(table.c.dispute_opened_at)
+    return facts
 
 
 _u, _p, _i, _o, _c, _s = users, products, images, orders, coupons, settlements
@@ -177,13 +212,27 @@ SOURCES = (
             _i.c.status != "DELETED"
         ),
     ),
-    _open_bids("asks", "ask", sell_bids, sell_bids.c.seller_id),
-    _open_bids("bids", "bid", buy_bids, buy_bids.c.buyer_id),
+    _bids(
+        "asks",
+        "ask",
+        sell_bids,
+        sell_bids.c.seller_id,
+        statuses=("OPEN", "EXPIRED"),
+        once={
+            "barcode_last4": _text(sell_bids.c.barcode_last4),
+            "expires_on": _day(sell_bids.c.expires_on),
+        },
+    ),
+    _bids("bids", "bid", buy_bids, buy_bids.c.buyer_id),
     _source(
         "orders",
         "order",
         _o,
-        once={**_texts(_o, *ops.ORDER_IDENTITY, *ops.ORDER_TERMS), **_created(_o)},
+        once={
+            **_texts(_o, *ops.ORDER_IDENTITY, *ops.ORDER_TERMS),
+            **_created(_o),
+            **_order_facts(_o),
+        },
         set={
             "status": _text(_o.c.status),
             "completed_at": _instant(_o.c.completed_at),

@@ -80,7 +80,7 @@ def my_coupons_from_read_model(
     rm: ReadModelReader, user_id: str, *, now: datetime | None = None, limit: int
 ) -> Answer | None:
     at = (now or datetime.now(UTC)).astimezone(UTC)
-    docs = rm.documents(user_id, "coupons", "coupon", limit)
+    docs = rm.documents(user_id, [("coupons", "coupon")], limit)
     if docs is None:
         return None
     return _items(_coupon(d, datetime.fromisoformat(d["expires_at"]), at) for d in docs)
@@ -119,7 +119,7 @@ def _settlement(fields: Mapping[str, Any]) -> Answer:
 def my_settlements_from_read_model(
     rm: ReadModelReader, user_id: str, *, limit: int
 ) -> Answer | None:
-    docs = rm.documents(user_id, "settlements", "settlement", limit)
+    docs = rm.documents(user_id, [("settlements", "settlement")], limit)
     return None if docs is None else _items(_settlement(d) for d in docs)
 
 

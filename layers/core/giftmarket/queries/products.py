@@ -26,6 +26,7 @@ from giftmarket.queries.params import (
     ProductCursor,
     ProductSort,
     RankingBy,
+    day,
     is_entity_id,
     iso,
     list_member,
@@ -34,6 +35,10 @@ from giftmarket.queries.params import (
 from giftmarket.read_ports import ReadModelReader
 
 RECENT_TRADES = 10
+# The open asks' price ladder of a product's detail: this many prices, cheapest first. It
+# lists every open ask, as lowest_ask does, those inside the expiry margin included (the
+# daily expiry job closes them).
+LADDER_PRICES = 10
 OPEN = "OPEN"
 
 _EPOCH = datetime(1970, 1, 1)
@@ -58,7 +63,10 @@ def summary(fields: Mapping[str, Any]) -> Answer:
 
 
 def _detail(
-    fields: Mapping[str, Any], order_count: int, trades: Iterable[tuple[Any, str | None]]
+    fields: Mapping[str, Any],
+    order_count: int,
+    trades: Iterable[tuple[Any, str | None]],
+    ladder: Iterable[tuple[Any, Any, str | None]],
 ) -> Answer:
     recent = [{"price": int(price), "traded_at": at} for price, at in trades]
     return {
@@ -66,6 +74,10 @@ def _detail(
         "order_count": int(order_count),
         "last_trade_price": recent[0]["price"] if recent else None,
         "recent_trades": recent,
+        "asks": [
+            {"price": int(price), "count": int(count), "earliest_expires_on": earliest}
+            for price, count, earliest in ladder
+        ],
     }
 
 
@@ -179,10 +191,11 @@ def product_list_from_sql(
 
 
 def product_detail_from_read_model(rm: ReadModelReader, product_id: str) -> Answer | None:
-    doc = rm.product(product_id, recent_trades=RECENT_TRADES)
+    doc = rm.product(product_id, recent_trades=RECENT_TRADES, ladder=LADDER_PRICES)
     if doc is None:
         return None
-    return _detail(doc, doc["order_count"], ((p, at) for p, at in doc["trades"]))
+    trades = ((p, at) for p, at in doc["trades"])
+    return _detail(doc, doc["order_count"], trades, (tuple(step) for step in doc["ladder"]))
 
 
 def product_detail_from_sql(session: Session, product_id: str) -> Answer | None:
@@ -206,8 +219,19 @@ def product_detail_from_sql(session: Session, product_id: str) -> Answer | None:
         .order_by(orders.c.created_at.desc(), orders.c.id.desc())
         .limit(RECENT_TRADES)
     ).all()
+    # The (product_id, status, price, ...) index again: the open asks in price order.
+    ladder = session.execute(
+        select(sell_bids.c.price, func.count(), func.min(sell_bids.c.expires_on))
+        .where(sell_bids.c.product_id == product_id, sell_bids.c.status == OPEN)
+        .group_by(sell_bids.c.price)
+        .order_by(sell_bids.c.price)
+        .limit(LADDER_PRICES)
+    ).all()
     return _detail(
-        dict(row._mapping), row.order_count, ((t.price, iso(t.created_at)) for t in trades)
+        dict(row._mapping),
+        row.order_count,
+        ((t.price, iso(t.created_at)) for t in trades),
+        ((price, count, None if at is None else day(at)) for price, count, at in ladder),
     )
 
 

@@ -4,6 +4,7 @@
   the replica (the primary when the replica is down or lagging).
 - With an X-Consistency-Token: wait, briefly and bounded, for the token's events to be
   projected; if they are not, answer from the primary rather than return stale data.
+- A query with no read model (search) reads the replica, or the primary with a token.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ class Reads:
             return found
         metrics.add_metric(name="ReadModelMisses", unit=MetricUnit.Count, value=1)
         return fallback(sql)
+
+    def sql_only(self, sql: Callable[[Session], T], *, token: ConsistencyToken | None = None) -> T:
+        """A query with no read model (search): the replica, or with a token the primary.
+        Whether the replica has a command's commits cannot be told from its token (its
+        events being projected says nothing of the replica), so the token is honoured on
+        the primary, as a read-model miss under a token is."""
+        if token is None:
+            return self.database.run_query(sql)
+        metrics.add_metric(name="ConsistencyFallbacks", unit=MetricUnit.Count, value=1)
+        return self.database.run_on_primary(sql)
 
     def _projected(self, token: ConsistencyToken) -> bool:
         deadline = time.monotonic() + self.consistency_wait_seconds

@@ -35,14 +35,17 @@ local function pad(text, width)
   return string.rep('0', width - #text) .. text
 end
 
+-- A `once` field sent as '' is not known yet: it is left for an operation that knows it.
 local function write(key, op)
   local set = op.set or {}
   if redis.call('EXISTS', key) == 0 then
     -- A new entity: one HSET of everything it knows (what the general path below ends in).
     local args = {}
     for name, value in pairs(op.once or {}) do
-      args[#args + 1] = name
-      args[#args + 1] = value
+      if value ~= '' then
+        args[#args + 1] = name
+        args[#args + 1] = value
+      end
     end
     if next(set) ~= nil then
       args[#args + 1] = '_v'
@@ -56,7 +59,7 @@ local function write(key, op)
     return
   end
   for name, value in pairs(op.once or {}) do
-    redis.call('HSETNX', key, name, value)
+    if value ~= '' then redis.call('HSETNX', key, name, value) end
   end
   if next(set) == nil then return end
   local current = tonumber(redis.call('HGET', key, '_v') or '0')
@@ -111,32 +114,70 @@ local function index_product(p, product_id)
   end
 end
 
+-- The score of an ask in its price's ladder set: its voucher's last valid day as YYYYMMDD
+-- (NO_EXPIRY when unknown: an ask from before vouchers), so the first member is the
+-- earliest expiry at that price.
+local NO_EXPIRY = '99999999'
+
+-- An open ask in the product's price ladder: `ladder:<product>` holds the prices that have
+-- open asks, `ladder:<price>:<product>` the open asks at one price by expiry.
+local function place_in_ladder(p, product_id, price, id, expires_on, open)
+  local at_price = p .. 'ladder:' .. price .. ':' .. product_id
+  local prices = p .. 'ladder:' .. product_id
+  if open then
+    local score = NO_EXPIRY
+    if expires_on then score = string.gsub(expires_on, '-', '') end
+    redis.call('ZADD', at_price, score, id)
+    redis.call('ZADD', prices, price, price)
+  elseif redis.call('ZREM', at_price, id) == 1 and redis.call('EXISTS', at_price) == 0 then
+    redis.call('ZREM', prices, price)
+  end
+end
+
 -- An ask ('ask') or a buy bid ('bid'): in its product's book and its owner's history while
--- open; a tombstone for a while once closed, so a late 'placed' cannot reopen it.
+-- open; a tombstone for a while once closed, so a late 'placed' cannot reopen it. An
+-- EXPIRED ask stays in its seller's history (done), so it is kept.
 local function index_bid(p, kind, key, id)
-  local h = redis.call('HMGET', key, 'product_id', 'owner_id', 'price', 'status', 'created_us')
+  local h = redis.call(
+    'HMGET', key, 'product_id', 'owner_id', 'price', 'status', 'created_us', 'expires_on'
+  )
   local product_id, owner, price, status, created = h[1], h[2], h[3], h[4], h[5]
   if not product_id or not status then return end
   local side = 'buy'
   if kind == 'ask' then side = 'sell' end
   local book = p .. kind .. 's:' .. product_id
-  local history = nil
+  local history, expired = nil, nil
   if owner and created then
     history = p .. 'hist:' .. side .. ':bidding:' .. owner
+    expired = p .. 'hist:' .. side .. ':expired:' .. owner
   end
-  if status == 'OPEN' then
+  local open = status == 'OPEN'
+  if open then
     redis.call('ZADD', book, price, id)
     if history then redis.call('ZADD', history, 0, pad(created, 18) .. id) end
   else
     redis.call('ZREM', book, id)
     if history then redis.call('ZREM', history, pad(created, 18) .. id) end
-    redis.call('EXPIRE', key, tombstone_ttl)
+    if status == 'EXPIRED' then
+      if expired then redis.call('ZADD', expired, 0, pad(created, 18) .. id) end
+    else
+      redis.call('EXPIRE', key, tombstone_ttl)
+    end
   end
-  if kind == 'ask' and not bulk then index_product(p, product_id) end
+  if kind == 'ask' then
+    place_in_ladder(p, product_id, price, id, h[6], open)
+    if not bulk then index_product(p, product_id) end
+  end
 end
 
-local BUYER_STATE = {PAID = 'in_progress', COMPLETED = 'done', SETTLED = 'done'}
-local SELLER_STATE = {PAID = 'in_progress', COMPLETED = 'in_progress', SETTLED = 'done'}
+local BUYER_STATE = {
+  INSPECTING = 'in_progress', PAID = 'in_progress', DISPUTED = 'in_progress',
+  COMPLETED = 'done', SETTLED = 'done', REFUNDED = 'done',
+}
+local SELLER_STATE = {
+  INSPECTING = 'in_progress', PAID = 'in_progress', DISPUTED = 'in_progress',
+  COMPLETED = 'in_progress', SETTLED = 'done', REFUNDED = 'done',
+}
 
 -- Moves the order's member to the history of its `state`; returns the state when it moved.
 local function place_in_history(p, member, owner, side, state, old)
@@ -147,13 +188,27 @@ local function place_in_history(p, member, owner, side, state, old)
   return state
 end
 
+-- The admins' queues, oldest first: orders waiting for inspection (since they were placed)
+-- and open disputes (since they were opened).
+local function place_in_queue(p, name, member, waiting)
+  if not member then return end
+  if waiting then
+    redis.call('ZADD', p .. 'queue:' .. name, 0, member)
+  else
+    redis.call('ZREM', p .. 'queue:' .. name, member)
+  end
+end
+
 local function index_order(p, key, id)
   local h = redis.call(
-    'HMGET', key, 'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs'
+    'HMGET', key, 'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs',
+    'dispute_opened_us'
   )
   local product_id, buyer, seller, status, created = h[1], h[2], h[3], h[4], h[5]
   if not product_id or not buyer or not seller or not status or not created then return end
   local member = pad(created, 18) .. id
+  place_in_queue(p, 'inspections', member, status == 'INSPECTING')
+  if h[8] then place_in_queue(p, 'disputes', pad(h[8], 18) .. id, status == 'DISPUTED') end
   redis.call('ZADD', p .. 'trades:' .. product_id, created, id)
   local moved = {}
   local bought = place_in_history(p, member, buyer, 'buy', BUYER_STATE[status], h[6])

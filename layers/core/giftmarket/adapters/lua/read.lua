@@ -76,7 +76,15 @@ elseif query == 'product' then
     if not t[1] then return false end
     trades[#trades + 1] = t
   end
-  return cjson.encode({s, redis.call('ZCARD', trades_key), trades})
+  -- The open asks' price ladder: [price, count, earliest expiry as YYYYMMDD] per price.
+  local ladder = {}
+  for _, price in ipairs(redis.call('ZRANGE', p .. 'ladder:' .. product_id, 0, tonumber(ARGV[4]) - 1)) do
+    local at_price = p .. 'ladder:' .. price .. ':' .. product_id
+    local earliest = redis.call('ZRANGE', at_price, 0, 0, 'WITHSCORES')
+    if #earliest == 0 then return false end
+    ladder[#ladder + 1] = {price, redis.call('ZCARD', at_price), earliest[2]}
+  end
+  return cjson.encode({s, redis.call('ZCARD', trades_key), trades, ladder})
 
 elseif query == 'products' then
   -- ARGV: sort, category ('' for all), after (a list member, '' for the first page), limit
@@ -102,28 +110,58 @@ elseif query == 'rankings' then
   return cjson.encode({items})
 
 elseif query == 'list' then
-  -- The caller's own items, newest first: ARGV: user, list (hist:buy:bidding, coupons...),
-  -- the kind of its documents, limit, then the fields wanted of each document (the first
-  -- one always present in a projected document). The user must be projected, or an empty
-  -- list could be one not projected yet.
-  local user_id = ARGV[2]
+  -- The caller's own items, newest first: ARGV: user, limit, then one or more lists, each
+  -- as its name (hist:buy:bidding, coupons...), the kind of its documents, how many fields
+  -- and the fields wanted of each document (the first one always present in a projected
+  -- document). Several lists are merged (their members all sort by creation time). The
+  -- user must be projected, or an empty list could be one not projected yet.
+  local user_id, limit = ARGV[2], tonumber(ARGV[3])
   if redis.call('EXISTS', p .. 'user:' .. user_id) == 0 then return false end
-  local fields = {}
-  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+  local found = {}
+  local i = 4
+  while i <= #ARGV do
+    local list, kind, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+    local fields = {}
+    for j = 1, count do fields[j] = ARGV[i + 2 + j] end
+    i = i + 3 + count
+    for _, member in ipairs(page(p .. list .. ':' .. user_id, true, '', limit)) do
+      found[#found + 1] = {member, kind, fields}
+    end
+  end
+  table.sort(found, function(a, b) return a[1] > b[1] end)
   local items = {}
-  local key = p .. ARGV[3] .. ':' .. user_id
-  for _, member in ipairs(page(key, true, '', tonumber(ARGV[5]))) do
-    local values = redis.call('HMGET', p .. ARGV[4] .. ':' .. tail_id(member), unpack(fields))
+  for n = 1, math.min(limit, #found) do
+    local member, kind, fields = found[n][1], found[n][2], found[n][3]
+    local values = redis.call('HMGET', p .. kind .. ':' .. tail_id(member), unpack(fields))
     if not values[1] then return false end
     local doc = {}
-    for i, name in ipairs(fields) do
-      if values[i] then doc[name] = values[i] end
+    for j, name in ipairs(fields) do
+      if values[j] then doc[name] = values[j] end
     end
     doc.id = tail_id(member)
+    doc.kind = kind
     if doc.product_id then
       doc.product_name = product_name(doc.product_id)
       if not doc.product_name then return false end
     end
+    items[#items + 1] = doc
+  end
+  return cjson.encode({items})
+
+elseif query == 'queue' then
+  -- An admins' queue (inspections, disputes), oldest first: ARGV: the queue, limit. Each
+  -- order's document, with its product's name and its voucher image's S3 key.
+  local items = {}
+  local key = p .. 'queue:' .. ARGV[2]
+  for _, member in ipairs(page(key, false, '', tonumber(ARGV[3]))) do
+    local doc = hash(p .. 'order:' .. tail_id(member))
+    if not doc or not doc.created_us then return false end
+    doc.id = tail_id(member)
+    doc.product_name = product_name(doc.product_id)
+    if not doc.product_name then return false end
+    local image = redis.call('HMGET', p .. 'image:' .. doc.image_id, 's3_key', 'status')
+    if not image[1] then return false end
+    if image[2] ~= 'DELETED' then doc.image_key = image[1] end
     items[#items + 1] = doc
   end
   return cjson.encode({items})
@@ -136,10 +174,13 @@ elseif query == 'order' then
   return cjson.encode(doc)
 
 elseif query == 'gifticon' then
-  local h = redis.call('HMGET', p .. 'order:' .. ARGV[2], 'buyer_id', 'seller_id', 'image_id')
-  if not h[1] or not h[3] then return false end
+  local h = redis.call(
+    'HMGET', p .. 'order:' .. ARGV[2], 'buyer_id', 'seller_id', 'image_id', 'created_us',
+    'delivered_at'
+  )
+  if not h[1] or not h[3] or not h[4] then return false end
   local image = redis.call('HMGET', p .. 'image:' .. h[3], 's3_key', 'status')
   if not image[1] or image[2] == 'DELETED' then return false end
-  return cjson.encode({h[1], h[2], image[1]})
+  return cjson.encode({h[1], h[2], image[1], h[5] or ''})
 end
 return redis.error_reply('unknown read-model query ' .. tostring(query))
