@@ -485,8 +485,65 @@ class SqlImageRepository(_SqlRepository[Image], ports.ImageRepository):
 _OPEN = BidStatus.OPEN.value
 _asks, _bids = tables.sell_bids, tables.buy_bids
 
+B = TypeVar("B", SellBid, BuyBid)
 
-class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
+
+class _BookRepository(_SqlRepository[B]):
+    """How a trade takes a bid of the book without waiting and without locking others'.
+
+    The best bids are found by a plain read (no locks), then locked one at a time by primary
+    key with SKIP LOCKED, in the book's order, until one is still open and free. A single
+    `... ORDER BY ... LIMIT 1 FOR UPDATE SKIP LOCKED` on the book's index would be one round
+    trip less, but MariaDB then keeps a lock on the first index record past the range it
+    read, which is the best bid of the next product: a trade there skipped it as taken and
+    answered no_matching_bid with a matching bid open (tests/reliability/test_book_locks.py
+    races trades on neighbouring products). A lookup by primary key locks that row alone.
+    """
+
+    _CANDIDATES = 4  # bids looked at first; then 4 times as many, and so on
+    _lock_open_by_id: Select[Any]
+    _lock_open_by_ids: Select[Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = cls.mapper.table
+        cls._lock_open_by_id = (
+            select(table)
+            .where(table.c.id == bindparam("id"), table.c.status == _OPEN)
+            .with_for_update(skip_locked=True)
+        )
+        cls._lock_open_by_ids = (
+            select(table)
+            .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.status == _OPEN)
+            .order_by(table.c.id)
+            .with_for_update(skip_locked=True)
+        )
+
+    def _take_first(self, candidates: Select[Any], params: dict[str, object]) -> B | None:
+        tried: set[str] = set()
+        limit = self._CANDIDATES
+        while True:
+            ids = list(self._session.execute(candidates, {**params, "limit": limit}).scalars())
+            for bid_id in ids:
+                if bid_id in tried:
+                    continue
+                tried.add(bid_id)
+                taken = self._one(self._lock_open_by_id, {"id": bid_id}, lock=True)
+                if taken is not None:
+                    return taken
+            if len(ids) < limit:
+                return None  # every open bid in range was taken or is held by another
+            limit *= 4
+
+    def _lock_open(self, ids: Sequence[str]) -> list[B]:
+        """Those of the rows that are still open, locked by primary key; rows another
+        transaction holds are skipped."""
+        if not ids:
+            return []
+        return self._all(self._lock_open_by_ids, {"ids": sorted(set(ids))})
+
+
+class SqlSellBidRepository(_BookRepository[SellBid], ports.SellBidRepository):
     mapper = _mapper(SellBid, tables.sell_bids)
     _lowest = (
         select(_asks.c.price)
@@ -495,7 +552,7 @@ class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
         .limit(1)
     )
     _best = (
-        select(_asks)
+        select(_asks.c.id)
         .where(
             _asks.c.product_id == bindparam("product_id"),
             _asks.c.status == _OPEN,
@@ -504,12 +561,11 @@ class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
             _asks.c.expires_on >= bindparam("takeable_from"),
         )
         .order_by(_asks.c.price, _asks.c.created_at, _asks.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+        .limit(bindparam("limit", type_=Integer, literal_execute=True))
     )
     # On (status, expires_on): NULL (an ask from before vouchers) sorts first.
     _expiring = (
-        select(_asks)
+        select(_asks.c.id)
         .where(
             _asks.c.status == _OPEN,
             or_(_asks.c.expires_on.is_(None), _asks.c.expires_on < bindparam("takeable_from")),
@@ -517,7 +573,6 @@ class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
         .order_by(_asks.c.id)
         .limit(bindparam("limit", type_=Integer, literal_execute=True))
         .with_hint(_asks, "FORCE INDEX (ix_sell_bids_status_expires_on)", "mysql")
-        .with_for_update(skip_locked=True)
     )
 
     def lowest_open_price(self, product_id: str) -> int | None:
@@ -533,10 +588,12 @@ class SqlSellBidRepository(_SqlRepository[SellBid], ports.SellBidRepository):
             "buyer_id": buyer_id,
             "takeable_from": takeable_from,
         }
-        return self._one(self._best, params, lock=True)
+        return self._take_first(self._best, params)
 
     def lock_expiring(self, takeable_from: date, limit: int) -> list[SellBid]:
-        return self._all(self._expiring, {"takeable_from": takeable_from, "limit": limit})
+        params = {"takeable_from": takeable_from, "limit": limit}
+        ids = list(self._session.execute(self._expiring, params).scalars())
+        return self._lock_open(ids)
 
 
 class SqlVoucherRegistry(ports.VoucherRegistry):
@@ -582,7 +639,7 @@ class SqlVoucherRegistry(ports.VoucherRegistry):
 _DUPLICATE_KEY = "1062"  # ER_DUP_ENTRY
 
 
-class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
+class SqlBuyBidRepository(_BookRepository[BuyBid], ports.BuyBidRepository):
     mapper = _mapper(BuyBid, tables.buy_bids)
     _highest = (
         select(_bids.c.price)
@@ -591,7 +648,7 @@ class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
         .limit(1)
     )
     _best = (
-        select(_bids)
+        select(_bids.c.id)
         .where(
             _bids.c.product_id == bindparam("product_id"),
             _bids.c.status == _OPEN,
@@ -599,8 +656,7 @@ class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
             _bids.c.buyer_id != bindparam("seller_id"),
         )
         .order_by(_bids.c.price.desc(), _bids.c.created_at, _bids.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+        .limit(bindparam("limit", type_=Integer, literal_execute=True))
     )
 
     def highest_open_price(self, product_id: str) -> int | None:
@@ -609,7 +665,7 @@ class SqlBuyBidRepository(_SqlRepository[BuyBid], ports.BuyBidRepository):
 
     def take_best(self, product_id: str, min_price: int, seller_id: str) -> BuyBid | None:
         params = {"product_id": product_id, "min_price": min_price, "seller_id": seller_id}
-        return self._one(self._best, params, lock=True)
+        return self._take_first(self._best, params)
 
 
 _orders = tables.orders
@@ -621,8 +677,13 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
     # COMPLETED orders, say, on statistics from before a bulk load) would lock every row it
     # passed, other sellers' included. Under READ COMMITTED a locking read on the right
     # range locks only the rows it returns, so buyers placing orders never wait on it.
+    # Due orders are found without locks, then locked by primary key: a locking read on
+    # the (status, delivered_at) index would hold index records that a confirm or a dispute
+    # of the same order updates after locking its row, the other way round (a deadlock
+    # that made the completion phase give up under load). Under the row lock the domain
+    # checks again that each is still PAID and due.
     _due = (
-        select(_orders)
+        select(_orders.c.id)
         .where(
             _orders.c.status == OrderStatus.PAID.value,
             _orders.c.delivered_at <= bindparam("delivered_before"),
@@ -630,6 +691,11 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         .order_by(_orders.c.delivered_at, _orders.c.id)
         .limit(bindparam("limit", type_=Integer, literal_execute=True))
         .with_hint(_orders, "FORCE INDEX (ix_orders_status_delivered_at)", "mysql")
+    )
+    _by_ids_locked = (
+        select(_orders)
+        .where(_orders.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(_orders.c.id)
         .with_for_update()
     )
     _sellers = (
@@ -657,7 +723,11 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
 
     def lock_due_for_completion(self, delivered_before: datetime, limit: int) -> list[Order]:
         params = {"delivered_before": to_db_time(delivered_before), "limit": limit}
-        return self._all(self._due, params)
+        ids = list(self._session.execute(self._due, params).scalars())
+        if not ids:
+            return []
+        locked = self._all(self._by_ids_locked, {"ids": ids})
+        return sorted(locked, key=lambda order: (order.delivered_at or order.created_at, order.id))
 
     def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
         params = {"completed_before": to_db_time(completed_before)}

@@ -197,8 +197,9 @@ class OrderRepository(ABC):
 
     @abstractmethod
     def lock_due_for_completion(self, delivered_before: datetime, limit: int) -> list[Order]:
-        """Lock up to `limit` PAID orders delivered at or before `delivered_before`, oldest
-        delivery first."""
+        """Lock up to `limit` orders that were PAID and delivered at or before
+        `delivered_before` when looked for, oldest delivery first. One may have changed
+        before it was locked: callers check each again under its lock."""
 
     @abstractmethod
     def sellers_with_settleable(self, completed_before: datetime) -> list[str]:
