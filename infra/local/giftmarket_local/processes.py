@@ -138,17 +138,21 @@ class ManagedProcess:
             f"{self.name} not ready after {self.ready_timeout:.0f}s; see {self.log_file}"
         )
 
-    def stop(self) -> bool:
+    def stop(self, *, answering: bool = False) -> bool:
         """SIGTERM our process and wait for it to exit; if it has not after `stop_timeout`,
         SIGKILL it (and say so). True if there was a process to stop.
 
         A process still starting (a stop asked for during start-up) is first given the rest
         of its `ready_timeout` to become ready: mariadbd sent SIGTERM before it is ready
-        wedges (its log ends at "Server socket created", and it neither answers nor exits)."""
+        wedges (its log ends at "Server socket created", and it neither answers nor exits).
+        A caller that has just had an answer from it says so (`answering`): it is past
+        start-up, though it may never be `ready()` as this stack means it (a server left
+        running without TLS), and waiting for that would only wait out `ready_timeout`."""
         pid = self.pid()
         if pid is None:
             return False
-        self._let_it_finish_starting(pid)
+        if not answering:
+            self._let_it_finish_starting(pid)
         os.kill(pid, signal.SIGTERM)
         if not self._exited(pid, self.stop_timeout):
             log.warning(

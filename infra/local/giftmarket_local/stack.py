@@ -524,9 +524,9 @@ class Stack:
                 except ProcessError:
                     continue  # not answering: let start() wait for it or report it
                 if not secure:
-                    db.process.stop()
+                    db.process.stop(answering=True)
         if self.redis.is_running() and self._redis_answers_in_clear():
-            self.redis.stop()
+            self.redis.stop(answering=True)
 
     def _redis_answers_in_clear(self) -> bool:
         """Whether our Redis answers a PING sent in clear (a TLS-only one hangs up)."""
