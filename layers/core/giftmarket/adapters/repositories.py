@@ -491,22 +491,32 @@ B = TypeVar("B", SellBid, BuyBid)
 class _BookRepository(_SqlRepository[B]):
     """How a trade takes a bid of the book without waiting and without locking others'.
 
-    The best bids are found by a plain read (no locks), then locked one at a time by primary
-    key with SKIP LOCKED, in the book's order, until one is still open and free. A single
-    `... ORDER BY ... LIMIT 1 FOR UPDATE SKIP LOCKED` on the book's index would be one round
-    trip less, but MariaDB then keeps a lock on the first index record past the range it
-    read, which is the best bid of the next product: a trade there skipped it as taken and
-    answered no_matching_bid with a matching bid open (tests/reliability/test_book_locks.py
-    races trades on neighbouring products). A lookup by primary key locks that row alone.
+    One statement first: the best bid found by a subquery (a plain read: no locks), locked
+    by primary key with SKIP LOCKED if it is still open. A bid is locked alone that way. A
+    plain `... ORDER BY ... LIMIT 1 FOR UPDATE SKIP LOCKED` on the book's index is not: on
+    MariaDB it kept a lock on the first index record past the range it read, the best bid
+    of the next product, which a trade there then skipped, answering no_matching_bid with a
+    matching bid open (tests/reliability/test_book_locks.py).
+
+    When that finds nothing (the best bid was just taken, or is held, or there is none),
+    the best candidates are read and locked one at a time, in the book's order, until one
+    is still open and free.
     """
 
     _CANDIDATES = 4  # bids looked at first; then 4 times as many, and so on
+    _best: Select[Any]  # the ids of the best bids first, `limit` of them
+    _take_best: Select[Any]
     _lock_open_by_id: Select[Any]
     _lock_open_by_ids: Select[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         table = cls.mapper.table
+        cls._take_best = (
+            select(table)
+            .where(table.c.id == cls._best.limit(1).scalar_subquery(), table.c.status == _OPEN)
+            .with_for_update(skip_locked=True)
+        )
         cls._lock_open_by_id = (
             select(table)
             .where(table.c.id == bindparam("id"), table.c.status == _OPEN)
@@ -519,11 +529,14 @@ class _BookRepository(_SqlRepository[B]):
             .with_for_update(skip_locked=True)
         )
 
-    def _take_first(self, candidates: Select[Any], params: dict[str, object]) -> B | None:
+    def _take_first(self, params: dict[str, object]) -> B | None:
+        taken = self._one(self._take_best, params, lock=True)
+        if taken is not None:
+            return taken
         tried: set[str] = set()
         limit = self._CANDIDATES
         while True:
-            ids = list(self._session.execute(candidates, {**params, "limit": limit}).scalars())
+            ids = list(self._session.execute(self._best, {**params, "limit": limit}).scalars())
             for bid_id in ids:
                 if bid_id in tried:
                     continue
@@ -588,7 +601,7 @@ class SqlSellBidRepository(_BookRepository[SellBid], ports.SellBidRepository):
             "buyer_id": buyer_id,
             "takeable_from": takeable_from,
         }
-        return self._take_first(self._best, params)
+        return self._take_first(params)
 
     def lock_expiring(self, takeable_from: date, limit: int) -> list[SellBid]:
         params = {"takeable_from": takeable_from, "limit": limit}
@@ -665,7 +678,7 @@ class SqlBuyBidRepository(_BookRepository[BuyBid], ports.BuyBidRepository):
 
     def take_best(self, product_id: str, min_price: int, seller_id: str) -> BuyBid | None:
         params = {"product_id": product_id, "min_price": min_price, "seller_id": seller_id}
-        return self._take_first(self._best, params)
+        return self._take_first(params)
 
 
 _orders = tables.orders
