@@ -229,6 +229,27 @@ def _parties(e: OrderEvent) -> ops.OrderParties:
     return {"product_id": e.product_id, "buyer_id": e.buyer_id, "seller_id": e.seller_id}
 
 
+def _order_now(
+    e: OrderEvent,
+    status: str,
+    *,
+    completed_at: datetime | None = None,
+    settled_at: datetime | None = None,
+    facts: ops.OrderFacts | None = None,
+) -> Op:
+    """The order as an event after its placement leaves it: the status and times it sets,
+    and the facts it knows."""
+    return ops.order(
+        e.order_id,
+        e.version,
+        parties=_parties(e),
+        status=status,
+        completed_at=completed_at,
+        settled_at=settled_at,
+        facts=facts,
+    )
+
+
 @projects(OrderPlaced)
 def _order_placed(e: OrderPlaced) -> list[Op]:
     return [
@@ -263,17 +284,7 @@ def _order_placed(e: OrderPlaced) -> list[Op]:
 
 @projects(OrderDelivered)
 def _order_delivered(e: OrderDelivered) -> list[Op]:
-    return [
-        ops.order(
-            e.order_id,
-            e.version,
-            parties=_parties(e),
-            status="PAID",
-            completed_at=None,
-            settled_at=None,
-            facts={"delivered_at": e.delivered_at},
-        )
-    ]
+    return [_order_now(e, "PAID", facts={"delivered_at": e.delivered_at})]
 
 
 @projects(OrderInspectionFailed)
@@ -287,28 +298,14 @@ def _order_refunded(e: OrderRefunded) -> list[Op]:
 
 
 def _refunded(e: OrderInspectionFailed | OrderRefunded, *, refunded_at: datetime) -> Op:
-    return ops.order(
-        e.order_id,
-        e.version,
-        parties=_parties(e),
-        status="REFUNDED",
-        completed_at=None,
-        settled_at=None,
-        facts={"refunded_at": refunded_at},
-    )
+    return _order_now(e, "REFUNDED", facts={"refunded_at": refunded_at})
 
 
 @projects(OrderDisputed)
 def _order_disputed(e: OrderDisputed) -> list[Op]:
     return [
-        ops.order(
-            e.order_id,
-            e.version,
-            parties=_parties(e),
-            status="DISPUTED",
-            completed_at=None,
-            settled_at=None,
-            facts={"dispute_reason": e.reason, "dispute_opened_at": e.opened_at},
+        _order_now(
+            e, "DISPUTED", facts={"dispute_reason": e.reason, "dispute_opened_at": e.opened_at}
         )
     ]
 
@@ -322,45 +319,17 @@ def _order_dispute_resolved(e: OrderDisputeResolved) -> list[Op]:
     else:
         # Rejected: completed at the decision (the OrderCompleted recorded with it says so).
         status, completed_at = "COMPLETED", e.decided_at
-    return [
-        ops.order(
-            e.order_id,
-            e.version,
-            parties=_parties(e),
-            status=status,
-            completed_at=completed_at,
-            settled_at=None,
-            facts=facts,
-        )
-    ]
+    return [_order_now(e, status, completed_at=completed_at, facts=facts)]
 
 
 @projects(OrderCompleted)
 def _order_completed(e: OrderCompleted) -> list[Op]:
-    return [
-        ops.order(
-            e.order_id,
-            e.version,
-            parties=_parties(e),
-            status="COMPLETED",
-            completed_at=e.completed_at,
-            settled_at=None,
-        )
-    ]
+    return [_order_now(e, "COMPLETED", completed_at=e.completed_at)]
 
 
 @projects(OrderSettled)
 def _order_settled(e: OrderSettled) -> list[Op]:
-    return [
-        ops.order(
-            e.order_id,
-            e.version,
-            parties=_parties(e),
-            status="SETTLED",
-            completed_at=e.completed_at,
-            settled_at=e.settled_at,
-        )
-    ]
+    return [_order_now(e, "SETTLED", completed_at=e.completed_at, settled_at=e.settled_at)]
 
 
 @projects(CouponIssued)
