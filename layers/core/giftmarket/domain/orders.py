@@ -28,6 +28,18 @@ def auto_complete_delivered_before(now: datetime) -> datetime:
     return now - AUTO_COMPLETE_AFTER
 
 
+def may_download(*, buyer_id: str, seller_id: str, delivered: bool, viewer_id: str) -> bool:
+    """Whether `viewer_id` may download the order's voucher image: the seller always (their
+    own upload), the buyer once the voucher was delivered (NotDelivered before), nobody
+    else (False: the order is not found for them). The query side applies it to what its
+    stores hold."""
+    if viewer_id not in (buyer_id, seller_id):
+        return False
+    if viewer_id == buyer_id and viewer_id != seller_id and not delivered:
+        raise NotDelivered()
+    return True
+
+
 class _OrderEventHeader(TypedDict):
     aggregate_id: str
     version: int
@@ -190,11 +202,13 @@ class Order:
         return user_id in (self.buyer_id, self.seller_id)
 
     def ensure_downloadable_by(self, user_id: str) -> None:
-        """The seller may always download their upload; the buyer once it was delivered."""
-        if not self.is_party(user_id):
+        if not may_download(
+            buyer_id=self.buyer_id,
+            seller_id=self.seller_id,
+            delivered=self.delivered_at is not None,
+            viewer_id=user_id,
+        ):
             raise NotFound("order")
-        if user_id == self.buyer_id and user_id != self.seller_id and self.delivered_at is None:
-            raise NotDelivered()
 
     # -- inspection (admins) -----------------------------------------------------------
 
@@ -218,16 +232,15 @@ class Order:
         reason = require_text(reason, "reason", MAX_REASON_LENGTH)
         self.inspected_by = by_admin
         self.inspection_failure = reason
-        self._refund(RefundCause.INSPECTION_FAILED, now)
-        self.events.insert(
-            len(self.events) - 1,
+        self.events.append(
             events.OrderInspectionFailed(
-                **self._about(now),
+                **self._about(now, version=self.version + 1),
                 reason=reason,
                 inspected_by=by_admin,
                 decided_at=now,
-            ),
+            )
         )
+        self._refund(RefundCause.INSPECTION_FAILED, now)
 
     # -- disputes ----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Table, or_, select
 from sqlalchemy.orm import Session
 
 from giftmarket.adapters.tables import buy_bids, images, orders, products, sell_bids
-from giftmarket.domain.errors import NotDelivered
+from giftmarket.domain.orders import may_download
 from giftmarket.queries.params import Answer, HistoryState, day, is_entity_id, iso
 from giftmarket.read_ports import ReadModelReader
 
@@ -307,16 +307,12 @@ def order_detail_from_sql(session: Session, order_id: str, viewer_id: str) -> An
 def downloadable_key(
     key: str, *, buyer_id: str, seller_id: str, delivered_at: object, viewer_id: str
 ) -> str | None:
-    """The voucher image's key for a party to the order (None for anyone else: 404).
-
-    The rule of `Order.ensure_downloadable_by`, on what the read side holds: the seller may
-    always download their own upload, the buyer only once the voucher was delivered
-    (inspected, when inspection is manual)."""
-    if viewer_id not in (buyer_id, seller_id):
-        return None
-    if viewer_id == buyer_id and viewer_id != seller_id and not delivered_at:
-        raise NotDelivered()
-    return key
+    """The voucher image's key for a party to the order (None for anyone else: 404), by
+    the domain's rule (`giftmarket.domain.orders.may_download`)."""
+    allowed = may_download(
+        buyer_id=buyer_id, seller_id=seller_id, delivered=bool(delivered_at), viewer_id=viewer_id
+    )
+    return key if allowed else None
 
 
 def order_gifticon_key_from_read_model(
