@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the local stack and the tests need, on a fresh Debian 12 machine:
-# MariaDB and Redis from Debian, the project virtualenv (.venv) and LocalStack's own
-# virtualenv (.local/venvs/localstack). Idempotent and non-interactive; quick when done before.
+# MariaDB and Redis from Debian, the project virtualenv (.venv), LocalStack's own virtualenv
+# (.local/venvs/localstack) and the development OpenID provider's (.local/venvs/oidc).
+# Idempotent and non-interactive; quick when done before.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -79,3 +80,8 @@ ensure_venv .local/venvs/sam "${SAM_PINS[*]}" "${SAM_PINS[@]}"
 # the SAM translation it checks is done by the SAM CLI's own aws-sam-translator, above.
 CHECKOV_PINS=("checkov==3.3.30")
 ensure_venv .local/venvs/checkov "${CHECKOV_PINS[*]}" "${CHECKOV_PINS[@]}"
+
+# The development OpenID provider the local stack registers as `local` (social sign-in), in its
+# own virtualenv: its Flask/authlib pins are not the project's to follow.
+OIDC_PINS=("oidc-provider-mock==0.4.8")
+ensure_venv .local/venvs/oidc "${OIDC_PINS[*]}" "${OIDC_PINS[@]}"

@@ -176,7 +176,7 @@ def test_run_on_a_fresh_folder_starts_everything_keeps_data_and_stops_it_all_on_
 ) -> None:
     ports = {
         f"GM_RUN_{name}_PORT": str(free_port())
-        for name in ("PRIMARY", "REPLICA", "REDIS", "LOCALSTACK")
+        for name in ("PRIMARY", "REPLICA", "REDIS", "LOCALSTACK", "OIDC")
     }
     env = {"GM_LOCAL_DIR": str(tmp_path), **ports}
     saved = {key: os.environ.get(key) for key in env}

@@ -60,7 +60,14 @@ class RunProfile:
     @property
     def ports(self) -> list[int]:
         c = self.stack.config
-        return [self.api_port, c.primary_port, c.replica_port, c.redis_port, c.localstack_port]
+        return [
+            self.api_port,
+            c.primary_port,
+            c.replica_port,
+            c.redis_port,
+            c.localstack_port,
+            c.oidc_port,
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +79,7 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunProfile]:
         "DB_READ_TIMEOUT_SECONDS": "120",
         **{f"GM_RUN_{n}_PORT": str(free_port()) for n in ("PRIMARY", "REPLICA", "REDIS")},
         "GM_RUN_LOCALSTACK_PORT": str(free_port()),
+        "GM_RUN_OIDC_PORT": str(free_port()),
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -278,7 +286,7 @@ def test_the_runner_stops_in_bounded_time_under_load_every_time(profile: RunProf
                 holder.wait()
         output = profile.log.read_text()
         assert code == 0, output
-        assert "stopped: localstack, redis, replica, primary" in output, output
+        assert "stopped: oidc, localstack, redis, replica, primary" in output, output
         left = {name: pid for name, pid in pids.items() if pid and alive(pid)}
         assert left == {}, f"round {round_no}: still running {left}"
         bound = [port for port in profile.ports if port_open(port)]

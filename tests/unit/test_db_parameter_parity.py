@@ -35,7 +35,7 @@ def mariadb_arguments(role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """The options a local server of `role` starts with, as `name → value` (a bare flag is
     ON); built by the stack's own code, nothing started."""
     monkeypatch.setattr(local_stack, "_require", lambda binary: f"/usr/sbin/{binary}")
-    config = StackConfig("test", tmp_path, 1, 2, 3, 4)
+    config = StackConfig("test", tmp_path, 1, 2, 3, 4, 5)
     argv = MariaDB(config, role, server_id=1, port=1).process.argv
     arguments: dict[str, str] = {}
     for arg in argv[1:]:

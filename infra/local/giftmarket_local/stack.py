@@ -1,8 +1,9 @@
 """The local stack on real parts and no Docker.
 
 A MariaDB primary, a second MariaDB server replicating from it with GTID (read_only),
-Redis and LocalStack, all on loopback, each a ManagedProcess with its PID file under the
-profile's folder (``.local/<profile>/``). ``up`` is idempotent: it starts what is not
+Redis, LocalStack and a development OpenID provider (registered with the app as provider
+``local``), all on loopback, each a ManagedProcess with its PID file under the profile's
+folder (``.local/<profile>/``). ``up`` is idempotent: it starts what is not
 running and initialises the databases only once; data lives in the profile's folder and
 survives restarts.
 
@@ -40,9 +41,14 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 # Installed tools (LocalStack's own virtualenv) stay in the repo's .local/venvs; the state of
 # the stacks (data, logs, PID files) goes under GM_LOCAL_DIR, .local by default.
 LOCALSTACK_PYTHON = REPO_ROOT / ".local" / "venvs" / "localstack" / "bin" / "python"
+# oidc-provider-mock, in its own virtualenv too (infra/local/bootstrap.sh).
+OIDC_PYTHON = REPO_ROOT / ".local" / "venvs" / "oidc" / "bin" / "python"
 
 
 LOCAL_ADMIN_EMAIL = "admin@giftmarket.local"
+# The audience the local provider's ID tokens are asked for: the provider accepts any client
+# id without registration, the app accepts only the ones it is configured with.
+LOCAL_OIDC_CLIENT_ID = "giftmarket-local"
 
 
 def local_dir() -> Path:
@@ -51,9 +57,35 @@ def local_dir() -> Path:
 
 # Each profile has its own ports and folder, so `make test` never touches `make run`'s data.
 _DEFAULT_PORTS: dict[str, dict[str, int]] = {
-    "run": {"primary": 13306, "replica": 13307, "redis": 16379, "localstack": 4566},
-    "test": {"primary": 23306, "replica": 23307, "redis": 26379, "localstack": 24566},
+    "run": {"primary": 13306, "replica": 13307, "redis": 16379, "localstack": 4566, "oidc": 19400},
+    "test": {
+        "primary": 23306,
+        "replica": 23307,
+        "redis": 26379,
+        "localstack": 24566,
+        "oidc": 29400,
+    },
 }
+
+
+def _oidc_providers_from_env() -> dict[str, Any]:
+    """OIDC_PROVIDERS as given to `make run` (name → provider), checked for shape only: the
+    application validates each provider's fields."""
+    raw = os.environ.get("OIDC_PROVIDERS", "").strip()
+    if not raw:
+        return {}
+    try:
+        providers = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"OIDC_PROVIDERS is not valid JSON: {exc}") from exc
+    if not isinstance(providers, dict) or not all(
+        isinstance(provider, dict) for provider in providers.values()
+    ):
+        raise ValueError(
+            "OIDC_PROVIDERS must be a JSON object of provider name → "
+            '{"issuer": ..., "client_ids": [...], "trust_email": ...}'
+        )
+    return providers
 
 
 @dataclass(frozen=True)
@@ -64,6 +96,7 @@ class StackConfig:
     replica_port: int
     redis_port: int
     localstack_port: int
+    oidc_port: int
     host: str = "127.0.0.1"
     db_name: str = "giftmarket"
     db_user: str = "giftmarket"
@@ -93,6 +126,7 @@ class StackConfig:
             replica_port=port("replica"),
             redis_port=port("redis"),
             localstack_port=port("localstack"),
+            oidc_port=port("oidc"),
             # Tests trade fsync-per-commit for speed; the run profile keeps production durability.
             durable=profile != "test",
         )
@@ -110,6 +144,22 @@ class StackConfig:
     @property
     def localstack_url(self) -> str:
         return f"http://{self.host}:{self.localstack_port}"
+
+    @property
+    def oidc_issuer(self) -> str:
+        """The local provider's issuer: it names itself after the Host it is reached by, so
+        tokens must be asked for at this very URL (not localhost)."""
+        return f"http://{self.host}:{self.oidc_port}"
+
+    def oidc_providers(self) -> dict[str, Any]:
+        """The `local` provider, then those of the environment's OIDC_PROVIDERS (an entry
+        named `local` there replaces ours, e.g. to try trust_email false)."""
+        local = {
+            "issuer": self.oidc_issuer,
+            "client_ids": [LOCAL_OIDC_CLIENT_ID],
+            "trust_email": True,
+        }
+        return {"local": local, **_oidc_providers_from_env()}
 
     def socket_path(self, server: str) -> Path:
         # Unix socket paths are limited to 108 bytes: a short name in /tmp, unique per stack folder.
@@ -154,6 +204,7 @@ class StackConfig:
             # The local stack's convenience only (PRODUCT.md): a deployed stage has no admin
             # email; `ADMIN_EMAILS= make run` starts one without, as AWS is.
             "ADMIN_EMAILS": os.environ.get("ADMIN_EMAILS", LOCAL_ADMIN_EMAIL),
+            "OIDC_PROVIDERS": json.dumps(self.oidc_providers()),
         }
 
 
@@ -349,10 +400,37 @@ class Stack:
             stop_timeout=10,
         )
         self._redis_dir = redis_dir
+        self.oidc = ManagedProcess(
+            name="oidc",
+            argv=[
+                str(OIDC_PYTHON),
+                "-m",
+                "oidc_provider_mock",
+                "-H",
+                config.host,
+                "-p",
+                str(config.oidc_port),
+            ],
+            run_dir=config.root / "run",
+            log_dir=config.root / "log",
+            ready=self._oidc_ready,
+            env={"NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
+            marker="-m oidc_provider_mock",
+            port=config.oidc_port,
+            ready_timeout=30,
+            # Users and keys live in memory only, and a new key at each start is the point.
+            stop_timeout=5,
+        )
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        return [self.primary.process, self.replica.process, self.redis, self.localstack]
+        return [
+            self.primary.process,
+            self.replica.process,
+            self.redis,
+            self.localstack,
+            self.oidc,
+        ]
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -362,6 +440,7 @@ class Stack:
     def up(self) -> list[str]:
         """Start whatever is not running; returns the names of the processes started now."""
         started: list[str] = []
+        self.config.app_env()  # a malformed OIDC_PROVIDERS fails before anything starts
         try:
             ensure_local_tls(self.config.tls.folder)
             self._stop_servers_without_tls()
@@ -381,6 +460,12 @@ class Stack:
                 )
             if self.localstack.start():
                 started.append("localstack")
+            if not OIDC_PYTHON.exists():
+                raise ProcessError(
+                    f"OpenID provider venv missing at {OIDC_PYTHON}: run infra/local/bootstrap.sh"
+                )
+            if self.oidc.start():
+                started.append("oidc")
             self.provision_aws()
         except BaseException:
             self.stop(started)
@@ -390,7 +475,13 @@ class Stack:
 
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop the named processes (all by default), the databases last, replica first."""
-        order = [self.localstack, self.redis, self.replica.process, self.primary.process]
+        order = [
+            self.oidc,
+            self.localstack,
+            self.redis,
+            self.replica.process,
+            self.primary.process,
+        ]
         stopped: list[str] = []
         errors: list[ProcessError] = []
         for process in order:
@@ -590,6 +681,17 @@ class Stack:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def _oidc_ready(self) -> bool:
+        """Ready when its discovery document answers with our issuer (a provider reached by
+        another name would sign tokens the app's `local` entry does not accept)."""
+        url = f"{self.config.oidc_issuer}/.well-known/openid-configuration"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+                document = json.loads(resp.read())
+        except (OSError, ValueError):
+            return False
+        return isinstance(document, dict) and document.get("issuer") == self.config.oidc_issuer
 
     def provision_aws(self) -> None:
         """Create the bucket and queues the application uses (idempotent)."""
