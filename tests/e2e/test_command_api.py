@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.net import free_port, port_open
+from tests.support.oidc_local import local_id_token
+from tests.support.oidc_tokens import forged, hs256_with_public_key, provider_token, unsigned
 from tests.support.vouchers import voucher_facts
 
 from giftmarket.consistency import ConsistencyToken
@@ -126,18 +129,6 @@ def refused(reply: Reply, status: int, code: str | None = None) -> dict[str, Any
 # The runner, one per module
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def runner_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runner") / "runner.log"
@@ -145,7 +136,7 @@ def runner_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def api(stack: Stack, runner_log: Path) -> Iterator[Api]:
-    port = _free_port()
+    port = free_port()
     # Output goes to a file: the runner logs a line per request, which would fill a pipe.
     with runner_log.open("w") as log:
         proc = subprocess.Popen(
@@ -158,7 +149,7 @@ def api(stack: Stack, runner_log: Path) -> Iterator[Api]:
         )
     try:
         deadline = time.monotonic() + 180
-        while not _port_open(port):
+        while not port_open(port):
             assert proc.poll() is None, f"runner exited early:\n{runner_log.read_text()}"
             assert time.monotonic() < deadline, "runner did not start listening"
             time.sleep(0.1)
@@ -324,6 +315,77 @@ def admin(api: Api) -> User:
 @pytest.fixture
 def product(api: Api, admin: User) -> str:
     return new_product(api, admin)
+
+
+# ---------------------------------------------------------------------------------------
+# Social sign-in: ID tokens from the stack's own OpenID provider (`local`)
+
+
+def social_sign_in(api: Api, id_token: str, **fields: str) -> Reply:
+    return api.call("POST", "/api/auth/oidc/local", {"id_token": id_token, **fields})
+
+
+def welcome_coupon(api: Api, user: User) -> str:
+    """The user's welcome coupon, once the projector has issued it (through SQS)."""
+    deadline = time.monotonic() + 30
+    while True:
+        reply = api.call("GET", "/api/me/coupons", token=user.token)
+        assert reply.status == 200, str(reply)
+        if reply.body["items"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    (coupon,) = reply.body["items"]
+    assert coupon["discount_amount"] == 1000, coupon
+    return str(coupon["coupon_id"])
+
+
+def test_a_social_sign_in_creates_the_account_then_signs_in_and_the_user_buys(
+    api: Api, stack: Stack, product: str
+) -> None:
+    issuer, sub = stack.config.oidc_issuer, f"e2e-{uuid.uuid4().hex}"
+    email = f"{sub}@example.com"
+    token = local_id_token(issuer, sub, email=email, email_verified=True, nonce="n-e2e")
+    first = ok(social_sign_in(api, token, nonce="n-e2e", nickname="social"), 201)
+    assert first["created"] is True and first["token"]
+    again = ok(social_sign_in(api, local_id_token(issuer, sub, email=email)), 200)
+    assert (again["user_id"], again["created"]) == (first["user_id"], False)
+    user = User(first["user_id"], again["token"], email)
+    assert column(stack, "users", "password_hash", user.user_id) == "NULL"
+
+    # A social-only account has no password to log in with.
+    login = api.call("POST", "/api/auth/login", {"email": email, "password": PASSWORD})
+    refused(login, 401, "invalid_credentials")
+
+    coupon = welcome_coupon(api, user)
+    charge(api, user, 5000)
+    place_ask(api, sign_up(api), product, 4000)
+    order = ok(buy_now(api, user, product, 4000, coupon), 201)
+    assert (order["price"], order["discount"], order["paid"]) == (4000, 1000, 3000)
+
+
+def test_forged_expired_misaddressed_and_unsigned_id_tokens_are_401_invalid_token(
+    api: Api, stack: Stack
+) -> None:
+    issuer, sub = stack.config.oidc_issuer, f"e2e-{uuid.uuid4().hex}"
+    good = local_id_token(issuer, sub)
+    an_hour_ago = int(time.time()) - 3600
+    bad = {
+        "forged": forged(good),
+        "expired": provider_token(issuer, sub, {"exp": an_hour_ago, "iat": an_hour_ago - 60}),
+        "wrong audience": provider_token(issuer, sub, {"aud": "another-app"}),
+        "wrong issuer": provider_token(issuer, sub, {"iss": "https://accounts.example.com"}),
+        "alg none": unsigned(good),
+        "HS256 with the public key": hs256_with_public_key(good, issuer),
+        "not a JWT": "not-a-token",
+    }
+    for case, token in bad.items():
+        problem = refused(social_sign_in(api, token), 401, "invalid_token")
+        assert "token" in problem["detail"].lower(), (case, problem)
+    identities = "SELECT COUNT(*) FROM giftmarket.user_identities WHERE provider = 'local'"
+    assert stack.primary.sql(f"{identities} AND subject = '{sub}'") == "0"
+    # The provider's real token still signs in.
+    ok(social_sign_in(api, good), 201)
+    refused(api.call("POST", "/api/auth/oidc/nobody", {"id_token": good}), 404)
 
 
 # ---------------------------------------------------------------------------------------

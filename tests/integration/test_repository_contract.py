@@ -333,6 +333,7 @@ def test_one_unit_of_work_gives_one_object_per_aggregate(backend: Backend) -> No
         assert user is not None
         assert uow.users.get(seller.id) is user
         assert uow.users.get(seller.id, lock=True) is user
+        assert seller.email is not None
         assert uow.users.get_by_email(seller.email) is user
         assert uow.users.lock_many([buyer.id, seller.id])[seller.id] is user
         taken = uow.sell_bids.take_best(product.id, 5000, buyer.id, NOW.date())
@@ -342,6 +343,7 @@ def test_one_unit_of_work_gives_one_object_per_aggregate(backend: Backend) -> No
 
 def test_an_added_aggregate_is_the_object_later_reads_return(backend: Backend) -> None:
     user = a_user()
+    assert user.email is not None
     with backend.new_uow() as uow:
         uow.users.add(user)
         assert uow.users.get(user.id) is user
@@ -482,8 +484,10 @@ def test_a_taken_email_in_another_case_is_email_taken_and_the_rest_still_commits
 
 def test_get_by_email_ignores_case_and_surrounding_spaces(backend: Backend) -> None:
     user = a_user()
+    assert user.email is not None
+    email = user.email
     committed(backend, user)
-    found = reloaded(backend, lambda uow: uow.users.get_by_email(f" {user.email.upper()} "))
+    found = reloaded(backend, lambda uow: uow.users.get_by_email(f" {email.upper()} "))
     assert found.id == user.id
     with backend.new_uow() as uow:
         assert uow.users.get_by_email(f"missing-{user.email}") is None

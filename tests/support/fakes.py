@@ -63,7 +63,7 @@ from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, be
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement, business_date_of
 from giftmarket.domain.sign_in import FailureWindow, SignInLimits, TooManyAttempts, lockout
-from giftmarket.domain.users import AdminRightsChange, User, normalize_email
+from giftmarket.domain.users import AdminRightsChange, SocialIdentity, User, normalize_email
 from giftmarket.domain.vouchers import Fingerprint, Voucher, VoucherRules
 
 A = TypeVar("A")
@@ -179,6 +179,7 @@ class FakeStore:
         self.idempotency: dict[tuple[str, str], _IdempotencyRecord] = {}
         self.admin_rights: list[AdminRightsChange] = []
         self.vouchers: dict[tuple[str, str], _VoucherEntry] = {}
+        self.identities: dict[tuple[str, str], SocialIdentity] = {}
         self.commits = 0
         self._outbox_sequence = itertools.count(1)
 
@@ -210,6 +211,7 @@ class FakeStore:
             "idempotency": dict(self.idempotency),
             "admin_rights": list(self.admin_rights),
             "vouchers": dict(self.vouchers),
+            "identities": dict(self.identities),
         }
 
 
@@ -242,6 +244,7 @@ class _Transaction:
     outbox: list[OutboxRecord] = field(default_factory=list)
     admin_rights: list[AdminRightsChange] = field(default_factory=list)
     vouchers: dict[tuple[str, str], _VoucherEntry | None] = field(default_factory=dict)
+    identities: dict[tuple[str, str], SocialIdentity] = field(default_factory=dict)
     seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
 
     # --- rows ----------------------------------------------------------------------------
@@ -344,6 +347,7 @@ class _Transaction:
         store.ledger.extend(self.ledger)
         store.outbox.extend(self.outbox)
         store.admin_rights.extend(self.admin_rights)
+        store.identities.update(self.identities)
         for key, entry in self.vouchers.items():
             if entry is None:
                 store.vouchers.pop(key, None)
@@ -352,7 +356,7 @@ class _Transaction:
         store.commits += 1
         # Like a SQL session after COMMIT: a new transaction, the same identity map.
         self.rows, self.likes, self.idempotency, self.vouchers = {}, {}, {}, {}
-        self.ledger, self.outbox, self.admin_rights = [], [], []
+        self.ledger, self.outbox, self.admin_rights, self.identities = [], [], [], {}
 
 
 class _FakeTable(Generic[A]):
@@ -398,17 +402,24 @@ class FakeUserRepository(_FakeRepository[User], ports.UserRepository):
     table = "users"
 
     def add(self, user: User) -> None:
-        email = normalize_email(user.email)
-        if any(normalize_email(row.email) == email for row in self._tx.all_rows(self.table)):
+        if user.email is not None and self._with_email(user.email) is not None:
             raise EmailTaken()
         super().add(user)
 
-    def get_by_email(self, email: str) -> User | None:
+    def _with_email(self, email: str) -> User | None:
         wanted = normalize_email(email)
-        for row in self._tx.all_rows(self.table):
-            if normalize_email(row.email) == wanted:
-                return self._tx.load(self.table, row, lock=False)  # type: ignore[no-any-return]
-        return None
+        return next(
+            (
+                row
+                for row in self._tx.all_rows(self.table)
+                if row.email is not None and normalize_email(row.email) == wanted
+            ),
+            None,
+        )
+
+    def get_by_email(self, email: str) -> User | None:
+        row = self._with_email(email)
+        return None if row is None else self._tx.load(self.table, row, lock=False)
 
     def lock_many(self, user_ids: Sequence[str]) -> dict[str, User]:
         found: dict[str, User] = {}
@@ -652,6 +663,26 @@ class FakeLedger(ports.Ledger):
         return self._uow.store.ledger
 
 
+class FakeIdentityRepository(ports.IdentityRepository):
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def get(self, provider: str, subject: str) -> SocialIdentity | None:
+        tx = self._uow.transaction
+        key = (provider, subject)
+        return tx.identities.get(key) or tx.store.identities.get(key)
+
+    def add(self, identity: SocialIdentity) -> None:
+        tx = self._uow.transaction
+        if tx.row("users", identity.user_id) is None:
+            raise FakeIntegrityError(
+                f"user_identities.user_id = {identity.user_id} is not in users"
+            )
+        if self.get(identity.provider, identity.subject) is not None:
+            raise TransientConflict("the identity signed in concurrently")
+        tx.identities[(identity.provider, identity.subject)] = identity
+
+
 class FakeAdminRightsLog(ports.AdminRightsLog):
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
@@ -716,6 +747,7 @@ class FakeUnitOfWork(UnitOfWork):
         self._transaction: _Transaction | None = None
         self._written = Committed((), {})
         self.users = FakeUserRepository(self)
+        self.identities = FakeIdentityRepository(self)
         self.products = FakeProductRepository(self)
         self.images = FakeImageRepository(self)
         self.sell_bids = FakeSellBidRepository(self)

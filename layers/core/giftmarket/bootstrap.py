@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from giftmarket.adapters import db as _db
     from giftmarket.adapters import images as _images
     from giftmarket.adapters import jwt_keys as _jwt_keys
+    from giftmarket.adapters import oidc as _oidc
     from giftmarket.adapters import passwords as _passwords
     from giftmarket.adapters import publisher as _publisher
     from giftmarket.adapters import read_models as _read_models
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from giftmarket.commands.context import CommandContext
     from giftmarket.commands.executor import CommandExecutor
     from giftmarket.commands.ports import (
+        IdTokenVerifier,
         ImageStore,
         PasswordHasher,
         Publisher,
@@ -73,6 +75,7 @@ else:
     _db = lazy("giftmarket.adapters.db")
     _images = lazy("giftmarket.adapters.images")
     _jwt_keys = lazy("giftmarket.adapters.jwt_keys")
+    _oidc = lazy("giftmarket.adapters.oidc")
     _passwords = lazy("giftmarket.adapters.passwords")
     _publisher = lazy("giftmarket.adapters.publisher")
     _read_models = lazy("giftmarket.adapters.read_models")
@@ -105,6 +108,7 @@ class Container:
         jwt_keys: KeyRing | None = None,
         fingerprint_key: bytes | None = None,
         sign_in_guard: SignInGuard | None = None,
+        id_tokens: IdTokenVerifier | None = None,
         command_context: CommandContext | None = None,
         command_executor: CommandExecutor | None = None,
         read_models: ReadModelStore | None = None,
@@ -127,6 +131,7 @@ class Container:
             "jwt_keys": jwt_keys,
             "fingerprint_key": fingerprint_key,
             "sign_in_guard": sign_in_guard,
+            "id_tokens": id_tokens,
             "command_context": command_context,
             "command_executor": command_executor,
             "read_models": read_models,
@@ -194,6 +199,18 @@ class Container:
             arn = self.settings.fingerprint_key_secret_arn
             return str(parameters.get_secret(arn, max_age=300)).encode()
         return self.settings.fingerprint_key.get_secret_value().encode()
+
+    @cached_property
+    def id_tokens(self) -> IdTokenVerifier:
+        """Social sign-in's ID-token checks; the providers' keys are held per container."""
+        settings = self.settings
+        return _oidc.OidcVerifier(
+            settings.oidc_providers,
+            timeout_seconds=settings.oidc_timeout_seconds,
+            keys_max_age_seconds=settings.oidc_keys_max_age_seconds,
+            refetch_floor_seconds=settings.oidc_keys_refetch_floor_seconds,
+            allow_loopback_http=settings.environment is not _settings.Environment.AWS,
+        )
 
     @cached_property
     def sign_in_guard(self) -> SignInGuard:

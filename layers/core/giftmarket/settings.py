@@ -6,11 +6,15 @@ silently run with the development password or JWT secret.
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from giftmarket.domain.vouchers import InspectionMode
 
@@ -26,6 +30,43 @@ class Environment(StrEnum):
     LOCAL = "local"
     TEST = "test"
     AWS = "aws"
+
+
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def is_loopback_url(url: str) -> bool:
+    """An http(s) URL whose host is this machine: 127.0.0.0/8, ::1 or localhost."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OidcProvider(BaseModel):
+    """One OpenID provider users may sign in with (PRODUCT.md, "Social sign-in"); its keys
+    are found through the issuer's discovery document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(min_length=1, max_length=255)
+    # The audiences our apps' ID tokens carry: the app's client id at the provider (Kakao's
+    # REST API key, Google's per-platform OAuth client ids, Apple's bundle or services id).
+    client_ids: tuple[Annotated[str, Field(min_length=1, max_length=255)], ...] = Field(
+        min_length=1, max_length=20
+    )
+    # Whether an email the provider marks verified may link to an existing account.
+    trust_email: bool = False
+    # Other `iss` values its ID tokens may carry besides `issuer` (Google also signs as
+    # "accounts.google.com", without the scheme).
+    also_issued_as: tuple[Annotated[str, Field(min_length=1, max_length=255)], ...] = ()
+
+    @property
+    def token_issuers(self) -> tuple[str, ...]:
+        return (self.issuer, *self.also_issued_as)
 
 
 class Settings(BaseSettings):
@@ -115,6 +156,14 @@ class Settings(BaseSettings):
     login_failures_per_address: int = Field(default=50, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
     welcome_coupon_amount: int = Field(default=1000, ge=0, le=10**9)
+    # Social sign-in (adapters/oidc.py): JSON, name -> {issuer, client_ids, trust_email}.
+    # The issuers' keys are fetched with this timeout per request, kept this long, and
+    # fetched again for an unknown `kid` at most once per floor (forged kids cannot make the
+    # API hammer a provider).
+    oidc_providers: Annotated[dict[str, OidcProvider], NoDecode] = Field(default_factory=dict)
+    oidc_timeout_seconds: float = Field(default=2.0, gt=0, le=10)
+    oidc_keys_max_age_seconds: int = Field(default=3600, ge=60)
+    oidc_keys_refetch_floor_seconds: float = Field(default=10.0, ge=0)
     seller_fee_bps: int = Field(default=500, ge=0, le=10_000)
     # Sellers settled at once, each in its own transaction on its own connection: the
     # database round trips of one overlap the others'. At most the pool's connections.
@@ -142,6 +191,39 @@ class Settings(BaseSettings):
     outbox_retention_days: int = Field(default=7, ge=1)
     purge_batch_size: int = Field(default=200, ge=1, le=1000)
     purge_rest_ratio: float = Field(default=3.0, ge=0, le=100)
+
+    @field_validator("oidc_providers", mode="before")
+    @classmethod
+    def _parse_oidc_providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"OIDC_PROVIDERS is not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ValueError("OIDC_PROVIDERS must be a JSON object: name -> provider")
+        for name in value:
+            if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
+                raise ValueError(
+                    f"OIDC_PROVIDERS: {name!r} is not a provider name (a-z, 0-9, _ and -)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_issuers_secure(self) -> Self:
+        for name, provider in self.oidc_providers.items():
+            parts = urlsplit(provider.issuer)
+            if parts.query or parts.fragment or not parts.hostname:
+                raise ValueError(f"OIDC_PROVIDERS: {name}'s issuer is not an issuer URL")
+            loopback = self.environment is not Environment.AWS and is_loopback_url(provider.issuer)
+            if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+                raise ValueError(
+                    f"OIDC_PROVIDERS: {name}'s issuer must be https "
+                    "(http only on a loopback address of a local stack)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_local_defaults_in_aws(self) -> Self:

@@ -50,7 +50,13 @@ from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid
 from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.settlement import Settlement
-from giftmarket.domain.users import AdminAction, AdminRightsChange, User, normalize_email
+from giftmarket.domain.users import (
+    AdminAction,
+    AdminRightsChange,
+    SocialIdentity,
+    User,
+    normalize_email,
+)
 from giftmarket.domain.vouchers import Voucher
 
 A = TypeVar("A")
@@ -329,6 +335,35 @@ class SqlUserRepository(_SqlRepository[User], ports.UserRepository):
 
     def list_admins(self) -> list[User]:
         return self._all(self._admins, {}, lock=False)
+
+
+class SqlIdentityRepository(ports.IdentityRepository):
+    t = tables.user_identities
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, provider: str, subject: str) -> SocialIdentity | None:
+        row = self._session.execute(
+            select(self.t).where(self.t.c.provider == provider, self.t.c.subject == subject)
+        ).first()
+        if row is None:
+            return None
+        return SocialIdentity(row.provider, row.subject, row.user_id, from_db_time(row.created_at))
+
+    def add(self, identity: SocialIdentity) -> None:
+        values = {
+            "provider": identity.provider,
+            "subject": identity.subject,
+            "user_id": identity.user_id,
+            "created_at": to_db_time(identity.created_at),
+        }
+        try:
+            self._session.execute(insert(self.t).values(values))
+        except IntegrityError as exc:
+            if _DUPLICATE_KEY in str(exc.orig):
+                raise ports.TransientConflict("the identity signed in concurrently") from exc
+            raise
 
 
 class SqlAdminRightsLog(ports.AdminRightsLog):

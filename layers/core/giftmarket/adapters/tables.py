@@ -64,9 +64,11 @@ users = Table(
     "users",
     metadata,
     Column("id", ulid(), primary_key=True),
-    Column("email", String(254), nullable=False),
+    # NULL for a social account whose provider gave no verified email (unique otherwise).
+    Column("email", String(254), nullable=True),
     Column("nickname", String(30), nullable=False),
-    Column("password_hash", String(255), nullable=False),
+    # NULL for a social-only account, which cannot sign in with a password.
+    Column("password_hash", String(255), nullable=True),
     Column("is_admin", Boolean, nullable=False, server_default=text("0")),
     points("available_points", server_default=text("0")),
     points("escrowed_points", server_default=text("0")),
@@ -80,6 +82,19 @@ users = Table(
         "available_points >= 0 AND escrowed_points >= 0 AND pending_points >= 0",
         name="balances_not_negative",
     ),
+)
+
+# Social sign-in: the account each (provider, subject) signs in as. `subject` is the
+# provider's `sub`, case-sensitive ASCII; nothing of the ID token itself is kept.
+user_identities = Table(
+    "user_identities",
+    metadata,
+    Column("provider", String(32, collation="ascii_bin"), nullable=False),
+    Column("subject", String(255, collation="ascii_bin"), nullable=False),
+    Column("user_id", ulid(), ForeignKey("users.id"), nullable=False),
+    Column("created_at", utc_time(), nullable=False),
+    PrimaryKeyConstraint("provider", "subject"),
+    Index(None, "user_id"),
 )
 
 # Double-entry ledger: the postings of one transaction (txn_id) sum to zero. Accounts are

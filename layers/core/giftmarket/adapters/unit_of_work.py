@@ -54,6 +54,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         tracker = self._tracker = repos.Tracker(session)
         self._written = Committed((), {})
         self.users = repos.SqlUserRepository(tracker)
+        self.identities = repos.SqlIdentityRepository(session)
         self.products = repos.SqlProductRepository(tracker)
         self.images = repos.SqlImageRepository(tracker)
         self.sell_bids = repos.SqlSellBidRepository(tracker)

@@ -6,10 +6,16 @@ from dataclasses import dataclass
 
 from giftmarket.commands.context import CommandContext, InvalidCredentials, acting_user
 from giftmarket.commands.executor import Command
-from giftmarket.commands.ports import UnitOfWork
+from giftmarket.commands.ports import (
+    InvalidToken,
+    TransientConflict,
+    UnitOfWork,
+    VerifiedIdentity,
+)
 from giftmarket.domain import marketplace
 from giftmarket.domain.coupons import Coupon
-from giftmarket.domain.users import User
+from giftmarket.domain.errors import EmailTaken
+from giftmarket.domain.users import MAX_NICKNAME_LENGTH, SocialIdentity, User, is_email
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,87 @@ def sign_in(uow: UnitOfWork, command: SignIn, ctx: CommandContext) -> Account:
         # password", so response times do not reveal which emails are registered.
         ctx.passwords.verify(ctx.passwords.dummy_hash(), command.password)
         raise InvalidCredentials()
+    if user.password_hash is None:
+        # A social-only account has no password; it takes as long as a wrong one.
+        ctx.passwords.verify(ctx.passwords.dummy_hash(), command.password)
+        raise InvalidCredentials()
     if not ctx.passwords.verify(user.password_hash, command.password):
         raise InvalidCredentials()
     if ctx.passwords.needs_rehash(user.password_hash):
         uow.users.set_password_hash(user.id, ctx.passwords.hash(command.password))
+    return Account(user.id, user.is_admin)
+
+
+@dataclass(frozen=True)
+class SocialAccount:
+    user_id: str
+    is_admin: bool
+    created: bool  # False: signed in to an account that existed (or was linked now)
+
+
+@dataclass(frozen=True)
+class SocialSignIn(Command[SocialAccount]):
+    identity: VerifiedIdentity  # from a verified ID token
+    nickname: str | None  # the one asked for; else the token's name, else a default
+
+
+def social_sign_in(uow: UnitOfWork, command: SocialSignIn, ctx: CommandContext) -> SocialAccount:
+    """Sign in as the account of (provider, subject), creating it on the first sign-in.
+
+    An email that belongs to another account links to it only when the provider verified
+    the email and is trusted for email; otherwise it is a conflict, never a takeover."""
+    identity = command.identity
+    known = uow.identities.get(identity.provider, identity.subject)
+    if known is not None:
+        user = acting_user(uow, known.user_id)
+        return SocialAccount(user.id, user.is_admin, created=False)
+    now = ctx.clock()
+    email = identity.email if identity.email is not None and is_email(identity.email) else None
+    owner = None if email is None else uow.users.get_by_email(email)
+    if owner is not None:
+        if not (identity.email_verified and identity.trust_email):
+            raise EmailTaken()
+        uow.identities.add(SocialIdentity(identity.provider, identity.subject, owner.id, now))
+        return SocialAccount(owner.id, owner.is_admin, created=False)
+    user = User.sign_up_social(
+        user_id=ctx.ids(),
+        verified_email=email if identity.email_verified else None,
+        nickname=_nickname(command),
+        admin_emails=ctx.admin_emails,
+        now=now,
+    )
+    try:
+        uow.users.add(user)
+    except EmailTaken as exc:
+        # Someone signed up with this email since it was looked up: decide again.
+        raise TransientConflict("the email was registered concurrently") from exc
+    uow.identities.add(SocialIdentity(identity.provider, identity.subject, user.id, now))
+    return SocialAccount(user.id, user.is_admin, created=True)
+
+
+def _nickname(command: SocialSignIn) -> str:
+    if command.nickname is not None:
+        return command.nickname
+    printable = "".join(c for c in command.identity.name or "" if c.isprintable())
+    name = " ".join(printable.split())[:MAX_NICKNAME_LENGTH].strip()
+    return name or f"{command.identity.provider} user"
+
+
+@dataclass(frozen=True)
+class FindSocialAccount(Command[Account]):
+    """Who (provider, subject) signs in as: a replayed social sign-in checks it again."""
+
+    provider: str
+    subject: str
+
+
+def find_social_account(
+    uow: UnitOfWork, command: FindSocialAccount, ctx: CommandContext
+) -> Account:
+    known = uow.identities.get(command.provider, command.subject)
+    user = None if known is None else uow.users.get(known.user_id)
+    if user is None:
+        raise InvalidToken()
     return Account(user.id, user.is_admin)
 
 

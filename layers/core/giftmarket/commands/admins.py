@@ -45,7 +45,7 @@ def set_admin(uow: UnitOfWork, command: SetAdmin, ctx: CommandContext) -> AdminR
     change = user.set_admin(command.is_admin, actor=command.actor, now=ctx.clock())
     if change is not None:
         uow.admin_rights.record(change)
-    return AdminRightsResult(user.id, user.email, user.is_admin, change)
+    return AdminRightsResult(user.id, normalize_email(command.email), user.is_admin, change)
 
 
 @dataclass(frozen=True)
@@ -62,5 +62,6 @@ class ListAdminRights(Command[AdminRights]):
 def list_admin_rights(
     uow: UnitOfWork, command: ListAdminRights, ctx: CommandContext
 ) -> AdminRights:
-    admins = [(user.id, user.email) for user in uow.users.list_admins()]
+    # Only accounts with an email can be admins (User.set_admin).
+    admins = [(user.id, user.email or "") for user in uow.users.list_admins()]
     return AdminRights(admins, uow.admin_rights.history(HISTORY_SHOWN))

@@ -14,6 +14,8 @@ from giftmarket.commands.executor import CommandHandlers, handles
 COMMAND_HANDLERS = CommandHandlers(
     handles(accounts.SignUp, accounts.sign_up),
     handles(accounts.SignIn, accounts.sign_in),
+    handles(accounts.SocialSignIn, accounts.social_sign_in),
+    handles(accounts.FindSocialAccount, accounts.find_social_account),
     handles(accounts.ChargePoints, accounts.charge_points),
     handles(accounts.IssueWelcomeCoupon, accounts.issue_welcome_coupon),
     handles(admins.SetAdmin, admins.set_admin),

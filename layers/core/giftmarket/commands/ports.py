@@ -29,13 +29,14 @@ from typing import Protocol, Self
 
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
+from giftmarket.domain.errors import DomainError
 from giftmarket.domain.image_cleanup import CleanupCandidate, CleanupRules, ImageUsage
 from giftmarket.domain.images import Image
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BuyBid, SellBid
 from giftmarket.domain.orders import Order
 from giftmarket.domain.settlement import Settlement
-from giftmarket.domain.users import AdminRightsChange, User
+from giftmarket.domain.users import AdminRightsChange, SocialIdentity, User
 from giftmarket.domain.vouchers import Fingerprint, Voucher
 from giftmarket.messages import EventEnvelope
 
@@ -66,6 +67,18 @@ class UserRepository(ABC):
     @abstractmethod
     def list_admins(self) -> list[User]:
         """Every user with admin rights, by email."""
+
+
+class IdentityRepository(ABC):
+    """Which user each (provider, subject) of social sign-in signs in as."""
+
+    @abstractmethod
+    def get(self, provider: str, subject: str) -> SocialIdentity | None: ...
+
+    @abstractmethod
+    def add(self, identity: SocialIdentity) -> None:
+        """Insert; raises TransientConflict when a concurrent sign-in of the same identity
+        inserted it first (the retry then finds it)."""
 
 
 class AdminRightsLog(ABC):
@@ -279,6 +292,7 @@ class Committed:
 
 class UnitOfWork(ABC):
     users: UserRepository
+    identities: IdentityRepository
     products: ProductRepository
     images: ImageRepository
     sell_bids: SellBidRepository
@@ -365,6 +379,46 @@ class PasswordHasher(ABC):
     @abstractmethod
     def dummy_hash(self) -> str:
         """A hash of no one's password, made with the current parameters."""
+
+
+@dataclass(frozen=True)
+class VerifiedIdentity:
+    """What a verified ID token says: who the user is at the provider, and their email as
+    the provider states it."""
+
+    provider: str
+    subject: str
+    issued_at: int  # `iat`: with `subject`, names this token without keeping any of it
+    email: str | None
+    email_verified: bool
+    trust_email: bool  # the provider is configured to be trusted for email
+    name: str | None  # a display name from the token, if it carries one
+
+
+class InvalidToken(DomainError):
+    """A social sign-in's ID token that does not verify: forged, expired, for another
+    audience or issuer, or signed with an algorithm we do not accept (401)."""
+
+    code = "invalid_token"
+    default_detail = "The ID token is not valid."
+
+
+class ProviderUnavailable(Exception):
+    """A provider's discovery document or keys cannot be fetched now: retry later (503)."""
+
+    def __init__(self, provider: str, reason: str, retry_after_seconds: int = 1) -> None:
+        self.provider = provider
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(f"{provider}: {reason}")
+
+
+class IdTokenVerifier(ABC):
+    """Checks an OpenID Connect ID token against its provider's published keys and claims.
+    Raises NotFound("provider") for a provider not configured, InvalidToken for a token
+    that does not verify, ProviderUnavailable when the keys cannot be had."""
+
+    @abstractmethod
+    def verify(self, provider: str, id_token: str, nonce: str | None) -> VerifiedIdentity: ...
 
 
 class BarcodeFingerprinter(ABC):

@@ -134,7 +134,7 @@ def _date(value: object) -> date:
 class UserSignedUp(DomainEvent):
     aggregate_type = "user"
     user_id: str
-    email: str
+    email: str | None  # None: a social account with no verified email
     nickname: str
     is_admin: bool
 

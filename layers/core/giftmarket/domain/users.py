@@ -21,6 +21,22 @@ MAX_NICKNAME_LENGTH = 30
 
 
 MAX_ACTOR_LENGTH = 200
+# OpenID Connect: `sub` is at most 255 ASCII characters, case-sensitive (Core 1.0, 2).
+MAX_SUBJECT_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class SocialIdentity:
+    """An account at an OpenID provider, (provider, subject), and the user it signs in as."""
+
+    provider: str
+    subject: str
+    user_id: str
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        if not (0 < len(self.subject) <= MAX_SUBJECT_LENGTH) or not self.subject.isascii():
+            raise InvalidField("sub", "the provider's subject is not an OpenID subject")
 
 
 class AdminAction(StrEnum):
@@ -49,6 +65,22 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def _email(email: str) -> str:
+    email = require_text(normalize_email(email), "email", MAX_EMAIL_LENGTH)
+    if "@" not in email:
+        raise InvalidField("email", "email must be an email address.")
+    return email
+
+
+def is_email(value: str) -> bool:
+    """Whether `value` would be taken as an account's email."""
+    try:
+        _email(value)
+    except InvalidField:
+        return False
+    return True
+
+
 def is_admin_email(email: str, admin_emails: Iterable[str]) -> bool:
     admins = {normalize_email(admin) for admin in admin_emails} - {""}
     return normalize_email(email) in admins
@@ -57,9 +89,11 @@ def is_admin_email(email: str, admin_emails: Iterable[str]) -> bool:
 @dataclass(eq=False, kw_only=True)
 class User:
     id: str
-    email: str
+    # None for a social account whose provider gave no verified email.
+    email: str | None
     nickname: str
-    password_hash: str
+    # None for a social-only account: it cannot sign in with a password.
+    password_hash: str | None
     is_admin: bool
     available_points: int
     escrowed_points: int
@@ -80,17 +114,42 @@ class User:
         admin_emails: Iterable[str],
         now: datetime,
     ) -> Self:
-        email = require_text(normalize_email(email), "email", MAX_EMAIL_LENGTH)
-        if "@" not in email:
-            raise InvalidField("email", "email must be an email address.")
         if not password_hash:
             raise ValueError("a user needs a password hash")
+        return cls._new(user_id, _email(email), nickname, password_hash, admin_emails, now)
+
+    @classmethod
+    def sign_up_social(
+        cls,
+        *,
+        user_id: str,
+        verified_email: str | None,
+        nickname: str,
+        admin_emails: Iterable[str],
+        now: datetime,
+    ) -> Self:
+        """A social-only account, with no password. Its email is kept only when the provider
+        verified it, so nobody can claim an address they do not hold before its owner signs
+        up with it."""
+        email = None if verified_email is None else _email(verified_email)
+        return cls._new(user_id, email, nickname, None, admin_emails, now)
+
+    @classmethod
+    def _new(
+        cls,
+        user_id: str,
+        email: str | None,
+        nickname: str,
+        password_hash: str | None,
+        admin_emails: Iterable[str],
+        now: datetime,
+    ) -> Self:
         user = cls(
             id=user_id,
             email=email,
             nickname=require_text(nickname, "nickname", MAX_NICKNAME_LENGTH),
             password_hash=password_hash,
-            is_admin=is_admin_email(email, admin_emails),
+            is_admin=email is not None and is_admin_email(email, admin_emails),
             available_points=0,
             escrowed_points=0,
             pending_points=0,
@@ -98,6 +157,7 @@ class User:
             updated_at=now,
             version=1,
         )
+        # One event for both kinds of signup: the welcome coupon is issued from it.
         user.events.append(
             events.UserSignedUp(
                 aggregate_id=user.id,
@@ -119,6 +179,8 @@ class User:
         """Grant (True) or revoke (False) admin rights, as an operator does; the record of
         the change, or None when the user already had (or lacked) them."""
         actor = require_text(actor, "actor", MAX_ACTOR_LENGTH)
+        if self.email is None:  # operators name admins by email: one without cannot be one
+            raise InvalidField("email", "an account without an email cannot be an admin")
         if self.is_admin == is_admin:
             return None
         self.is_admin = is_admin

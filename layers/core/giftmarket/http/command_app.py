@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 
 from giftmarket.commands import accounts, catalog, orders, trading
+from giftmarket.commands.context import InvalidCredentials
+from giftmarket.commands.ports import InvalidToken
 from giftmarket.commands.sign_in import guarded
 from giftmarket.domain.errors import (
     BidNotOpen,
@@ -35,6 +37,7 @@ from giftmarket.http.deps import ContainerDep
 from giftmarket.http.problems import ADMIN_ERRORS as _ADMIN_ERRORS
 from giftmarket.http.problems import COMMAND_ERRORS as _ERRORS
 from giftmarket.http.problems import LOGIN_ERRORS as _LOGIN_ERRORS
+from giftmarket.http.problems import SOCIAL_SIGN_IN_ERRORS as _SOCIAL_ERRORS
 from giftmarket.http.problems import ProblemApp, install_problem_handlers, with_conflicts
 
 router = APIRouter()
@@ -49,7 +52,7 @@ def entity_id(value: str, resource: str) -> str:
 
 def _credentials(email: str, password: str, tokens: TokenService) -> Credentials:
     """A token in each answer, never in the idempotency record; a replay signs in again."""
-    return Credentials(sign_in=accounts.SignIn(email, password), issue_token=tokens.issue)
+    return Credentials(accounts.SignIn(email, password), tokens.issue, InvalidCredentials)
 
 
 @router.post(
@@ -87,6 +90,37 @@ async def login(
             body=body,
             present=lambda a: {"user_id": a.user_id},
             credentials=_credentials(body.email, body.password, tokens),
+        ),
+    )
+
+
+@router.post(
+    "/api/auth/oidc/{provider}",
+    response_model=s.SocialAuthPublic,
+    responses=with_conflicts(_SOCIAL_ERRORS, EmailTaken)
+    | {201: {"model": s.SocialAuthPublic, "description": "First sign-in: a new account"}},
+)
+async def social_sign_in(
+    provider: str, body: s.SocialSignInRequest, run: Run, tokens: Tokens, container: ContainerDep
+) -> Any:
+    """Sign in with a Kakao, Google or Apple (OpenID Connect) ID token: 201 and a new
+    account on the first sign-in, 200 afterwards."""
+    identity = container.id_tokens.verify(provider, body.id_token, body.nonce)
+    return run(
+        accounts.SocialSignIn(identity, body.nickname),
+        # Remembered by what names this token (provider, subject, iat, nonce), never by the
+        # token: nothing derived from it is kept.
+        body=s.SocialSignInFingerprint(
+            provider=provider,
+            subject=identity.subject,
+            issued_at=identity.issued_at,
+            nonce=body.nonce,
+            nickname=body.nickname,
+        ),
+        present=lambda a: {"user_id": a.user_id, "created": a.created},
+        status_of=lambda a: 201 if a.created else 200,
+        credentials=Credentials(
+            accounts.FindSocialAccount(provider, identity.subject), tokens.issue, InvalidToken
         ),
     )
 

@@ -7,9 +7,9 @@ The command executor owns the transaction and the retries; this adds what HTTP p
 
 Nothing secret is kept in an idempotency record: the request is remembered by a keyed
 fingerprint (an HMAC with a server-side key, so a database copy does not allow guessing the
-passwords a body held), and the routes that answer with a bearer token (signup, login)
-store their answer without it: a replay issues a fresh token, and only after the credentials
-verify again.
+passwords a body held), and the routes that answer with a bearer token (signup, login,
+social sign-in) store their answer without it: a replay issues a fresh token, and only after
+the credentials verify again.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from giftmarket.bootstrap import Container
-from giftmarket.commands.accounts import SignIn
-from giftmarket.commands.context import InvalidCredentials
+from giftmarket.commands.accounts import Account
 from giftmarket.commands.executor import Command, IdempotencyClaim
 from giftmarket.commands.ports import Committed, StoredResponse
 from giftmarket.consistency import HEADER as CONSISTENCY_HEADER
@@ -60,8 +59,11 @@ class Credentials:
     answer (what is stored) holds `user_id`; the token is added to each answer, never
     stored."""
 
-    sign_in: SignIn  # the request's credentials, checked again on a replay
+    # Run again on a replay: the request's credentials must still sign in as the stored
+    # answer's user, else the replay is refused with `refused`.
+    check: Command[Account]
     issue_token: Callable[[str], str]
+    refused: Callable[[], Exception]
 
 
 @dataclass
@@ -78,14 +80,18 @@ class CommandRunner:
         scope: str = ANONYMOUS_SCOPE,
         body: BaseModel | None = None,
         credentials: Credentials | None = None,
+        status_of: Callable[[R], int] | None = None,
     ) -> Response:
+        """`body` is what an Idempotency-Key remembers the request by (as a keyed
+        fingerprint); `status_of` chooses the success status by result, where the route's
+        own is not the only one."""
         status = route_status(self.request)
 
         def respond(result: R, written: Committed) -> StoredResponse:
             content = present(result)
             token = ConsistencyToken(written.outbox_ids, written.versions).encode()
             return StoredResponse(
-                status=status,
+                status=status if status_of is None else status_of(result),
                 body="" if content is None else json.dumps(content, separators=(",", ":")),
                 headers={CONSISTENCY_HEADER: token},
             )
@@ -104,10 +110,10 @@ class CommandRunner:
         outcome = executor.execute_idempotent(command, claim, respond)
         if outcome.replayed and credentials is not None:
             # The same body, so the same credentials: still checked again (a password may
-            # have changed since), and answered as a failed login would be if they fail.
-            account, _ = executor.execute(credentials.sign_in)
+            # have changed since), and answered as a failed sign-in would be if they fail.
+            account, _ = executor.execute(credentials.check)
             if account.user_id != _stored_user_id(outcome.response):
-                raise InvalidCredentials()
+                raise credentials.refused()
         extra = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
         return _http(_with_token(outcome.response, credentials), extra)
 

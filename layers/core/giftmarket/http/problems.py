@@ -19,7 +19,12 @@ from starlette.types import ASGIApp
 
 from giftmarket.adapters.errors import DatabaseUnavailable
 from giftmarket.commands.context import InvalidCredentials, Unauthenticated
-from giftmarket.commands.ports import CommandContention, IdempotencyKeyReused
+from giftmarket.commands.ports import (
+    CommandContention,
+    IdempotencyKeyReused,
+    InvalidToken,
+    ProviderUnavailable,
+)
 from giftmarket.domain.errors import DomainError, Forbidden, InvalidField, NotFound
 from giftmarket.domain.sign_in import TooManyAttempts
 from giftmarket.http.auth import NotAuthenticated
@@ -97,6 +102,15 @@ LOGIN_ERRORS = COMMAND_ERRORS | {
         },
     }
 }
+SOCIAL_SIGN_IN_ERRORS = COMMAND_ERRORS | problem_responses(
+    {
+        401: "The ID token is not valid (`invalid_token`): forged, expired, or for another "
+        "application or issuer",
+        404: "No such provider",
+        503: "The provider's keys or the primary database cannot be reached; retry after "
+        "Retry-After seconds",
+    }
+)
 QUERY_ERRORS = problem_responses(
     {
         401: _NOT_SIGNED_IN,
@@ -173,6 +187,7 @@ _STATUS_BY_DOMAIN_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (Forbidden, 403),
     (InvalidField, 422),
     (InvalidCredentials, 401),
+    (InvalidToken, 401),
     (Unauthenticated, 401),
 )
 _BEARER = {"WWW-Authenticate": 'Bearer realm="giftmarket"'}
@@ -198,6 +213,15 @@ async def _too_many_attempts(request: Request, exc: Exception) -> JSONResponse:
     metrics.add_metric(name="SignInLockouts", unit=MetricUnit.Count, value=1)
     retry_after = {"Retry-After": str(exc.retry_after_seconds)}
     return problem(429, exc.code, exc.detail, headers=retry_after)
+
+
+async def _provider_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProviderUnavailable)
+    log.warning("provider_unavailable: %s", exc)
+    metrics.add_metric(name="ProviderUnavailable", unit=MetricUnit.Count, value=1)
+    detail = "The sign-in provider's keys cannot be reached; retry shortly."
+    retry_after = {"Retry-After": str(exc.retry_after_seconds)}
+    return problem(503, "provider_unavailable", detail, headers=retry_after)
 
 
 async def _not_authenticated(request: Request, exc: Exception) -> JSONResponse:
@@ -274,6 +298,7 @@ def install_problem_handlers(app: ProblemApp) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(TooManyAttempts, _too_many_attempts)  # a DomainError, but 429
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
+    app.add_exception_handler(ProviderUnavailable, _provider_unavailable)
     app.add_exception_handler(InvalidIdempotencyKey, _invalid_idempotency_key)
     app.add_exception_handler(IdempotencyKeyReused, _idempotency_key_reused)
     app.add_exception_handler(CommandContention, _contention)

@@ -100,6 +100,36 @@ class AuthPublic(BaseModel):
     token: str
 
 
+Nonce = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable_text)
+]
+
+
+class SocialSignInRequest(Request):
+    # A compact JWS; what is wrong with one beyond its size is a 401 `invalid_token`.
+    id_token: Annotated[
+        str, StringConstraints(min_length=1, max_length=16384), AfterValidator(storable_text)
+    ]
+    # The nonce the app gave the provider's SDK, if any: the token must carry it.
+    nonce: Nonce | None = None
+    nickname: Nickname | None = None
+
+
+class SocialSignInFingerprint(BaseModel):
+    """What an Idempotency-Key remembers a social sign-in by: what names its token, never
+    the token or anything computed from it."""
+
+    provider: str
+    subject: str
+    issued_at: int
+    nonce: str | None
+    nickname: str | None
+
+
+class SocialAuthPublic(AuthPublic):
+    created: bool  # True (201): this sign-in created the account
+
+
 class ChargeRequest(Request):
     amount: Points
 
@@ -359,7 +389,7 @@ class SearchHistoryPublic(BaseModel):
 
 class UserPublic(BaseModel):
     user_id: str
-    email: str
+    email: str | None  # None: a social account whose provider gave no verified email
     nickname: str
     available_points: int
     escrowed_points: int

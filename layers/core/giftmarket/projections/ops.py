@@ -78,7 +78,8 @@ def user(
     balances: tuple[int, int, int],
 ) -> Op:
     available, escrowed, pending = balances
-    identity = {} if email is None else {"email": email, "nickname": nickname}
+    # Set once, by the signup (the only op that knows the nickname); email may be None.
+    identity = {} if nickname is None else {"email": email, "nickname": nickname}
     return op(
         "user",
         user_id,

@@ -25,7 +25,7 @@ from giftmarket.read_ports import ReadModelReader
 def _me(user_id: str, fields: Mapping[str, Any]) -> Answer:
     return {
         "user_id": user_id,
-        "email": fields["email"],
+        "email": fields["email"] or None,  # '' in the read model: no email
         "nickname": fields["nickname"],
         "available_points": int(fields["available_points"]),
         "escrowed_points": int(fields["escrowed_points"]),
