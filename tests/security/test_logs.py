@@ -18,6 +18,9 @@ from typing import Any
 import jwt
 import pytest
 from tests.support.handler_client import User
+from tests.support.oidc_local import local_id_token
+from tests.support.oidc_tokens import forged as forged_id_token
+from tests.support.oidc_tokens import provider_token
 from tests.support.security import Client
 
 pytestmark = pytest.mark.e2e
@@ -113,6 +116,16 @@ def test_no_password_token_or_secret_is_logged(
     for answer in answers:
         assert listed["barcode"] not in answer.raw.decode(), answer
 
+    # Social sign-in: a good ID token, an expired one and a forged one.
+    issuer, sub = client.stack.config.oidc_issuer, f"logged-{uuid.uuid4().hex}"
+    id_token = local_id_token(issuer, sub)
+    expired = provider_token(issuer, sub, {"exp": 1_000_000_000, "iat": 999_999_000})
+    social = [
+        client.call("POST", "/api/auth/oidc/local", {"id_token": t})
+        for t in (id_token, expired, forged_id_token(id_token))
+    ]
+    assert [a.status for a in social] == [201, 401, 401], social
+
     out, err = capfd.readouterr()
     output = logs.text() + out + err
     assert len(output) > 0, "nothing was captured: the probe would prove nothing"
@@ -130,6 +143,10 @@ def test_no_password_token_or_secret_is_logged(
         "database password": settings.db_password.get_secret_value(),
         "barcode": listed["barcode"],
         "expiring barcode": expiring["barcode"],
+        "ID token": id_token,
+        "ID token signature": id_token.rsplit(".", 1)[1],
+        "expired ID token": expired,
+        "social sign-in's token": social[0].body["token"],
     }
     leaked = [name for name, value in secrets.items() if value in output]
     assert leaked == [], f"{leaked} found in the logs:\n{output[:4000]}"

@@ -1,5 +1,5 @@
-"""Nothing secret at rest outside Secrets Manager: after signups and logins sent with
-Idempotency-Keys (and replayed), a dump of the whole primary holds no bearer token, no
+"""Nothing secret at rest outside Secrets Manager: after signups, logins and social sign-ins
+sent with Idempotency-Keys (and replayed), a dump of the whole primary holds no bearer token, no
 password, and no unsalted SHA-256 of either the password or the request body that held it.
 A replay answers as the first call did, with a token that works, and only while the
 credentials still verify."""
@@ -12,6 +12,7 @@ import subprocess
 import uuid
 
 from tests.support.handler_client import User
+from tests.support.oidc_local import local_id_token
 from tests.support.security import Client
 
 from giftmarket_local.stack import Stack, _require
@@ -70,6 +71,24 @@ def test_a_dump_after_signups_and_logins_with_keys_holds_no_token_or_password(
             forbidden[f"unkeyed fingerprint of {path}"] = unkeyed_fingerprint("POST", path, body)
         forbidden["password"] = password
         forbidden["sha256(password)"] = hashlib.sha256(password.encode()).hexdigest()
+
+    # Social sign-in: the ID token is a credential too (PRODUCT.md: nothing derived from it).
+    path = "/api/auth/oidc/local"
+    for n in range(2):
+        id_token = local_id_token(stack.config.oidc_issuer, f"at-rest-{uuid.uuid4().hex}")
+        key = f"rest-{uuid.uuid4().hex}"
+        keys.append(key)
+        body = {"id_token": id_token, "nickname": "rest"}
+        first_status, first = keyed(client, path, body, key)
+        replay_status, replay = keyed(client, path, body, key)
+        assert (first_status, replay_status) == (201, 201)
+        assert replay["user_id"] == first["user_id"]
+        forbidden[f"ID token {n}"] = id_token
+        forbidden[f"ID token {n}'s signature"] = id_token.rsplit(".", 1)[1]
+        forbidden[f"sha256(ID token {n})"] = hashlib.sha256(id_token.encode()).hexdigest()
+        forbidden[f"unkeyed fingerprint of sign-in {n}"] = unkeyed_fingerprint("POST", path, body)
+        forbidden[f"token of sign-in {n}"] = first["token"]
+        forbidden[f"token of replayed sign-in {n}"] = replay["token"]
 
     dump = dump_primary(stack)
     # The records are there (so the dump could have held secrets): one per key.
