@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -90,3 +92,93 @@ def test_buy_now_margin_cannot_outlast_the_listing_minimum() -> None:
         {"min_voucher_validity_days": 2, "ask_expiry_margin_days": 2}
     )
     assert settings.ask_expiry_margin_days == 2
+
+
+# --- OIDC_PROVIDERS (social sign-in) ----------------------------------------------------------
+
+KAKAO = {"issuer": "https://kauth.kakao.com", "client_ids": ["rest-api-key"], "trust_email": True}
+
+
+def test_oidc_providers_are_read_from_the_environment_as_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    google = {
+        "issuer": "https://accounts.google.com",
+        "client_ids": ["ios-client", "android-client"],
+        "also_issued_as": ["accounts.google.com"],
+    }
+    monkeypatch.setenv("OIDC_PROVIDERS", json.dumps({"kakao": KAKAO, "google": google}))
+    providers = Settings().oidc_providers
+    assert set(providers) == {"kakao", "google"}
+    assert providers["kakao"].trust_email is True
+    assert providers["google"].trust_email is False  # not trusted unless configured so
+    assert providers["google"].token_issuers == (
+        "https://accounts.google.com",
+        "accounts.google.com",
+    )
+
+
+@pytest.mark.parametrize("unset", ["", "  "])
+def test_no_oidc_providers_by_default_or_when_blank(
+    monkeypatch: pytest.MonkeyPatch, unset: str
+) -> None:
+    assert Settings.model_validate({}).oidc_providers == {}
+    monkeypatch.setenv("OIDC_PROVIDERS", unset)
+    assert Settings().oidc_providers == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("{kakao", "not JSON"),
+        ('["kakao"]', "JSON object"),
+        ('"kakao"', "JSON object"),
+        (json.dumps({"Kakao": KAKAO}), "provider name"),
+        (json.dumps({"ka kao": KAKAO}), "provider name"),
+        (json.dumps({"": KAKAO}), "provider name"),
+        (json.dumps({"k" * 33: KAKAO}), "provider name"),
+        (json.dumps({"kakao": {**KAKAO, "client_ids": []}}), "client_ids"),
+        (json.dumps({"kakao": {**KAKAO, "client_ids": [""]}}), "client_ids"),
+        (json.dumps({"kakao": {"issuer": "https://kauth.kakao.com"}}), "client_ids"),
+        (json.dumps({"kakao": {**KAKAO, "issuer": ""}}), "issuer"),
+        (json.dumps({"kakao": {**KAKAO, "secret": "x"}}), "secret"),
+        (json.dumps({"kakao": "https://kauth.kakao.com"}), "kakao"),
+    ],
+)
+def test_oidc_providers_that_are_not_a_provider_map_are_refused(value: str, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        Settings.model_validate({"oidc_providers": value})
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://kauth.kakao.com",
+        "ftp://kauth.kakao.com",
+        "kauth.kakao.com",
+        "https://",
+        "http://10.0.0.1:8080",
+    ],
+)
+def test_an_oidc_issuer_must_be_https_anywhere(issuer: str) -> None:
+    value = json.dumps({"kakao": {**KAKAO, "issuer": issuer}})
+    for environment in ("local", "test"):
+        with pytest.raises(ValidationError, match="issuer"):
+            Settings.model_validate({"environment": environment, "oidc_providers": value})
+
+
+@pytest.mark.parametrize(
+    "issuer", ["http://127.0.0.1:19400", "http://localhost:29400", "http://[::1]:19400"]
+)
+def test_a_loopback_http_issuer_is_for_local_stacks_only(issuer: str) -> None:
+    value = json.dumps({"local": {**KAKAO, "issuer": issuer}})
+    local = Settings.model_validate({"environment": "local", "oidc_providers": value})
+    assert local.oidc_providers["local"].issuer == issuer
+    with pytest.raises(ValidationError, match="https"):
+        Settings.model_validate({**AWS_SECRETS, "oidc_providers": value})
+
+
+def test_https_issuers_are_fine_in_aws() -> None:
+    value = json.dumps({"kakao": KAKAO, "apple": {**KAKAO, "issuer": "https://appleid.apple.com"}})
+    settings = Settings.model_validate({**AWS_SECRETS, "oidc_providers": value})
+    assert settings.oidc_providers["apple"].issuer == "https://appleid.apple.com"

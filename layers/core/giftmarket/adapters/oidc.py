@@ -164,8 +164,11 @@ class OidcVerifier(IdTokenVerifier):
         claims = _claims(id_token, key, alg, config)
         if nonce is not None:
             token_nonce = claims.get("nonce")
+            # surrogatepass: a token's JSON may hold a lone surrogate, which plain UTF-8
+            # cannot encode (a 500); the strings are equal exactly when these bytes are.
             if not isinstance(token_nonce, str) or not hmac.compare_digest(
-                token_nonce.encode(), nonce.encode()
+                token_nonce.encode("utf-8", "surrogatepass"),
+                nonce.encode("utf-8", "surrogatepass"),
             ):
                 raise InvalidToken("The ID token's nonce is not the one sent.")
         return _identity(provider, config, claims)
