@@ -40,16 +40,25 @@ pick_python() {
 }
 PYTHON=${PYTHON:-$(pick_python)}
 
-# pip, minus the warnings some machines' pip.conf prints for every missing local index entry;
-# pip's own exit status is kept (pipefail).
-quiet_pip() {  # venv-dir, pip args...
-  local dir=$1; shift
-  { "$dir/bin/python" -m pip -q "$@" 2>&1 1>&3 | { grep -v 'is ignored: it is neither' || true; } >&2; } 3>&1
-}
+# The virtualenvs are made and filled by uv: it installs from its own cache, shared by every
+# checkout on the machine, so a fresh clone's venvs take seconds, not the minutes pip takes
+# downloading everything again. uv itself comes from PyPI once, with pip, into a venv of its
+# own (its pin follows pyproject's `uv>=0.9,<1`).
+UV_PIN="uv==0.13.9"
+UV=.local/venvs/uv/bin/uv
+mkdir -p .local/venvs
+if ! [ -x "$UV" ] || [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" != "${UV_PIN#uv==}" ]; then
+  say "installing $UV_PIN"
+  [ -x .local/venvs/uv/bin/python ] || "$PYTHON" -m venv .local/venvs/uv
+  # pip, minus the warnings some machines' pip.conf prints for every missing local index
+  # entry; pip's own exit status is kept (pipefail).
+  { .local/venvs/uv/bin/python -m pip -q install "$UV_PIN" 2>&1 1>&3 |
+    { grep -v 'is ignored: it is neither' || true; } >&2; } 3>&1
+fi
 
 # A virtualenv is (re)built when missing, broken or made from another interpreter, and its
 # packages reinstalled when the file that pins them changed (a stamp holds its hash).
-ensure_venv() {  # dir, stamp-source-text, pip args...
+ensure_venv() {  # dir, stamp-source-text, requirements...
   local dir=$1 wanted=$2; shift 2
   local stamp="$dir/.giftmarket-stamp"
   local want_stamp; want_stamp="$("$PYTHON" -c 'import sys; print(sys.version)') $wanted"
@@ -57,9 +66,9 @@ ensure_venv() {  # dir, stamp-source-text, pip args...
     return
   fi
   say "building $dir with $PYTHON"
-  [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-  quiet_pip "$dir" install --upgrade pip >/dev/null
-  quiet_pip "$dir" install "$@"
+  # --seed: pip in it too, for the tools that call `python -m pip` themselves.
+  [ -x "$dir/bin/python" ] || "$UV" venv --quiet --seed --python "$PYTHON" "$dir"
+  "$UV" pip install --quiet --python "$dir/bin/python" "$@"
   echo "$want_stamp" >"$stamp"
 }
 
@@ -68,7 +77,6 @@ ensure_venv .venv "$(sha256sum pyproject.toml | cut -d' ' -f1)" -e '.[dev]'
 # LocalStack without Docker: these pins are known to work on these machines (ARCHITECTURE.md).
 LOCALSTACK_PINS=("localstack-core[runtime]==4.13.1" "cryptography<44" "pyopenssl==24.2.1"
   "service_identity<24.2" "cbor2<5.7")
-mkdir -p .local/venvs
 ensure_venv .local/venvs/localstack "${LOCALSTACK_PINS[*]}" "${LOCALSTACK_PINS[@]}"
 
 # AWS SAM CLI for `sam validate --lint` (make lint) and `sam build`, in its own virtualenv:
