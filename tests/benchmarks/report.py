@@ -227,6 +227,20 @@ def settlement(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def purge(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"buy-now p99 while the purge of {r['rows']:,} rows runs, round {i + 1}",
+            f"{x['p99_during_ms']} ms against {x['p99_quiet_ms']} ms stopped: {x['ratio']}x",
+            f"<= {r['goal_ratio']}x in one round: {verdict(r['meets_goal'])}"
+            if i == len(r["rounds"]) - 1
+            else "",
+            "",
+        )
+        for i, x in enumerate(r["rounds"])
+    ]
+
+
 def image_janitor(r: dict[str, Any]) -> list[Row]:
     return [
         (
@@ -317,6 +331,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("Outbox relay", "relay", relay),
     ("Commands", "buy_now", buy_now),
     ("Settlement", "settlement", settlement),
+    ("Purge under load", "purge", purge),
     ("Orphaned-image cleanup", "image_janitor", image_janitor),
     ("Replication", "replication_lag", replication_lag),
     ("Cold start: handler import", "cold_start", cold_start),

@@ -186,7 +186,7 @@ class Settings(BaseSettings):
     # The daily purge (jobs/purge.py): published outbox rows are kept this many days; rows
     # past their retention are deleted at most this many per transaction, and after each
     # batch the purge rests this many times as long as the batch took, so the commands
-    # keep the database's CPU (tests/reliability/test_purge_under_load.py: 1000-row
+    # keep the database's CPU (tests/benchmarks/bench_purge.py: 1000-row
     # batches back to back tripled buy-now p99 on a two-core machine).
     outbox_retention_days: int = Field(default=7, ge=1)
     purge_batch_size: int = Field(default=200, ge=1, le=1000)

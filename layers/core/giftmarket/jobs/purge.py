@@ -21,7 +21,7 @@ What the purge does take from the commands is the primary's CPU: deleting a row 
 index entries costs about as much as a command's write. Back to back, 1000-row batches
 took 2.6x the buy-now p99 on a two-core machine; so after each batch the purge rests
 PURGE_REST_RATIO (default 3) times as long as the batch took, which also makes it back off
-by itself when the primary is busy (tests/reliability/test_purge_under_load.py: 1.1-1.4x).
+by itself when the primary is busy (tests/benchmarks/bench_purge.py: 1.1-1.4x).
 
 Unpublished outbox rows are never deleted, however old: their `published_at` is NULL, which
 no comparison matches. A rerun deletes what is left, so a run cut short anywhere loses
