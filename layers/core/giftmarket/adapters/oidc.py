@@ -40,6 +40,7 @@ from giftmarket.commands.ports import (
 )
 from giftmarket.domain.errors import NotFound
 from giftmarket.domain.users import MAX_SUBJECT_LENGTH
+from giftmarket.domain.validation import storable
 from giftmarket.lazy import lazy
 from giftmarket.settings import OidcProvider, is_loopback_url
 
@@ -286,7 +287,7 @@ def _identity(provider: str, config: OidcProvider, claims: Mapping[str, Any]) ->
     ):
         raise InvalidToken("The ID token's subject (sub) is not valid.")
     email = claims.get("email")
-    if not (isinstance(email, str) and _EMAIL.match(email) and _storable(email)):
+    if not (isinstance(email, str) and _EMAIL.match(email) and storable(email)):
         email = None
     # Apple states email_verified as the string "true".
     verified = claims.get("email_verified") in (True, "true")
@@ -301,14 +302,5 @@ def _identity(provider: str, config: OidcProvider, claims: Mapping[str, Any]) ->
         email=email,
         email_verified=email is not None and verified,
         trust_email=config.trust_email,
-        name=name if name is None or _storable(name) else None,
+        name=name if name is None or storable(name) else None,
     )
-
-
-def _storable(text: str) -> bool:
-    """Valid Unicode the database can keep (no lone surrogates, no NUL)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text

@@ -54,13 +54,10 @@ def sign_up(uow: UnitOfWork, command: SignUp, ctx: CommandContext) -> Account:
 
 def sign_in(uow: UnitOfWork, command: SignIn, ctx: CommandContext) -> Account:
     user = uow.users.get_by_email(command.email)
-    if user is None:
-        # Verifying against a real hash makes "no such user" take as long as "wrong
-        # password", so response times do not reveal which emails are registered.
-        ctx.passwords.verify(ctx.passwords.dummy_hash(), command.password)
-        raise InvalidCredentials()
-    if user.password_hash is None:
-        # A social-only account has no password; it takes as long as a wrong one.
+    if user is None or user.password_hash is None:
+        # No such user, or a social-only one (no password): verifying against a real hash
+        # makes either take as long as a wrong password, so response times do not reveal
+        # which emails are registered, nor how.
         ctx.passwords.verify(ctx.passwords.dummy_hash(), command.password)
         raise InvalidCredentials()
     if not ctx.passwords.verify(user.password_hash, command.password):

@@ -8,6 +8,15 @@ MAX_POINTS = 10**9
 """The largest amount or price a single request may carry."""
 
 
+def storable(text: str) -> bool:
+    """Whether the database can keep `text`: valid Unicode (no lone surrogates), no NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def require_points(value: int, field: str) -> int:
     # bool is an int subclass; True must not pass as one point.
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_POINTS:

@@ -28,17 +28,13 @@ from pydantic import (
 )
 
 from giftmarket.domain.orders import DisputeDecision, InspectionResult
-from giftmarket.domain.validation import MAX_POINTS
+from giftmarket.domain.validation import MAX_POINTS, storable
 
 
 def storable_text(value: str) -> str:
     """`value` if the database can store it: valid Unicode (no lone surrogates), no NUL."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
+    if not storable(value):
+        raise ValueError("text must be valid Unicode (no lone surrogates) without NUL characters")
     return value
 
 
