@@ -8,7 +8,6 @@ emails) and its own product, and reads balances and states from the primary by i
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import struct
@@ -30,6 +29,7 @@ import pytest
 from tests.support.net import free_port, port_open
 from tests.support.oidc_local import local_id_token
 from tests.support.oidc_tokens import forged, hs256_with_public_key, provider_token, unsigned
+from tests.support.runner import runner_env
 from tests.support.vouchers import voucher_facts
 
 from giftmarket.consistency import ConsistencyToken
@@ -143,7 +143,7 @@ def api(stack: Stack, runner_log: Path) -> Iterator[Api]:
             [sys.executable, "-m", "giftmarket_local", "run", "--profile", "test"]
             + ["--port", str(port)],
             cwd=REPO_ROOT,
-            env=dict(os.environ),
+            env=runner_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

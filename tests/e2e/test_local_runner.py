@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from tests.support.net import free_port, port_open
+from tests.support.runner import runner_env
 
 from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
 
@@ -46,7 +47,7 @@ def start_runner(profile: str, port: int, env: dict[str, str]) -> subprocess.Pop
             str(port),
         ],
         cwd=REPO_ROOT,
-        env={**os.environ, **env},
+        env=runner_env(env),
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,

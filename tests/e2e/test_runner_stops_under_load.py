@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from tests.support.net import free_port, port_open
+from tests.support.runner import runner_env
 
 from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
 
@@ -103,7 +104,7 @@ def spawn_runner(run: RunProfile) -> subprocess.Popen[bytes]:
             [sys.executable, "-m", "giftmarket_local", "run", "--profile", "run"]
             + ["--port", str(run.api_port)],
             cwd=REPO_ROOT,
-            env={**os.environ, **run.env},
+            env=runner_env(run.env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
