@@ -17,6 +17,9 @@ run: setup ## start the whole local stack and serve the API on http://127.0.0.1:
 
 test: setup lint ## lint, then the whole test suite with coverage (starts and stops its own stack)
 	@rm -rf .local/coverage && mkdir -p .local/coverage
+	@# Bytecode for the project's own modules: with PYTHONDONTWRITEBYTECODE set, every child
+	@# process (the runner, the CLI, the jobs) would compile them again.
+	@$(PY) -m compileall -q layers/core/giftmarket infra/local/giftmarket_local >/dev/null
 	@$(PY) -m coverage run -m pytest; status=$$?; \
 	  $(PY) -m coverage combine -q && $(PY) -m coverage html -q && $(PY) -m coverage json -q && \
 	  $(PY) tests/support/coverage_summary.py; exit $$status

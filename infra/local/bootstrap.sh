@@ -68,7 +68,10 @@ ensure_venv() {  # dir, stamp-source-text, requirements...
   say "building $dir with $PYTHON"
   # --seed: pip in it too, for the tools that call `python -m pip` themselves.
   [ -x "$dir/bin/python" ] || "$UV" venv --quiet --seed --python "$PYTHON" "$dir"
-  "$UV" pip install --quiet --python "$dir/bin/python" "$@"
+  # --compile-bytecode, as pip does: where PYTHONDONTWRITEBYTECODE is set (these machines),
+  # a venv without .pyc files compiles every module it imports again in every process (a
+  # CLI or the runner: 2.8 s of imports instead of 0.9).
+  "$UV" pip install --quiet --compile-bytecode --python "$dir/bin/python" "$@"
   echo "$want_stamp" >"$stamp"
 }
 
