@@ -59,6 +59,12 @@ bench: setup ## benchmarks on the test stack; figures, plots and report.md in be
 soak: setup ## the reliability tests longer and bigger (GM_SOAK_SCALE, default 10)
 	@GM_SOAK_SCALE=$${GM_SOAK_SCALE:-10} $(PY) -m pytest tests/reliability
 
+# Locust comes in its own virtualenv (.local/venvs/load), made on the first `make load` only.
+load: ## Locust's market mix: URL (make run's) USERS=20 DURATION=60s SPAWN_RATE=2; bench-results/load
+	@infra/local/bootstrap.sh --with-load
+	@$(PY) -m tests.load.run --url "$(or $(URL),http://127.0.0.1:$(PORT))" --users "$(or $(USERS),20)" \
+	  --duration "$(or $(DURATION),60s)" $(if $(SPAWN_RATE),--spawn-rate "$(SPAWN_RATE)")
+
 failover-drill: setup ## crash the `run` stack's primary and promote its replica (see README)
 	@$(PY) -m giftmarket_local failover-drill --profile run
 

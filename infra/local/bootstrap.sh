@@ -2,7 +2,8 @@
 # Installs everything the local stack and the tests need, on a fresh Debian 12 machine:
 # MariaDB and Redis from Debian, the project virtualenv (.venv), LocalStack's own virtualenv
 # (.local/venvs/localstack) and the development OpenID provider's (.local/venvs/oidc).
-# Idempotent and non-interactive; quick when done before.
+# Idempotent and non-interactive; quick when done before. `--with-load` also makes Locust's
+# (.local/venvs/load), which only `make load` needs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -96,3 +97,10 @@ ensure_venv .local/venvs/checkov "${CHECKOV_PINS[*]}" "${CHECKOV_PINS[@]}"
 # own virtualenv: its Flask/authlib pins are not the project's to follow.
 OIDC_PINS=("oidc-provider-mock==0.4.8")
 ensure_venv .local/venvs/oidc "${OIDC_PINS[*]}" "${OIDC_PINS[@]}"
+
+# Locust for `make load` (tests/load/), on request only: `make run` and `make test` do not wait
+# for it, and gevent's monkey-patching never reaches the project's virtualenv.
+if [ "${1:-}" = "--with-load" ]; then
+  LOAD_PINS=("locust==2.47.0")
+  ensure_venv .local/venvs/load "${LOAD_PINS[*]}" "${LOAD_PINS[@]}"
+fi
