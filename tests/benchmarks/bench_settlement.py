@@ -1,4 +1,4 @@
-"""Daily settlement of 10^5 COMPLETED orders across 10^3 sellers (goal: under 30 s).
+"""Daily settlement of 10^5 COMPLETED orders across 10^3 sellers (goal: under 10 s, #18).
 
 The market is seeded behind the application's back with bench_read_models.py's Seeder
 (multi-row INSERTs: users, products, the asks or buy bids each order matched, voucher
@@ -32,12 +32,12 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench_read_models import DAY, Scale, Seeder, kst_date, kst_midnight
+from bench_read_models import DAY, HOUR, Scale, Seeder, kst_date, kst_midnight
 from benchcommon import (
     OUT,
     bench_settings,
@@ -57,7 +57,7 @@ from giftmarket.jobs.settlement import SettlementReport, settle_business_date, s
 from giftmarket.settings import Settings
 
 R = TypeVar("R")
-GOAL_SECONDS = 30.0
+GOAL_SECONDS = 10.0  # issue 18: set-based, 10^5 orders of 10^3 sellers
 SELLERS = 1_000
 BUYERS = 1_000
 
@@ -83,6 +83,17 @@ class SettlementSeeder(Seeder):
         """The KST date every order was completed on (see Seeder._order_times)."""
         today = kst_midnight(kst_date(self.now))
         return kst_date(today if self.now - today > timedelta(minutes=10) else today - DAY)
+
+    def _order_times(self, status: str) -> tuple[datetime, datetime | None]:
+        created, completed = super()._order_times(status)
+        # Seeded between 00:00 and 00:10 KST, the base seeder's orders run from yesterday's
+        # midnight to now, past the end of the date settled here: moved back into it, so
+        # every order is settled whatever the hour of the run.
+        end = kst_midnight(self.business_date + DAY)
+        if completed is not None and completed >= end:
+            completed = self.between(end - HOUR, end)
+            created = min(created, completed)
+        return created, completed
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,8 @@ def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
         # The machine is shared: its load and what each side spent in CPU say how much of
         # the wall time was this run's own work (the replica runs elsewhere in AWS).
         "cpu_seconds": cpu,
+        # The same per order: what each side costs whatever the machine's load.
+        "cpu_us_per_order": {k: round(v * 1e6 / args.orders) for k, v in cpu.items()},
         "load_average_1m_before_after": [load_before, load_after],
         "cpu_cores": os.cpu_count(),
         "per_seller_transaction_ms": {

@@ -11,8 +11,10 @@ tests is the money, not the upload).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -21,11 +23,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import boto3
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from tests.support.fakes import FakeClock, FakeImageStore
 from tests.support.outbox import outbox_envelopes
 from tests.support.settlement_market import (
@@ -40,6 +43,7 @@ from tests.support.settlement_market import (
     new_market,
     order_statuses,
     rows,
+    run_at,
     scalar,
     settle,
     settlement_container,
@@ -48,11 +52,16 @@ from tests.support.settlement_market import (
     table_counts,
 )
 
-from giftmarket.adapters import tables
+from giftmarket.adapters import outbox, repositories, tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import trading
+from giftmarket.commands.executor import CommandExecutor
+from giftmarket.commands.ports import Committed
+from giftmarket.domain import marketplace
+from giftmarket.domain.ids import new_id
+from giftmarket.domain.settlement import business_day_bounds
 from giftmarket.http.auth import TokenService
-from giftmarket.jobs.settlement import SettlementReport
+from giftmarket.jobs.settlement import SettlementReport, settle_seller
 from giftmarket.messages import EventEnvelope
 from giftmarket.queries import account, trades
 from giftmarket.settings import Settings
@@ -160,6 +169,143 @@ def test_the_outbox_carries_the_settlement_every_order_and_the_sellers_balances(
         e for e in by_type["UserBalancesChanged"] if e.payload["reason"] == "settlement"
     ]
     assert balances_changed.payload["pending_points"] == 0
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    return str(row["id"])
+
+
+def _event_key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["event_type"], row["aggregate_id"]
+
+
+def fixed_ids(*values: str) -> Callable[[], str]:
+    given = iter(values)
+    return lambda: next(given)
+
+
+def domain_rule(
+    container: Container, seller: str, day: date, now: datetime, ids: Callable[[], str]
+) -> dict[str, Any]:
+    """What the aggregates' path (`marketplace.settle_seller`, each order's `settle`) would
+    write for the seller's orders, as rows; rolled back."""
+    orders, users, settlements = (
+        repositories.SqlOrderRepository.mapper,
+        repositories.SqlUserRepository.mapper,
+        repositories.SqlSettlementRepository.mapper,
+    )
+    with container.unit_of_work() as uow:
+        locked = uow.orders.lock_settleable(seller, business_day_bounds(day)[1])
+        user = uow.users.get(seller, lock=True)
+        assert user is not None
+        fee_bps = container.settings.seller_fee_bps
+        settlement, payout = marketplace.settle_seller(user, locked, fee_bps, day, ids, now)
+        aggregates: list[Any] = [*locked, user, settlement]
+        return {
+            "orders": sorted((orders.to_row(order) for order in locked), key=_row_id),
+            "user": users.to_row(user),
+            "settlement": settlements.to_row(settlement),
+            "payout": payout,
+            "events": sorted(
+                (row | {"id": None} for a in aggregates for row in event_rows(a.events)),
+                key=_event_key,
+            ),
+        }
+
+
+def event_rows(events: list[Any]) -> list[dict[str, Any]]:
+    return [outbox.outbox_row(event, "") for event in events]
+
+
+def written(container: Container, seller: str, committed: Committed) -> dict[str, Any]:
+    o, out, u, s = tables.orders, tables.outbox, tables.users, tables.settlements
+    order_columns = [c for c in o.c if c.name != "coupon_in_force"]
+    user_row = rows(container, select(u).where(u.c.id == seller))[0]
+    [settlement_row] = rows(container, select(s).where(s.c.seller_id == seller))
+    return {
+        "orders": sorted(
+            (
+                dict(r._mapping)
+                for r in rows(container, select(*order_columns).where(o.c.seller_id == seller))
+            ),
+            key=_row_id,
+        ),
+        "user": dict(user_row._mapping),
+        "settlement": dict(settlement_row._mapping),
+        "events": sorted(
+            (
+                dict(r._mapping) | {"id": None}
+                for r in rows(
+                    container,
+                    select(
+                        *[c for c in out.c if c.name not in ("published_at", "publish_attempts")]
+                    ).where(out.c.id.in_(committed.outbox_ids)),
+                )
+            ),
+            key=_event_key,
+        ),
+    }
+
+
+@pytest.mark.parametrize("seed", [18, 1018])
+def test_the_set_based_settlement_writes_what_the_domain_rule_gives(
+    container: Container, market: Market, seed: int
+) -> None:
+    """Random prices (the fee floored per order) and completion instants with and without
+    microseconds, settled at an instant with and without: the SQL statements write exactly
+    the orders, events, settlement, balances and postings the Python rule gives."""
+    rng = random.Random(seed)
+    prices = [rng.choice([1, 19, 20, 39, 61, 199, 9_999, rng.randint(1, 60_000)]) for _ in range(9)]
+    market.with_sales([prices])
+    [seller] = market.sellers
+    start, _ = business_day_bounds(market.day)
+    o = tables.orders
+    with container.database.writer.begin() as conn:
+        for order_id in market.orders[seller]:
+            completed = start + timedelta(seconds=rng.randrange(86_400))
+            completed += timedelta(microseconds=rng.choice([0, rng.randrange(1, 10**6)]))
+            conn.execute(
+                update(o)
+                .where(o.c.id == order_id)
+                .values(completed_at=completed.astimezone(UTC).replace(tzinfo=None))
+            )
+    now = run_at(market.day) + timedelta(microseconds=rng.choice([0, rng.randrange(1, 10**6)]))
+    settlement_id, payout_id = new_id(), new_id()
+
+    expected = domain_rule(container, seller, market.day, now, fixed_ids(settlement_id, payout_id))
+    context = dataclasses.replace(
+        container.command_context, ids=fixed_ids(settlement_id, payout_id)
+    )
+    result, committed = CommandExecutor(container.unit_of_work, context).transaction(
+        partial(
+            settle_seller,
+            seller_id=seller,
+            business_date=market.day,
+            fee_bps=container.settings.seller_fee_bps,
+            now=now,
+        )
+    )
+
+    assert result.settlement is not None and result.settlement.id == settlement_id
+    actual = written(container, seller, committed)
+    assert actual["orders"] == expected["orders"]
+    assert actual["events"] == expected["events"]
+    assert len(committed.outbox_ids) == len(prices) + 2
+    assert actual["settlement"] == expected["settlement"]
+    assert actual["user"] == expected["user"]
+    e = tables.ledger_entries
+    postings = rows(
+        container,
+        select(e.c.account_owner, e.c.bucket, e.c.amount, e.c.reason, e.c.ref_id).where(
+            e.c.txn_id == payout_id
+        ),
+    )
+    payout = expected["payout"]
+    assert sorted(tuple(p) for p in postings) == sorted(
+        (p.account.owner, p.account.bucket.value, p.amount, payout.reason.value, settlement_id)
+        for p in payout.postings
+    )
+    assert_money_is_conserved(container)
 
 
 def test_a_second_run_for_the_same_date_changes_nothing(

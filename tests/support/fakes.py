@@ -61,7 +61,7 @@ from giftmarket.domain.images import Image, ImageStatus
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BidStatus, BuyBid, SellBid, best_ask, best_bid
 from giftmarket.domain.orders import Order, OrderStatus
-from giftmarket.domain.settlement import Settlement, business_date_of
+from giftmarket.domain.settlement import SettleableOrder, Settlement, business_date_of
 from giftmarket.domain.sign_in import FailureWindow, SignInLimits, TooManyAttempts, lockout
 from giftmarket.domain.users import AdminRightsChange, SocialIdentity, User, normalize_email
 from giftmarket.domain.vouchers import Fingerprint, Voucher, VoucherRules
@@ -626,6 +626,33 @@ class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
     def lock_settleable(self, seller_id: str, completed_before: datetime) -> list[Order]:
         mine = [o for o in self._settleable(completed_before) if o.seller_id == seller_id]
         return self._locked(sorted(mine, key=lambda o: o.id))
+
+    def lock_for_settlement(
+        self, seller_id: str, completed_before: datetime
+    ) -> list[SettleableOrder]:
+        return [
+            SettleableOrder(
+                id=order.id,
+                seller_id=order.seller_id,
+                buyer_id=order.buyer_id,
+                price=order.price,
+                completed_at=order.completed_at,
+                version=order.version,
+            )
+            for order in self.lock_settleable(seller_id, completed_before)
+            if order.completed_at is not None
+        ]
+
+    def mark_settled(
+        self, orders: Sequence[SettleableOrder], settlement_id: str, now: datetime
+    ) -> None:
+        # The domain's own rule, which the SQL repository's statements reproduce
+        # (tests/integration/test_settlement_job.py compares the two).
+        for sale in orders:
+            order = self.get(sale.id, lock=True)
+            if order is None or order.version != sale.version:
+                raise StaleAggregate(f"order {sale.id} changed meanwhile")
+            order.settle(settlement_id, now)
 
 
 class FakeCouponRepository(_FakeTable[Coupon], ports.CouponRepository):

@@ -94,9 +94,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         # Errors here surface through __exit__, which turns a lost primary into a 503.
         self._tracker.save_changed()
         written = write_events(self.session, self._tracker.new_events())
+        # Events repositories wrote set-based (a settlement's orders) were written first.
+        earlier = self._tracker.take_written()
         self._written = Committed(
-            self._written.outbox_ids + written.outbox_ids,
-            {**self._written.versions, **written.versions},
+            self._written.outbox_ids + earlier.outbox_ids + written.outbox_ids,
+            {**self._written.versions, **earlier.versions, **written.versions},
         )
         return self._written
 

@@ -35,7 +35,7 @@ from giftmarket.domain.images import Image
 from giftmarket.domain.ledger import LedgerTransaction
 from giftmarket.domain.orderbook import BuyBid, SellBid
 from giftmarket.domain.orders import Order
-from giftmarket.domain.settlement import Settlement
+from giftmarket.domain.settlement import SettleableOrder, Settlement
 from giftmarket.domain.users import AdminRightsChange, SocialIdentity, User
 from giftmarket.domain.vouchers import Fingerprint, Voucher
 from giftmarket.messages import EventEnvelope
@@ -222,6 +222,20 @@ class OrderRepository(ABC):
     @abstractmethod
     def lock_settleable(self, seller_id: str, completed_before: datetime) -> list[Order]:
         """Lock the seller's COMPLETED orders completed before the instant, in id order."""
+
+    @abstractmethod
+    def lock_for_settlement(
+        self, seller_id: str, completed_before: datetime
+    ) -> list[SettleableOrder]:
+        """`lock_settleable`, reading only what a settlement takes of each order."""
+
+    @abstractmethod
+    def mark_settled(
+        self, orders: Sequence[SettleableOrder], settlement_id: str, now: datetime
+    ) -> None:
+        """Settle orders this unit of work locked with `lock_for_settlement`, as
+        `Order.settle` does each (SETTLED by the settlement at `now`, one version up, its
+        OrderSettled event to the outbox), in a few set-based statements."""
 
 
 class CouponRepository(ABC):

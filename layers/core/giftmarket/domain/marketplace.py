@@ -22,7 +22,12 @@ from giftmarket.domain.orderbook import (
     ensure_bid_does_not_cross,
 )
 from giftmarket.domain.orders import DisputeDecision, Order, OrderVia
-from giftmarket.domain.settlement import Settlement, settleable
+from giftmarket.domain.settlement import (
+    SettledSale,
+    Settlement,
+    business_day_bounds,
+    settleable,
+)
 from giftmarket.domain.users import User
 from giftmarket.domain.validation import require_points
 from giftmarket.domain.vouchers import InspectionMode, Voucher, VoucherRules
@@ -304,12 +309,37 @@ def settle_seller(
 ) -> tuple[Settlement, LedgerTransaction]:
     """Settles the given orders (all of them the seller's and settleable for the date) into
     one settlement: pending falls by gross, available grows by net, platform fees by fee."""
+    for order in orders:
+        if not settleable(order, business_date):
+            raise ValueError(f"order {order.id} is not {seller.id}'s to settle for {business_date}")
+    settlement, payout = pay_out_seller(seller, orders, fee_bps, business_date, ids, now)
+    for order in orders:
+        order.settle(settlement.id, now)
+    return settlement, payout
+
+
+def pay_out_seller(
+    seller: User,
+    orders: Sequence[SettledSale],
+    fee_bps: int,
+    business_date: date,
+    ids: IdGenerator,
+    now: datetime,
+) -> tuple[Settlement, LedgerTransaction]:
+    """`settle_seller` but for the orders themselves, which the caller marks SETTLED by the
+    returned settlement (the daily job does it set-based, `OrderRepository.mark_settled`):
+    the settlement, its payout, and the seller's balances moved by it."""
     if not orders:
         raise ValueError("a settlement needs at least one order")
     if len({order.id for order in orders}) != len(orders):
         raise ValueError("an order appears twice in one settlement")
+    _, day_end = business_day_bounds(business_date)
     for order in orders:
-        if order.seller_id != seller.id or not settleable(order, business_date):
+        if (
+            order.seller_id != seller.id
+            or order.completed_at is None
+            or order.completed_at >= day_end
+        ):
             raise ValueError(f"order {order.id} is not {seller.id}'s to settle for {business_date}")
     settlement = Settlement.of_orders(
         settlement_id=ids(),
@@ -322,10 +352,6 @@ def settle_seller(
     payout = ledger.settlement_payout(
         ids(), settlement.id, seller.id, settlement.gross, settlement.fee, now
     )
-    seller.ensure_can_apply(payout)
-
-    for order in orders:
-        order.settle(settlement.id, now)
     seller.apply(payout)
     return settlement, payout
 

@@ -4,7 +4,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from typing import Self
+from typing import Protocol, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from giftmarket.domain import events
@@ -77,6 +77,32 @@ def require_business_day_over(business_date: date, now: datetime) -> date:
     return business_date
 
 
+class SettledSale(Protocol):
+    """What a settlement reads of each order it settles: an `Order`, or a `SettleableOrder`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def seller_id(self) -> str: ...
+    @property
+    def price(self) -> int: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SettleableOrder:
+    """What settling takes of a COMPLETED order: the set-based path locks and reads these
+    few columns, never the whole aggregate, and marks the orders SETTLED in SQL."""
+
+    id: str
+    seller_id: str
+    buyer_id: str
+    price: int
+    completed_at: datetime
+    version: int
+
+
 def settleable(order: Order, business_date: date) -> bool:
     _, end = business_day_bounds(business_date)
     return (
@@ -106,7 +132,7 @@ class Settlement:
         settlement_id: str,
         seller_id: str,
         business_date: date,
-        orders: Sequence[Order],
+        orders: Sequence[SettledSale],
         fee_bps: int,
         now: datetime,
     ) -> Self:

@@ -15,6 +15,14 @@ A run for business date D, as of `now`:
    published after commit, as a command's are. No lock outlives one seller's transaction,
    and none covers rows of sellers not being settled.
 
+The work per order is set-based: the locking read takes only what the amounts need
+(`OrderRepository.lock_for_settlement`), the domain computes the settlement and payout
+from it (the fee floored per order), and one UPDATE by primary key marks the orders
+SETTLED and one INSERT … SELECT writes their OrderSettled events (`mark_settled`), instead
+of loading, diffing and saving 10^5 aggregates and serialising their events in Python.
+tests/integration/test_settlement_job.py checks that those statements write exactly what
+`marketplace.settle_seller` (each `Order.settle`) gives for the same orders.
+
 Running it again changes nothing, and a run that died half way is finished by the next:
 every transaction commits whole or not at all, a settled order is no longer COMPLETED (two
 runs for one seller queue on its orders' locks; the second finds none left), and a seller
@@ -229,7 +237,7 @@ def settle_seller(
 ) -> SellerResult:
     """One seller's settlement for the date, in the caller's unit of work."""
     _, day_end = business_day_bounds(business_date)
-    orders = uow.orders.lock_settleable(seller_id, day_end)
+    orders = uow.orders.lock_for_settlement(seller_id, day_end)
     if not orders:
         return SellerResult(seller_id, Outcome.NOTHING)
     # Then every user involved, in id order as trades lock users: the seller to change, the
@@ -242,11 +250,14 @@ def settle_seller(
     uow.users.share_lock([buyer for buyer in buyers if buyer > seller_id])
     if uow.settlements.find(seller_id, business_date) is not None:
         return SellerResult(seller_id, Outcome.DEFERRED)
-    settlement, payout = marketplace.settle_seller(
+    settlement, payout = marketplace.pay_out_seller(
         seller, orders, fee_bps, business_date, ctx.ids, now
     )
     uow.settlements.add(settlement)
     uow.ledger.record(payout)
+    # The orders are marked in SQL, not loaded and saved one aggregate at a time: that
+    # was most of a settlement's cost (PRODUCT.md's daily volume in seconds, issue 18).
+    uow.orders.mark_settled(orders, settlement.id, now)
     return SellerResult(seller_id, Outcome.SETTLED, settlement)
 
 
