@@ -19,8 +19,17 @@ function ever uses is really saved.
 
 The baseline is a process that imports bare fastapi and mangum, builds a trivial FastAPI
 app with one route and wraps it in Mangum: the least any HTTP handler of this stack can
-import; its first invocation is a GET of that route. Goal: each handler's import median
-≤ 1.5× the baseline's import median.
+import; its first invocation is a GET of that route. Goal (issue 18): the command and query
+API handlers' import + first invocation median ≤ 2× the baseline's (an earlier goal, the
+import alone ≤ 1.5× the baseline's import, is still shown beside each import).
+
+SnapStart (giftmarket/snapstart.py), emulated in as many more processes for the two API
+handlers and the baseline: the import, then the before-snapshot hooks (what Lambda runs once
+when a version is published: every lazy module imported, the Tracer built, a request that
+touches no store answered), then, timed as a restored environment's, the after-restore hooks
+and the first invocation. The snapshot must hold no connection (0 socket connects before
+it). Lambda's restore of the microVM itself (its Restore Duration metric) is not
+in the figure: it is beside it, for every function alike.
 
 The child's environment is a Lambda's (LAMBDA_TASK_ROOT set, so Powertools' Tracer is
 enabled as with `Tracing: Active`, a sampled X-Ray trace header, region, service name) with
@@ -63,14 +72,21 @@ from giftmarket_local.stack import REPO_ROOT
 
 HANDLERS = ("command_api", "query_api", "projector", "outbox_relay", "settlement", "image_janitor")
 BASELINE = "baseline"
-GOAL_RATIO = 1.5
+# Issue 18: each API handler's import + first invocation ≤ 2× the baseline's.
+GOAL_RATIO = 2.0
+GOAL_HANDLERS = ("command_api", "query_api")
+# An earlier goal on the import alone, still reported beside each handler's import.
+IMPORT_GOAL_RATIO = 1.5
 REPEATS = 15
 # Of those, the processes that also invoke the handler (spread evenly over the rounds): an
 # invocation that reaches for unreachable stores costs more than the import, and the whole
 # benchmark is to stay within a few minutes on a 2-core machine.
 INVOKE_REPEATS = 6
-# The issue's figures (command handler 1.14 s, bare FastAPI + Mangum 0.42 s), for reference.
-MEASURED_BEFORE = {"command_api_ms": 1140, "baseline_ms": 420}
+# Issue 18's figures (import + first invocation over the baseline's), for reference.
+MEASURED_BEFORE = {
+    "command_api_import_plus_first_ratio": 3.84,
+    "query_api_import_plus_first_ratio": 3.34,
+}
 UNUSED = "127.0.0.1:9"  # the discard port: nothing listens, a connect is refused at once
 CHILD_TIMEOUT_SECONDS = 60  # a child that hangs fails the benchmark instead of stalling it
 RESULT_MARK = "COLD_START_RESULT "  # the handlers log to stdout too
@@ -81,7 +97,7 @@ PRODUCT_ID = "01KAQ3Y4MA7T2N5Q8R1S4V6X9Z"  # any ULID: the stores are unreachabl
 # after the import is timed and before the invocation clock starts.
 CHILD = """
 import importlib.util, json, socket, sys, time
-target, path, event_json = sys.argv[1], sys.argv[2], sys.argv[3]
+target, path, event_json, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 connects = []
 _connect = socket.socket.connect
 def connect(self, address):
@@ -151,6 +167,22 @@ def invoke(n):
         "connects": len(connects) - before,
     }
 
+if mode == "snapstart":
+    # What Lambda does at publish: init, then the before-snapshot hooks; then, in each
+    # environment resumed from the snapshot, the after-restore hooks and the first
+    # invocation. The restore of the microVM itself is Lambda's and is not in this.
+    before = len(connects)
+    began = time.perf_counter()
+    if target != "baseline":
+        from giftmarket import snapstart
+        snapstart.run_before_snapshot()
+    result["before_snapshot_seconds"] = time.perf_counter() - began
+    result["before_snapshot_connects"] = len(connects) - before
+    result["modules_in_snapshot"] = len(sys.modules)
+    began = time.perf_counter()
+    if target != "baseline":
+        snapstart.run_after_restore()
+    result["after_restore_seconds"] = time.perf_counter() - began
 result["first"] = invoke(1)
 result["warm"] = invoke(2)
 done()
@@ -283,11 +315,14 @@ EVENTS: dict[str, tuple[str, Any]] = {
 }
 
 
-def command(target: str, *flags: str, invoke: bool = True) -> list[str]:
-    """The child's command line; without `invoke` it only imports (an empty event)."""
+def command(target: str, *flags: str, invoke: bool = True, snapstart: bool = False) -> list[str]:
+    """The child's command line; without `invoke` it only imports (an empty event); with
+    `snapstart` it runs the before-snapshot hooks after the import, then times the
+    after-restore hooks and the first invocation as a restored environment's."""
     path = "" if target == BASELINE else str(REPO_ROOT / "functions" / target / "app.py")
-    event = json.dumps(EVENTS[target][1]()) if invoke else ""
-    return [sys.executable, *flags, "-c", CHILD, target, path, event]
+    event = json.dumps(EVENTS[target][1]()) if invoke or snapstart else ""
+    mode = "snapstart" if snapstart else "plain"
+    return [sys.executable, *flags, "-c", CHILD, target, path, event, mode]
 
 
 def child_result(target: str, stdout: str) -> dict[str, Any]:
@@ -298,10 +333,10 @@ def child_result(target: str, stdout: str) -> dict[str, Any]:
     raise RuntimeError(f"{target}: the child printed no result\n{stdout[-2000:]}")
 
 
-def measure_once(target: str, *, invoke: bool = True) -> dict[str, Any]:
+def measure_once(target: str, *, invoke: bool = True, snapstart: bool = False) -> dict[str, Any]:
     began = time.perf_counter()
     done = subprocess.run(
-        command(target, invoke=invoke),
+        command(target, invoke=invoke, snapstart=snapstart),
         env=child_env(target),
         cwd=REPO_ROOT,
         capture_output=True,
@@ -389,6 +424,33 @@ def summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def snapstart_summary(samples: list[dict[str, Any]], base_cold_ms: float) -> dict[str, Any]:
+    """A restored environment's wait: the after-restore hooks + the first invocation."""
+    init = [s["seconds"] + s["before_snapshot_seconds"] for s in samples]
+    restored = [s["after_restore_seconds"] + s["first"]["seconds"] for s in samples]
+    restored_ms = ms(statistics.median(restored))
+    return {
+        "init_with_before_snapshot_median_ms": ms(statistics.median(init)),
+        "before_snapshot_median_ms": ms(
+            statistics.median(s["before_snapshot_seconds"] for s in samples)
+        ),
+        "after_restore_median_ms": ms(
+            statistics.median(s["after_restore_seconds"] for s in samples)
+        ),
+        "restored_first_invocation_median_ms": ms(
+            statistics.median(s["first"]["seconds"] for s in samples)
+        ),
+        "restore_to_first_answer_median_ms": restored_ms,
+        "restore_to_first_answer_p90_ms": ms(percentile(restored, 90)),
+        "restore_to_first_answer_ratio_to_baseline_cold": round(restored_ms / base_cold_ms, 2),
+        "first_invocation_outcome": ", ".join(sorted({s["first"]["outcome"] for s in samples})),
+        "warm_invocation_median_ms": ms(statistics.median(s["warm"]["seconds"] for s in samples)),
+        "modules_in_snapshot": samples[-1]["modules_in_snapshot"],
+        "socket_connects_before_snapshot": max(s["before_snapshot_connects"] for s in samples),
+        "processes": len(samples),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=REPEATS, help="processes per handler")
@@ -396,7 +458,8 @@ def main() -> None:
         "--invoke-repeats",
         type=int,
         default=INVOKE_REPEATS,
-        help="of those, the processes that also invoke the handler (twice)",
+        help="of those, the processes that also invoke the handler (twice); as many again "
+        "emulate a SnapStart restore for the API handlers and the baseline",
     )
     parser.add_argument(
         "--handlers", nargs="+", default=list(HANDLERS), choices=HANDLERS, help="which ones"
@@ -405,57 +468,76 @@ def main() -> None:
     invoke_repeats = max(1, min(args.invoke_repeats, args.repeats))
     invoking = {i * args.repeats // invoke_repeats for i in range(invoke_repeats)}
     targets = [BASELINE, *args.handlers]
+    snapstart_targets = [t for t in targets if t == BASELINE or t in GOAL_HANDLERS]
     began = time.perf_counter()
     for target in targets:  # a first, unmeasured round: the files are in the page cache
         measure_once(target)
     samples: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    restores: dict[str, list[dict[str, Any]]] = {t: [] for t in snapstart_targets}
     for round_ in range(args.repeats):
         for target in targets:
             samples[target].append(measure_once(target, invoke=round_ in invoking))
+            if round_ in invoking and target in restores:
+                restores[target].append(measure_once(target, snapstart=True))
     figures = {t: summary(samples[t]) for t in targets}
     base_rows = importtime(BASELINE)
     base_modules = {name for *_, name in base_rows}
     base_ms = figures[BASELINE]["median_ms"]
     base_cold_ms = figures[BASELINE]["import_plus_first_median_ms"]
+    snapstart = {t: snapstart_summary(restores[t], base_cold_ms) for t in snapstart_targets}
     handlers: dict[str, Any] = {}
     for name in args.handlers:
         figure = figures[name]
         ratio = round(figure["median_ms"] / base_ms, 2)
+        cold_ratio = round(figure["import_plus_first_median_ms"] / base_cold_ms, 2)
         handlers[name] = {
             **figure,
             "first_invocation_event": EVENTS[name][0],
             "ratio_to_baseline": ratio,
-            "meets_goal": ratio <= GOAL_RATIO,
-            "import_plus_first_ratio_to_baseline": round(
-                figure["import_plus_first_median_ms"] / base_cold_ms, 2
-            ),
+            "meets_import_goal": ratio <= IMPORT_GOAL_RATIO,
+            "import_plus_first_ratio_to_baseline": cold_ratio,
+            # Only the API handlers have the issue's goal; the others are measured alike.
+            "has_goal": name in GOAL_HANDLERS,
+            "meets_goal": cold_ratio <= GOAL_RATIO,
             "importtime": attribution(importtime(name), base_modules),
         }
+        if name in snapstart:
+            handlers[name]["snapstart"] = snapstart[name]
+            # A snapshot must hold no connection: a restored environment could not use it.
+            assert snapstart[name]["socket_connects_before_snapshot"] == 0, (name, restores[name])
         assert figure["socket_connects_during_import"] == 0, (name, samples[name][-1])
+    goal_handlers = [h for h in handlers.values() if h["has_goal"]]
     result = {
         "repeats": args.repeats,
         "invoke_repeats": invoke_repeats,
         "python": sys.version.split()[0],
         "goal_ratio": GOAL_RATIO,
+        "goal_handlers": list(GOAL_HANDLERS),
+        "import_goal_ratio": IMPORT_GOAL_RATIO,
         "measured_before": MEASURED_BEFORE,
         "what": (
             "median_ms/p90_ms: the handler module's import; first_invocation_*: its first "
             "invocation in the same process; import_plus_first_*: their sum per process (the "
-            "cold start a caller waits for); warm_invocation: the second invocation. Cost "
-            "deferred from import to the first invocation is moved, not saved."
+            "cold start a caller waits for; the goal's figure); warm_invocation: the second "
+            "invocation. Cost deferred from import to the first invocation is moved, not "
+            "saved. snapstart: an emulated SnapStart restore in as many other processes: "
+            "import and before-snapshot hooks (paid once per published version), then "
+            "after-restore hooks + first invocation (what a restored environment's caller "
+            "waits for, beside the microVM restore itself, which is Lambda's)."
         ),
         "baseline": {
             **figures[BASELINE],
             "first_invocation_event": EVENTS[BASELINE][0],
             "what": "import fastapi + mangum, a one-route FastAPI app wrapped in Mangum",
             "importtime_top_cumulative": attribution(base_rows, set())["top_cumulative"],
+            "snapstart": snapstart[BASELINE],
         },
         "handlers": handlers,
         "worst_ratio": max(h["ratio_to_baseline"] for h in handlers.values()),
         "worst_import_plus_first_ratio": max(
-            h["import_plus_first_ratio_to_baseline"] for h in handlers.values()
+            (h["import_plus_first_ratio_to_baseline"] for h in goal_handlers), default=None
         ),
-        "meets_goal": all(h["meets_goal"] for h in handlers.values()),
+        "meets_goal": all(h["meets_goal"] for h in goal_handlers),
         "seconds": round(time.perf_counter() - began, 1),
     }
     write_result("cold_start", result)
@@ -472,7 +554,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     totals = [r["import_plus_first_median_ms"] for r in rows]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    colors = ["#8a8a8a"] + ["#3b7dd8" if h["meets_goal"] else "#d8633b" for h in handlers.values()]
+    colors = ["#8a8a8a"] + [
+        "#b0b0b0" if not h["has_goal"] else "#3b7dd8" if h["meets_goal"] else "#d8633b"
+        for h in handlers.values()
+    ]
     ax.bar(names, imports, color=colors, label="median import (init)")
     ax.bar(
         names,
@@ -499,12 +584,27 @@ def plot(result: dict[str, Any], path: Path) -> None:
             fontsize=7,
         )
     ax.axhline(
-        base_import * result["goal_ratio"],
+        base_cold * result["goal_ratio"],
         color="red",
         linestyle=":",
-        label=f"import goal ≤ {result['goal_ratio']:g}× baseline import "
-        f"({base_import * result['goal_ratio']:.0f} ms)",
+        label=f"goal (API handlers): import + first invocation ≤ {result['goal_ratio']:g}× "
+        f"the baseline's ({base_cold * result['goal_ratio']:.0f} ms)",
     )
+    restored = [
+        (x, r["snapstart"]["restore_to_first_answer_median_ms"])
+        for x, r in enumerate(rows)
+        if "snapstart" in r
+    ]
+    ax.scatter(
+        [x for x, _ in restored],
+        [y for _, y in restored],
+        marker="D",
+        color="#2a9d4b",
+        zorder=3,
+        label="SnapStart, emulated: after-restore hooks + first invocation (median)",
+    )
+    for x, y in restored:
+        ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(8, 0), fontsize=7)
     ax.axhline(
         base_cold,
         color="grey",

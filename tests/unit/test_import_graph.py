@@ -8,8 +8,9 @@ ports` to `commands`, `giftmarket.settings` to `settings`), and each part sits i
 
     0  domain                          pure: entities, rules, events, errors
     1  settings, messages,             the shared kernel: configuration, the outbox/SQS
-       consistency, observability,     envelope, the read-your-writes token, metrics, and
-       lazy                            the one way to import a module on first use
+       consistency, observability,     envelope, the read-your-writes token, metrics, the
+       lazy, snapstart                 one way to import a module on first use, and
+                                       SnapStart's runtime hooks
     2  commands, read_ports            the write side, its ports in `commands/ports.py`,
                                        and the read side's ports (`read_ports.py`)
     3  adapters                        what implements the ports (SQL, Redis, S3, SQS)
@@ -46,6 +47,7 @@ LAYERS: dict[str, int] = {
     "consistency": 1,
     "observability": 1,
     "lazy": 1,
+    "snapstart": 1,
     "commands": 2,
     "read_ports": 2,
     "adapters": 3,

@@ -4,8 +4,9 @@ The layer's package is built by layers/core/Makefile's `layer-package` (the step
 runs), into a temporary folder; every module it ships, and every function's own code
 (CodeUri), is read for its imports, including those inside functions (a lazy import fails
 at the first request that needs it, not at cold start). Each must be the standard library,
-a module the layer ships, or a distribution requirements.lock installs. Imports under
-`if TYPE_CHECKING:` never run and are not counted.
+a module the layer ships, a distribution requirements.lock installs, or one of the few the
+managed runtime itself provides (RUNTIME_MODULES). Imports under `if TYPE_CHECKING:` never
+run and are not counted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from giftmarket_local.template import TEMPLATE_PATH, load_template
 REPO_ROOT = TEMPLATE_PATH.parent
 LAYER_SOURCE = REPO_ROOT / "layers" / "core"
 LOCK = LAYER_SOURCE / "requirements.lock"
+# Shipped by Lambda's python3.12 runtime, not by the layer: SnapStart's runtime hooks
+# (giftmarket/snapstart.py imports it only where it is there).
+RUNTIME_MODULES = frozenset({"snapshot_restore_py"})
 
 
 def locked_distributions(lock_text: str) -> set[str]:
@@ -112,7 +116,7 @@ def problems(
             where = path.relative_to(import_root)
             for line, name, must_be_module in runtime_imports(path.read_text(), module, is_package):
                 top = name.split(".")[0]
-                if top in sys.stdlib_module_names or top == "__future__":
+                if top in sys.stdlib_module_names or top == "__future__" or top in RUNTIME_MODULES:
                     continue
                 if top in top_level:
                     # First-party: a shipped module, or a name defined in one.

@@ -22,7 +22,8 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from giftmarket.lazy import lazy
+from giftmarket import snapstart
+from giftmarket.lazy import import_declared, lazy
 
 if TYPE_CHECKING:
     import redis
@@ -338,3 +339,18 @@ def set_container(container: Container | None) -> None:
     global _container
     with _lock:
         _container = container
+
+
+# SnapStart (snapstart.py): every module a request may need is imported before the
+# snapshot; nothing that connects is built then, and should anything have been, a restored
+# environment builds its own.
+snapstart.before_snapshot(import_declared)
+
+
+@snapstart.after_restore
+def forget_connections() -> None:
+    """The container (its pools, Redis and boto3 clients) and the cached secrets were the
+    snapshot's environment's: forgotten, not closed, as after a fork, since closing would
+    talk on sockets whose peers are gone; the next request builds and reads them anew."""
+    set_container(None)
+    parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
