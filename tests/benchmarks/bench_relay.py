@@ -11,10 +11,15 @@ by side, by message group); with one lane (the relay before lanes), in the same 
 the ratio; again with hooks timing each phase (claim SELECT ... FOR UPDATE, SendMessageBatch,
 the UPDATE marking rows published, commit, the pool's ping and reset); a short one under
 cProfile, for the CPU side. LocalStack here accepts under 1000 events/s however it is fed,
-so the relay's own ceiling is measured too, with and without lanes, against a stand-in SQS
-that accepts every batch after a 20 ms round trip (an assumed figure for SQS, not a
-published one). Then, for scale, what LocalStack itself takes: the same messages sent with
-no database, on one lane and on eight. Writes bench-results/relay.{json,png}.
+so the relay's own figure (the issue's goal: 5k events/s) is measured against a stand-in
+SQS that accepts every batch after a 20 ms round trip (an assumed figure for SQS, not a
+published one): as configured (RELAY_IN_FLIGHT batches at once, the next claims overlapping
+the current sends), with one lane, with one batch at a time (the relay before the overlap,
+for the before/after), with phase hooks and under cProfile. From these, `ceiling_of` says
+what bounds it next: this process's CPU, the claim, the UPDATE and commit, or the lanes'
+round trips, each as events/s. Then, for scale, what LocalStack itself takes: the same
+messages sent with no database, on one lane and on eight. Writes
+bench-results/relay.{json,png}.
 
 Run: make bench   (or .venv/bin/python tests/benchmarks/bench_relay.py [events])
 """
@@ -49,7 +54,13 @@ from sqlalchemy import delete, func, insert, select
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.outbox import outbox_row
-from giftmarket.adapters.publisher import RelayReport, SqsPublisher, relay
+from giftmarket.adapters.publisher import (
+    RELAY_IN_FLIGHT,
+    RelayReport,
+    SqsPublisher,
+    relay,
+    relay_outbox,
+)
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.domain import marketplace
 from giftmarket.domain.events import DomainEvent
@@ -106,13 +117,25 @@ def write_outbox(container: Container, events: int) -> list[str]:
     return [row["id"] for row in rows]
 
 
-def relay_all(container: Container) -> tuple[float, list[RelayReport]]:
-    """Run the relay until the outbox is drained; its wall time and each run's report."""
+def relay_all(
+    container: Container, in_flight: int | None = None
+) -> tuple[float, list[RelayReport]]:
+    """Run the relay until the outbox is drained; its wall time and each run's report.
+    `in_flight` other than the relay's own: relay_outbox with that many batches at once."""
     settings = container.settings
     reports: list[RelayReport] = []
     began = time.perf_counter()
     while True:
-        report = relay(container.database.writer, container.publisher, settings)
+        if in_flight is None:
+            report = relay(container.database.writer, container.publisher, settings)
+        else:
+            report = relay_outbox(
+                container.database.writer,
+                container.publisher,
+                batch_size=settings.outbox_relay_batch_size,
+                max_batches=settings.outbox_relay_max_batches,
+                in_flight=in_flight,
+            )
         reports.append(report)
         if report.published == 0 or report.batches < settings.outbox_relay_max_batches:
             break
@@ -183,17 +206,25 @@ def verify(
 
 
 def run(
-    stack: Stack, settings: Settings, events: int, how: str, *, lanes: int | None = None
+    stack: Stack,
+    settings: Settings,
+    events: int,
+    how: str,
+    *,
+    lanes: int | None = None,
+    stand_in_sqs: bool = False,
+    in_flight: int | None = None,
 ) -> dict[str, Any]:
-    """One relay of `events` fresh rows to a new queue: plain, with phase hooks, profiled,
-    or to the stand-in SQS; with the configured lanes or `lanes`."""
+    """One relay of `events` fresh rows to a new queue (LocalStack's, or the stand-in SQS):
+    plain, with phase hooks, or profiled; with the configured lanes or `lanes`, and the
+    relay's batches in flight or `in_flight`."""
     with events_queue(stack, "bench-relay") as queue_url:
         update: dict[str, Any] = {"events_queue_url": queue_url}
         if lanes is not None:
             update["outbox_relay_lanes"] = lanes
         container = bootstrap(settings.model_copy(update=update))
         sqs = bench_sqs(stack)
-        stand_in = StandInSqs(container.sqs).attach() if how == "stand_in" else None
+        stand_in = None
         try:
             ids = write_outbox(container, events)
             hooks = (
@@ -201,10 +232,15 @@ def run(
                 if how == "hooked"
                 else None
             )
+            if stand_in_sqs:
+                # After the hooks: the stand-in's answer ends the call's before-call handlers.
+                stand_in = StandInSqs(container.sqs).attach()
             profiler = cProfile.Profile() if how == "profiled" else None
             if profiler is not None:
                 profiler.enable()
-            seconds, reports = relay_all(container)
+            cpu_began = time.process_time()
+            seconds, reports = relay_all(container, in_flight)
+            cpu = time.process_time() - cpu_began
             if profiler is not None:
                 profiler.disable()
             if hooks is not None:
@@ -212,9 +248,14 @@ def run(
             result: dict[str, Any] = {
                 "lanes": container.settings.outbox_relay_lanes,
                 "batch_size": container.settings.outbox_relay_batch_size,
+                "in_flight": in_flight or RELAY_IN_FLIGHT,
                 "events": events,
                 "seconds": round(seconds, 3),
                 "events_per_s": round(events / seconds),
+                # This process's CPU (every thread: claims, envelopes, botocore, lanes) over
+                # the wall time: near 1 the GIL, not the round trips, bounds the relay.
+                "process_cpu_s": round(cpu, 3),
+                "process_cpu_share": round(cpu / seconds, 2),
                 "relay_runs": len(reports),
                 "batches": sum(r.batches for r in reports),
                 "checks": verify(container, sqs, queue_url, ids, stand_in),
@@ -222,11 +263,46 @@ def run(
             if hooks is not None:
                 result["phases"] = phase_table(hooks, seconds)
             if profiler is not None:
+                # The claiming thread's only (cProfile hooks one thread): the lanes' and the
+                # recorder's CPU shows in process_cpu_s and in cpu_per_event.
                 result["profile_top_by_own_time"] = top_functions(profiler, seconds)
             return result
         finally:
             sqs.close()
             container.close()
+
+
+def ceiling_of(plain: dict[str, Any], hooked: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What bounds the relay against the stand-in, each bound as events/s from what the
+    runs measured: this process's CPU (the GIL: one core at most, whatever the threads),
+    the claim (SELECT ... FOR UPDATE and reading the rows: the claiming thread, one batch
+    after another), marking (the UPDATE and its commit: the recorder thread, likewise), and
+    the lanes (calls of at most ten, each a round trip, `lanes` at once). The smallest is
+    the next ceiling; the measured figure sits below it by how much they fail to overlap."""
+    phases = hooked["phases"]
+    batch = settings.outbox_relay_batch_size
+    send = phases["send_message_batch"]
+    per_call = plain["events"] / send["calls"]
+
+    def per_batch_ms(*names: str) -> float:
+        return float(sum(phases[n]["mean_ms"] for n in names if n in phases))
+
+    mark_ms = per_batch_ms("mark_published_sql", "commit")
+    bounds = {
+        "process_cpu": plain["events"] / plain["process_cpu_s"],
+        "claim": batch / per_batch_ms("claim_sql") * 1000,
+        "mark_and_commit": batch / mark_ms * 1000,
+        "lanes": plain["lanes"] * per_call / (send["mean_ms"] / 1000),
+    }
+    return {
+        "events_per_s": {name: round(bound) for name, bound in bounds.items()},
+        "next_bound": min(bounds, key=lambda name: bounds[name]),
+        "cpu_us_per_event": round(plain["process_cpu_s"] / plain["events"] * 1e6, 1),
+        "claim_ms_per_batch": round(per_batch_ms("claim_sql"), 1),
+        "mark_and_commit_ms_per_batch": round(mark_ms, 1),
+        "events_per_call": round(per_call, 2),
+        "call_ms": send["mean_ms"],
+    }
 
 
 def phase_table(hooks: PublishPhases, seconds: float) -> dict[str, dict[str, float]]:
@@ -272,8 +348,21 @@ def main(events: int = EVENTS) -> None:
         runs = {
             "as_configured": run(stack, settings, events, "plain"),
             "one_lane": run(stack, settings, events, "plain", lanes=1),
-            "stand_in_sqs": run(stack, settings, events, "stand_in"),
-            "stand_in_sqs_one_lane": run(stack, settings, events, "stand_in", lanes=1),
+            "stand_in_sqs": run(stack, settings, events, "plain", stand_in_sqs=True),
+            "stand_in_sqs_one_lane": run(
+                stack, settings, events, "plain", lanes=1, stand_in_sqs=True
+            ),
+            # One batch at a time: each claim waits for the sends before it (the relay
+            # before the overlap), for the before/after in one run.
+            "stand_in_sqs_no_overlap": run(
+                stack, settings, events, "plain", stand_in_sqs=True, in_flight=1
+            ),
+            "stand_in_sqs_with_phase_hooks": run(
+                stack, settings, events, "hooked", stand_in_sqs=True
+            ),
+            "stand_in_sqs_under_cprofile": run(
+                stack, settings, min(events, PROFILED_EVENTS), "profiled", stand_in_sqs=True
+            ),
             "with_phase_hooks": run(stack, settings, events, "hooked"),
             "under_cprofile": run(stack, settings, min(events, PROFILED_EVENTS), "profiled"),
         }
@@ -290,14 +379,24 @@ def main(events: int = EVENTS) -> None:
         "lanes_speedup_on_localstack": round(
             runs["as_configured"]["events_per_s"] / runs["one_lane"]["events_per_s"], 2
         ),
+        "relay_in_flight": RELAY_IN_FLIGHT,
         "stand_in_events_per_s": runs["stand_in_sqs"]["events_per_s"],
         "stand_in_meets_goal": runs["stand_in_sqs"]["events_per_s"] >= GOAL_EVENTS_PER_S,
+        "overlap_speedup_on_stand_in": round(
+            runs["stand_in_sqs"]["events_per_s"] / runs["stand_in_sqs_no_overlap"]["events_per_s"],
+            2,
+        ),
+        "stand_in_ceiling": ceiling_of(
+            runs["stand_in_sqs"], runs["stand_in_sqs_with_phase_hooks"], settings
+        ),
         "relay_max_batches": settings.outbox_relay_max_batches,
         "durable": stack.config.durable,
         "goal_events_per_s": GOAL_EVENTS_PER_S,
         "measured_before_events_per_s": MEASURED_BEFORE_EVENTS_PER_S,
         "events_per_s": runs["as_configured"]["events_per_s"],
-        "meets_goal": runs["as_configured"]["events_per_s"] >= GOAL_EVENTS_PER_S,
+        # The issue's goal is the stand-in's figure: LocalStack here accepts under 1000
+        # events/s however it is fed (localstack_ceiling_without_database).
+        "meets_goal": runs["stand_in_sqs"]["events_per_s"] >= GOAL_EVENTS_PER_S,
         "runs": runs,
         "localstack_ceiling_without_database": ceiling,
     }
@@ -322,6 +421,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"relay, {runs['one_lane']['lanes']} lane": runs["one_lane"]["events_per_s"],
         f"relay, {runs['as_configured']['lanes']} lanes": result["events_per_s"],
         "stand-in SQS,\n1 lane": runs["stand_in_sqs_one_lane"]["events_per_s"],
+        "stand-in SQS,\n1 batch at a time": runs["stand_in_sqs_no_overlap"]["events_per_s"],
         f"stand-in SQS,\n{runs['stand_in_sqs']['lanes']} lanes": runs["stand_in_sqs"][
             "events_per_s"
         ],
@@ -332,7 +432,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     right.bar(
         list(bars),
         list(bars.values()),
-        color=["#9bbce8", "#3b7dd8", "#e8b49b", "#d8703b", "#999999", "#777777"],
+        color=["#9bbce8", "#3b7dd8", "#e8b49b", "#e0925f", "#d8703b", "#999999", "#777777"],
     )
     right.axhline(GOAL_EVENTS_PER_S, color="red", linestyle=":", label="goal")
     right.axhline(

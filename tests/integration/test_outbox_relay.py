@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,11 +22,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, event, insert, select
 from tests.support.outbox import drain_queue, outbox_of_its_own
 
 from giftmarket.adapters.db import Database
@@ -316,10 +318,15 @@ def relay_processes(count: int, env: dict[str, str]) -> list[dict[str, Any]]:
     return results
 
 
+ROWS_FOR_TWO = 1000
+
+
 def test_two_relay_invocations_in_two_processes_publish_every_row_exactly_once(
     engine: Engine, stack: Stack, sqs: Any, queue_url: str
 ) -> None:
-    ids = write(engine, outbox_rows(300, groups=20))
+    # Enough rows that neither invocation, claiming two batches at a time, can finish them
+    # all before the other starts.
+    ids = write(engine, outbox_rows(ROWS_FOR_TWO, groups=20))
     env = {
         **os.environ,
         **stack.config.app_env(),
@@ -334,10 +341,10 @@ def test_two_relay_invocations_in_two_processes_publish_every_row_exactly_once(
     assert max(r["started"] for r in results) < min(r["ended"] for r in results), results
     assert all(report["published"] > 0 for report in reports), reports
     # A row both had claimed would be counted (and marked) by both.
-    assert sum(report["published"] for report in reports) == 300, reports
+    assert sum(report["published"] for report in reports) == ROWS_FOR_TWO, reports
     assert sum(report["failed"] for report in reports) == 0, reports
     assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
-    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 300))) == sorted(ids)
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, ROWS_FOR_TWO))) == sorted(ids)
 
 
 def test_rows_sqs_refuses_stay_unpublished_with_their_attempts_counted(
@@ -442,6 +449,73 @@ def test_a_relay_killed_after_sending_leaves_the_rows_for_the_next_run(
     assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
     # The resend carried the same deduplication ids: SQS kept one copy of each.
     assert sorted(dedup_ids(drain_queue(sqs, queue_url, 12))) == sorted(ids)
+
+
+# ---------------------------------------------------------------------------------------
+# Overlapping batches: the next claim while the current one is being sent
+
+
+class StandInQueue:
+    """Answers a client's SendMessageBatch calls in place of SQS, each after a random pause
+    (0 to 15 ms), accepting every entry; records the order in which it accepted them, and
+    how many claims the relay made while calls were in flight."""
+
+    def __init__(self, client: Any, seed: int) -> None:
+        self.accepted: list[tuple[str, str]] = []  # (message group, outbox id)
+        self.claims_during_sends = 0
+        self._in_flight = 0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._entries = threading.local()
+        client.meta.events.register("before-parameter-build.sqs.SendMessageBatch", self._keep)
+        client.meta.events.register("before-call.sqs.SendMessageBatch", self._answer)
+
+    def _keep(self, params: dict[str, Any], **_: Any) -> None:
+        self._entries.value = params["Entries"]
+
+    def _answer(self, **_: Any) -> tuple[Any, dict[str, Any]]:
+        entries = self._entries.value
+        with self._lock:
+            self._in_flight += 1
+            pause = self._random.uniform(0, 0.015)
+        time.sleep(pause)
+        with self._lock:
+            self._in_flight -= 1
+            self.accepted += [(e["MessageGroupId"], e["Id"]) for e in entries]
+        ok = [{"Id": e["Id"], "MessageId": e["Id"], "MD5OfMessageBody": "-"} for e in entries]
+        return SimpleNamespace(status_code=200), {"Successful": ok, "Failed": []}
+
+    def statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "SKIP LOCKED" in statement:
+            with self._lock:
+                self.claims_during_sends += self._in_flight > 0
+
+
+def test_overlapping_batches_keep_each_groups_order_whatever_the_answer_times(
+    engine: Engine, stack: Stack, queue_url: str
+) -> None:
+    rows = outbox_rows(800, groups=40)  # ids made in order: the outbox's order
+    ids = write(engine, rows)
+    client = build_sqs_client(stack.config.region, stack.config.localstack_url)
+    stand_in = StandInQueue(client, seed=18)
+    publisher = SqsPublisher(client, queue_url, lanes=8)
+    event.listen(engine, "before_cursor_execute", stand_in.statement)
+    try:
+        report = relay_outbox(engine, publisher, batch_size=50)
+    finally:
+        event.remove(engine, "before_cursor_execute", stand_in.statement)
+        publisher.close()
+
+    assert report == RelayReport(published=800, failed=0, batches=16)
+    assert stand_in.claims_during_sends > 0  # batches did overlap
+    assert sorted(outbox_id for _, outbox_id in stand_in.accepted) == sorted(ids)
+    by_group: dict[str, list[str]] = {}
+    for group, outbox_id in stand_in.accepted:
+        by_group.setdefault(group, []).append(outbox_id)
+    assert len(by_group) == 40
+    for group, accepted in by_group.items():
+        assert accepted == sorted(accepted), f"{group} accepted out of order"
+    assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
 
 
 # ---------------------------------------------------------------------------------------

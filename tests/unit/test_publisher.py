@@ -242,3 +242,70 @@ def test_lanes_send_side_by_side_and_every_event_is_accepted(client: Any) -> Non
     finally:
         publisher.close()
     assert 1 < most <= 4
+
+
+def test_what_is_submitted_later_goes_after_what_was_submitted_before_in_each_group(
+    client: Any,
+) -> None:
+    answered: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    current = threading.local()
+    pauses = iter([0.02, 0.0] * 200)  # the first call of each pair is the slow one
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        current.entries = params["Entries"]
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        with lock:
+            pause = next(pauses)
+        time.sleep(pause)
+        with lock:
+            answered.extend((e["MessageGroupId"], e["Id"]) for e in current.entries)
+        ok = [{"Id": e["Id"], "MessageId": "m", "MD5OfMessageBody": "x"} for e in current.entries]
+        return SimpleNamespace(status_code=200), {"Successful": ok, "Failed": []}
+
+    client.meta.events.register("before-parameter-build.sqs.SendMessageBatch", record)
+    client.meta.events.register("before-call.sqs.SendMessageBatch", answer)
+    events = [envelope(n, group=f"product:P{n % 6}") for n in range(120)]
+    publisher = SqsPublisher(client, QUEUE_URL, lanes=3)
+    try:
+        # Four batches handed over without waiting, as the relay does while it claims.
+        sending = [
+            lane
+            for start in range(0, 120, 30)
+            for lane in publisher.submit(events[start : start + 30], threading.Event())
+        ]
+        accepted = set().union(*(lane.result().accepted for lane in sending))
+    finally:
+        publisher.close()
+
+    assert accepted == {e.outbox_id for e in events}
+    for group in {e.message_group for e in events}:
+        order = [outbox_id for g, outbox_id in answered if g == group]
+        assert order == sorted(order), group
+
+
+def test_once_sqs_is_unreachable_nothing_queued_behind_is_sent(client: Any) -> None:
+    attempted: list[str] = []
+
+    def unreachable(request: Any, **_: Any) -> None:
+        attempted.append(request.body.decode() if isinstance(request.body, bytes) else "")
+        raise EndpointConnectionError(endpoint_url=QUEUE_URL)
+
+    client.meta.events.register("before-send.sqs.SendMessageBatch", unreachable)
+    events = [envelope(n) for n in range(30)]
+    halt = threading.Event()
+    publisher = SqsPublisher(client, QUEUE_URL, lanes=2)
+    try:
+        first = publisher.submit(events[:10], halt)
+        later = publisher.submit(events[10:], halt)
+        sent = [lane.result() for lane in first + later]
+    finally:
+        publisher.close()
+
+    assert halt.is_set()
+    assert [(s.accepted, s.tried) for s in sent] == [
+        (set(), {e.outbox_id for e in events[:10]}),
+        (set(), set()),
+    ]
+    assert attempted and not any(events[10].outbox_id in body for body in attempted)
