@@ -1,11 +1,14 @@
 """Lambda entry point of the outbox relay (EventBridge Scheduler, every minute).
 
-Commands publish their own events right after they commit; this sends whatever that fast
-path missed (a crash, SQS unreachable), so no event is lost. The schedule's event carries
-nothing the relay needs.
+Commands leave their events in the outbox and answer; this publishes them. Deployed, each
+run polls the outbox every OUTBOX_RELAY_POLL_MS for OUTBOX_RELAY_RUN_SECONDS (a little more
+than the schedule's minute) under a lock that the next run waits on, so one loop is always
+running and events reach the queue tens of milliseconds after their commit. A crash or an
+SQS outage leaves rows unpublished, never lost: the next pass sends them. The schedule's
+event carries nothing the relay needs.
 
-Then it looks after the read side: if Redis holds no read models (a new deployment, a cache
-that lost its data), it rebuilds them, so queries go back to Redis without an operator.
+First it looks after the read side: if Redis holds no read models (a new deployment, a
+cache that lost its data), it rebuilds them, so queries go back to Redis without an operator.
 """
 
 from typing import Any
@@ -18,21 +21,21 @@ from giftmarket.observability import metrics, with_metrics
 
 logger = Logger(service="giftmarket-outbox-relay")
 
+# The loop stops this long before the function's timeout: its last pass and the metrics
+# must fit in what is left.
+MARGIN_SECONDS = 10.0
+
 
 @logger.inject_lambda_context(clear_state=True)
 @with_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from redis import RedisError  # not at import: the client comes with the read models
 
-    from giftmarket.adapters.publisher import relay
+    from giftmarket.adapters.publisher import relay_for
     from giftmarket.projections.rebuild import SnapshotRefused, ensure_read_models
 
     container = get_container()
-    report = relay(container.database.writer, container.publisher, container.settings)
-    metrics.add_metric(name="OutboxPublished", unit=MetricUnit.Count, value=report.published)
-    metrics.add_metric(name="OutboxPublishFailed", unit=MetricUnit.Count, value=report.failed)
-    logger.info("outbox relayed", extra=report.as_dict())
-    answer: dict[str, Any] = report.as_dict()
+    answer: dict[str, Any] = {}
     try:
         rebuilt = ensure_read_models(container.read_models, container.settings, container.database)
     except (RedisError, SnapshotRefused) as exc:
@@ -43,4 +46,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.add_metric(name="ReadModelsRebuilt", unit=MetricUnit.Count, value=1)
         logger.info("read models were missing and are rebuilt", extra=rebuilt.as_dict())
         answer["read_models_rebuilt"] = rebuilt.as_dict()
-    return answer
+
+    def remaining_seconds() -> float:
+        return float(context.get_remaining_time_in_millis()) / 1000 - MARGIN_SECONDS
+
+    report = relay_for(
+        container.database.writer, container.publisher, container.settings, remaining_seconds
+    )
+    metrics.add_metric(name="OutboxPublished", unit=MetricUnit.Count, value=report.published)
+    metrics.add_metric(name="OutboxPublishFailed", unit=MetricUnit.Count, value=report.failed)
+    logger.info("outbox relayed", extra=report.as_dict())
+    return {**report.as_dict(), **answer}

@@ -2,9 +2,11 @@
 
 Each client is a separate process with its own container (engines, pool), as each warm
 Lambda execution environment is: threads in one Python process would measure the GIL, not
-the system. Two paths, in one run: the command executor (domain + one transaction with
-its row locks, ledger postings and outbox rows), and the whole command Lambda handler fed
-API Gateway events (adding JWT, FastAPI and Mangum). Afterwards it checks what matters
+the system. Two paths: the command executor (domain + one transaction with its row locks,
+ledger postings and outbox rows), and the whole command Lambda handler fed API Gateway
+events (adding JWT, FastAPI and Mangum); and three ways of publishing the events, in one
+run with the events flowing to LocalStack SQS and a projector draining it (MODES): the
+before and after of taking SQS out of the command's answer. Afterwards it checks what matters
 more than speed: no ask sold twice, orders == successful responses, every order carries
 its voucher's facts and was delivered (inspection is automatic), the ledger sums to zero and
 every balance equals its postings. The asks are seeded with vouchers valid 30 more days, so
@@ -26,10 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench_projection_lag import Projecting
 from benchcommon import (
     OUT,
+    RelayLoopProcess,
     bench_settings,
+    bench_sqs,
     bench_stack,
+    events_queue,
     percentile,
     pyplot,
     seeded_voucher,
@@ -47,6 +53,7 @@ from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
 
 LEVELS = (1, 8, 32)
+GOAL_P50_MS, GOAL_ORDERS_PER_S = 5.0, 300.0
 PRODUCTS = 20
 SELLERS = 200
 BUYERS = 64
@@ -318,38 +325,89 @@ def verify(container: Container, orders: int) -> dict[str, Any]:
     }
 
 
+# How a command's events reach SQS, side by side in one run with LocalStack running and
+# events flowing (a projector drains the queue throughout):
+#   in_request  the command sends its own events after its commit, before it answers (the
+#               fast path of old, EVENTS_PUBLISH=in_request);
+#   relay_loop  the command answers once committed and the relay's loop, in a process of
+#               its own as the scheduled Lambda, sends them batched across commands
+#               (EVENTS_PUBLISH=relay, the default);
+#   no_queue    nothing is sent at all: the command's own floor.
+MODES = ("in_request", "relay_loop", "no_queue")
+
+
+def unpublished(container: Container) -> int:
+    o = tables.outbox
+    with container.database.writer.connect() as conn:
+        count = conn.execute(
+            select(func.count()).select_from(o).where(o.c.published_at.is_(None))
+        ).scalar_one()
+    return int(count)
+
+
+def wait_drained(container: Container, timeout: float = 60) -> float:
+    """Seconds until the relay loop has published every outbox row."""
+    started = time.perf_counter()
+    while unpublished(container):
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{unpublished(container)} rows still unpublished")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
 def main(seconds: float = 4.0) -> None:
-    with bench_stack() as stack:
+    with bench_stack() as stack, events_queue(stack, "bench-buy-now") as queue_url:
         # Like a Lambda container: one connection each (the clients are processes).
-        settings = bench_settings(stack, db_pool_size=1, db_max_overflow=1)
-        container = bootstrap(settings)
+        floor = bench_settings(stack, db_pool_size=1, db_max_overflow=1)
+        relayed = floor.model_copy(update={"events_queue_url": queue_url})
+        in_request = relayed.model_copy(update={"events_publish": "in_request"})
+        container = bootstrap(relayed)
         set_container(container)
         try:
             products, buyers = seed(container)
             results: dict[str, list[dict[str, Any]]] = {}
-            for path in ("executor", "lambda_handler"):
-                results[path] = [
-                    drive(path, n, seconds, settings, products, buyers) for n in LEVELS
-                ]
+            with Projecting(bench_sqs(stack), queue_url):
+                results["executor, in_request"] = levels(
+                    "executor", seconds, in_request, products, buyers
+                )
+                with RelayLoopProcess(relayed) as relay:
+                    results["executor, relay_loop"] = levels(
+                        "executor", seconds, relayed, products, buyers
+                    )
+                    results["lambda_handler, relay_loop"] = levels(
+                        "lambda_handler", seconds, relayed, products, buyers
+                    )
+                    drain_seconds = wait_drained(container)
+            left_unpublished = unpublished(container)
+            results["executor, no_queue"] = levels("executor", seconds, floor, products, buyers)
             orders = sum(r["orders"] for rows in results.values() for r in rows)
             checks = verify(container, orders)
         finally:
             set_container(None)
             container.close()
+    checks["unpublished_after_relay_loop"] = left_unpublished
     result = {
         "seconds_per_level": seconds,
         "levels": results,
         "checks": checks,
+        "relay_loop": {**relay.report, "drained_after_load_s": round(drain_seconds, 2)},
+        "goal": {"p50_ms_at_1": GOAL_P50_MS, "orders_per_s_at_8": GOAL_ORDERS_PER_S},
         "durable": stack.config.durable,
     }
     write_result("buy_now", result)
     plot(results)
 
 
+def levels(
+    path: str, seconds: float, settings: Settings, products: list[str], buyers: list[str]
+) -> list[dict[str, Any]]:
+    return [drive(path, n, seconds, settings, products, buyers) for n in LEVELS]
+
+
 def plot(results: dict[str, list[dict[str, Any]]]) -> None:
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for color, (name, rows) in zip(("C0", "C1"), results.items(), strict=False):
+    for color, (name, rows) in zip(("C0", "C1", "C2", "C3"), results.items(), strict=False):
         clients = [r["clients"] for r in rows]
         left.plot(clients, [r["orders_per_s"] for r in rows], marker="o", color=color, label=name)
         right.plot(
@@ -358,7 +416,7 @@ def plot(results: dict[str, list[dict[str, Any]]]) -> None:
         right.plot(
             clients, [r["p50_ms"] for r in rows], marker="x", linestyle="--", label=f"{name} p50"
         )
-    left.axhline(300, color="grey", linestyle=":", label="goal 300/s")
+    left.axhline(GOAL_ORDERS_PER_S, color="grey", linestyle=":", label="goal 300/s")
     left.set(
         xlabel="concurrent clients", ylabel="buy-now orders/s", xscale="log", title="throughput"
     )

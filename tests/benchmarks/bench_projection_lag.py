@@ -32,6 +32,7 @@ from typing import Any
 from benchcommon import (
     OUT,
     PublishPhases,
+    RelayLoopProcess,
     bench_settings,
     bench_sqs,
     bench_stack,
@@ -47,6 +48,7 @@ from giftmarket.commands import accounts
 from giftmarket.commands.executor import CommandExecutor
 from giftmarket.projections.rebuild import ensure_read_models
 from giftmarket.queries import account
+from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
 from giftmarket_local.sqs_source import SqsEventSource
 
@@ -110,24 +112,27 @@ class Projecting:
 
 
 @dataclass
-class FastPath:
-    """The container's command executor with its after-commit fast path timed: called
-    right after the commit, it claims the command's outbox rows, sends them to SQS, marks
-    them published and commits; `phases` says where that time went."""
+class AfterCommit:
+    """The container's command executor with its after-commit hook timed: called right
+    after the commit. With `publish` (EVENTS_PUBLISH=in_request) it is the fast path that
+    claims the command's outbox rows, sends them to SQS, marks them published and commits,
+    and `phases` says where that time went; without, the relay's loop sends them."""
 
     container: Container
     hooks: PublishPhases
+    publish: bool
     committed: float = 0.0
     sent: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
 
     def executor(self) -> CommandExecutor:
-        return replace(self.container.command_executor, after_commit=self._publish)
+        return replace(self.container.command_executor, after_commit=self._after_commit)
 
-    def _publish(self, outbox_ids: tuple[str, ...]) -> None:
+    def _after_commit(self, outbox_ids: tuple[str, ...]) -> None:
         before = self.hooks.snapshot()
         self.committed = time.perf_counter()
-        publish_committed(self.container.database.writer, self.container.publisher, outbox_ids)
+        if self.publish:
+            publish_committed(self.container.database.writer, self.container.publisher, outbox_ids)
         self.sent = time.perf_counter()
         after = self.hooks.snapshot()
         self.phases = {k: after[k] - before.get(k, 0.0) for k in after}
@@ -163,9 +168,11 @@ def charge(executor: CommandExecutor, user_id: str, amount: int) -> tuple[int, t
     return balance.available_points, committed.outbox_ids
 
 
-def measure(container: Container, projector_sqs: Any, queue_url: str, samples: int) -> list[Sample]:
+def measure(
+    container: Container, projector_sqs: Any, queue_url: str, samples: int, *, publish: bool
+) -> list[Sample]:
     hooks = PublishPhases(container.database.writer, container.sqs).attach()
-    fast_path = FastPath(container, hooks)
+    fast_path = AfterCommit(container, hooks, publish)
     executor = fast_path.executor()
     # Read models live in generations and answer None for every user until one has been
     # built and switched in: build one if Redis has none (on the fresh schema, at no cost).
@@ -215,73 +222,95 @@ def main(samples: int = 300) -> None:
     # The local runner's default: one EMF metrics record per invocation is noise here.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    with bench_stack() as stack, events_queue(stack, "bench-projection") as queue_url:
-        settings = bench_settings(
-            stack,
-            events_queue_url=queue_url,
-            password_hash_time_cost=1,
-            password_hash_memory_kib=1024,
-        )
-        # Two containers, as two Lambdas: the command side (which also reads the read
-        # model, as the query API would) and the projector's, the process-wide one its
-        # handler takes with get_container().
-        commands, projector = bootstrap(settings), bootstrap(settings)
-        set_container(projector)
-        try:
-            # The event source has its own client, and closes it when it stops.
-            taken = measure(commands, bench_sqs(stack), queue_url, samples)
-        finally:
-            set_container(None)
-            commands.close()
-            projector.close()
-    lags = [s.lag for s in taken]
-    result = {
-        "samples": len(taken),
+    taken: dict[str, list[Sample]] = {}
+    with bench_stack() as stack:
+        settings = bench_settings(stack, password_hash_time_cost=1, password_hash_memory_kib=1024)
+        # The before and after, in one run: the command sends its own events before it
+        # answers (EVENTS_PUBLISH=in_request), or the relay's loop, in a process of its own
+        # as the scheduled Lambda, sends them (relay, the default). A queue each.
+        for mode in ("in_request", "relay_loop"):
+            with events_queue(stack, f"bench-lag-{mode.replace('_', '-')}") as queue_url:
+                queued = settings.model_copy(update={"events_queue_url": queue_url})
+                taken[mode] = run_mode(stack, queued, queue_url, samples, mode)
+    result: dict[str, Any] = {
+        "samples": len(taken["relay_loop"]),
         "warmup": WARMUP,
         "users": USERS,
         "poll_interval_ms": POLL_SECONDS * 1000,
         "receive_wait_seconds": WAIT_SECONDS,
+        "relay_poll_ms": settings.outbox_relay_poll_ms,
         "durable": stack.config.durable,
-        "commit_to_visible": summary(lags),
         "goal": {"p50_ms": GOAL_P50_MS, "p99_ms": GOAL_P99_MS},
+        "modes": {mode: mode_result(samples_of) for mode, samples_of in taken.items()},
+    }
+    # The figures of the deployed way, relay_loop, at the top level.
+    result.update(result["modes"]["relay_loop"])
+    write_result("projection_lag", result)
+    plot(taken, OUT / "projection_lag.png")
+
+
+def run_mode(
+    stack: Any, settings: Settings, queue_url: str, samples: int, mode: str
+) -> list[Sample]:
+    # Two containers, as two Lambdas: the command side (which also reads the read model,
+    # as the query API would) and the projector's, the process-wide one its handler takes
+    # with get_container(). The relay's loop, when it is the publisher, has a process.
+    commands, projector = bootstrap(settings), bootstrap(settings)
+    set_container(projector)
+    try:
+        if mode == "relay_loop":
+            with RelayLoopProcess(settings):
+                return measure(commands, bench_sqs(stack), queue_url, samples, publish=False)
+        # The event source has its own client, and closes it when it stops.
+        return measure(commands, bench_sqs(stack), queue_url, samples, publish=True)
+    finally:
+        set_container(None)
+        commands.close()
+        projector.close()
+
+
+def mode_result(taken: list[Sample]) -> dict[str, Any]:
+    lags = [s.lag for s in taken]
+    return {
+        "commit_to_visible": summary(lags),
         "meets_goal": statistics.median(lags) <= GOAL_P50_MS
         and percentile(lags, 99) <= GOAL_P99_MS,
         "split": {
             "commit_to_received": summary([ms(s.committed, s.received) for s in taken]),
             "received_to_visible": summary([ms(s.received, s.visible) for s in taken]),
         },
-        "fast_path_commit_to_sent": summary([ms(s.committed, s.sent) for s in taken]),
-        "fast_path_phases_mean_ms": fast_path_phases(taken),
+        # What publishing adds to the command's own time (0 when the relay publishes).
+        "in_command_commit_to_sent": summary([ms(s.committed, s.sent) for s in taken]),
+        "in_command_phases_mean_ms": fast_path_phases(taken),
     }
-    write_result("projection_lag", result)
-    plot(taken, OUT / "projection_lag.png")
 
 
-def plot(taken: list[Sample], path: Path) -> None:
-    lags = [s.lag for s in taken]
+def plot(taken: dict[str, list[Sample]], path: Path) -> None:
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=(3, 2))
-    left.hist(lags, bins=60, color="#3b7dd8")
-    left.axvline(statistics.median(lags), color="black", linestyle="--", label="p50")
-    left.axvline(percentile(lags, 99), color="red", linestyle="--", label="p99")
+    top = max(s.lag for samples in taken.values() for s in samples)
+    for (mode, samples), color in zip(taken.items(), ("#d88a3b", "#3b7dd8"), strict=False):
+        lags = [s.lag for s in samples]
+        left.hist(lags, bins=60, range=(0, top), color=color, alpha=0.6, label=mode)
+        left.axvline(statistics.median(lags), color=color, linestyle="--", label=f"{mode} p50")
+        left.axvline(percentile(lags, 99), color=color, linestyle=":", label=f"{mode} p99")
     for name, goal, style in (("p50", GOAL_P50_MS, ":"), ("p99", GOAL_P99_MS, "-.")):
-        if goal <= 1.5 * max(lags):  # far off to the right it would only squash the histogram
+        if goal <= 1.5 * top:  # far off to the right it would only squash the histogram
             left.axvline(goal, color="grey", linestyle=style, label=f"goal {name} ≤ {goal:g}")
     left.set_xlabel("commit → visible in the Redis read model (ms)")
     left.set_ylabel("commands")
     left.set_title(
-        f"Projection lag through LocalStack SQS, {len(lags)} charges\n"
+        "Projection lag through LocalStack SQS, by who publishes\n"
         f"(goal: p50 ≤ {GOAL_P50_MS:g} ms, p99 ≤ {GOAL_P99_MS:g} ms)",
         fontsize=10,
     )
-    left.legend(fontsize=8)
-    parts = {
-        "commit→received": [ms(s.committed, s.received) for s in taken],
-        "received→visible": [ms(s.received, s.visible) for s in taken],
-        "fast path\n(commit→sent)": [ms(s.committed, s.sent) for s in taken],
-    }
+    left.legend(fontsize=7)
+    parts: dict[str, list[float]] = {}
+    for mode, samples in taken.items():
+        parts[f"{mode}\ncommit→received"] = [ms(s.committed, s.received) for s in samples]
+        parts[f"{mode}\nin the command"] = [ms(s.committed, s.sent) for s in samples]
     right.boxplot(list(parts.values()), showfliers=True)
-    right.set_xticks(range(1, len(parts) + 1), list(parts))
+    right.set_xticks(range(1, len(parts) + 1), list(parts), fontsize=7)
     right.set_ylabel("ms")
     right.set_title("where the lag goes")
     fig.tight_layout()

@@ -249,3 +249,55 @@ def top_functions(profiler: cProfile.Profile, seconds: float, n: int = 12) -> li
             }
         )
     return sorted(rows, key=lambda r: -r["own_s"])[:n]
+
+
+def _relay_main(settings: dict[str, Any], stop: Any, ready: Any, reports: Any) -> None:
+    from giftmarket.adapters.publisher import relay_loop
+    from giftmarket.bootstrap import bootstrap
+
+    container = bootstrap(Settings.model_validate(settings))
+    try:
+        ready.set()
+        report = relay_loop(
+            container.database.writer,
+            container.publisher,
+            run_seconds=3600,
+            poll_seconds=container.settings.outbox_relay_poll_ms / 1000,
+            # Stopping is the invocation's time running out, as the handler sees it.
+            remaining_seconds=lambda: 0.0 if stop.is_set() else 300.0,
+            batch_size=container.settings.outbox_relay_batch_size,
+        )
+        reports.put(report.as_dict())
+    finally:
+        container.close()
+
+
+class RelayLoopProcess:
+    """The outbox relay's polling loop in a process of its own, as the scheduled Lambda runs
+    it (EVENTS_PUBLISH=relay: the commands leave their events to it). `report` is its
+    RelayLoopReport once it stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        import multiprocessing
+
+        spawn = multiprocessing.get_context("spawn")
+        self._stop, self._ready = spawn.Event(), spawn.Event()
+        self._reports: Any = spawn.Queue()
+        self._process = spawn.Process(
+            target=_relay_main,
+            args=(settings.model_dump(), self._stop, self._ready, self._reports),
+            name="relay-loop",
+        )
+        self.report: dict[str, Any] = {}
+
+    def __enter__(self) -> RelayLoopProcess:
+        self._process.start()
+        if not self._ready.wait(60):
+            self._process.kill()
+            raise RuntimeError("the relay loop process did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.report = self._reports.get(timeout=30)
+        self._process.join(timeout=30)

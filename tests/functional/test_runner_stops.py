@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,54 @@ def test_a_host_waits_for_invocations_in_flight_then_abandons_the_stuck_ones(
     with pytest.raises(Abandoned):
         host.invoke({})
     release.set()  # the stuck container returns; nobody waits for it any more
+
+
+def test_a_host_stopping_leaves_its_invocations_no_time_so_a_loop_ends_itself(
+    tmp_path: Path,
+) -> None:
+    def relay_like(event: dict[str, Any], context: Any) -> Any:
+        # As the outbox relay's loop: polls until its invocation's time is up.
+        polls = 0
+        while context.get_remaining_time_in_millis() > 0:
+            polls += 1
+            time.sleep(0.01)
+        return polls
+
+    host = host_running(relay_like, tmp_path)
+    looping, outcome = in_thread(lambda: host.invoke({}))
+    time.sleep(0.2)
+    assert host.in_flight() == 1
+    began = time.monotonic()
+    abandoned = host.shutdown(grace=5.0)
+    assert abandoned == 0 and time.monotonic() - began < 1.0
+    looping.join(1)
+    assert len(outcome) == 1 and isinstance(outcome[0], int) and outcome[0] > 5
+
+
+def test_a_request_that_timed_out_waiting_for_a_container_is_never_run(tmp_path: Path) -> None:
+    release = threading.Event()
+    ran: list[Any] = []
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        ran.append(event["n"])
+        release.wait(10)
+        return event["n"]
+
+    spec = FunctionSpec(
+        logical_id="Stand", code_uri=tmp_path, handler="app.handler", timeout_seconds=1,
+        memory_mb=128,
+    )  # fmt: skip
+    host = FunctionHost(spec, containers=1)
+    host._handler = handler
+    calls = [in_thread(lambda n=n: host.invoke({"n": n})) for n in range(3)]
+    for thread, _ in calls:
+        thread.join(5)
+    assert all(isinstance(outcome[0], FutureTimeout) for _, outcome in calls)
+    release.set()
+    time.sleep(0.3)
+    # The first was running when its caller gave up; the two queued behind it never start.
+    assert len(ran) == 1
+    host.shutdown(grace=1.0)
 
 
 class StandInGateway(Gateway):

@@ -17,7 +17,14 @@ from giftmarket_local.stack import Stack
 
 
 def settings_for(stack: Stack, **overrides: object) -> Settings:
-    return stack.config.app_settings(**{"environment": "test", **overrides})
+    """The test stack's settings. A container a test builds in its own process has no relay
+    loop beside it (the runner has one, on the relay's schedule), so its commands send their
+    own events before answering, as EVENTS_PUBLISH=in_request does; the deployed way, the
+    relay's loop, is tested in tests/integration/test_relay_loop.py and end to end through
+    the runner (tests/e2e)."""
+    return stack.config.app_settings(
+        **{"environment": "test", "events_publish": "in_request", **overrides}
+    )
 
 
 SettingsFactory = Callable[..., Settings]

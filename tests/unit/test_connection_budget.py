@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 from tests.unit.cfn_template import template
 
+from giftmarket.adapters.publisher import RELAY_IN_FLIGHT
 from giftmarket.settings import Settings
 
 PRIMARY = "primary"
@@ -68,6 +69,13 @@ ENGINES: dict[str, frozenset[str]] = {
 # which never holds two connections of an engine (with a pool of one the second would wait
 # out DB_POOL_TIMEOUT_SECONDS), except the settlement's SETTLEMENT_WORKERS threads.
 THREADED = {"SettlementFunction": "settlement_workers"}
+
+# The outbox relay: one environment at a time polls, holding the relay lock (MariaDB GET_LOCK)
+# on one writer connection and claiming batches on RELAY_IN_FLIGHT more; the others (the next
+# tick's run, the other version's during a release) wait for the lock on one. Each may also
+# hold a rebuild's read-only primary and replica connections.
+LOCKED_LOOP = "OutboxRelayFunction"
+LOOP_WRITER = 1 + RELAY_IN_FLIGHT
 
 # The MySQLMultiUser rotation function logs in as the master user to set the other user's
 # password and, testing the new version, as that user; Secrets Manager runs one rotation of
@@ -211,6 +219,22 @@ def function_consumer(doc: Template, function: str) -> Consumer:
     )
 
 
+def relay_consumers(doc: Template) -> list[Consumer]:
+    """The relay as its lock makes it: one environment looping, the others waiting."""
+    whole = function_consumer(doc, LOCKED_LOOP)
+    _, env = merged(doc, LOCKED_LOOP)
+    pool = setting(env, "db_pool_size") + setting(env, "db_max_overflow")
+    assert pool >= LOOP_WRITER, f"{LOCKED_LOOP}: its loop holds {LOOP_WRITER}, a pool of {pool}"
+    others = [ENGINE_SERVER[e] for e in ENGINES[LOCKED_LOOP] if e != "writer"]
+    readers, replicas = others.count(PRIMARY), others.count(REPLICA)
+    return [
+        Consumer(f"{LOCKED_LOOP} looping", 1, LOOP_WRITER + readers, replicas, whole.proxied),
+        Consumer(
+            f"{LOCKED_LOOP} waiting", whole.environments - 1, 1 + readers, replicas, whole.proxied
+        ),
+    ]
+
+
 def other_consumers(doc: Template) -> list[Consumer]:
     """The secret rotation (as master, on the instance the secret is attached to) and the
     replicas' replication connections."""
@@ -239,7 +263,8 @@ def other_consumers(doc: Template) -> list[Consumer]:
 
 def consumers(doc: Template) -> list[Consumer]:
     assert reserve_condition_is_on_at_max(doc)
-    return [function_consumer(doc, f) for f in functions(doc)] + other_consumers(doc)
+    found = [function_consumer(doc, f) for f in functions(doc) if f != LOCKED_LOOP]
+    return found + relay_consumers(doc) + other_consumers(doc)
 
 
 def proxy_percent(doc: Template) -> int:
@@ -358,7 +383,6 @@ def test_every_function_is_modelled_and_every_engine_is_on_a_server() -> None:
 @pytest.mark.parametrize(
     "function",
     [
-        "OutboxRelayFunction",
         "SettlementFunction",
         "ImageJanitorFunction",
         "PurgeFunction",
@@ -368,6 +392,13 @@ def test_every_function_is_modelled_and_every_engine_is_on_a_server() -> None:
 )
 def test_jobs_and_the_migration_run_one_at_a_time(function: str) -> None:
     assert environments(template(), function) == 1
+
+
+def test_the_relay_runs_two_at_a_time_one_looping_one_waiting_to_take_over() -> None:
+    assert environments(template(), LOCKED_LOOP) == 2
+    looping, waiting = relay_consumers(template())
+    assert (looping.environments, waiting.environments) == (1, 3)  # both versions counted
+    assert looping.primary == LOOP_WRITER + 1 and waiting.primary == 2
 
 
 def test_an_api_environment_pools_one_connection_per_engine_without_overflow() -> None:
@@ -386,7 +417,9 @@ def test_the_migration_and_the_rotation_bypass_the_proxy_and_the_others_use_it()
     found = {c.name: c for c in consumers(template())}
     assert not found["MigrationFunction"].proxied
     assert not found["DbAppSecretRotation"].proxied
-    assert all(found[f].proxied for f in ENGINES if f != "MigrationFunction")
+    functions_ = [c for c in found.values() if c.name.split()[0] in ENGINES]
+    assert len(functions_) == len(ENGINES) + 1  # the relay is two: looping and waiting
+    assert all(c.proxied for c in functions_ if c.name != "MigrationFunction")
 
 
 def test_max_connections_follows_the_rds_formula() -> None:

@@ -190,11 +190,16 @@ def test_the_fast_path_publishes_only_after_a_commit_that_wrote_events() -> None
     publish(("01J00000000000000000000001",))  # the failure is logged, not raised
     assert calls == ["engine", "begin"]
 
-    container = Container(
-        Settings(events_queue_url="https://sqs.example/q.fifo"),
-        command_context=cast(CommandContext, object()),
-    )
-    assert container.command_executor.after_commit is not None
+    def executor(**settings: Any) -> Any:
+        container = Container(
+            Settings(events_queue_url="https://sqs.example/q.fifo", **settings),
+            command_context=cast(CommandContext, object()),
+        )
+        return container.command_executor
+
+    # Commands answer without sending (the relay's loop does) unless asked to send in-request.
+    assert executor().after_commit is None
+    assert executor(events_publish="in_request").after_commit is not None
 
 
 def test_lanes_keep_each_group_in_one_lane_in_its_order() -> None:

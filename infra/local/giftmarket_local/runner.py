@@ -83,6 +83,11 @@ class LambdaContext:
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
+    def expire(self) -> None:
+        """The runner is stopping: no time is left. Lambda would end the invocation; here a
+        handler that watches its time (the outbox relay's loop) ends its work itself."""
+        self._deadline = time.monotonic()
+
 
 def _is_text(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower().startswith(_TEXT_TYPES)
@@ -270,7 +275,7 @@ class FunctionHost:
         self._threads: list[threading.Thread] = []
         self._work: queue.SimpleQueue[_Invocation | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._in_flight: set[Future[Any]] = set()
+        self._in_flight: dict[Future[Any], LambdaContext] = {}
         self._closed = False
 
     def _loaded(self) -> Handler:
@@ -321,22 +326,30 @@ class FunctionHost:
                     )
                     thread.start()
                     self._threads.append(thread)
-            self._in_flight.add(future)
+            self._in_flight[future] = context
         try:
             self._work.put((future, handler, event, context))
-            return future.result(timeout=self.spec.timeout_seconds)
+            try:
+                return future.result(timeout=self.spec.timeout_seconds)
+            except FutureTimeout:
+                # Its caller has its 503: if no container has started it yet, none will
+                # (a backlog of requests nobody waits for would time out every later one).
+                future.cancel()
+                raise
         finally:
             with self._lock:
-                self._in_flight.discard(future)
+                self._in_flight.pop(future, None)
 
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
 
     def close(self) -> None:
-        """Take no more invocations; the ones in flight go on."""
+        """Take no more invocations; the ones in flight go on, with no time left."""
         with self._lock:
             self._closed = True
+            for context in self._in_flight.values():
+                context.expire()
 
     def abandon(self) -> int:
         """Answer every invocation still in flight with Abandoned, and let the containers

@@ -29,7 +29,7 @@ from giftmarket_local.migrations import upgrade
 from giftmarket_local.processes import ProcessError
 from giftmarket_local.runner import Gateway, GatewayServer, make_server
 from giftmarket_local.stack import Stack
-from giftmarket_local.template import read_application
+from giftmarket_local.template import Application, read_application
 from giftmarket_local.triggers import start_triggers
 
 
@@ -148,11 +148,29 @@ def _start(stack: Stack, host: str, port: int, state: _Serving) -> None:
     # EMF metrics are one JSON line per invocation on stdout: useful in CloudWatch,
     # noise in a terminal. POWERTOOLS_METRICS_DISABLED=false make run shows them.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    state.gateway = Gateway(read_application())
+    application = read_application()
+    os.environ.update(_relay_environment(application))
+    state.gateway = Gateway(application)
     state.server = make_server(state.gateway, host, port)
     state.serving = threading.Thread(target=state.server.serve_forever, name="gateway", daemon=True)
     state.serving.start()
     state.triggers = start_triggers(state.gateway, stack.config.app_env(), state.stop)
+
+
+# The settings only the outbox relay reads: taken from its template environment, as Lambda
+# gives them to it (the handlers here share one process environment, so only names no other
+# function reads can be set for one). An environment variable of the same name wins.
+RELAY_ONLY = ("OUTBOX_RELAY_RUN_SECONDS", "OUTBOX_RELAY_POLL_MS")
+
+
+def _relay_environment(application: Application) -> dict[str, str]:
+    relay = application.functions.get("OutboxRelayFunction")
+    template = relay.environment if relay is not None else {}
+    return {
+        name: os.environ.get(name, str(template[name]))
+        for name in RELAY_ONLY
+        if isinstance(template.get(name), str | int)
+    }
 
 
 def _stop(stack: Stack, state: _Serving, running_before: set[str]) -> tuple[bool, int]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 
-from giftmarket_local.runner import Gateway
+from giftmarket_local.runner import Abandoned, Gateway
 from giftmarket_local.sqs_source import SqsEventSource
 
 log = logging.getLogger("giftmarket.triggers")
@@ -71,10 +72,27 @@ def start_triggers(
     return threads
 
 
-def _every(period: int, host: Any, expression: str, stop: threading.Event) -> None:
-    while not stop.wait(period):
-        try:
-            result = host.invoke(scheduler_event(host.spec.logical_id, expression))
-            log.info("%s (%s): %s", host.spec.logical_id, expression, result)
-        except Exception:
-            log.exception("%s failed on its schedule", host.spec.logical_id)
+def _every(period: float, host: Any, expression: str, stop: threading.Event) -> None:
+    """As EventBridge Scheduler does: a tick every `period` seconds, each an asynchronous
+    invocation, so a run still going when the next tick comes overlaps it (the relay's
+    loops hand over that way). The first tick comes at once, not a period later: a local
+    stack has its events flowing as soon as it serves."""
+    next_tick = time.monotonic()
+    while not stop.wait(max(0.0, next_tick - time.monotonic())):
+        threading.Thread(
+            target=_tick,
+            args=(host, expression),
+            name=f"tick-{host.spec.logical_id}",
+            daemon=True,
+        ).start()
+        next_tick += period
+
+
+def _tick(host: Any, expression: str) -> None:
+    try:
+        result = host.invoke(scheduler_event(host.spec.logical_id, expression))
+        log.info("%s (%s): %s", host.spec.logical_id, expression, result)
+    except Abandoned:
+        log.info("%s: the runner stopped during its run", host.spec.logical_id)
+    except Exception:
+        log.exception("%s failed on its schedule", host.spec.logical_id)

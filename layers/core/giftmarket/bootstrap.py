@@ -255,9 +255,10 @@ class Container:
     @cached_property
     def command_executor(self) -> CommandExecutor:
         after_commit = None
-        # Without a queue configured (unit tests, a local run without SQS) there is no
-        # fast path; the relay has nothing to send either.
-        if self.settings.events_queue_url:
+        # By default a command answers once it has committed: the relay's loop sends its
+        # events. "in_request" sends them before the answer too (settings.events_publish).
+        # Without a queue (unit tests, a local run without SQS) nothing is sent at all.
+        if self.settings.events_queue_url and self.settings.events_publish == "in_request":
             after_commit = _publisher.publish_after_commit(self._writer, self._publisher)
         return _executor.CommandExecutor(
             self.unit_of_work,

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -179,10 +179,24 @@ class Settings(BaseSettings):
     # batches; what is left waits for the next run (every minute) or a concurrent one.
     # Rows a relay claims at a time, and the SendMessageBatch calls in flight for them
     # (SqsPublisher's lanes, by message group): 1000 rows are 100 calls, over 32 lanes 4
-    # round trips (bench_relay.py: 3.4k events/s against a 20 ms stand-in, 390 on 1 lane).
+    # round trips; the relay claims the next batches while one is sent (RELAY_IN_FLIGHT).
+    # bench_relay.py, 20 ms stand-in, a busy 2-core machine: 5.0k-5.5k events/s, 440 on 1
+    # lane; 64 lanes measured no faster (the process's CPU binds first).
     outbox_relay_batch_size: int = Field(default=1000, ge=1, le=1000)
     outbox_relay_lanes: int = Field(default=32, ge=1, le=64)
     outbox_relay_max_batches: int = Field(default=200, ge=1)
+    # How a command's events reach the queue. "relay": the command commits its outbox rows
+    # and answers; the relay's loop, which polls the outbox every `outbox_relay_poll_ms`,
+    # sends them tens of milliseconds later, batched across commands. "in_request": the
+    # command also sends its own rows after the commit, before it answers (the fast path of
+    # old: a SendMessageBatch round trip in every command's time; kept for comparison, see
+    # tests/benchmarks/bench_buy_now.py).
+    events_publish: Literal["relay", "in_request"] = "relay"
+    # A relay invocation polls the outbox for this long (0: one pass, as the CLI does).
+    # Deployed, longer than the schedule's minute: the next run waits on the relay lock and
+    # takes over the moment this one ends, so there is always one loop and never two.
+    outbox_relay_run_seconds: float = Field(default=0, ge=0, le=840)
+    outbox_relay_poll_ms: int = Field(default=20, ge=1, le=10_000)
     # The daily purge (jobs/purge.py): published outbox rows are kept this many days; rows
     # past their retention are deleted at most this many per transaction, and after each
     # batch the purge rests this many times as long as the batch took, so the commands

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import Connection, Engine, Select, select, update
+from sqlalchemy import Connection, Engine, Select, select, text, update
 
 from giftmarket.adapters.repositories import to_db_time
 from giftmarket.adapters.tables import outbox
@@ -537,3 +538,154 @@ def publish_after_commit(
             publish_committed(engine(), publisher(), outbox_ids)
 
     return publish
+
+
+# The named lock (MariaDB GET_LOCK) that keeps one relay loop running at a time. A lock held
+# by a connection dies with it: a relay killed or timed out frees it for the next.
+RELAY_LOCK = "giftmarket.outbox_relay"
+# How long one GET_LOCK call waits before the loop looks at its time again.
+_LOCK_WAIT_SECONDS = 1
+_GET_LOCK = text("SELECT GET_LOCK(:name, :wait)")
+# A row SQS refused is tried again after this long, not on every poll.
+_RETRY_REFUSED_SECONDS = 60.0
+# After a pass in which SQS accepted nothing it had (unreachable, throttled), the loop waits
+# this long, doubling up to _MAX_BACKOFF_SECONDS, rather than polling at full speed.
+_BACKOFF_SECONDS = 0.5
+_MAX_BACKOFF_SECONDS = 8.0
+
+
+@dataclass(frozen=True)
+class RelayLoopReport:
+    published: int
+    failed: int
+    batches: int
+    passes: int  # relay_outbox runs: one per poll that found rows
+    polls: int
+    lock_wait_seconds: float  # waiting for the previous run's loop to end
+    held_lock: bool  # False: the previous loop outlived this run's time; nothing was done
+
+    def as_dict(self) -> dict[str, int | float | bool]:
+        return asdict(self)
+
+
+def relay_loop(
+    engine: Engine,
+    publisher: Publisher,
+    *,
+    run_seconds: float,
+    poll_seconds: float,
+    remaining_seconds: Callable[[], float],
+    batch_size: int = 100,
+    max_batches: int | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> RelayLoopReport:
+    """Poll the outbox and publish what commits, for `run_seconds` or until
+    `remaining_seconds()` (the invocation's time left, less a margin) runs out.
+
+    Only one loop runs at a time: it first takes the relay lock, waiting for the previous
+    run's loop to end (a schedule tick overlaps the run before it on purpose). Two loops at
+    once would each send what the other skipped, and a group's later event could overtake
+    an earlier one that the other loop holds."""
+    started = time.monotonic()
+
+    def left() -> float:
+        return min(run_seconds - (time.monotonic() - started), remaining_seconds())
+
+    published = failed = batches = passes = polls = 0
+    with engine.connect() as lock_conn:
+        held = _take_relay_lock(lock_conn, left)
+        lock_wait = time.monotonic() - started
+        if not held:
+            return RelayLoopReport(0, 0, 0, 0, 0, round(lock_wait, 3), held_lock=False)
+        try:
+            refused: dict[str, float] = {}  # outbox id -> when it may be tried again
+            backoff = 0.0
+            while left() > 0:
+                now = time.monotonic()
+                refused = {i: until for i, until in refused.items() if until > now}
+                polls += 1
+                report, rejected = _relay_pass(
+                    engine, publisher, batch_size, max_batches, set(refused), clock
+                )
+                refused.update(dict.fromkeys(rejected, now + _RETRY_REFUSED_SECONDS))
+                published += report.published
+                failed += report.failed
+                batches += report.batches
+                passes += report.batches > 0
+                if report.failed and not report.published:
+                    backoff = min(max(backoff * 2, _BACKOFF_SECONDS), _MAX_BACKOFF_SECONDS)
+                else:
+                    backoff = 0.0
+                # A pass ends when a claim finds nothing (or SQS accepted nothing): wait a
+                # poll interval for new commits.
+                time.sleep(max(0.0, min(max(poll_seconds, backoff), left())))
+        finally:
+            _release_relay_lock(lock_conn)
+    return RelayLoopReport(
+        published, failed, batches, passes, polls, round(lock_wait, 3), held_lock=True
+    )
+
+
+def _relay_pass(
+    engine: Engine,
+    publisher: Publisher,
+    batch_size: int,
+    max_batches: int | None,
+    exclude: set[str],
+    clock: Callable[[], datetime],
+) -> tuple[RelayReport, set[str]]:
+    """One relay_outbox run that leaves `exclude` alone; returns its report and the ids SQS
+    refused in it."""
+    report = relay_outbox(
+        engine,
+        publisher,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        clock=clock,
+        exclude=exclude,
+    )
+    return report, set(report.refused)
+
+
+def _take_relay_lock(conn: Connection, left: Callable[[], float]) -> bool:
+    while True:
+        wait = max(0, min(_LOCK_WAIT_SECONDS, int(left())))
+        got = conn.execute(_GET_LOCK, {"name": RELAY_LOCK, "wait": wait})
+        # A named lock is not transactional: ending the implicit transaction keeps the lock
+        # and keeps this connection from holding a read view open for the whole loop.
+        conn.commit()
+        if got.scalar() == 1:
+            return True
+        if left() <= 0:
+            return False
+
+
+def _release_relay_lock(conn: Connection) -> None:
+    try:
+        conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": RELAY_LOCK})
+        conn.commit()
+    except Exception:
+        # A pooled connection must not go back to the pool holding the lock: closing it
+        # makes the server release it.
+        log.warning("releasing the relay lock failed; closing its connection", exc_info=True)
+        conn.invalidate()
+
+
+def relay_for(
+    engine: Engine,
+    publisher: Publisher,
+    settings: Settings,
+    remaining_seconds: Callable[[], float],
+) -> RelayReport | RelayLoopReport:
+    """The scheduled relay: one pass, or the polling loop when the settings give it time."""
+    if settings.outbox_relay_run_seconds <= 0:
+        return relay(engine, publisher, settings)
+    return relay_loop(
+        engine,
+        publisher,
+        run_seconds=settings.outbox_relay_run_seconds,
+        poll_seconds=settings.outbox_relay_poll_ms / 1000,
+        remaining_seconds=remaining_seconds,
+        batch_size=settings.outbox_relay_batch_size,
+        max_batches=settings.outbox_relay_max_batches,
+    )
