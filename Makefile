@@ -3,8 +3,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 PORT ?= 3000
+# Two pytest-xdist workers, a test file at a time, each with a stack of its own
+# (tests/conftest.py); TEST_WORKERS= runs the suite in one process.
+TEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: help setup run test lint unit bench soak failover-drill stack-up stack-down stack-status clean lock package deploy
+.PHONY: help setup run test lint unit bench soak load failover-drill stack-up stack-down stack-status clean lock package deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,7 +23,7 @@ test: setup lint ## lint, then the whole test suite with coverage (starts and st
 	@# Bytecode for the project's own modules: with PYTHONDONTWRITEBYTECODE set, every child
 	@# process (the runner, the CLI, the jobs) would compile them again.
 	@$(PY) -m compileall -q layers/core/giftmarket infra/local/giftmarket_local >/dev/null
-	@$(PY) -m coverage run -m pytest; status=$$?; \
+	@$(PY) -m coverage run -m pytest $(TEST_WORKERS); status=$$?; \
 	  $(PY) -m coverage combine -q && $(PY) -m coverage html -q && $(PY) -m coverage json -q && \
 	  $(PY) tests/support/coverage_summary.py; exit $$status
 

@@ -3,6 +3,10 @@
 The integration and e2e tests get the `test` profile of the local stack (its own ports and
 data folder): the first test that needs it starts it, and the session stops it by PID at the
 end. GM_KEEP_TEST_STACK=1 leaves it running between runs for a faster edit-test loop.
+
+`make test` runs the suite on two pytest-xdist workers, a file at a time each; every worker
+past the first gets a stack of its own (ports 10 apart, a folder of its own), so no test
+shares a database, a cache or a queue with a test running beside it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,29 @@ from giftmarket_local.stack import Stack, StackConfig
 LEVELS = ("unit", "functional", "integration", "e2e", "reliability")
 
 
+# Added to each of the test profile's ports for xdist worker gwN (N > 0).
+WORKER_PORT_STEP = 10
+STACK_SERVICES = ("primary", "replica", "redis", "localstack", "oidc")
+
+
+def _stack_of_its_own(worker: str) -> None:
+    """Point this worker (and every process it starts, which inherit the environment) at a
+    stack folder and ports of its own."""
+    number = int(worker.removeprefix("gw"))
+    if number == 0:
+        return
+    config = StackConfig.for_profile("test")
+    for service in STACK_SERVICES:
+        base: int = getattr(config, f"{service}_port")
+        os.environ[f"GM_TEST_{service.upper()}_PORT"] = str(base + WORKER_PORT_STEP * number)
+    local = Path(os.environ.get("GM_LOCAL_DIR", Path(__file__).parents[1] / ".local"))
+    os.environ["GM_LOCAL_DIR"] = str(local / f"xdist-{worker}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        _stack_of_its_own(worker)
     # argon2 at production cost takes ~100 ms a hash; tests (and the servers they start,
     # which inherit the environment) hash with the cheapest parameters instead.
     os.environ.setdefault("PASSWORD_HASH_TIME_COST", "1")
@@ -81,6 +107,19 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
         request.config.stash.setdefault(FIGURES, []).append((request.node.nodeid, text))
 
     return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # On an xdist worker: hand the figures to the controller, which prints the summary.
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["figures"] = session.config.stash.get(FIGURES, [])
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown to a run without it
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    figures = getattr(node, "workeroutput", {}).get("figures", [])
+    node.config.stash.setdefault(FIGURES, []).extend(tuple(f) for f in figures)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
