@@ -53,6 +53,17 @@ def read_models(r: dict[str, Any]) -> list[Row]:
             "JWT, FastAPI, Mangum, Powertools: in every answer",
         ),
     ]
+    near = latency.get("near_floor")
+    if near:
+        rows.append(
+            (
+                "product_detail via the handler against the floor (no-store answer + Redis GET)",
+                f"p50 {near['handler_p50_ms']} vs {near['floor_p50_ms']} ms: "
+                f"{near['over_floor']}× the floor",
+                f"≤ {near['goal_over_floor']:g}×: {verdict(near['met'])}",
+                "",
+            )
+        )
     for name, t in latency["routes"].items():
         redis, sql = t["redis_handler"], t["sql_handler"]
         ratio = t["ratio_sql_to_redis"]
@@ -123,6 +134,12 @@ def read_models_by_size(r: dict[str, Any], route: str = "product_detail") -> lis
     )
     met = all(g["flat"] for g in flat.values())
     goal_flat = next(iter(flat.values()))["flatness_goal"]
+    floors = [by_size[str(size)].get("floors_p99_ms") for size in sizes]
+    if all(floors):
+        # The machine's own p99 at each size (Redis GET, no-store answer): load, not data.
+        figures += "; floors' p99 (GET / no-store answer): " + ", ".join(
+            f"{f['redis_get']:g} / {f['handler_no_store']:g} ms" for f in floors if f
+        )
     rows.append(
         (
             f"read model flat in data size: handler p99 at {sizes[-1]:,} / at {sizes[0]:,} orders",

@@ -13,11 +13,14 @@ from tests.support.outbox import outbox_envelopes
 from tests.support.stack import giftmarket_cli, redis_stopped
 
 from giftmarket.adapters import tables
-from giftmarket.adapters.read_models import generation_prefix
+from giftmarket.adapters.read_models import GENERATION_KEY, SEQUENCE_KEY, generation_prefix
 from giftmarket.bootstrap import Container, bootstrap, set_container
 from giftmarket.commands import accounts
 from giftmarket.consistency import ConsistencyToken
+from giftmarket.domain.ids import new_id
+from giftmarket.domain.images import s3_key_for
 from giftmarket.http.auth import TokenService
+from giftmarket.projections import ops
 from giftmarket.projections.rebuild import ensure_read_models, rebuild_read_models
 from giftmarket.queries import account
 from giftmarket.read_ports import RebuildRunning
@@ -126,6 +129,44 @@ def test_read_models_lost_by_redis_are_rebuilt_by_the_relays_check(
     report = ensure_read_models(container.read_models, container.settings, container.database)
     assert report is not None and report.previous is None
     assert account.me_from_read_model(container.read_models, user_id) is not None
+
+
+def test_read_models_of_an_older_layout_are_not_read_and_go_with_the_first_rebuild(
+    container: Container,
+) -> None:
+    user_id = sign_up(container)
+    client = container.redis
+    # What the code before versioned layouts left: its pointer and a generation of its own.
+    older = int(client.incr(SEQUENCE_KEY))
+    client.set("rm:generation", older)
+    client.hset(f"{generation_prefix(older)}user:{user_id}", mapping={"email": "old", "_v": 1})
+    client.delete(GENERATION_KEY)
+    assert container.read_models.generation() is None  # that one is not this layout's
+    assert account.me_from_read_model(container.read_models, user_id) is None  # SQL answers
+    report = ensure_read_models(container.read_models, container.settings, container.database)
+    assert report is not None and report.dropped_keys >= 1
+    assert client.get("rm:generation") is None
+    assert not client.exists(f"{generation_prefix(older)}user:{user_id}")
+    assert account.me_from_read_model(container.read_models, user_id) is not None
+
+
+def test_an_orders_image_key_is_derived_until_the_image_is_deleted(container: Container) -> None:
+    rm = container.read_models
+    if rm.generation() is None:
+        rm.switch_to(rm.begin_generation())
+    order_id, image_id = new_id(), new_id()
+    placed = ops.order(
+        order_id, 1, parties={"product_id": new_id(), "buyer_id": "bea", "seller_id": "sal"},
+        terms={"price": 5000, "discount": 0, "paid": 5000, "via": "buy_now",
+               "image_id": image_id},
+        status="PAID", completed_at=None, settled_at=None, created_at=datetime.now(UTC),
+        facts={"delivered_at": datetime.now(UTC)},
+    )  # fmt: skip
+    rm.apply([placed])
+    found = rm.gifticon(order_id)
+    assert found is not None and found[2] == s3_key_for("sal", image_id)
+    rm.apply([ops.image_deleted(image_id, 4)])
+    assert rm.gifticon(order_id) is None  # gone: the query asks SQL, which says so
 
 
 def test_a_token_already_projected_but_missing_from_redis_is_answered_by_the_primary(

@@ -80,6 +80,11 @@ class ReadModelGenerations(ABC):
     def drop(self, generation: int, *, batch: int = 1000) -> int:
         """Delete a generation's keys; returns how many there were."""
 
+    def drop_older_layouts(self) -> int:
+        """Delete what read models of an older layout are left (after a deployment that
+        changed the layout); returns how many keys. A store with one layout has none."""
+        return 0
+
 
 class ReadModelReader(ABC):
     """Each read returns what the read model stores, None when it cannot answer (no

@@ -1,12 +1,15 @@
 """Redis read models (ElastiCache in AWS): response-shaped, idempotent, never going back.
 
 Layout, under a generation prefix `rm:<g>:` (a rebuild fills a new generation and switches
-`rm:generation` to it in one step):
+the pointer `rm:layout:<LAYOUT>:generation` to it in one step):
 - `user:<id>`, `product:<id>`, `order:<id>`, `ask:<id>`, `bid:<id>`, `coupon:<id>`,
-  `settlement:<id>`, `image:<id>`: hashes, the response's fields plus `_v`, the version
-  they reflect;
+  `settlement:<id>`: hashes, the response's fields plus `_v`, the version they reflect;
+- `images:deleted`: the voucher images that are gone; an order's image key is derived from
+  its seller and image id, as the upload slot made it, so no image is stored otherwise;
 - `asks:<product>`, `bids:<product>`: the open book, scored by price; `trades:<product>`:
   its orders, scored by creation time;
+- `detail:<product>`: the product's detail as `product` returns it (field `json`), rendered
+  by the apply script whenever something it shows changes, so that reading it is one HGET;
 - `list:<sort>:*` and `list:<sort>:c:<category>`: every product in the order of
   `/api/products`, as members of equal score whose bytes sort like the page does, so a
   cursor is a member and a page one `ZRANGEBYLEX`;
@@ -36,12 +39,17 @@ from typing import Any
 
 import redis
 
+from giftmarket.domain.images import IMAGES_PREFIX
 from giftmarket.read_ports import Document, Op, ReadModelStore, RebuildRunning
 
 SEEN_TTL_SECONDS = 24 * 3600
 # Longer than SQS keeps a message (at most 14 days): no late "placed" can outlive it.
 TOMBSTONE_TTL_SECONDS = 15 * 24 * 3600
 SEARCH_HISTORY_SIZE = 10
+# What a product's rendered detail holds: its newest trades and its open asks' cheapest
+# prices (at least what `queries.products` shows; it asks SQL for more).
+DETAIL_TRADES = 10
+DETAIL_PRICES = 10
 
 # What a list item shows of each kind of document (the first field is never missing).
 LISTED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -53,9 +61,20 @@ LISTED_FIELDS: dict[str, tuple[str, ...]] = {
     "settlement": ("business_date", "order_count", "gross", "fee", "net"),
 }  # fmt: skip
 
-GENERATION_KEY = "rm:generation"
-BUILDING_KEY = "rm:building"
+# The layout's version is in the pointers' names: code reading another layout finds no
+# generation, answers from SQL, and the relay's `ensure_read_models` rebuilds one in its
+# layout. Bump it with any change to what the scripts write or read. Generation numbers
+# come from one sequence for every layout, so two layouts never share a prefix.
+LAYOUT = 2
+GENERATION_KEY = f"rm:layout:{LAYOUT}:generation"
+BUILDING_KEY = f"rm:layout:{LAYOUT}:building"
 SEQUENCE_KEY = "rm:generation:seq"
+# The pointers of the older layouts (see `drop_older_layouts`).
+LEGACY_GENERATION_KEYS = (
+    "rm:generation",
+    *(f"rm:layout:{n}:generation" for n in range(2, LAYOUT)),
+)
+POINTERS = [GENERATION_KEY, BUILDING_KEY]
 
 BUILD_TIMEOUT_SECONDS = 3600
 
@@ -86,8 +105,18 @@ def _apply_args(
     target: str, batch: str, *, outbox_id: str | None = None, mode: str = ""
 ) -> list[Any]:
     """The apply script's ARGV (see its header): where, the operations' JSON, what to mark
-    seen and for how long, the tombstones' life, and the mode."""
-    return [target, batch, outbox_id or "", SEEN_TTL_SECONDS, TOMBSTONE_TTL_SECONDS, mode]
+    seen and for how long, the tombstones' life, the mode, and what a product's detail
+    holds."""
+    return [
+        target,
+        batch,
+        outbox_id or "",
+        SEEN_TTL_SECONDS,
+        TOMBSTONE_TTL_SECONDS,
+        mode,
+        DETAIL_TRADES,
+        DETAIL_PRICES,
+    ]
 
 
 def seen_key(outbox_id: str) -> str:
@@ -115,15 +144,17 @@ class ReadModels(ReadModelStore):
         """Apply `ops` to the live generations (the current one and the one being built);
         remember `outbox_id` as projected. Returns how many generations were written."""
         batch = json.dumps(ops, separators=(",", ":"))
-        return int(self._apply(args=_apply_args("live", batch, outbox_id=outbox_id)))
+        return int(self._apply(keys=POINTERS, args=_apply_args("live", batch, outbox_id=outbox_id)))
 
     def apply_bulk(self, generation: int, batches: Iterable[str]) -> None:
         """Apply batches of operations, each a JSON array, to a generation being built, in one
-        pipeline (the rebuild). Products are indexed only by their own operations here, so
-        the rebuild loads them after every ask and order."""
+        pipeline (the rebuild). Products are indexed (and their detail rendered) only by their
+        own operations here, so the rebuild loads them after every ask, bid and order."""
         pipe = self._redis.pipeline(transaction=False)
         for batch in batches:
-            self._apply(args=_apply_args(str(generation), batch, mode="bulk"), client=pipe)
+            self._apply(
+                keys=POINTERS, args=_apply_args(str(generation), batch, mode="bulk"), client=pipe
+            )
         pipe.execute()
 
     # -- generations -------------------------------------------------------------------------
@@ -153,6 +184,18 @@ class ReadModels(ReadModelStore):
         text = _text(old)
         return int(text) if text else None
 
+    def drop_older_layouts(self) -> int:
+        """Delete the generation an older layout's code pointed to (after a deployment that
+        changed the layout and rebuilt in the new one); returns the keys deleted. Code of
+        the older layout still running then misses and answers from SQL."""
+        removed = 0
+        for pointer in LEGACY_GENERATION_KEYS:
+            value = self._redis.get(pointer)
+            if value is not None:
+                removed += self.drop(int(value))
+                self._redis.delete(pointer)
+        return removed
+
     def abandon(self, generation: int) -> None:
         if self.building() == generation:
             self._redis.delete(BUILDING_KEY)
@@ -177,7 +220,7 @@ class ReadModels(ReadModelStore):
         return not keys or int(self._redis.exists(*keys)) == len(keys)
 
     def _query(self, *args: str | int) -> Any:
-        raw = self._read(args=list(args))
+        raw = self._read(keys=[GENERATION_KEY], args=list(args))
         if raw is None:
             return None
         return json.loads(raw)
@@ -196,17 +239,19 @@ class ReadModels(ReadModelStore):
         `order_count`, its newest `trades`, [price, created_at] each, newest first, and
         its open asks' `ladder`, [price, count, earliest expires_on or None] for each of
         the `ladder` lowest prices, cheapest first."""
-        found = self._query("product", product_id, recent_trades, ladder)
+        if recent_trades > DETAIL_TRADES or ladder > DETAIL_PRICES:
+            return None  # more than the rendered detail holds
+        found = self._query("product", product_id)
         if found is None:
             return None
         summary, order_count, trades, prices = found
         return {
             **_product(summary),
             "order_count": order_count,
-            "trades": _list(trades),
+            "trades": _list(trades)[:recent_trades],
             "ladder": [
                 [_score(price), int(count), _day(earliest)]
-                for price, count, earliest in _list(prices)
+                for price, count, earliest in _list(prices)[:ladder]
             ],
         }
 
@@ -247,7 +292,7 @@ class ReadModels(ReadModelStore):
         """The oldest `limit` orders of an admins' queue ("inspections", "disputes"): each
         order's document with `id`, `product_name` and `image_key` (its voucher image's S3
         key, absent when the image is gone)."""
-        found = self._query("queue", name, limit)
+        found = self._query("queue", name, limit, IMAGES_PREFIX)
         return None if found is None else _list(found[0])
 
     def order(self, order_id: str) -> Document | None:
@@ -258,7 +303,7 @@ class ReadModels(ReadModelStore):
     def gifticon(self, order_id: str) -> tuple[str, str, str, str | None] | None:
         """(buyer id, seller id, the voucher image's S3 key, when it was delivered or None)
         of an order."""
-        found = self._query("gifticon", order_id)
+        found = self._query("gifticon", order_id, IMAGES_PREFIX)
         return None if found is None else (found[0], found[1], found[2], found[3] or None)
 
     # -- search history (this store's own data) ----------------------------------------------

@@ -271,11 +271,7 @@ def settlement(
     )
 
 
-def image(image_id: str, *, s3_key: str, deleted_version: int | None = None) -> Op:
-    """An image's S3 key, known from its upload slot on. A deleted image (at that version)
-    becomes a tombstone that expires, like a closed bid."""
-    if deleted_version is None:
-        return op("image", image_id, 1, once={"s3_key": s3_key})
-    return op(
-        "image", image_id, deleted_version, once={"s3_key": s3_key}, set={"status": "DELETED"}
-    )
+def image_deleted(image_id: str, version: int) -> Op:
+    """A voucher image that is gone, for good: the read models derive an image's key from
+    its order, and list the deleted ones so as not to hand out a key that no longer is."""
+    return op("image", image_id, version, set={"status": "DELETED"})

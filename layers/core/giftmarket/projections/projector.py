@@ -24,7 +24,6 @@ from giftmarket.domain.events import (
     CouponUsed,
     DomainEvent,
     ImageDeleted,
-    ImageRequested,
     OrderCompleted,
     OrderDelivered,
     OrderDisputed,
@@ -159,14 +158,10 @@ def _product_likes(e: ProductLiked | ProductUnliked) -> list[Op]:
     return [ops.product(e.product_id, e.version, like_count=e.like_count)]
 
 
-@projects(ImageRequested)
-def _image_requested(e: ImageRequested) -> list[Op]:
-    return [ops.image(e.image_id, s3_key=e.s3_key)]
-
-
+# An image's key is derived from its order (ImageRequested shows in no read model).
 @projects(ImageDeleted)
 def _image_deleted(e: ImageDeleted) -> list[Op]:
-    return [ops.image(e.image_id, s3_key=e.s3_key, deleted_version=e.version)]
+    return [ops.image_deleted(e.image_id, e.version)]
 
 
 AskEvent = SellBidPlaced | SellBidCancelled | SellBidMatched | SellBidExpired

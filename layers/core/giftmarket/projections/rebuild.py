@@ -206,10 +206,11 @@ SOURCES = (
         once=_texts(_u, "email", "nickname"),
         set=_texts(_u, "available_points", "escrowed_points", "pending_points"),
     ),
+    # Only the images that are gone: an order's image key is derived from the order.
     Source(
         "images",
-        _source("images", "image", _i, once=_texts(_i, "s3_key"), versioned=False).query.where(
-            _i.c.status != "DELETED"
+        _source("images", "image", _i, once={}, set={"status": _text(_i.c.status)}).query.where(
+            _i.c.status == "DELETED"
         ),
     ),
     _bids(
@@ -257,8 +258,9 @@ SOURCES = (
         once=_texts(_s, "seller_id", "business_date", "order_count", "gross", "fee", "net"),
         versioned=False,
     ),
-    # Last: a product's place in the lists and rankings depends on its asks and orders
-    # (the apply script's bulk mode indexes it once, here, instead of once per row).
+    # Last: a product's place in the lists and rankings depends on its asks and orders, its
+    # detail on its bids too (the apply script's bulk mode indexes and renders it once,
+    # here, instead of once per row).
     _source(
         "products",
         "product",
@@ -308,6 +310,8 @@ def rebuild(
     report.seconds = time.perf_counter() - started
     if report.previous is not None:
         report.dropped_keys = read_models.drop(report.previous)
+    # The first rebuild in a new layout: what the older layout's code read goes too.
+    report.dropped_keys += read_models.drop_older_layouts()
     log.info("read models rebuilt: %s", report.as_dict())
     return report
 

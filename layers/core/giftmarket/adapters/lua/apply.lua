@@ -2,29 +2,36 @@
 -- batch of snapshot rows (the rebuild); both go through exactly this code, which is why a
 -- rebuilt read model equals the incrementally maintained one.
 --
+-- KEYS     the pointers to the current generation and to the one being built
 -- ARGV[1]  'live' (the current generation and the one being built, if any) or a generation
 -- ARGV[2]  JSON array of operations {k: kind, id, v: version, once: {...}, set: {...}};
 --          every value is a string ('' for null)
 -- ARGV[3]  outbox id to remember as projected ('' for none)
--- ARGV[4]  seconds to remember it; ARGV[5] seconds a closed bid's (or a deleted image's)
---          tombstone is kept
+-- ARGV[4]  seconds to remember it; ARGV[5] seconds a closed bid's tombstone is kept
 -- ARGV[6]  'bulk' while a rebuild loads a generation: products are then placed in their
---          lists and rankings only by their own operations, which the rebuild loads after
---          every ask and order (once per product instead of once per ask and order)
+--          lists and rankings (and their detail rendered) only by their own operations,
+--          which the rebuild loads after every ask, bid and order (once per product instead
+--          of once per ask, bid and order)
+-- ARGV[7]  the newest trades, ARGV[8] the ask prices a product's detail shows
 --
 -- Every write is idempotent and monotonic: `once` fields are written only when absent,
 -- `set` fields only by an operation whose version is not older than the entity's `_v`,
 -- and the indexes (order books, lists, rankings, histories) are recomputed from the
 -- entity's resulting state, so duplicates and any delivery order end in the same state.
+--
+-- An entity new to the generation (most of a rebuild's rows) takes a shorter path to the
+-- same state: its fields are the operation's, not read back; it is in no index yet, so
+-- nothing is removed from one; and its hash is written once, with what indexing adds.
 
 local ops = cjson.decode(ARGV[2])
 local tombstone_ttl = tonumber(ARGV[5])
 local bulk = ARGV[6] == 'bulk'
+local detail_trades, detail_prices = tonumber(ARGV[7]), tonumber(ARGV[8])
 
 local targets = {}
 if ARGV[1] == 'live' then
-  local current = redis.call('GET', 'rm:generation')
-  local building = redis.call('GET', 'rm:building')
+  local current = redis.call('GET', KEYS[1])
+  local building = redis.call('GET', KEYS[2])
   if current then targets[#targets + 1] = current end
   if building and building ~= current then targets[#targets + 1] = building end
 else
@@ -36,10 +43,12 @@ local function pad(text, width)
 end
 
 -- A `once` field sent as '' is not known yet: it is left for an operation that knows it.
+-- Returns, for an entity new to the generation, the HSET arguments of everything it knows
+-- (what the general path below ends in), for `flush` to write once indexing has added its
+-- own fields; nil for an entity already there (written here).
 local function write(key, op)
   local set = op.set or {}
   if redis.call('EXISTS', key) == 0 then
-    -- A new entity: one HSET of everything it knows (what the general path below ends in).
     local args = {}
     for name, value in pairs(op.once or {}) do
       if value ~= '' then
@@ -55,8 +64,7 @@ local function write(key, op)
         args[#args + 1] = value
       end
     end
-    if #args > 0 then redis.call('HSET', key, unpack(args)) end
-    return
+    return args
   end
   for name, value in pairs(op.once or {}) do
     if value ~= '' then redis.call('HSETNX', key, name, value) end
@@ -70,12 +78,106 @@ local function write(key, op)
     args[#args + 1] = value
   end
   redis.call('HSET', key, unpack(args))
+  return nil
 end
 
--- The product's place in every list and ranking, recomputed from its state.
-local function index_product(p, product_id)
+-- Writes a new entity's pending fields (see `write`); later calls do nothing.
+local function flush(key, new)
+  if new and #new > 0 and not new.written then
+    redis.call('HSET', key, unpack(new))
+  end
+  if new then new.written = true end
+end
+
+-- Adds fields to write: to a new entity's pending ones, or at once to one already there.
+local function put(key, new, fields)
+  if #fields == 0 then return end
+  if new and not new.written then
+    for _, value in ipairs(fields) do new[#new + 1] = value end
+  else
+    redis.call('HSET', key, unpack(fields))
+  end
+end
+
+-- The entity's `names` fields as HMGET gives them (false when absent): read from a new
+-- entity's operation instead of the hash it has not been written to yet.
+local function known(key, new, op, names)
+  if not new then return redis.call('HMGET', key, unpack(names)) end
+  local once, set = op.once or {}, op.set or {}
+  local out = {}
+  for i, name in ipairs(names) do
+    local value = once[name]
+    if value == '' then value = nil end -- not written, as `write` leaves it
+    if value == nil then value = set[name] end
+    if value == nil then value = false end
+    out[i] = value
+  end
+  return out
+end
+
+-- The best score of a sorted set ('' when empty): the lowest ask, the highest bid.
+local function best(key, reverse)
+  local found
+  if reverse then
+    found = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  else
+    found = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  end
+  if #found == 0 then return '' end
+  return found[2]
+end
+
+-- A product's detail, rendered whenever what it shows changes, so that reading it is one
+-- HGET (a hash, as every document is): [its fields, order count, newest trades ([price,
+-- created_at] each), the open asks' ladder ([price, count, earliest expiry as YYYYMMDD]
+-- per price, cheapest first)]. Deleted instead when something it shows is missing (the
+-- query then asks SQL).
+local function render_detail(p, product_id)
+  local detail = p .. 'detail:' .. product_id
+  local h = redis.call(
+    'HMGET', p .. 'product:' .. product_id,
+    'name', 'brand', 'category', 'face_value', 'like_count', 'created_us'
+  )
+  if not h[1] or not h[6] then
+    redis.call('DEL', detail)
+    return
+  end
+  local summary = {
+    product_id, h[1], h[2], h[3], h[4],
+    best(p .. 'asks:' .. product_id, false),
+    best(p .. 'bids:' .. product_id, true),
+    h[5] or '0', h[6],
+  }
+  local trades = {}
+  local trades_key = p .. 'trades:' .. product_id
+  for _, order_id in ipairs(redis.call('ZREVRANGE', trades_key, 0, detail_trades - 1)) do
+    local t = redis.call('HMGET', p .. 'order:' .. order_id, 'price', 'created_at')
+    if not t[1] then
+      redis.call('DEL', detail)
+      return
+    end
+    trades[#trades + 1] = t
+  end
+  local ladder = {}
+  local prices = redis.call('ZRANGE', p .. 'ladder:' .. product_id, 0, detail_prices - 1)
+  for _, price in ipairs(prices) do
+    local at_price = p .. 'ladder:' .. price .. ':' .. product_id
+    local earliest = redis.call('ZRANGE', at_price, 0, 0, 'WITHSCORES')
+    if #earliest == 0 then
+      redis.call('DEL', detail)
+      return
+    end
+    ladder[#ladder + 1] = {price, redis.call('ZCARD', at_price), earliest[2]}
+  end
+  local rendered = cjson.encode({summary, redis.call('ZCARD', trades_key), trades, ladder})
+  redis.call('HSET', detail, 'json', rendered)
+end
+
+-- The product's place in every list and ranking, recomputed from its state, and its
+-- detail rendered.
+local function index_product(p, product_id, new, op)
   local key = p .. 'product:' .. product_id
-  local h = redis.call('HMGET', key, 'category', 'created_us', 'like_count', '_mp', '_ml', '_mx')
+  local h = known(key, new, op, {'category', 'created_us', 'like_count', '_mp', '_ml', '_mx'})
   local category, created = h[1], h[2]
   if not category or not created then return end -- not registered (yet)
   local likes = tonumber(h[3] or '0')
@@ -88,7 +190,8 @@ local function index_product(p, product_id)
     by_price,
   }
   local sorts = {'popular', 'latest', 'price'}
-  local fields = {'_mp', '_ml', '_mx'}
+  local names = {'_mp', '_ml', '_mx'}
+  local moved = {}
   for i = 1, 3 do
     local old = h[3 + i]
     if old ~= members[i] then
@@ -100,18 +203,22 @@ local function index_product(p, product_id)
       end
       redis.call('ZADD', all, 0, members[i])
       redis.call('ZADD', of_category, 0, members[i])
-      redis.call('HSET', key, fields[i], members[i])
+      moved[#moved + 1] = names[i]
+      moved[#moved + 1] = members[i]
     end
   end
+  put(key, new, moved)
   if likes > 0 then
     redis.call('ZADD', p .. 'rank:likes', -likes, product_id)
-  else
+  elseif not new then
     redis.call('ZREM', p .. 'rank:likes', product_id)
   end
   local trades = redis.call('ZCARD', p .. 'trades:' .. product_id)
   if trades > 0 then
     redis.call('ZADD', p .. 'rank:orders', -trades, product_id)
   end
+  flush(key, new)
+  render_detail(p, product_id)
 end
 
 -- The score of an ask in its price's ladder set: its voucher's last valid day as YYYYMMDD
@@ -121,7 +228,7 @@ local NO_EXPIRY = '99999999'
 
 -- An open ask in the product's price ladder: `ladder:<product>` holds the prices that have
 -- open asks, `ladder:<price>:<product>` the open asks at one price by expiry.
-local function place_in_ladder(p, product_id, price, id, expires_on, open)
+local function place_in_ladder(p, product_id, price, id, expires_on, open, new)
   local at_price = p .. 'ladder:' .. price .. ':' .. product_id
   local prices = p .. 'ladder:' .. product_id
   if open then
@@ -129,7 +236,8 @@ local function place_in_ladder(p, product_id, price, id, expires_on, open)
     if expires_on then score = string.gsub(expires_on, '-', '') end
     redis.call('ZADD', at_price, score, id)
     redis.call('ZADD', prices, price, price)
-  elseif redis.call('ZREM', at_price, id) == 1 and redis.call('EXISTS', at_price) == 0 then
+  elseif not new and redis.call('ZREM', at_price, id) == 1
+      and redis.call('EXISTS', at_price) == 0 then
     redis.call('ZREM', prices, price)
   end
 end
@@ -137,9 +245,9 @@ end
 -- An ask ('ask') or a buy bid ('bid'): in its product's book and its owner's history while
 -- open; a tombstone for a while once closed, so a late 'placed' cannot reopen it. An
 -- EXPIRED ask stays in its seller's history (done), so it is kept.
-local function index_bid(p, kind, key, id)
-  local h = redis.call(
-    'HMGET', key, 'product_id', 'owner_id', 'price', 'status', 'created_us', 'expires_on'
+local function index_bid(p, kind, key, id, new, op)
+  local h = known(
+    key, new, op, {'product_id', 'owner_id', 'price', 'status', 'created_us', 'expires_on'}
   )
   local product_id, owner, price, status, created = h[1], h[2], h[3], h[4], h[5]
   if not product_id or not status then return end
@@ -156,17 +264,23 @@ local function index_bid(p, kind, key, id)
     redis.call('ZADD', book, price, id)
     if history then redis.call('ZADD', history, 0, pad(created, 18) .. id) end
   else
-    redis.call('ZREM', book, id)
-    if history then redis.call('ZREM', history, pad(created, 18) .. id) end
+    if not new then -- a new entity is in no index yet
+      redis.call('ZREM', book, id)
+      if history then redis.call('ZREM', history, pad(created, 18) .. id) end
+    end
     if status == 'EXPIRED' then
       if expired then redis.call('ZADD', expired, 0, pad(created, 18) .. id) end
     else
+      flush(key, new)
       redis.call('EXPIRE', key, tombstone_ttl)
     end
   end
+  flush(key, new)
   if kind == 'ask' then
-    place_in_ladder(p, product_id, price, id, h[6], open)
+    place_in_ladder(p, product_id, price, id, h[6], open, new)
     if not bulk then index_product(p, product_id) end
+  elseif not bulk then
+    render_detail(p, product_id) -- its highest bid
   end
 end
 
@@ -189,45 +303,48 @@ local function place_in_history(p, member, owner, side, state, old)
 end
 
 -- The admins' queues, oldest first: orders waiting for inspection (since they were placed)
--- and open disputes (since they were opened).
-local function place_in_queue(p, name, member, waiting)
+-- and open disputes (since they were opened). A new order is in neither yet.
+local function place_in_queue(p, name, member, waiting, new)
   if not member then return end
   if waiting then
     redis.call('ZADD', p .. 'queue:' .. name, 0, member)
-  else
+  elseif not new then
     redis.call('ZREM', p .. 'queue:' .. name, member)
   end
 end
 
-local function index_order(p, key, id)
-  local h = redis.call(
-    'HMGET', key, 'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs',
-    'dispute_opened_us'
-  )
+local function index_order(p, key, id, new, op)
+  local h = known(key, new, op, {
+    'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs',
+    'dispute_opened_us',
+  })
   local product_id, buyer, seller, status, created = h[1], h[2], h[3], h[4], h[5]
   if not product_id or not buyer or not seller or not status or not created then return end
   local member = pad(created, 18) .. id
-  place_in_queue(p, 'inspections', member, status == 'INSPECTING')
-  if h[8] then place_in_queue(p, 'disputes', pad(h[8], 18) .. id, status == 'DISPUTED') end
+  place_in_queue(p, 'inspections', member, status == 'INSPECTING', new)
+  if h[8] then
+    place_in_queue(p, 'disputes', pad(h[8], 18) .. id, status == 'DISPUTED', new)
+  end
   redis.call('ZADD', p .. 'trades:' .. product_id, created, id)
   local moved = {}
   local bought = place_in_history(p, member, buyer, 'buy', BUYER_STATE[status], h[6])
   if bought then moved[#moved + 1] = '_hb'; moved[#moved + 1] = bought end
   local sold = place_in_history(p, member, seller, 'sell', SELLER_STATE[status], h[7])
   if sold then moved[#moved + 1] = '_hs'; moved[#moved + 1] = sold end
-  if #moved > 0 then redis.call('HSET', key, unpack(moved)) end
+  put(key, new, moved)
+  flush(key, new) -- the product's detail reads the order's price
   if not bulk then index_product(p, product_id) end
 end
 
-local function index_coupon(p, key, id)
-  local h = redis.call('HMGET', key, 'user_id', 'created_us')
+local function index_coupon(p, key, id, new, op)
+  local h = known(key, new, op, {'user_id', 'created_us'})
   if h[1] and h[2] then
     redis.call('ZADD', p .. 'coupons:' .. h[1], 0, pad(h[2], 18) .. id)
   end
 end
 
-local function index_settlement(p, key, id)
-  local h = redis.call('HMGET', key, 'seller_id', 'business_date')
+local function index_settlement(p, key, id, new, op)
+  local h = known(key, new, op, {'seller_id', 'business_date'})
   if h[1] and h[2] then
     redis.call('ZADD', p .. 'settlements:' .. h[1], 0, h[2] .. id)
   end
@@ -237,20 +354,27 @@ for _, generation in ipairs(targets) do
   local p = 'rm:' .. generation .. ':'
   for _, op in ipairs(ops) do
     local kind, id = op.k, op.id
-    local key = p .. kind .. ':' .. id
-    write(key, op)
-    if kind == 'product' then
-      index_product(p, id)
-    elseif kind == 'ask' or kind == 'bid' then
-      index_bid(p, kind, key, id)
-    elseif kind == 'order' then
-      index_order(p, key, id)
-    elseif kind == 'coupon' then
-      index_coupon(p, key, id)
-    elseif kind == 'settlement' then
-      index_settlement(p, key, id)
-    elseif kind == 'image' and redis.call('HGET', key, 'status') == 'DELETED' then
-      redis.call('EXPIRE', key, tombstone_ttl)
+    if kind == 'image' then
+      -- An image's S3 key is derived from its order (its seller's upload): only a deleted
+      -- image is written, to a set, for good (an order may point at it as long as it lives).
+      if (op.set or {}).status == 'DELETED' then
+        redis.call('SADD', p .. 'images:deleted', id)
+      end
+    else
+      local key = p .. kind .. ':' .. id
+      local new = write(key, op)
+      if kind == 'product' then
+        index_product(p, id, new, op)
+      elseif kind == 'ask' or kind == 'bid' then
+        index_bid(p, kind, key, id, new, op)
+      elseif kind == 'order' then
+        index_order(p, key, id, new, op)
+      elseif kind == 'coupon' then
+        index_coupon(p, key, id, new, op)
+      elseif kind == 'settlement' then
+        index_settlement(p, key, id, new, op)
+      end
+      flush(key, new)
     end
   end
 end

@@ -1,9 +1,10 @@
 -- Answers one query from the current generation of the read models, in one round trip.
--- ARGV[1] names the query, the rest are its arguments. Returns the answer as JSON (strings
--- as Redis holds them; the caller shapes and types them), or false when the read model
--- cannot answer (no generation yet, or the entity is not projected), so the caller asks SQL.
+-- KEYS[1] points to the current generation; ARGV[1] names the query, the rest are its
+-- arguments. Returns the answer as JSON (strings as Redis holds them; the caller shapes and
+-- types them), or false when the read model cannot answer (no generation yet, or the entity
+-- is not projected), so the caller asks SQL.
 
-local generation = redis.call('GET', 'rm:generation')
+local generation = redis.call('GET', KEYS[1])
 if not generation then return false end
 local p = 'rm:' .. generation .. ':'
 local query = ARGV[1]
@@ -60,31 +61,21 @@ local function tail_id(member)
   return string.sub(member, -26)
 end
 
+-- An order's voucher image's S3 key, derived as the upload slot made it (the seller's own
+-- upload, under `prefix`), or nil once the image is deleted.
+local function image_key(prefix, seller_id, image_id)
+  if redis.call('SISMEMBER', p .. 'images:deleted', image_id) == 1 then return nil end
+  return prefix .. seller_id .. '/' .. image_id
+end
+
 if query == 'user' then
   local h = hash(p .. 'user:' .. ARGV[2])
   if not h or not h.email or not h._v then return false end
   return cjson.encode(h)
 
 elseif query == 'product' then
-  local product_id = ARGV[2]
-  local s = summary(product_id)
-  if not s then return false end
-  local trades = {}
-  local trades_key = p .. 'trades:' .. product_id
-  for _, order_id in ipairs(redis.call('ZREVRANGE', trades_key, 0, tonumber(ARGV[3]) - 1)) do
-    local t = redis.call('HMGET', p .. 'order:' .. order_id, 'price', 'created_at')
-    if not t[1] then return false end
-    trades[#trades + 1] = t
-  end
-  -- The open asks' price ladder: [price, count, earliest expiry as YYYYMMDD] per price.
-  local ladder = {}
-  for _, price in ipairs(redis.call('ZRANGE', p .. 'ladder:' .. product_id, 0, tonumber(ARGV[4]) - 1)) do
-    local at_price = p .. 'ladder:' .. price .. ':' .. product_id
-    local earliest = redis.call('ZRANGE', at_price, 0, 0, 'WITHSCORES')
-    if #earliest == 0 then return false end
-    ladder[#ladder + 1] = {price, redis.call('ZCARD', at_price), earliest[2]}
-  end
-  return cjson.encode({s, redis.call('ZCARD', trades_key), trades, ladder})
+  -- Rendered by the apply script (see its render_detail).
+  return redis.call('HGET', p .. 'detail:' .. ARGV[2], 'json')
 
 elseif query == 'products' then
   -- ARGV: sort, category ('' for all), after (a list member, '' for the first page), limit
@@ -149,8 +140,9 @@ elseif query == 'list' then
   return cjson.encode({items})
 
 elseif query == 'queue' then
-  -- An admins' queue (inspections, disputes), oldest first: ARGV: the queue, limit. Each
-  -- order's document, with its product's name and its voucher image's S3 key.
+  -- An admins' queue (inspections, disputes), oldest first: ARGV: the queue, limit, the
+  -- images' key prefix. Each order's document, with its product's name and its voucher
+  -- image's S3 key.
   local items = {}
   local key = p .. 'queue:' .. ARGV[2]
   for _, member in ipairs(page(key, false, '', tonumber(ARGV[3]))) do
@@ -159,9 +151,8 @@ elseif query == 'queue' then
     doc.id = tail_id(member)
     doc.product_name = product_name(doc.product_id)
     if not doc.product_name then return false end
-    local image = redis.call('HMGET', p .. 'image:' .. doc.image_id, 's3_key', 'status')
-    if not image[1] then return false end
-    if image[2] ~= 'DELETED' then doc.image_key = image[1] end
+    if not doc.seller_id or not doc.image_id then return false end
+    doc.image_key = image_key(ARGV[4], doc.seller_id, doc.image_id)
     items[#items + 1] = doc
   end
   return cjson.encode({items})
@@ -174,13 +165,14 @@ elseif query == 'order' then
   return cjson.encode(doc)
 
 elseif query == 'gifticon' then
+  -- ARGV: the order, the images' key prefix.
   local h = redis.call(
     'HMGET', p .. 'order:' .. ARGV[2], 'buyer_id', 'seller_id', 'image_id', 'created_us',
     'delivered_at'
   )
-  if not h[1] or not h[3] or not h[4] then return false end
-  local image = redis.call('HMGET', p .. 'image:' .. h[3], 's3_key', 'status')
-  if not image[1] or image[2] == 'DELETED' then return false end
-  return cjson.encode({h[1], h[2], image[1], h[5] or ''})
+  if not h[1] or not h[2] or not h[3] or not h[4] then return false end
+  local key = image_key(ARGV[3], h[2], h[3])
+  if not key then return false end -- gone: SQL says so
+  return cjson.encode({h[1], h[2], key, h[5] or ''})
 end
 return redis.error_reply('unknown read-model query ' .. tostring(query))
