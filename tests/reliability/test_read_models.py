@@ -174,6 +174,10 @@ def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
 def market(container: Container, inspecting: Container, stack: Stack) -> Market:
     rng = random.Random(20261122)
     player = Player(container, inspecting, rng)
+    # The expiry job below is the real one: it expires every ask that is due, other tests'
+    # too (rows they wrote straight into the tables, never projected). Those go now, before
+    # the scenario's events begin, so that only the scenario's asks expire inside it.
+    expire_asks(container.command_executor, now=datetime.now(UTC) + timedelta(days=3))
     with container.database.writer.connect() as conn:
         start = conn.execute(select(func.max(tables.outbox.c.id))).scalar() or ""
     m = Market(category=f"rm-{uuid.uuid4().hex[:8]}", admin=player.admin())
