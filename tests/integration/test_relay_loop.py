@@ -292,3 +292,37 @@ def test_the_handler_loops_until_its_time_is_up_then_reports(
     assert answer and answer[0]["published"] == 7 and answer[0]["held_lock"]
     assert 1.5 < took < 5, took
     assert sorted(dedup_ids(drain_queue(sqs, queue_url, 7))) == sorted(ids)
+
+
+def test_what_a_poll_finds_goes_in_full_batches_and_a_backlog_on_every_lane(
+    stack: Stack,
+    engine: Engine,  # noqa: F811
+    queue_url: str,  # noqa: F811
+    sqs: Any,  # noqa: F811
+) -> None:
+    from giftmarket.adapters.publisher import build_sqs_client
+
+    client = build_sqs_client(stack.config.region, stack.config.localstack_url, connections=32)
+    calls: list[int] = []
+    client.meta.events.register(
+        "before-parameter-build.sqs.SendMessageBatch",
+        lambda params, **_: calls.append(len(params["Entries"])),
+    )
+    wide = SqsPublisher(client, queue_url, lanes=32)
+    try:
+        loop = Loop(engine, wide, run_seconds=3).start()
+        time.sleep(0.3)
+        few = write(engine, outbox_rows(16, groups=16))  # one poll's worth, 16 groups
+        wait_published(engine, few)
+        polled = list(calls)
+        many = write(engine, outbox_rows(2000, groups=200))  # a backlog: half a batch or more
+        wait_published(engine, many, timeout=20)
+        report = loop.join()
+    finally:
+        wide.close()
+    # 16 events of 16 groups on 32 lanes would be up to 16 one-entry calls; on two, two.
+    assert sum(polled) == 16 and len(polled) <= 2, polled
+    backlog = calls[len(polled) :]
+    assert sum(backlog) == 2000 and max(backlog) == 10, backlog
+    assert report.published == 2016
+    assert len(drain_queue(sqs, queue_url, 2016, timeout=30)) == 2016

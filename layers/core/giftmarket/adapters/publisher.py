@@ -95,6 +95,10 @@ class SqsPublisher(Publisher):
             accepted |= lane.result().accepted
         return accepted
 
+    def narrowed(self, lanes: int) -> SqsPublisher:
+        """The same client and queue on fewer lanes (threads of its own; close it)."""
+        return SqsPublisher(self._sqs, self._queue_url, lanes=lanes)
+
     def submit(self, envelopes: Sequence[EventEnvelope], halt: threading.Event) -> list[Sending]:
         """Queue the envelopes on their lanes, behind what was queued there before, and
         return at once: the relay claims its next batch while these are on their way. Once
@@ -548,6 +552,11 @@ _LOCK_WAIT_SECONDS = 1
 _GET_LOCK = text("SELECT GET_LOCK(:name, :wait)")
 # A row SQS refused is tried again after this long, not on every poll.
 _RETRY_REFUSED_SECONDS = 60.0
+# What one poll finds (tens of events under load) goes on this many lanes, one batch a pass:
+# spread over all the lanes by group it would go as calls of one or two entries, each an
+# SQS request (billed) and, locally, LocalStack's CPU. A poll that finds half a batch or
+# more is a backlog: the next pass drains it on every lane, batches overlapping.
+_NARROW_LANES = 2
 # After a pass in which SQS accepted nothing it had (unreachable, throttled), the loop waits
 # this long, doubling up to _MAX_BACKOFF_SECONDS, rather than polling at full speed.
 _BACKOFF_SECONDS = 0.5
@@ -592,6 +601,7 @@ def relay_loop(
         return min(run_seconds - (time.monotonic() - started), remaining_seconds())
 
     published = failed = batches = passes = polls = 0
+    narrow = publisher.narrowed(_NARROW_LANES) if isinstance(publisher, SqsPublisher) else None
     with engine.connect() as lock_conn:
         held = _take_relay_lock(lock_conn, left)
         lock_wait = time.monotonic() - started
@@ -600,13 +610,19 @@ def relay_loop(
         try:
             refused: dict[str, float] = {}  # outbox id -> when it may be tried again
             backoff = 0.0
+            backlog = False
             while left() > 0:
                 now = time.monotonic()
                 refused = {i: until for i, until in refused.items() if until > now}
                 polls += 1
+                if backlog or narrow is None:
+                    sender, most = publisher, max_batches
+                else:
+                    sender, most = narrow, 1
                 report, rejected = _relay_pass(
-                    engine, publisher, batch_size, max_batches, set(refused), clock
+                    engine, sender, batch_size, most, set(refused), clock
                 )
+                backlog = sender is narrow and report.published >= batch_size // 2
                 refused.update(dict.fromkeys(rejected, now + _RETRY_REFUSED_SECONDS))
                 published += report.published
                 failed += report.failed
@@ -617,10 +633,13 @@ def relay_loop(
                 else:
                     backoff = 0.0
                 # A pass ends when a claim finds nothing (or SQS accepted nothing): wait a
-                # poll interval for new commits.
-                time.sleep(max(0.0, min(max(poll_seconds, backoff), left())))
+                # poll interval for new commits; a backlog is taken on at once.
+                if not backlog:
+                    time.sleep(max(0.0, min(max(poll_seconds, backoff), left())))
         finally:
             _release_relay_lock(lock_conn)
+            if narrow is not None:
+                narrow.close()
     return RelayLoopReport(
         published, failed, batches, passes, polls, round(lock_wait, 3), held_lock=True
     )
