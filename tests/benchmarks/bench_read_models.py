@@ -906,8 +906,8 @@ def profile_rebuild(container: Container, top: int = 25) -> dict[str, Any]:
 
 def key_family(rest: str) -> str:
     """`product:<id>` → product; `hist:buy:done:<user>` → hist:buy:done; `list:popular:*`
-    and `list:popular:c:<category>` → list; `rank:likes` → rank; `images:deleted` →
-    images."""
+    and `list:popular:c:<category>` → list; `rank:likes` → rank; `image:<id>` (a
+    deleted image's tombstone) → image."""
     parts = rest.split(":")
     if parts[0] == "hist":
         return ":".join(parts[:3])

@@ -4,8 +4,9 @@ Layout, under a generation prefix `rm:<g>:` (a rebuild fills a new generation an
 the pointer `rm:layout:<LAYOUT>:generation` to it in one step):
 - `user:<id>`, `product:<id>`, `order:<id>`, `ask:<id>`, `bid:<id>`, `coupon:<id>`,
   `settlement:<id>`: hashes, the response's fields plus `_v`, the version they reflect;
-- `images:deleted`: the voucher images that are gone; an order's image key is derived from
-  its seller and image id, as the upload slot made it, so no image is stored otherwise;
+- `image:<id>`: a deleted voucher image's tombstone (`status` DELETED, expiring as a closed
+  bid's); an order's image key is derived from its seller and image id, as the upload slot
+  made it, so no image is stored otherwise;
 - `asks:<product>`, `bids:<product>`: the open book, scored by price; `trades:<product>`:
   its orders, scored by creation time;
 - `detail:<product>`: the product's detail as `product` returns it (field `json`), rendered

@@ -356,9 +356,12 @@ for _, generation in ipairs(targets) do
     local kind, id = op.k, op.id
     if kind == 'image' then
       -- An image's S3 key is derived from its order (its seller's upload): only a deleted
-      -- image is written, to a set, for good (an order may point at it as long as it lives).
+      -- image is written, as a tombstone kept as long as a closed bid's. No order's image is
+      -- ever deleted (the cleanup keeps what orders use), so nothing needs it for longer.
       if (op.set or {}).status == 'DELETED' then
-        redis.call('SADD', p .. 'images:deleted', id)
+        local key = p .. 'image:' .. id
+        redis.call('HSET', key, 'status', 'DELETED')
+        redis.call('EXPIRE', key, tombstone_ttl)
       end
     else
       local key = p .. kind .. ':' .. id

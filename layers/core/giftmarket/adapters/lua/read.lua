@@ -64,7 +64,7 @@ end
 -- An order's voucher image's S3 key, derived as the upload slot made it (the seller's own
 -- upload, under `prefix`), or nil once the image is deleted.
 local function image_key(prefix, seller_id, image_id)
-  if redis.call('SISMEMBER', p .. 'images:deleted', image_id) == 1 then return nil end
+  if redis.call('EXISTS', p .. 'image:' .. image_id) == 1 then return nil end
   return prefix .. seller_id .. '/' .. image_id
 end
 
