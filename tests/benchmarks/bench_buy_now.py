@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -356,6 +357,8 @@ def wait_drained(container: Container, timeout: float = 60) -> float:
 
 
 def main(seconds: float = 4.0) -> None:
+    # The projector's EMF record per batch would be printed here: noise, and CPU.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with bench_stack() as stack, events_queue(stack, "bench-buy-now") as queue_url:
         # Like a Lambda container: one connection each (the clients are processes).
         floor = bench_settings(stack, db_pool_size=1, db_max_overflow=1)
