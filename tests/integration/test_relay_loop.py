@@ -326,3 +326,32 @@ def test_what_a_poll_finds_goes_in_full_batches_and_a_backlog_on_every_lane(
     assert sum(backlog) == 2000 and max(backlog) == 10, backlog
     assert report.published == 2016
     assert len(drain_queue(sqs, queue_url, 2016, timeout=30)) == 2016
+
+
+class FailingOnce(Publisher):
+    """Raises on its first call, as a lost connection or a lock wait would mid-pass."""
+
+    def __init__(self, inner: Publisher) -> None:
+        self._inner, self.calls = inner, 0
+
+    def send(self, envelopes: Sequence[EventEnvelope]) -> set[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("the first pass fails")
+        return self._inner.send(envelopes)
+
+
+def test_a_pass_that_fails_does_not_end_the_loop(
+    engine: Engine,  # noqa: F811
+    publisher: SqsPublisher,  # noqa: F811
+) -> None:
+    ids = write(engine, outbox_rows(5))
+    failing = FailingOnce(publisher)
+    report = relay_loop(
+        engine, failing, run_seconds=2, poll_seconds=POLL, remaining_seconds=lambda: 300.0
+    )
+    # The failed pass left its rows; the loop went on and published them after its pause.
+    assert failing.calls >= 2 and report.held_lock
+    assert report.published == 5
+    assert state(engine, ids) == dict.fromkeys(ids, (True, 0))
+    assert lock_holder(engine) is None

@@ -550,6 +550,7 @@ RELAY_LOCK = "giftmarket.outbox_relay"
 # How long one GET_LOCK call waits before the loop looks at its time again.
 _LOCK_WAIT_SECONDS = 1
 _GET_LOCK = text("SELECT GET_LOCK(:name, :wait)")
+_LOCK_HOLDER = text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()")
 # A row SQS refused is tried again after this long, not on every poll.
 _RETRY_REFUSED_SECONDS = 60.0
 # What one poll finds (tens of events under load) goes on this many lanes, one batch a pass:
@@ -619,9 +620,21 @@ def relay_loop(
                     sender, most = publisher, max_batches
                 else:
                     sender, most = narrow, 1
-                report, rejected = _relay_pass(
-                    engine, sender, batch_size, most, set(refused), clock
-                )
+                try:
+                    report, rejected = _relay_pass(
+                        engine, sender, batch_size, most, set(refused), clock
+                    )
+                except Exception:
+                    # A pass that fails (a lock wait or a connection lost mid-batch) leaves
+                    # its rows unpublished; the loop goes on, after a pause, for as long as
+                    # it still holds the lock: ending the run would stop publishing until
+                    # the next tick's run took over.
+                    log.warning("a relay pass failed; polling on", exc_info=True)
+                    if not _holds_relay_lock(lock_conn):
+                        break
+                    backoff = min(max(backoff * 2, _BACKOFF_SECONDS), _MAX_BACKOFF_SECONDS)
+                    time.sleep(max(0.0, min(backoff, left())))
+                    continue
                 backlog = sender is narrow and report.published >= batch_size // 2
                 refused.update(dict.fromkeys(rejected, now + _RETRY_REFUSED_SECONDS))
                 published += report.published
@@ -677,6 +690,18 @@ def _take_relay_lock(conn: Connection, left: Callable[[], float]) -> bool:
             return True
         if left() <= 0:
             return False
+
+
+def _holds_relay_lock(conn: Connection) -> bool:
+    """Whether this connection still holds the relay lock (a lost connection lost it, and
+    another run may hold it now)."""
+    try:
+        holder = conn.execute(_LOCK_HOLDER, {"name": RELAY_LOCK}).scalar()
+        conn.commit()
+    except Exception:
+        log.warning("the relay lock's connection is gone", exc_info=True)
+        return False
+    return bool(holder)
 
 
 def _release_relay_lock(conn: Connection) -> None:
