@@ -733,6 +733,21 @@ class SqlBuyBidRepository(_BookRepository[BuyBid], ports.BuyBidRepository):
 _orders = tables.orders
 
 
+def _seller_settleable(*columns: Any) -> Select[Any]:
+    """A seller's orders a settlement takes, locked, in id order: `columns` of them."""
+    return (
+        select(*columns)
+        .where(
+            _orders.c.seller_id == bindparam("seller_id"),
+            _orders.c.status == OrderStatus.COMPLETED.value,
+            _orders.c.completed_at < bindparam("completed_before"),
+        )
+        .order_by(_orders.c.id)
+        .with_hint(_orders, "FORCE INDEX (ix_orders_seller_id_status_completed_at)", "mysql")
+        .with_for_update()
+    )
+
+
 class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
     mapper = _mapper(Order, tables.orders)
     # Each names its index: a locking read that the optimizer let walk a wider index (all
@@ -771,17 +786,7 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         # The unsettled backlog only, not every order ever sold.
         .with_hint(_orders, "FORCE INDEX (ix_orders_status_completed_at)", "mysql")
     )
-    _settleable = (
-        select(_orders)
-        .where(
-            _orders.c.seller_id == bindparam("seller_id"),
-            _orders.c.status == OrderStatus.COMPLETED.value,
-            _orders.c.completed_at < bindparam("completed_before"),
-        )
-        .order_by(_orders.c.id)
-        .with_hint(_orders, "FORCE INDEX (ix_orders_seller_id_status_completed_at)", "mysql")
-        .with_for_update()
-    )
+    _settleable = _seller_settleable(_orders)
 
     def lock_due_for_completion(self, delivered_before: datetime, limit: int) -> list[Order]:
         params = {"delivered_before": to_db_time(delivered_before), "limit": limit}
@@ -799,23 +804,14 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         params = {"seller_id": seller_id, "completed_before": to_db_time(completed_before)}
         return self._all(self._settleable, params)
 
-    _for_settlement = (
-        select(
-            _orders.c.id,
-            _orders.c.seller_id,
-            _orders.c.buyer_id,
-            _orders.c.price,
-            _orders.c.completed_at,
-            _orders.c.version,
-        )
-        .where(
-            _orders.c.seller_id == bindparam("seller_id"),
-            _orders.c.status == OrderStatus.COMPLETED.value,
-            _orders.c.completed_at < bindparam("completed_before"),
-        )
-        .order_by(_orders.c.id)
-        .with_hint(_orders, "FORCE INDEX (ix_orders_seller_id_status_completed_at)", "mysql")
-        .with_for_update()
+    # The same rows and locks as `_settleable`, only the columns a settlement takes.
+    _for_settlement = _seller_settleable(
+        _orders.c.id,
+        _orders.c.seller_id,
+        _orders.c.buyer_id,
+        _orders.c.price,
+        _orders.c.completed_at,
+        _orders.c.version,
     )
 
     def lock_for_settlement(
