@@ -621,8 +621,13 @@ def relay_loop(
                 else:
                     sender, most = narrow, 1
                 try:
-                    report, rejected = _relay_pass(
-                        engine, sender, batch_size, most, set(refused), clock
+                    report = relay_outbox(
+                        engine,
+                        sender,
+                        batch_size=batch_size,
+                        max_batches=most,
+                        clock=clock,
+                        exclude=set(refused),
                     )
                 except Exception:
                     # A pass that fails (a lock wait or a connection lost mid-batch) leaves
@@ -632,19 +637,16 @@ def relay_loop(
                     log.warning("a relay pass failed; polling on", exc_info=True)
                     if not _holds_relay_lock(lock_conn):
                         break
-                    backoff = min(max(backoff * 2, _BACKOFF_SECONDS), _MAX_BACKOFF_SECONDS)
+                    backoff = _longer(backoff)
                     time.sleep(max(0.0, min(backoff, left())))
                     continue
                 backlog = sender is narrow and report.published >= batch_size // 2
-                refused.update(dict.fromkeys(rejected, now + _RETRY_REFUSED_SECONDS))
+                refused.update(dict.fromkeys(report.refused, now + _RETRY_REFUSED_SECONDS))
                 published += report.published
                 failed += report.failed
                 batches += report.batches
                 passes += report.batches > 0
-                if report.failed and not report.published:
-                    backoff = min(max(backoff * 2, _BACKOFF_SECONDS), _MAX_BACKOFF_SECONDS)
-                else:
-                    backoff = 0.0
+                backoff = _longer(backoff) if report.failed and not report.published else 0.0
                 # A pass ends when a claim finds nothing (or SQS accepted nothing): wait a
                 # poll interval for new commits; a backlog is taken on at once.
                 if not backlog:
@@ -658,25 +660,9 @@ def relay_loop(
     )
 
 
-def _relay_pass(
-    engine: Engine,
-    publisher: Publisher,
-    batch_size: int,
-    max_batches: int | None,
-    exclude: set[str],
-    clock: Callable[[], datetime],
-) -> tuple[RelayReport, set[str]]:
-    """One relay_outbox run that leaves `exclude` alone; returns its report and the ids SQS
-    refused in it."""
-    report = relay_outbox(
-        engine,
-        publisher,
-        batch_size=batch_size,
-        max_batches=max_batches,
-        clock=clock,
-        exclude=exclude,
-    )
-    return report, set(report.refused)
+def _longer(backoff: float) -> float:
+    """The next pause after a pass that published nothing: doubling, within bounds."""
+    return min(max(backoff * 2, _BACKOFF_SECONDS), _MAX_BACKOFF_SECONDS)
 
 
 def _take_relay_lock(conn: Connection, left: Callable[[], float]) -> bool:
