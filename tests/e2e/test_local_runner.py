@@ -137,7 +137,7 @@ def test_a_command_reaches_the_query_api_through_sqs_and_the_projector(runner: i
         f"{base}/api/auth/signup",
         {"email": email, "password": "password123", "nickname": "rs"},
     )
-    assert status == 201
+    assert status == 201, account
     bearer = {"authorization": f"Bearer {account['token']}"}
     status, headers, _ = send("POST", f"{base}/api/points/charge", {"amount": 777}, bearer)
     assert status == 200

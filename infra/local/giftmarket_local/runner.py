@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from giftmarket.lazy import import_declared
 from giftmarket_local import docs
 from giftmarket_local.template import Application, FunctionSpec, Route
 
@@ -255,6 +256,9 @@ def give_thread_an_event_loop() -> None:
     asyncio.set_event_loop(loop)
 
 
+_INIT_LOCK = threading.Lock()
+
+
 class Abandoned(Exception):
     """The runner stopped before the invocation finished (or before it could start)."""
 
@@ -270,7 +274,6 @@ class FunctionHost:
         self.spec = spec
         self._handler: Handler | None = None
         self.module: ModuleType | None = None
-        self._load_lock = threading.Lock()
         self._containers = containers
         self._threads: list[threading.Thread] = []
         self._work: queue.SimpleQueue[_Invocation | None] = queue.SimpleQueue()
@@ -279,7 +282,11 @@ class FunctionHost:
         self._closed = False
 
     def _loaded(self) -> Handler:
-        with self._load_lock:
+        # One init at a time in this process: in Lambda each container inits in a process of
+        # its own, here two functions importing at once (the shared layer, Powertools with
+        # its import cycles) can meet Python's import-deadlock detection and be handed a
+        # partially initialised module: an ImportError, a 500, in no deployed stage.
+        with _INIT_LOCK:
             if self._handler is None:
                 self.module, self._handler = load_handler(self.spec)
             return self._handler
@@ -415,6 +422,16 @@ class Gateway:
             log.exception("%s raised", route.function)
             return _gateway_error(HTTPStatus.INTERNAL_SERVER_ERROR), route.function
         return response_from_result(result), route.function
+
+    def init(self) -> None:
+        """Init every function, one after the other, and import what their first requests
+        would import on first use (the modules declared lazy, as a SnapStart snapshot
+        holds them): the containers here share one process, and imports racing in its
+        threads can fail where Lambda's separate processes cannot. Call before serving."""
+        for host in self.hosts.values():
+            host._loaded()
+        with _INIT_LOCK:
+            import_declared()
 
     def openapi(self) -> dict[str, Any]:
         """One OpenAPI document for all functions' FastAPI apps (local /docs only)."""

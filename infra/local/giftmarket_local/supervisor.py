@@ -151,6 +151,7 @@ def _start(stack: Stack, host: str, port: int, state: _Serving) -> None:
     application = read_application()
     os.environ.update(_relay_environment(application))
     state.gateway = Gateway(application)
+    state.gateway.init()
     state.server = make_server(state.gateway, host, port)
     state.serving = threading.Thread(target=state.server.serve_forever, name="gateway", daemon=True)
     state.serving.start()
