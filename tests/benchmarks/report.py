@@ -247,9 +247,16 @@ def relay(r: dict[str, Any]) -> list[Row]:
 def buy_now(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     goal = r.get("goal", {"p50_ms_at_1": 5.0, "orders_per_s_at_8": 300.0})
+    starts = r.get("mode_starts", {})
     for path, levels in r["levels"].items():
         figures = ", ".join(f"{x['clients']}: {x['orders_per_s']}/s" for x in levels)
         p50s = ", ".join(f"{x['p50_ms']}" for x in levels)
+        if path in starts:
+            start = starts[path]
+            p50s += (
+                f" (started after {start['replica_catch_up_s']} s of replica catch-up,"
+                f" load {start['load_1m']})"
+            )
         by_clients = {x["clients"]: x for x in levels}
         one, eight = by_clients.get(1), by_clients.get(8)
         met = (
