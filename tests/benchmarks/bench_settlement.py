@@ -18,6 +18,12 @@ and locally the replica replays every write on the same cores). Afterwards:
   OrderSettled per order;
 - a second run for the date changes nothing (and its time is reported).
 
+Then the floor (`update_floor`): the job's one UPDATE per seller alone, on two copies of the
+settled orders made COMPLETED again, one with the orders' secondary indexes and one with
+none, timed with the CPU both servers spent until the replica replayed it. What the
+settlement costs beyond the first is the rest of its work (locking read, events, ledger,
+Python); what the first costs beyond the second is the indexes that hold `status`.
+
 Events are left in the outbox (no queue configured): publishing them is the relay's and
 the fast path's cost, measured by bench_relay.py. Writes bench-results/settlement.{json,png}.
 
@@ -47,12 +53,13 @@ from benchcommon import (
     top_functions,
     write_result,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container, bootstrap
 from giftmarket.commands.executor import CommandExecutor, Work
 from giftmarket.commands.ports import Committed
+from giftmarket.domain.ids import new_id
 from giftmarket.jobs.settlement import SettlementReport, settle_business_date, settle_seller
 from giftmarket.settings import Settings
 
@@ -244,6 +251,70 @@ def verify(
     return checks
 
 
+def update_floor(
+    container: Container, stack: Any, pids: dict[str, int | None], *, bare: bool, now: datetime
+) -> dict[str, Any]:
+    """The settlement's UPDATE alone (`_SETTLE_ORDERS`: one per seller, by primary key, in a
+    transaction of its own), on a copy of `orders` with its secondary indexes (`bare`: with
+    none; no foreign keys either way), every row COMPLETED: wall time until the replica
+    replayed it, and each server's CPU per order."""
+    db = f"`{stack.config.db_name}`.bench_floor_orders"
+    # Made COMPLETED again as it is copied; as root over the socket, which has no read
+    # timeout: copying 10^5 rows on a busy machine takes longer than the pool allows.
+    reset = {"status": "'COMPLETED'", "settlement_id": "NULL", "settled_at": "NULL"}
+    reset["version"] = "version - 1"
+    names = [c.name for c in tables.orders.c if c.computed is None]
+    copied = ", ".join(reset.get(name, name) for name in names)
+    statements = [
+        f"DROP TABLE IF EXISTS {db}",
+        f"CREATE TABLE {db} LIKE `{stack.config.db_name}`.orders",
+    ]
+    if bare:
+        indexes = stack.primary.sql(
+            "SELECT DISTINCT index_name FROM information_schema.statistics"
+            f" WHERE table_schema = '{stack.config.db_name}' AND table_name = 'orders'"
+            " AND index_name <> 'PRIMARY'"
+        ).split()
+        statements.append(f"ALTER TABLE {db} " + ", ".join(f"DROP INDEX {i}" for i in indexes))
+    statements.append(
+        f"INSERT INTO {db} ({', '.join(names)}) SELECT {copied}"
+        f" FROM `{stack.config.db_name}`.orders WHERE status = 'SETTLED'"
+    )
+    table = "bench_floor_orders"
+    # Dropped whatever happens: the schema reset knows nothing of it.
+    try:
+        stack.primary.sql("; ".join(statements), timeout=600)
+        by_seller: dict[str, list[str]] = {}
+        with container.database.writer.connect() as conn:
+            for order_id, seller_id in conn.execute(text(f"SELECT id, seller_id FROM {table}")):
+                by_seller.setdefault(seller_id, []).append(order_id)
+        stack.wait_replica_caught_up(timeout=300)
+        settle = text(
+            f"UPDATE {table} SET status = 'SETTLED', settlement_id = :settlement_id,"
+            " settled_at = :now, version = version + 1 WHERE id IN :ids AND status = 'COMPLETED'"
+        ).bindparams(bindparam("ids", expanding=True))
+        orders = sum(len(ids) for ids in by_seller.values())
+        cpu_before, began = cpu_seconds(pids), time.perf_counter()
+        for ids in by_seller.values():
+            with container.database.writer.begin() as conn:
+                params = {"ids": ids, "settlement_id": new_id(), "now": now.replace(tzinfo=None)}
+                assert conn.execute(settle, params).rowcount == len(ids)
+        primary_seconds = time.perf_counter() - began
+        stack.wait_replica_caught_up(timeout=300)
+        seconds = time.perf_counter() - began
+        cpu_after = cpu_seconds(pids)
+    finally:
+        stack.primary.sql(f"DROP TABLE IF EXISTS {db}", timeout=600)
+    return {
+        "orders": orders,
+        "seconds_primary": round(primary_seconds, 2),
+        "seconds_until_replicated": round(seconds, 2),
+        "cpu_us_per_order": {
+            k: round((cpu_after[k] - cpu_before[k]) * 1e6 / orders) for k in cpu_before
+        },
+    }
+
+
 def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
     # A connection for every worker, as Container.settle would cap them.
     settings = bench_settings(stack, events_queue_url=None, db_max_overflow=max(4, args.workers))
@@ -290,6 +361,11 @@ def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
         )
         rerun_seconds = time.perf_counter() - began
         assert snapshot(container) == before and again.sellers_settled == 0, again.as_dict()
+        floor = {
+            variant: update_floor(container, stack, pids, bare=bare, now=run_at)
+            for variant, bare in (("orders_indexes", False), ("no_secondary_index", True))
+        }
+        print(f"  the per-seller UPDATE alone: {floor}", flush=True)
     finally:
         container.close()
     result: dict[str, Any] = {
@@ -318,6 +394,7 @@ def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
         "report": report.as_dict(),
         "rerun_seconds": round(rerun_seconds, 3),
         "rerun_changed_nothing": True,
+        "update_alone": floor,
         "checks": checks,
         "durable": stack.config.durable,
         "events_published": False,

@@ -307,7 +307,7 @@ def settlement(r: dict[str, Any]) -> list[Row]:
         for k, v in cpu.items()
     )
     load = r.get("load_average_1m_before_after")
-    return [
+    rows = [
         (
             f"settlement of {r['orders']:,} orders of {r['sellers']:,} sellers",
             f"{r['seconds']} s ({r['orders_per_s']:,} orders/s); CPU: {spent}"
@@ -316,6 +316,20 @@ def settlement(r: dict[str, Any]) -> list[Row]:
             "",
         )
     ]
+    # The job's UPDATE alone, with the orders' indexes and with none: the floor (no goal).
+    for variant, alone in r.get("update_alone", {}).items():
+        us = alone["cpu_us_per_order"]
+        rows.append(
+            (
+                f"its per-seller UPDATE alone, {variant.replace('_', ' ')}",
+                f"{alone['seconds_until_replicated']} s to the replica"
+                f" ({alone['seconds_primary']} s on the primary); CPU µs/order: "
+                + ", ".join(f"{k} {v}" for k, v in us.items()),
+                "(floor, no goal)",
+                "",
+            )
+        )
+    return rows
 
 
 def purge(r: dict[str, Any]) -> list[Row]:
