@@ -42,10 +42,19 @@ the container, the engine, the clients. No server runs or is needed; X-Ray's SDK
 its marker file in /tmp/.aws-xray/ and sends its segments by UDP to 127.0.0.1:2000, where
 nothing listens (UDP: nothing waits).
 
+The stores are configured as the template deploys them: TLS to MySQL verified against a CA
+bundle (DB_SSL_CA; in AWS the RDS bundle in the layer, here the system's bundle, of a like
+size), rediss:// for Redis; building the TLS contexts is part of a first request's work.
+Without a CA, PyMySQL would instead try TLS on every connection with a context of its own.
+Not in the figure: the secrets a deployed first request reads from Secrets Manager (the DB
+and Redis credentials; a boto3 client and a round trip), since nothing here answers them.
+
 For attribution, one more child per handler (and for the baseline) runs under
 `python -X importtime`, import only: the ten costliest entries by cumulative time, and the
 modules the handler imports beyond the baseline's, their own time summed by top-level
-package. Writes bench-results/cold_start.{json,png}.
+package; and one more per handler that also invokes it once: the modules its first
+invocation imports, their own time summed by top-level package (what the first request
+pays beyond the import). Writes bench-results/cold_start.{json,png}.
 
 Run: make bench   (or .venv/bin/python tests/benchmarks/bench_cold_start.py --repeats 15
 --invoke-repeats 6)
@@ -56,6 +65,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -90,6 +100,9 @@ MEASURED_BEFORE = {
 UNUSED = "127.0.0.1:9"  # the discard port: nothing listens, a connect is refused at once
 CHILD_TIMEOUT_SECONDS = 60  # a child that hangs fails the benchmark instead of stalling it
 RESULT_MARK = "COLD_START_RESULT "  # the handlers log to stdout too
+FIRST_MARK = "COLD_START_FIRST_INVOCATION"  # on stderr, between the import and the invocation
+# DB_SSL_CA's stand-in for the RDS CA bundle the layer ships (about as many certificates).
+CA_BUNDLE = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
 PRODUCT_ID = "01KAQ3Y4MA7T2N5Q8R1S4V6X9Z"  # any ULID: the stores are unreachable anyway
 
 # Runs in the child: `python -c CHILD <target> <app.py or ""> <event JSON>`. It imports only
@@ -183,6 +196,9 @@ if mode == "snapstart":
     if target != "baseline":
         snapstart.run_after_restore()
     result["after_restore_seconds"] = time.perf_counter() - began
+# FIRST_MARK: under -X importtime, the first invocation's imports follow it.
+sys.stderr.write("COLD_START_FIRST_INVOCATION\\n")
+sys.stderr.flush()
 result["first"] = invoke(1)
 result["warm"] = invoke(2)
 done()
@@ -216,7 +232,8 @@ def child_env(target: str) -> dict[str, str]:
         "DB_CONNECT_TIMEOUT_SECONDS": "1",
         "DB_READ_TIMEOUT_SECONDS": "2",
         "DB_POOL_TIMEOUT_SECONDS": "1",
-        "REDIS_URL": f"redis://{UNUSED}/0",
+        "DB_SSL_CA": CA_BUNDLE,
+        "REDIS_URL": f"rediss://{UNUSED}/0",
         "REDIS_TIMEOUT_SECONDS": "0.25",
         "AWS_ENDPOINT_URL": f"http://{UNUSED}",
         "EVENTS_QUEUE_URL": f"http://{UNUSED}/000000000000/events.fifo",
@@ -351,10 +368,11 @@ def measure_once(target: str, *, invoke: bool = True, snapstart: bool = False) -
     return result
 
 
-def importtime(target: str) -> list[tuple[int, int, int, str]]:
-    """(depth, own µs, cumulative µs, module) of every import, from `-X importtime`."""
+def importtime(target: str, *, invoke: bool = False) -> list[tuple[int, int, int, str]]:
+    """(depth, own µs, cumulative µs, module) of every import, from `-X importtime`; with
+    `invoke`, those of the first invocation only."""
     done = subprocess.run(
-        command(target, "-X", "importtime", invoke=False),
+        command(target, "-X", "importtime", invoke=invoke),
         env=child_env(target),
         cwd=REPO_ROOT,
         capture_output=True,
@@ -363,7 +381,10 @@ def importtime(target: str) -> list[tuple[int, int, int, str]]:
         timeout=CHILD_TIMEOUT_SECONDS,
     )
     rows = []
-    for line in done.stderr.splitlines():
+    lines = done.stderr.splitlines()
+    if invoke:
+        lines = lines[lines.index(FIRST_MARK) + 1 :]
+    for line in lines:
         if not line.startswith("import time:") or "imported package" in line:
             continue
         own, cumulative, name = line.removeprefix("import time:").split("|")
@@ -465,6 +486,8 @@ def main() -> None:
         "--handlers", nargs="+", default=list(HANDLERS), choices=HANDLERS, help="which ones"
     )
     args = parser.parse_args()
+    if not Path(CA_BUNDLE).is_file():  # the first requests would fail on it, not as measured
+        raise SystemExit(f"no CA bundle at {CA_BUNDLE} for DB_SSL_CA (install ca-certificates)")
     invoke_repeats = max(1, min(args.invoke_repeats, args.repeats))
     invoking = {i * args.repeats // invoke_repeats for i in range(invoke_repeats)}
     targets = [BASELINE, *args.handlers]
@@ -500,6 +523,8 @@ def main() -> None:
             "has_goal": name in GOAL_HANDLERS,
             "meets_goal": cold_ratio <= GOAL_RATIO,
             "importtime": attribution(importtime(name), base_modules),
+            # What the first request imports (all of it beyond the handler's import).
+            "first_invocation_importtime": attribution(importtime(name, invoke=True), set()),
         }
         if name in snapstart:
             handlers[name]["snapstart"] = snapstart[name]

@@ -399,6 +399,17 @@ def cold_start(r: dict[str, Any]) -> list[Row]:
     for name, h in r["handlers"].items():
         beyond = h["importtime"]["beyond_baseline_own_ms_by_package"]
         costs = ", ".join(f"{package} {ms:g}" for package, ms in list(beyond.items())[:4])
+        first = h.get("first_invocation_importtime")  # absent from older runs' results
+        first_costs = (
+            f"; its imports (-X importtime, one more process) "
+            f"{first['beyond_baseline_total_own_ms']:g} ms: "
+            + ", ".join(
+                f"{package} {ms:g}"
+                for package, ms in list(first["beyond_baseline_own_ms_by_package"].items())[:6]
+            )
+            if first
+            else ""
+        )
         rows.append(
             (
                 f"import of functions/{name}/app.py ({r['repeats']} fresh processes)",
@@ -416,7 +427,7 @@ def cold_start(r: dict[str, Any]) -> list[Row]:
                 f"median {h['import_plus_first_median_ms']} ms: "
                 f"{h['import_plus_first_ratio_to_baseline']}× the baseline's; first "
                 f"invocation median {h['first_invocation_median_ms']} / p90 "
-                f"{h['first_invocation_p90_ms']} ms, warm (second) "
+                f"{h['first_invocation_p90_ms']} ms{first_costs}; warm (second) "
                 f"{h['warm_invocation_median_ms']} ms",
                 f"≤ {r['goal_ratio']:g}×: {verdict(h['meets_goal'])}" if h["has_goal"] else "",
                 f"baseline import + first invocation {base_cold} ms"

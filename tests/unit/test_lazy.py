@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from giftmarket import lazy as lazy_modules
 from giftmarket.lazy import LazyModule, lazy
 
 pytestmark = pytest.mark.unit
@@ -63,7 +64,12 @@ def test_threads_using_a_lazy_module_at_once_import_it_once(module_on_path: str)
     assert executions(module_on_path) == 1
 
 
-def test_a_missing_module_fails_at_its_first_use_with_the_import_error() -> None:
+def test_a_missing_module_fails_at_its_first_use_with_the_import_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Declared in a list of its own: left in the process's, it would fail every later
+    # import_declared() (a runner's init, a SnapStart snapshot) in the same test session.
+    monkeypatch.setattr(lazy_modules, "_declared", [])
     module = lazy("giftmarket.no_such_module")
     with pytest.raises(ModuleNotFoundError, match="no_such_module"):
         _ = module.anything
