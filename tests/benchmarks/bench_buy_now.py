@@ -38,6 +38,7 @@ from benchcommon import (
     bench_stack,
     events_queue,
     percentile,
+    process_cpu_seconds,
     pyplot,
     seeded_voucher,
     write_result,
@@ -181,7 +182,7 @@ def _join(start_line: Any) -> None:
     _start_line = start_line
 
 
-def client_process(job: Job) -> tuple[int, int, list[float]]:
+def client_process(job: Job) -> tuple[int, int, list[float], float]:
     """One client: a fresh process with its own container, buying until time is up."""
     container = bootstrap(Settings.model_validate(job.settings))
     set_container(container)
@@ -193,6 +194,7 @@ def client_process(job: Job) -> tuple[int, int, list[float]]:
         latencies: list[float] = []
         ok = refused = 0
         _start_line.wait()  # every client warm, then all start at once
+        cpu_at_start = time.process_time()
         stop_at = time.perf_counter() + job.seconds
         while time.perf_counter() < stop_at:
             began = time.perf_counter()
@@ -201,10 +203,26 @@ def client_process(job: Job) -> tuple[int, int, list[float]]:
             else:
                 refused += 1
             latencies.append((time.perf_counter() - began) * 1000)
-        return ok, refused, latencies
+        return ok, refused, latencies, time.process_time() - cpu_at_start
     finally:
         set_container(None)
         container.close()
+
+
+# Whose CPU a level's orders cost: the processes that share the machine's cores with the
+# clients. Only live ones are read: the relay's loop exists in the relay_loop modes only.
+CPU_PIDS: dict[str, int | None] = {}
+
+
+def cpu_now() -> dict[str, float]:
+    """CPU seconds so far: this process (the projector's thread, as the SQS-triggered Lambda
+    would run) and each of CPU_PIDS. The clients count their own, once at the start line."""
+    used = {"projector": time.process_time()}
+    for name, pid in CPU_PIDS.items():
+        seconds = process_cpu_seconds(pid)
+        if seconds is not None:
+            used[name] = seconds
+    return used
 
 
 def drive(
@@ -218,10 +236,17 @@ def drive(
     jobs = [Job(path, i, seconds, settings.model_dump(), products, buyers) for i in range(clients)]
     spawn = multiprocessing.get_context("spawn")
     start_line = spawn.Barrier(clients)
+    before = cpu_now()
     with spawn.Pool(clients, initializer=_join, initargs=(start_line,)) as pool:
         outcomes = pool.map(client_process, jobs, chunksize=1)
+    after = cpu_now()
     ok = sum(o[0] for o in outcomes)
     latencies = [ms for o in outcomes for ms in o[2]]
+    # The servers' and the projector's CPU over the whole level (the clients' start-up
+    # included, when little else runs); the clients' own from the start line on.
+    spent = {k: after[k] - before[k] for k in before if k in after}
+    spent["clients"] = sum(o[3] for o in outcomes)
+    cpu_ms = {k: round(v * 1000 / max(ok, 1), 3) for k, v in spent.items()}
     return {
         "clients": clients,
         "orders": ok,
@@ -229,6 +254,7 @@ def drive(
         "orders_per_s": round(ok / seconds, 1),
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
+        "cpu_ms_per_order": cpu_ms,
     }
 
 
@@ -336,6 +362,8 @@ def verify(container: Container, orders: int) -> dict[str, Any]:
 #               (EVENTS_PUBLISH=relay, the default);
 #   no_queue    nothing is sent at all: the command's own floor.
 MODES = ("in_request", "relay_loop", "no_queue")
+# The stack's servers whose CPU each level reports per order (the oidc stand-in idles).
+SERVERS_SHARING_CPU = ("primary", "replica", "redis", "localstack")
 
 
 def unpublished(container: Container) -> int:
@@ -366,6 +394,9 @@ def main(seconds: float = 4.0) -> None:
         relayed = floor.model_copy(update={"events_queue_url": queue_url})
         in_request = relayed.model_copy(update={"events_publish": "in_request"})
         container = bootstrap(relayed)
+        CPU_PIDS.update(
+            (name, pid) for name, pid in stack.status().items() if name in SERVERS_SHARING_CPU
+        )
         set_container(container)
         try:
             products, buyers = seed(container)
@@ -379,9 +410,11 @@ def main(seconds: float = 4.0) -> None:
             with Projecting(bench_sqs(stack), queue_url):
                 mode("executor, in_request", "executor", in_request)
                 with RelayLoopProcess(relayed) as relay:
+                    CPU_PIDS["relay"] = relay.pid
                     mode("executor, relay_loop", "executor", relayed)
                     mode("lambda_handler, relay_loop", "lambda_handler", relayed)
                     drain_seconds = wait_drained(container)
+                del CPU_PIDS["relay"]
             left_unpublished = unpublished(container)
             mode("executor, no_queue", "executor", floor)
             orders = sum(r["orders"] for rows in results.values() for r in rows)
@@ -394,6 +427,7 @@ def main(seconds: float = 4.0) -> None:
         "seconds_per_level": seconds,
         "levels": results,
         "mode_starts": starts,
+        "cpu_cores": os.cpu_count(),
         "checks": checks,
         "relay_loop": {**relay.report, "drained_after_load_s": round(drain_seconds, 2)},
         "goal": {"p50_ms_at_1": GOAL_P50_MS, "orders_per_s_at_8": GOAL_ORDERS_PER_S},

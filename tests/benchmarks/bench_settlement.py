@@ -49,6 +49,7 @@ from benchcommon import (
     bench_settings,
     bench_stack,
     percentile,
+    process_cpu_seconds,
     pyplot,
     top_functions,
     write_result,
@@ -138,12 +139,10 @@ def seed(container: Container, orders: int, sellers: int) -> tuple[SettlementSee
 def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
     """CPU time used so far by this process and by the stack's database servers (Linux)."""
     used = {"python": time.process_time()}
-    tick = os.sysconf("SC_CLK_TCK")
     for name in ("primary", "replica"):
-        pid = pids.get(name)
-        if pid is not None:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            used[f"mariadb_{name}"] = (int(fields[11]) + int(fields[12])) / tick
+        seconds = process_cpu_seconds(pids.get(name))
+        if seconds is not None:
+            used[f"mariadb_{name}"] = seconds
     return used
 
 

@@ -32,6 +32,18 @@ if TYPE_CHECKING:
 OUT = REPO_ROOT / "bench-results"
 
 
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU a live process has used so far (Linux /proc); None if it is gone."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def bench_stack(*, fresh_schema: bool = True) -> Iterator[Stack]:
     """The test profile's stack, started if needed and stopped again if we started it."""
@@ -289,6 +301,10 @@ class RelayLoopProcess:
             name="relay-loop",
         )
         self.report: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def __enter__(self) -> RelayLoopProcess:
         self._process.start()
