@@ -830,7 +830,7 @@ def rebuild_breakdown(container: Container) -> dict[str, Any]:
                 fetch += t1 - t0
                 if part is None:
                     break
-                batches[source.name].append(batch_of(part))
+                batches[source.name].append(batch_of(source, part))
                 join += time.perf_counter() - t1
                 rows += len(part)
             per_source[source.name] = {
@@ -1219,9 +1219,13 @@ def verify(bench: Bench, route: Route) -> dict[str, Any]:
     call = bench.calls(route)
     checked = handler_mismatches = raw_mismatches = misses = 0
     examples: list[dict[str, Any]] = []
+    items: list[int] = []  # a list's answers: how many items each has (the work it is)
     for entity in dict.fromkeys(route.entities):
         checked += 1
         a, b = call["redis_handler"](entity), call["sql_handler"](entity)
+        body = a.body
+        if isinstance(body, dict) and isinstance(body.get("items"), list):
+            items.append(len(body["items"]))
         if a.raw != b.raw:
             handler_mismatches += 1
             if len(examples) < 5:
@@ -1238,6 +1242,7 @@ def verify(bench: Bench, route: Route) -> dict[str, Any]:
                 )
     return {
         "entities_checked": checked,
+        "items_per_answer": round(statistics.fmean(items), 1) if items else None,
         "read_model_misses": misses,
         "handler_body_mismatches": handler_mismatches,
         "raw_answer_mismatches": raw_mismatches,
@@ -1551,6 +1556,9 @@ def size_entry(
             "sql_p99_ms": sql_side["p99_ms"],
             "ratio_p50": t["ratio_sql_to_redis"]["handler"]["p50_ms"],
             "ratio_p99": t["ratio_sql_to_redis"]["handler"]["p99_ms"],
+            # A page's cost is its items': a route whose answers are shorter at one size
+            # than at another is not flat for that reason alone.
+            "items_per_answer": latency["equality"][name].get("items_per_answer"),
         }
     equality = latency["equality"].values()
     checks = latency["checks"]

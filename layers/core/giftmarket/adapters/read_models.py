@@ -287,7 +287,18 @@ class ReadModels(ReadModelStore):
         for listing, kind in lists:
             args += [listing, kind, len(LISTED_FIELDS[kind]), *LISTED_FIELDS[kind]]
         found = self._query("list", user_id, limit, *args)
-        return None if found is None else _list(found[0])
+        if found is None:
+            return None
+        docs = []
+        for listed, item_id, product_name, values in _list(found[0]):
+            kind = lists[listed - 1][1]
+            doc = {k: v for k, v in zip(LISTED_FIELDS[kind], values, strict=True) if v is not False}
+            doc["id"] = item_id
+            doc["kind"] = kind
+            if product_name is not False:
+                doc["product_name"] = product_name
+            docs.append(doc)
+        return docs
 
     def queue(self, name: str, limit: int) -> list[Document] | None:
         """The oldest `limit` orders of an admins' queue ("inspections", "disputes"): each

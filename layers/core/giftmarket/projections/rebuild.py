@@ -6,21 +6,23 @@
    that moment, so each event projected before step 1 is in the snapshot and each one after
    reaches the new generation through the projector: none is lost.
 3. One consistent snapshot (REPEATABLE READ) is streamed table by table, each row turned
-   into the same operations the projector makes from events (`projections/ops.py`) and
-   applied by the same script, pipelined in batches from a second thread while the next
-   rows are read. Those writes are version-guarded like
-   any other, so a snapshot row never overwrites a newer event that arrived meanwhile.
+   into the same operations the projector makes from events (`projections/ops.py`), by
+   position (the field names go once per batch), and applied by the same script,
+   pipelined in batches from a second thread while the next rows are read. Those writes
+   are version-guarded like any other, so a snapshot row never overwrites a newer event
+   that arrived meanwhile.
 4. Queries switch to the new generation in one atomic step; the old one is deleted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -97,12 +99,20 @@ class RebuildReport:
 
 @dataclass(frozen=True)
 class Source:
-    """One table's rows as read-model operations, each row's built by the database as the
-    JSON the apply script takes (the same fields and values `projections/ops.py` gives the
-    projector for the entity; tests hold the two to equal read models, key by key)."""
+    """One table's rows as read-model operations (the same fields and values
+    `projections/ops.py` gives the projector for the entity; tests hold the two to equal
+    read models, key by key). The database builds each row as a JSON array by position,
+    [id, version, the `once` values, the `set` values]; `header` opens a batch of them as
+    the apply script takes it, with the kind and the field names once."""
 
     name: str
     query: Select[tuple[str]]
+    header: str
+    # Applied once every row before it is (the rows of a source go in any order).
+    after_the_rest: bool = False
+
+    def where(self, condition: ColumnElement[bool]) -> Source:
+        return Source(self.name, self.query.where(condition), self.header, self.after_the_rest)
 
 
 def _text(value: ColumnElement[Any]) -> ColumnElement[str]:
@@ -122,10 +132,6 @@ def _micros(value: ColumnElement[Any]) -> ColumnElement[str]:
     return _text(func.timestampdiff(literal_column("MICROSECOND"), "1970-01-01", value))
 
 
-def _fields(fields: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
-    return func.json_object(*(part for name, value in fields.items() for part in (name, value)))
-
-
 def _source(
     name: str,
     kind: str,
@@ -136,10 +142,10 @@ def _source(
     versioned: bool = True,
 ) -> Source:
     version = _text(table.c.version) if versioned else literal("1")
-    op = func.json_object(
-        "k", kind, "id", table.c.id, "v", version, "once", _fields(once), "set", _fields(set or {})
-    )
-    return Source(name, select(op.label("op")))
+    changing = set or {}
+    row = func.json_array(table.c.id, version, *once.values(), *changing.values())
+    shape = json.dumps({"k": kind, "once": [*once], "set": [*changing]}, separators=(",", ":"))
+    return Source(name, select(row.label("op")), shape[:-1] + ',"rows":[')
 
 
 def _texts(table: Table, *names: str) -> dict[str, ColumnElement[str]]:
@@ -178,7 +184,7 @@ def _bids(
         },
         set=_texts(table, "price", "status"),
     )
-    return Source(source.name, source.query.where(table.c.status.in_(statuses)))
+    return source.where(table.c.status.in_(statuses))
 
 
 def _order_facts(table: Table) -> dict[str, ColumnElement[str]]:
@@ -207,11 +213,8 @@ SOURCES = (
         set=_texts(_u, "available_points", "escrowed_points", "pending_points"),
     ),
     # Only the images that are gone: an order's image key is derived from the order.
-    Source(
-        "images",
-        _source("images", "image", _i, once={}, set={"status": _text(_i.c.status)}).query.where(
-            _i.c.status == "DELETED"
-        ),
+    _source("images", "image", _i, once={}, set={"status": _text(_i.c.status)}).where(
+        _i.c.status == "DELETED"
     ),
     _bids(
         "asks",
@@ -261,15 +264,18 @@ SOURCES = (
     # Last: a product's place in the lists and rankings depends on its asks and orders, its
     # detail on its bids too (the apply script's bulk mode indexes and renders it once,
     # here, instead of once per row).
-    _source(
-        "products",
-        "product",
-        _p,
-        once={
-            **_texts(_p, "name", "brand", "category", "face_value"),
-            "created_us": _micros(_p.c.created_at),
-        },
-        set=_texts(_p, "like_count"),
+    replace(
+        _source(
+            "products",
+            "product",
+            _p,
+            once={
+                **_texts(_p, "name", "brand", "category", "face_value"),
+                "created_us": _micros(_p.c.created_at),
+            },
+            set=_texts(_p, "like_count"),
+        ),
+        after_the_rest=True,
     ),
 )
 
@@ -280,27 +286,36 @@ def rebuild(
     *,
     batch_rows: int = 500,
     pipeline_batches: int = 16,
+    lanes: int = 2,
     progress: Progress | None = None,
 ) -> RebuildReport:
-    """Rebuild all read models into a new generation and switch queries to it."""
+    """Rebuild all read models into a new generation and switch queries to it: rows read
+    `batch_rows` at a time, each such batch one script call, `pipeline_batches` calls per
+    pipeline, `lanes` pipelines in flight."""
     started = time.perf_counter()
     generation = read_models.begin_generation()
     try:
         engine, role = database.caught_up_reader()
         report = RebuildReport(generation, None, role)
-        with engine.connect() as conn, _Sender(read_models, generation, progress) as sender:
+        with engine.connect() as conn, _Sender(read_models, generation, progress, lanes) as sender:
             conn = start_snapshot(conn)
-            totals = {s.name: _count(conn, s.query) for s in SOURCES}
+            # Redis is the bottleneck: it starts on a first batch alone, and each table is
+            # counted (for the progress) while Redis still applies the previous one's rows.
+            first = 1
             for source in SOURCES:
-                sender.begin(source.name, totals[source.name])
+                if source.after_the_rest:
+                    sender.barrier()
+                sender.begin(source.name, _count(conn, source.query))
                 result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
                     source.query
                 )
                 rows = 0
-                for group in _chunks(_encoded(result.partitions()), pipeline_batches):
+                encoded = _encoded(source, result.partitions())
+                for group in _chunks(encoded, pipeline_batches, first):
                     sender.send(source.name, group)
                     rows += sum(n for n, _ in group)
                 report.rows[source.name] = rows
+                first = pipeline_batches
             sender.finish()
             conn.rollback()
         report.previous = read_models.switch_to(generation)
@@ -345,57 +360,71 @@ def _count(conn: Connection, query: Select[Any]) -> int:
 Encoded = tuple[int, str]  # (rows, their operations as the apply script takes them)
 
 
-def batch_of(rows: Sequence[Any]) -> str:
-    """Rows of a source (one operation's JSON each) as one batch for the apply script."""
-    return "[" + ",".join(row[0] for row in rows) + "]"
+def batch_of(source: Source, rows: Sequence[Any]) -> str:
+    """Rows of a source (one operation's JSON array each) as one batch for the apply
+    script."""
+    return source.header + ",".join(row[0] for row in rows) + "]}"
 
 
-def _encoded(partitions: Iterable[Sequence[Any]]) -> Iterator[Encoded]:
+def _encoded(source: Source, partitions: Iterable[Sequence[Any]]) -> Iterator[Encoded]:
     for rows in partitions:
-        yield len(rows), batch_of(rows)
+        yield len(rows), batch_of(source, rows)
 
 
-def _chunks(items: Iterable[Encoded], size: int) -> Iterator[list[Encoded]]:
+def _chunks(items: Iterable[Encoded], size: int, first: int) -> Iterator[list[Encoded]]:
+    """Groups of `size` items; the first ones smaller, from `first` doubling."""
     group: list[Encoded] = []
     for item in items:
         group.append(item)
-        if len(group) >= size:
+        if len(group) >= first:
             yield group
             group = []
+            first = min(size, first * 2)
     if group:
         yield group
 
 
 class _Sender:
-    """Applies encoded batches in Redis on a thread of its own while the caller streams and
+    """Applies encoded batches in Redis on threads of their own while the caller streams and
     encodes the next ones: the script's time in Redis overlaps the Python work instead of
-    adding to it. The first failure is raised to the caller at its next `send` or at
-    `finish`; the thread keeps draining the queue, so the caller never blocks on it."""
+    adding to it. Each of `lanes` threads keeps a pipeline in flight on a connection of its
+    own, so that Redis has the next one queued when it ends one (with one, it waited for the
+    answer to be read and the next pipeline packed and sent, under the GIL the streaming
+    thread holds). The first failure is raised to the caller at its next `send`, `barrier`
+    or at `finish`; the threads keep draining the queue, so the caller never blocks on it."""
 
     def __init__(
-        self, read_models: ReadModelGenerations, generation: int, progress: Progress | None
+        self,
+        read_models: ReadModelGenerations,
+        generation: int,
+        progress: Progress | None,
+        lanes: int = 2,
     ):
         self._read_models = read_models
         self._generation = generation
         self._progress = progress
         self._queue: queue.Queue[tuple[str, list[Encoded]] | None] = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
         self._totals: dict[str, int] = {}
         self._done: dict[str, int] = {}
-        self._thread = threading.Thread(target=self._run, name="rebuild-sender", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"rebuild-sender-{n}", daemon=True)
+            for n in range(lanes)
+        ]
 
     def __enter__(self) -> _Sender:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self._stop()
 
     def begin(self, name: str, total: int) -> None:
-        self._totals[name] = total
-        self._done[name] = 0
+        with self._lock:
+            self._totals[name] = total
+            self._done[name] = 0
         if self._progress:
             self._progress(name, 0, total)
 
@@ -403,10 +432,21 @@ class _Sender:
         self._raise_failure()
         self._queue.put((name, group))
 
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+    def barrier(self) -> None:
+        """Wait until everything sent so far is applied."""
+        self._queue.join()
         self._raise_failure()
+
+    def finish(self) -> None:
+        self._stop()
+        self._raise_failure()
+
+    def _stop(self) -> None:
+        alive = [thread for thread in self._threads if thread.is_alive()]
+        for _ in alive:
+            self._queue.put(None)
+        for thread in alive:
+            thread.join()
 
     def _raise_failure(self) -> None:
         if self._error is not None:
@@ -414,16 +454,22 @@ class _Sender:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue
-            name, group = item
             try:
-                self._read_models.apply_bulk(self._generation, [batch for _, batch in group])
-                self._done[name] += sum(n for n, _ in group)
-                if self._progress:
-                    self._progress(name, self._done[name], self._totals[name])
+                if self._error is None:
+                    self._apply(*item)
             except BaseException as exc:  # handed to the caller's thread
                 self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _apply(self, name: str, group: list[Encoded]) -> None:
+        self._read_models.apply_bulk(self._generation, [batch for _, batch in group])
+        with self._lock:
+            self._done[name] += sum(n for n, _ in group)
+            done, total = self._done[name], self._totals[name]
+        if self._progress:
+            self._progress(name, done, total)
 
 
 def rebuild_read_models(

@@ -105,37 +105,43 @@ elseif query == 'list' then
   -- as its name (hist:buy:bidding, coupons...), the kind of its documents, how many fields
   -- and the fields wanted of each document (the first one always present in a projected
   -- document). Several lists are merged (their members all sort by creation time). The
-  -- user must be projected, or an empty list could be one not projected yet.
+  -- user must be projected, or an empty list could be one not projected yet. Each item is
+  -- [which list (1, 2...), id, its product's name (false: no product), [the fields' values
+  -- in the order asked, false where absent]]: by position, as a page of 50 costs its
+  -- encoding and decoding per item and per field name.
   local user_id, limit = ARGV[2], tonumber(ARGV[3])
   if redis.call('EXISTS', p .. 'user:' .. user_id) == 0 then return false end
-  local found = {}
+  local lists, found = {}, {}
   local i = 4
   while i <= #ARGV do
     local list, kind, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-    local fields = {}
-    for j = 1, count do fields[j] = ARGV[i + 2 + j] end
+    local fields, product_at = {}, nil
+    for j = 1, count do
+      fields[j] = ARGV[i + 2 + j]
+      if fields[j] == 'product_id' then product_at = j end
+    end
     i = i + 3 + count
+    lists[#lists + 1] = {p .. kind .. ':', fields, product_at}
     for _, member in ipairs(page(p .. list .. ':' .. user_id, true, '', limit)) do
-      found[#found + 1] = {member, kind, fields}
+      found[#found + 1] = {member, #lists}
     end
   end
-  table.sort(found, function(a, b) return a[1] > b[1] end)
-  local items = {}
+  if #lists > 1 then table.sort(found, function(a, b) return a[1] > b[1] end) end
+  local items, names = {}, {}
   for n = 1, math.min(limit, #found) do
-    local member, kind, fields = found[n][1], found[n][2], found[n][3]
-    local values = redis.call('HMGET', p .. kind .. ':' .. tail_id(member), unpack(fields))
+    local listed = lists[found[n][2]]
+    local id = tail_id(found[n][1])
+    local values = redis.call('HMGET', listed[1] .. id, unpack(listed[2]))
     if not values[1] then return false end
-    local doc = {}
-    for j, name in ipairs(fields) do
-      if values[j] then doc[name] = values[j] end
+    local name = false
+    local product_id = listed[3] and values[listed[3]]
+    if product_id then
+      -- A page often shows one product several times: its name is read once.
+      name = names[product_id] or product_name(product_id)
+      if not name then return false end
+      names[product_id] = name
     end
-    doc.id = tail_id(member)
-    doc.kind = kind
-    if doc.product_id then
-      doc.product_name = product_name(doc.product_id)
-      if not doc.product_name then return false end
-    end
-    items[#items + 1] = doc
+    items[n] = {found[n][2], id, name, values}
   end
   return cjson.encode({items})
 
