@@ -73,7 +73,7 @@ class Seeder:
         self.stack.wait_replica_caught_up()
 
     def user(self, nickname: str = "nick", **balances: int) -> str:
-        return self.insert(
+        user_id = self.insert(
             tables.users,
             email=f"{uuid.uuid4().hex}@views.test",
             nickname=nickname,
@@ -82,6 +82,33 @@ class Seeder:
             updated_at=BASE,
             **balances,
         )
+        # Each balance with its postings, as the ledger keeps it: tests sharing this stack
+        # check that every user's balances equal their postings' sums.
+        postings = []
+        for column, amount in balances.items():
+            if not amount:
+                continue
+            txn = new_id()
+            bucket = column.removesuffix("_points")
+            for owner, owner_bucket, signed in (
+                ("external", "charges", -amount),
+                (user_id, bucket, amount),
+            ):
+                postings.append(
+                    {
+                        "txn_id": txn,
+                        "account_owner": owner,
+                        "bucket": owner_bucket,
+                        "amount": signed,
+                        "reason": "charge",
+                        "ref_type": "user",
+                        "ref_id": user_id,
+                        "created_at": BASE,
+                    }
+                )
+        if postings:
+            self.insert_many(tables.ledger_entries, postings)
+        return user_id
 
     def product(
         self,
