@@ -99,7 +99,10 @@ SEARCH_HISTORY_TTL_SECONDS = 90 * 24 * 3600
 
 
 def _lua(name: str) -> str:
-    return resources.files("giftmarket.adapters").joinpath(f"lua/{name}.lua").read_text()
+    """A script of `lua/`, after `lua/common.lua`: the helpers both scripts use (a script
+    sent to Redis cannot load another)."""
+    scripts = resources.files("giftmarket.adapters").joinpath("lua")
+    return scripts.joinpath("common.lua").read_text() + scripts.joinpath(f"{name}.lua").read_text()
 
 
 def _apply_args(

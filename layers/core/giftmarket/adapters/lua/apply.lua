@@ -175,18 +175,6 @@ local function known(key, new, op, names)
   return out
 end
 
--- The best score of a sorted set ('' when empty): the lowest ask, the highest bid.
-local function best(key, reverse)
-  local found
-  if reverse then
-    found = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  else
-    found = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  end
-  if #found == 0 then return '' end
-  return found[2]
-end
-
 -- A product's detail, rendered whenever what it shows changes, so that reading it is one
 -- HGET (a hash, as every document is): [its fields, order count, newest trades ([price,
 -- created_at] each), the open asks' ladder ([price, count, earliest expiry as YYYYMMDD]

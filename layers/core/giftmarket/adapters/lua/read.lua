@@ -17,17 +17,6 @@ local function hash(key)
   return out
 end
 
-local function best(key, reverse)
-  local found
-  if reverse then
-    found = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  else
-    found = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  end
-  if #found == 0 then return '' end
-  return found[2]
-end
-
 local function product_name(product_id)
   return redis.call('HGET', p .. 'product:' .. product_id, 'name')
 end
