@@ -36,9 +36,9 @@ from benchcommon import (
     bench_settings,
     bench_sqs,
     bench_stack,
+    cpu_seconds,
     events_queue,
     percentile,
-    process_cpu_seconds,
     pyplot,
     seeded_voucher,
     write_result,
@@ -217,12 +217,7 @@ CPU_PIDS: dict[str, int | None] = {}
 def cpu_now() -> dict[str, float]:
     """CPU seconds so far: this process (the projector's thread, as the SQS-triggered Lambda
     would run) and each of CPU_PIDS. The clients count their own, once at the start line."""
-    used = {"projector": time.process_time()}
-    for name, pid in CPU_PIDS.items():
-        seconds = process_cpu_seconds(pid)
-        if seconds is not None:
-            used[name] = seconds
-    return used
+    return cpu_seconds("projector", CPU_PIDS)
 
 
 def drive(

@@ -48,8 +48,8 @@ from benchcommon import (
     OUT,
     bench_settings,
     bench_stack,
+    cpu_seconds,
     percentile,
-    process_cpu_seconds,
     pyplot,
     top_functions,
     write_result,
@@ -136,14 +136,10 @@ def seed(container: Container, orders: int, sellers: int) -> tuple[SettlementSee
     return seeder, time.perf_counter() - began
 
 
-def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+def cpu_seconds_of(pids: dict[str, int | None]) -> dict[str, float]:
     """CPU time used so far by this process and by the stack's database servers (Linux)."""
-    used = {"python": time.process_time()}
-    for name in ("primary", "replica"):
-        seconds = process_cpu_seconds(pids.get(name))
-        if seconds is not None:
-            used[f"mariadb_{name}"] = seconds
-    return used
+    servers = {f"mariadb_{name}": pids.get(name) for name in ("primary", "replica")}
+    return cpu_seconds("python", servers)
 
 
 def load_average() -> float:
@@ -293,7 +289,7 @@ def update_floor(
             " settled_at = :now, version = version + 1 WHERE id IN :ids AND status = 'COMPLETED'"
         ).bindparams(bindparam("ids", expanding=True))
         orders = sum(len(ids) for ids in by_seller.values())
-        cpu_before, began = cpu_seconds(pids), time.perf_counter()
+        cpu_before, began = cpu_seconds_of(pids), time.perf_counter()
         for ids in by_seller.values():
             with container.database.writer.begin() as conn:
                 params = {"ids": ids, "settlement_id": new_id(), "now": now.replace(tzinfo=None)}
@@ -301,7 +297,7 @@ def update_floor(
         primary_seconds = time.perf_counter() - began
         stack.wait_replica_caught_up(timeout=300)
         seconds = time.perf_counter() - began
-        cpu_after = cpu_seconds(pids)
+        cpu_after = cpu_seconds_of(pids)
     finally:
         stack.primary.sql(f"DROP TABLE IF EXISTS {db}", timeout=600)
     return {
@@ -330,7 +326,7 @@ def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
         )
         profiler = cProfile.Profile() if args.profile else None
         pids = stack.status()
-        cpu_before, load_before = cpu_seconds(pids), load_average()
+        cpu_before, load_before = cpu_seconds_of(pids), load_average()
         began = time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -344,7 +340,7 @@ def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - began
-        cpu_after, load_after = cpu_seconds(pids), load_average()
+        cpu_after, load_after = cpu_seconds_of(pids), load_average()
         cpu = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_before}
         print(f"  settled in {seconds:.2f}s (cpu {cpu}): {report.as_dict()}", flush=True)
         per_seller_ms = [s * 1000 for s in executor.seller_seconds]

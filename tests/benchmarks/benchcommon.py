@@ -44,6 +44,16 @@ def process_cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(own: str, pids: dict[str, int | None]) -> dict[str, float]:
+    """CPU used so far: this process's as `own`, and each live process of `pids`."""
+    used = {own: time.process_time()}
+    for name, pid in pids.items():
+        seconds = process_cpu_seconds(pid)
+        if seconds is not None:
+            used[name] = seconds
+    return used
+
+
 @contextmanager
 def bench_stack(*, fresh_schema: bool = True) -> Iterator[Stack]:
     """The test profile's stack, started if needed and stopped again if we started it."""
