@@ -387,6 +387,12 @@ class Stack:
                 "EAGER_SERVICE_LOADING": "1",
                 # Path-style queue URLs: no DNS name to resolve on a machine without a network.
                 "SQS_ENDPOINT_STRATEGY": "path",
+                # LocalStack's SQS puts a CloudWatch metric through its own HTTP API for each
+                # message sent (two), each receive and each delete call, on a pool of 3
+                # threads whose backlog drains for a minute after the load ends: most of its
+                # CPU, on the cores the whole stack shares (benchmarks/README). Nothing here
+                # reads those metrics, and in AWS they cost the sender nothing.
+                "SQS_DISABLE_CLOUDWATCH_METRICS": "1",
                 "SKIP_SSL_CERT_DOWNLOAD": "1",
                 "DISABLE_EVENTS": "1",
                 "LOCALSTACK_TELEMETRY": "0",
