@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from giftmarket.adapters.errors import DatabaseUnavailable as DatabaseUnavailable
 from giftmarket.adapters.secrets import SecretValue
@@ -143,6 +144,7 @@ def mysql_tls_context(settings: Settings) -> ssl.SSLContext | None:
 # connection ran them, and later transactions, this client's or any other's, run elsewhere.
 START_READ_WRITE = "START TRANSACTION READ WRITE"
 START_READ_ONLY = "START TRANSACTION READ ONLY"
+SERVER_STATUS_IN_TRANS = 1  # in the status of each OK packet: a transaction is open
 
 
 def _start(conn: Connection, statement: str) -> None:
@@ -161,6 +163,20 @@ def _start_read_only(conn: Connection) -> None:
     # A query that falls back to the primary cannot write there (1792), whoever used the
     # backend connection before.
     _start(conn, START_READ_ONLY)
+
+
+def _reset_on_return(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, _reset: PoolResetState
+) -> None:
+    """The pool's reset of a connection given back: a ROLLBACK only if the server says a
+    transaction is open. SQLAlchemy's own reset sends one after every commit (an ORM
+    Session commits, then gives its connection back): a round trip in each command's 12
+    that ends nothing. The server's status comes with every OK packet, and every
+    transaction here starts with one (`_start`); a connection with no status yet, or
+    another driver's, is rolled back as before."""
+    status = getattr(dbapi_connection, "server_status", None)
+    if not isinstance(status, int) or status & SERVER_STATUS_IN_TRANS:
+        dbapi_connection.rollback()
 
 
 def build_engine(
@@ -201,6 +217,7 @@ def build_engine(
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=settings.db_pool_recycle_seconds,
         pool_pre_ping=True,
+        pool_reset_on_return=None,  # `_reset_on_return` does it, round trip only if needed
         # Row locks (SELECT ... FOR UPDATE) carry the concurrency rules; READ COMMITTED
         # avoids the gap locks that make REPEATABLE READ deadlock on order-book inserts. It
         # is the servers' default (transaction_isolation in the parameter group, the proxy's
@@ -211,6 +228,7 @@ def build_engine(
     )
     event.listen(engine, "begin", _start_read_only if read_only else _start_read_write)
     event.listen(engine, "handle_error", _drop_connection_on_failover_errors)
+    event.listen(engine.pool, "reset", _reset_on_return)
     return engine
 
 
