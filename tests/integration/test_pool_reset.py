@@ -1,5 +1,6 @@
-"""A connection given back to the pool, on the real primary: a committed unit of work costs
-no ROLLBACK, and a transaction left open is still rolled back."""
+"""A connection given back to the pool and taken again, on the real primary: a committed unit
+of work costs no ROLLBACK, a transaction left open is still rolled back, and a connection the
+server ended is replaced."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 from tests.support.stack import settings_for
 
+from giftmarket.adapters import db
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.unit_of_work import SqlAlchemyUnitOfWork
 from giftmarket_local.stack import Stack
@@ -64,3 +67,22 @@ def test_a_transaction_left_open_is_rolled_back_when_the_connection_returns(
     finally:
         with writer.begin() as conn:
             conn.execute(text(f"DROP TABLE {table}"))
+
+
+def test_an_idle_connection_whose_server_session_died_is_replaced_unseen(
+    one_connection: Database, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = one_connection.writer
+    with writer.connect() as conn:
+        first = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    stack.primary.sql(f"KILL CONNECTION {int(first)}")  # the server ends it: a failover, a timeout
+    # Given back just now: taken without a ping, so its first statement meets the dead session.
+    with pytest.raises(OperationalError), writer.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    with writer.connect() as conn:  # the pool dropped it: a new session answers
+        second = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    stack.primary.sql(f"KILL CONNECTION {int(second)}")
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # as after a second of idleness
+    with writer.connect() as conn:  # pinged, found dead, replaced before any statement
+        third = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    assert len({first, second, third}) == 3
