@@ -223,9 +223,12 @@ end
 
 -- The product's place in every list and ranking, recomputed from its state, and its
 -- detail rendered.
+local PRODUCT_FIELDS = {'category', 'created_us', 'like_count', '_mp', '_ml', '_mx'}
+local SORTS, SORT_FIELDS = {'popular', 'latest', 'price'}, {'_mp', '_ml', '_mx'}
+
 local function index_product(p, product_id, new, op)
   local key = p .. 'product:' .. product_id
-  local h = known(key, new, op, {'category', 'created_us', 'like_count', '_mp', '_ml', '_mx'})
+  local h = known(key, new, op, PRODUCT_FIELDS)
   local category, created = h[1], h[2]
   if not category or not created then return end -- not registered (yet)
   local likes = tonumber(h[3] or '0')
@@ -237,8 +240,7 @@ local function index_product(p, product_id, new, op)
     pad(created, 18) .. product_id,
     by_price,
   }
-  local sorts = {'popular', 'latest', 'price'}
-  local names = {'_mp', '_ml', '_mx'}
+  local sorts, names = SORTS, SORT_FIELDS
   local moved = {}
   for i = 1, 3 do
     local old = h[3 + i]
@@ -293,10 +295,10 @@ end
 -- An ask ('ask') or a buy bid ('bid'): in its product's book and its owner's history while
 -- open; a tombstone for a while once closed, so a late 'placed' cannot reopen it. An
 -- EXPIRED ask stays in its seller's history (done), so it is kept.
+local BID_FIELDS = {'product_id', 'owner_id', 'price', 'status', 'created_us', 'expires_on'}
+
 local function index_bid(p, kind, key, id, new, op)
-  local h = known(
-    key, new, op, {'product_id', 'owner_id', 'price', 'status', 'created_us', 'expires_on'}
-  )
+  local h = known(key, new, op, BID_FIELDS)
   local product_id, owner, price, status, created = h[1], h[2], h[3], h[4], h[5]
   if not product_id or not status then return end
   local side = 'buy'
@@ -361,11 +363,17 @@ local function place_in_queue(p, name, member, waiting, new)
   end
 end
 
+-- The fields each kind's indexing reads (`known`), built once rather than per row.
+local ORDER_FIELDS = {
+  'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs',
+  'dispute_opened_us',
+}
+local COUPON_FIELDS = {'user_id', 'created_us'}
+local SETTLEMENT_FIELDS = {'seller_id', 'business_date'}
+local IMAGE_FIELDS = {'status'}
+
 local function index_order(p, key, id, new, op)
-  local h = known(key, new, op, {
-    'product_id', 'buyer_id', 'seller_id', 'status', 'created_us', '_hb', '_hs',
-    'dispute_opened_us',
-  })
+  local h = known(key, new, op, ORDER_FIELDS)
   local product_id, buyer, seller, status, created = h[1], h[2], h[3], h[4], h[5]
   if not product_id or not buyer or not seller or not status or not created then return end
   local member = pad(created, 18) .. id
@@ -385,14 +393,14 @@ local function index_order(p, key, id, new, op)
 end
 
 local function index_coupon(p, key, id, new, op)
-  local h = known(key, new, op, {'user_id', 'created_us'})
+  local h = known(key, new, op, COUPON_FIELDS)
   if h[1] and h[2] then
     redis.call('ZADD', p .. 'coupons:' .. h[1], 0, pad(h[2], 18) .. id)
   end
 end
 
 local function index_settlement(p, key, id, new, op)
-  local h = known(key, new, op, {'seller_id', 'business_date'})
+  local h = known(key, new, op, SETTLEMENT_FIELDS)
   if h[1] and h[2] then
     redis.call('ZADD', p .. 'settlements:' .. h[1], 0, h[2] .. id)
   end
@@ -404,7 +412,7 @@ local function apply(p, op)
     -- An image's S3 key is derived from its order (its seller's upload): only a deleted
     -- image is written, as a tombstone kept as long as a closed bid's. No order's image is
     -- ever deleted (the cleanup keeps what orders use), so nothing needs it for longer.
-    if known(nil, true, op, {'status'})[1] == 'DELETED' then
+    if known(nil, true, op, IMAGE_FIELDS)[1] == 'DELETED' then
       local key = p .. 'image:' .. id
       redis.call('HSET', key, 'status', 'DELETED')
       redis.call('EXPIRE', key, tombstone_ttl)
