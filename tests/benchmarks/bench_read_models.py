@@ -78,8 +78,7 @@ from benchcommon import (
     pyplot,
     write_result,
 )
-from sqlalchemy import Engine, Table, create_engine
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, Table, create_engine
 from sqlalchemy.pool import NullPool
 
 from giftmarket.adapters import tables
@@ -1077,7 +1076,7 @@ class Route:
     target: Callable[[str], str]
     user: Callable[[str], str | None]  # who signs the request; None: anonymous
     read_model: Callable[[ReadModelReader, str], Answer | None]
-    sql: Callable[[Session, str], Answer | None]
+    sql: Callable[[Connection, str], Answer | None]
 
 
 def routes(seeded: Seeded, rng: random.Random, n: int) -> list[Route]:

@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from giftmarket.adapters.db import Database, DatabaseUnavailable, build_engine, resolve_credentials
 from giftmarket.adapters.tables import products
@@ -44,8 +43,8 @@ def insert_product(uow: SqlAlchemyUnitOfWork, name: str) -> str:
     return product_id
 
 
-def server_and_name(product_id: str) -> Callable[[Session], tuple[int, str | None]]:
-    def query(session: Session) -> tuple[int, str | None]:
+def server_and_name(product_id: str) -> Callable[[Connection], tuple[int, str | None]]:
+    def query(session: Connection) -> tuple[int, str | None]:
         server = session.execute(text("SELECT @@server_id")).scalar_one()
         name = session.execute(
             select(products.c.name).where(products.c.id == product_id)

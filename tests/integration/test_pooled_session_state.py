@@ -25,7 +25,6 @@ import pymysql
 import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 from tests.support.stack import settings_for
 from tests.unit.cfn_template import props
 
@@ -188,7 +187,7 @@ def behind_the_proxy(engines: list[Engine], backends: Backends, first_leak: str)
 # The checks, inside one transaction
 
 
-Runner = Connection | Session
+Runner = Connection
 
 
 def backend_id(runner: Runner) -> int:
@@ -326,7 +325,7 @@ def test_every_transaction_keeps_its_access_mode_and_isolation_on_multiplexed_co
             cursor.execute("SELECT brand FROM products WHERE id = %s", (probe.write_row,))
             assert cursor.fetchone() == (marker,), f"{where}: the commit did not land"
 
-    def query(session: Session) -> int | None:
+    def query(session: Connection) -> int | None:
         _, where = probe.record("run_query", session)
         probe.read_committed(session, where)
         return probe.write(session)

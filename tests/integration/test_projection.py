@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 from tests.support.outbox import outbox_envelopes
 from tests.support.stack import redis_stopped
 
@@ -53,7 +52,7 @@ def envelopes(container: Container, aggregate_id: str) -> list[EventEnvelope]:
     return outbox_envelopes(container.database, tables.outbox.c.aggregate_id == aggregate_id)
 
 
-def me_by_sql(user_id: str) -> Callable[[Session], dict[str, Any] | None]:
+def me_by_sql(user_id: str) -> Callable[[Connection], dict[str, Any] | None]:
     """The same answer from SQL: the query API's fallback view."""
     return lambda session: account.me_from_sql(session, user_id)
 

@@ -17,8 +17,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, func, select, text
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
@@ -227,15 +226,15 @@ def seeder(make_settings: SettingsFactory, stack: Stack) -> Iterator[Seeder]:
     db.dispose()
 
 
-Query = Callable[[Callable[[Session], Any]], Any]
+Query = Callable[[Callable[[Connection], Any]], Any]
 
 
 @pytest.fixture
 def query(database: Database) -> Query:
     """Run a view as the API does, asserting it was answered by the replica."""
 
-    def run(view: Callable[[Session], Any]) -> Any:
-        def on_server(session: Session) -> tuple[int, Any]:
+    def run(view: Callable[[Connection], Any]) -> Any:
+        def on_server(session: Connection) -> tuple[int, Any]:
             server = int(session.execute(text("SELECT @@server_id")).scalar_one())
             return server, view(session)
 
@@ -489,7 +488,7 @@ def test_missing_or_malformed_product_is_none(query: Query, product_id: str) -> 
 # -- /api/rankings ---------------------------------------------------------------------------
 
 
-def oracle_ranking(session: Session, by: str) -> list[tuple[str, int]]:
+def oracle_ranking(session: Connection, by: str) -> list[tuple[str, int]]:
     """Every product's score, computed the slow obvious way, ranked by hand."""
     p, o = tables.products, tables.orders
     if by == "likes":

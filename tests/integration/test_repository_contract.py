@@ -70,7 +70,7 @@ def sql_backend(database: Database) -> Backend:
             .where(t.c.id.in_(list(ids)))
             .order_by(t.c.id)
         )
-        with database.writer_session() as session:
+        with database.writer_connection() as session:
             return [(a, b, int(c), d) for a, b, c, d in session.execute(query)]
 
     def ledger_balances(owner: str) -> dict[Bucket, int]:
@@ -80,7 +80,7 @@ def sql_backend(database: Database) -> Backend:
             .where(t.c.account_owner == owner)
             .group_by(t.c.bucket)
         )
-        with database.writer_session() as session:
+        with database.writer_connection() as session:
             return {Bucket(bucket): int(total) for bucket, total in session.execute(query)}
 
     return Backend(
@@ -1199,11 +1199,11 @@ def test_the_registry_table_refuses_a_duplicate_fingerprint_even_from_raw_sql(
         "registered_at": NOW.replace(tzinfo=None),
     }
 
-    with database.writer_session() as session, pytest.raises(IntegrityError) as refused:
+    with database.writer_connection() as session, pytest.raises(IntegrityError) as refused:
         session.execute(insert(tables.voucher_registry).values(**row))
     assert "1062" in str(refused.value.orig)  # ER_DUP_ENTRY: the unique key, not the code
 
-    with database.writer_session() as session:  # the same row for a new voucher goes in
+    with database.writer_connection() as session:  # the same row for a new voucher goes in
         session.execute(
             insert(tables.voucher_registry).values(**row | {"digest": uuid.uuid4().hex * 2})
         )

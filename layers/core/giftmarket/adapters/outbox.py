@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert
 
 from giftmarket.adapters.repositories import to_db_time
 from giftmarket.adapters.tables import outbox
@@ -36,7 +35,7 @@ def outbox_row(event: DomainEvent, outbox_id: str) -> dict[str, Any]:
     }
 
 
-def write_events(session: Session, events: Iterable[DomainEvent]) -> Committed:
+def write_events(session: Connection, events: Iterable[DomainEvent]) -> Committed:
     rows = [outbox_row(event, new_id()) for event in events]
     if rows:
         # One statement for all of a command's events (the driver sends one multi-row INSERT).

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
+    Connection,
     Integer,
     Row,
     Select,
@@ -32,7 +33,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from giftmarket.adapters import tables
 from giftmarket.commands import ports
@@ -174,7 +174,7 @@ class _Seen:
 class Tracker:
     """The unit of work's identity map and change tracking."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Connection) -> None:
         self.session = session
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._written = ports.Committed((), {})
@@ -230,7 +230,7 @@ class Tracker:
                 params = {f"v_{k}": v for k, v in changed.items()}
                 params.update(k_ids=[r["id"] for _, r in batch], k_version=first.loaded_version)
             result = self.session.execute(statement, params)
-            if result.rowcount != len(batch):  # type: ignore[attr-defined]
+            if result.rowcount != len(batch):
                 ids = ", ".join(str(r["id"]) for _, r in batch)
                 raise StaleAggregate(f"{first.mapper.table.name} {ids} changed meanwhile")
             for seen, saved in batch:
@@ -354,7 +354,7 @@ class SqlUserRepository(_SqlRepository[User], ports.UserRepository):
 class SqlIdentityRepository(ports.IdentityRepository):
     t = tables.user_identities
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Connection) -> None:
         self._session = session
 
     def get(self, provider: str, subject: str) -> SocialIdentity | None:
@@ -383,7 +383,7 @@ class SqlIdentityRepository(ports.IdentityRepository):
 class SqlAdminRightsLog(ports.AdminRightsLog):
     t = tables.admin_rights_changes
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Connection) -> None:
         self._session = session
 
     def record(self, change: AdminRightsChange) -> None:
@@ -663,7 +663,7 @@ class SqlVoucherRegistry(ports.VoucherRegistry):
     _insert = insert(_vouchers)
     _release = delete(_vouchers).where(_vouchers.c.sell_bid_id == bindparam("sell_bid_id"))
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Connection) -> None:
         self._session = session
 
     def register(
@@ -847,7 +847,7 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
             "now": to_db_time(now),
             "now_text": now.astimezone(UTC).isoformat(),
         }
-        updated = self._session.execute(_SETTLE_ORDERS, params).rowcount  # type: ignore[attr-defined]
+        updated = self._session.execute(_SETTLE_ORDERS, params).rowcount
         # Locked since they were read, so none can have moved on; checked all the same.
         if updated != len(orders):
             raise StaleAggregate(f"orders of settlement {settlement_id} changed meanwhile")
@@ -936,7 +936,7 @@ class SqlSettlementRepository(_SqlRepository[Settlement], ports.SettlementReposi
 
 
 class SqlLedger(ports.Ledger):
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Connection) -> None:
         self._session = session
 
     def record(self, transaction: LedgerTransaction) -> None:
@@ -962,7 +962,7 @@ class SqlLedger(ports.Ledger):
 class SqlIdempotencyStore(ports.IdempotencyStore):
     t = tables.idempotency_records
 
-    def __init__(self, session: Session, ttl: timedelta) -> None:
+    def __init__(self, session: Connection, ttl: timedelta) -> None:
         self._session = session
         self._ttl = ttl
 

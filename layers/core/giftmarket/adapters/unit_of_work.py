@@ -1,6 +1,7 @@
 """The unit of work: one transaction on the primary per command.
 
-Everything a command reads and writes goes through `uow.session`, so its reads see its own
+Everything a command reads and writes goes through `uow.session` (its connection: one MySQL
+session, one transaction), so its reads see its own
 writes and take their locks on the primary, never on a lagging replica. At commit the
 aggregates that changed are saved (guarded by the version they were loaded at) and their
 events written to the outbox, in the same transaction: all of it lands, or none of it.
@@ -12,8 +13,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from giftmarket.adapters import repositories as repos
 from giftmarket.adapters.db import (
@@ -40,17 +41,23 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     ) -> None:
         self._database = database
         self._idempotency_ttl = idempotency_ttl
-        self._session: Session | None = None
+        self._session: Connection | None = None
         self._tracker: repos.Tracker | None = None
 
     @property
-    def session(self) -> Session:
+    def session(self) -> Connection:
         if self._session is None:
             raise RuntimeError("the unit of work is used outside its `with` block")
         return self._session
 
     def __enter__(self) -> Self:
-        session = self._session = self._database.writer_session()
+        try:
+            session = self._session = self._database.writer_connection()
+        except Exception as exc:
+            # No connection from the pool (primary unreachable): a 503, as in the block.
+            if is_connectivity_error(exc):
+                raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+            raise
         tracker = self._tracker = repos.Tracker(session)
         self._written = Committed((), {})
         self.users = repos.SqlUserRepository(tracker)

@@ -33,7 +33,7 @@ from giftmarket.queries import params
 
 if TYPE_CHECKING:
     import redis
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
 
     from giftmarket.bootstrap import Container
     from giftmarket.queries import account, admin, products, trades
@@ -279,7 +279,7 @@ def _for_a_party(
     container: Container,
     token: ConsistencyToken | None,
     from_read_model: Callable[[ReadModelReader, str, str], T | None],
-    from_sql: Callable[[Session, str, str], T | None],
+    from_sql: Callable[[Connection, str, str], T | None],
 ) -> T | None:
     """What `order_id` shows its buyer or seller, None for anyone else (or no such order)."""
     if not params.is_entity_id(order_id):

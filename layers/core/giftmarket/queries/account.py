@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from giftmarket.adapters.tables import coupons, settlements, users
 from giftmarket.queries.params import Answer, day, iso
@@ -38,7 +37,7 @@ def me_from_read_model(rm: ReadModelReader, user_id: str) -> Answer | None:
     return None if doc is None else _me(user_id, doc)
 
 
-def me_from_sql(session: Session, user_id: str) -> Answer | None:
+def me_from_sql(session: Connection, user_id: str) -> Answer | None:
     """The caller's profile and balances."""
     u = users
     row = session.execute(
@@ -87,7 +86,7 @@ def my_coupons_from_read_model(
 
 
 def my_coupons_from_sql(
-    session: Session, user_id: str, *, now: datetime | None = None, limit: int = 100
+    session: Connection, user_id: str, *, now: datetime | None = None, limit: int = 100
 ) -> Answer:
     """The caller's coupons, newest first."""
     c = coupons
@@ -123,7 +122,7 @@ def my_settlements_from_read_model(
     return None if docs is None else _items(_settlement(d) for d in docs)
 
 
-def my_settlements_from_sql(session: Session, user_id: str, *, limit: int = 100) -> Answer:
+def my_settlements_from_sql(session: Connection, user_id: str, *, limit: int = 100) -> Answer:
     """The caller's settlements, newest business date first."""
     s = settlements
     rows = session.execute(

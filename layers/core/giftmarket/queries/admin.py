@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from giftmarket.adapters.tables import images, orders, products, users
 from giftmarket.queries.params import Answer, day, iso
@@ -25,7 +24,7 @@ INSPECTING = "INSPECTING"
 DISPUTED = "DISPUTED"
 
 
-def is_admin_from_sql(session: Session, user_id: str) -> bool:
+def is_admin_from_sql(session: Connection, user_id: str) -> bool:
     """Whether the user holds admin rights now (run it on the primary)."""
     found = session.execute(select(users.c.is_admin).where(users.c.id == user_id)).scalar()
     return bool(found)
@@ -76,7 +75,7 @@ def disputes_from_read_model(rm: ReadModelReader, *, limit: int) -> Answer | Non
     return None if docs is None else {"items": [dispute_item(d) for d in docs]}
 
 
-def inspections_from_sql(session: Session, *, limit: int = 50) -> Answer:
+def inspections_from_sql(session: Connection, *, limit: int = 50) -> Answer:
     """INSPECTING orders, oldest first (the (status, created_at) index)."""
     o, i = orders, images
     rows = session.execute(
@@ -90,7 +89,7 @@ def inspections_from_sql(session: Session, *, limit: int = 50) -> Answer:
     return {"items": [inspection_item(_fields(r)) for r in rows]}
 
 
-def disputes_from_sql(session: Session, *, limit: int = 50) -> Answer:
+def disputes_from_sql(session: Connection, *, limit: int = 50) -> Answer:
     """DISPUTED orders, the oldest dispute first."""
     o = orders
     rows = session.execute(

@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, or_, select
 
 from giftmarket.adapters.tables import buy_bids, orders, products, sell_bids
 from giftmarket.queries.params import (
@@ -113,7 +112,7 @@ def product_list_from_read_model(
 
 
 def product_list_from_sql(
-    session: Session,
+    session: Connection,
     *,
     sort: ProductSort = "popular",
     category: str | None = None,
@@ -198,7 +197,7 @@ def product_detail_from_read_model(rm: ReadModelReader, product_id: str) -> Answ
     return _detail(doc, doc["order_count"], trades, (tuple(step) for step in doc["ladder"]))
 
 
-def product_detail_from_sql(session: Session, product_id: str) -> Answer | None:
+def product_detail_from_sql(session: Connection, product_id: str) -> Answer | None:
     """The summary, order count, last trade and the newest trades."""
     if not is_entity_id(product_id):
         return None
@@ -243,7 +242,7 @@ def rankings_from_read_model(rm: ReadModelReader, *, by: RankingBy, limit: int) 
     return None if ranked is None else _ranking(ranked)
 
 
-def rankings_from_sql(session: Session, *, by: RankingBy, limit: int = 20) -> Answer:
+def rankings_from_sql(session: Connection, *, by: RankingBy, limit: int = 20) -> Answer:
     """Products by like count or order count, best first.
 
     Only products with a score above zero are ranked; ties go to the smaller product id.
@@ -268,7 +267,7 @@ def rankings_from_sql(session: Session, *, by: RankingBy, limit: int = 20) -> An
 # -- GET /api/search (SQL only) --------------------------------------------------------------
 
 
-def search_from_sql(session: Session, q: str, *, limit: int = 20) -> Answer:
+def search_from_sql(session: Connection, q: str, *, limit: int = 20) -> Answer:
     """Products whose name or brand contains `q`, any case, most liked first. `%`, `_` and
     the escape character in `q` match only themselves."""
     page = (
@@ -309,7 +308,7 @@ def _highest_bid(product_id: ColumnElement[str]) -> ColumnElement[int | None]:
     )
 
 
-def _summaries(session: Session, page: Select[Any], order_by: Sequence[str]) -> list[Any]:
+def _summaries(session: Connection, page: Select[Any], order_by: Sequence[str]) -> list[Any]:
     """Rows of `page` (a limited select of product columns) with their quotes.
 
     The page is chosen first, in a derived table, and the quote subqueries run only for its

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 from aws_lambda_powertools.metrics import MetricUnit
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from giftmarket.adapters.db import Database
 from giftmarket.consistency import ConsistencyToken
@@ -42,7 +42,7 @@ class Reads:
         self,
         *,
         read_model: Callable[[], T | None],
-        sql: Callable[[Session], T | None],
+        sql: Callable[[Connection], T | None],
         token: ConsistencyToken | None = None,
     ) -> T | None:
         if token is not None and not self._projected(token):
@@ -63,7 +63,9 @@ class Reads:
         metrics.add_metric(name="ReadModelMisses", unit=MetricUnit.Count, value=1)
         return fallback(sql)
 
-    def sql_only(self, sql: Callable[[Session], T], *, token: ConsistencyToken | None = None) -> T:
+    def sql_only(
+        self, sql: Callable[[Connection], T], *, token: ConsistencyToken | None = None
+    ) -> T:
         """A query with no read model (search): the replica, or with a token the primary.
         Whether the replica has a command's commits cannot be told from its token (its
         events being projected says nothing of the replica), so the token is honoured on

@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, Table, or_, select
 
 from giftmarket.adapters.tables import buy_bids, images, orders, products, sell_bids
 from giftmarket.domain.orders import may_download
@@ -199,7 +198,7 @@ def history_from_read_model(
 
 
 def history_from_sql(
-    session: Session, user_id: str, state: HistoryState, *, side: Side, limit: int = 50
+    session: Connection, user_id: str, state: HistoryState, *, side: Side, limit: int = 50
 ) -> Answer:
     """Open bids (or asks), or purchases (or sales; with the expired asks when done),
     newest first."""
@@ -242,7 +241,7 @@ def _order_detail_columns() -> tuple[ColumnElement[Any], ...]:
     )  # fmt: skip
 
 
-def _bids_of(session: Session, side: Side, user_id: str, status: str, limit: int) -> list[Any]:
+def _bids_of(session: Connection, side: Side, user_id: str, status: str, limit: int) -> list[Any]:
     """The caller's bids (or asks) in `status`, newest first."""
     bids = side.bids
     columns = [bids.c.id, bids.c.product_id, _p.c.name, bids.c.price, bids.c.status]
@@ -260,7 +259,7 @@ def _bids_of(session: Session, side: Side, user_id: str, status: str, limit: int
 
 
 def _orders_of(
-    session: Session,
+    session: Connection,
     party: ColumnElement[str],
     user_id: str,
     statuses: Sequence[str],
@@ -288,7 +287,7 @@ def order_detail_from_read_model(
     return None if doc is None else present_order({**doc, "id": order_id}, viewer_id)
 
 
-def order_detail_from_sql(session: Session, order_id: str, viewer_id: str) -> Answer | None:
+def order_detail_from_sql(session: Connection, order_id: str, viewer_id: str) -> Answer | None:
     """The order, for its buyer or seller only (None otherwise)."""
     if not is_entity_id(order_id):
         return None
@@ -328,7 +327,7 @@ def order_gifticon_key_from_read_model(
     )
 
 
-def order_gifticon_key_from_sql(session: Session, order_id: str, viewer_id: str) -> str | None:
+def order_gifticon_key_from_sql(session: Connection, order_id: str, viewer_id: str) -> str | None:
     """The S3 key of an order's voucher image, for its buyer (once delivered) or seller
     (None otherwise, and for an image that is gone)."""
     if not is_entity_id(order_id):
