@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, QueuePool
 
 from giftmarket.adapters.errors import DatabaseUnavailable as DatabaseUnavailable
 from giftmarket.adapters.secrets import SecretValue
@@ -204,6 +204,20 @@ def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: An
         raise DisconnectionError(f"the pooled connection failed its ping: {exc}") from exc
 
 
+class _Pool(QueuePool):
+    """The engines' pool: a QueuePool with the rules above as listeners of the class, not
+    of each pool. Listeners of a pool instance are copied to the new pool each time an
+    engine is disposed, and SQLAlchemy's weakly keyed registry of them then raised KeyError
+    while collecting the old pool (seen in the suite, which builds and disposes hundreds of
+    engines)."""
+
+
+event.listen(_Pool, "reset", _reset_on_return)
+event.listen(_Pool, "connect", _mark_returned)  # just connected: no ping needed
+event.listen(_Pool, "checkin", _mark_returned)
+event.listen(_Pool, "checkout", _ping_if_idle)
+
+
 def build_engine(
     settings: Settings,
     credentials: Credentials,
@@ -237,6 +251,7 @@ def build_engine(
         connect_args["ssl"] = tls
     engine = create_engine(
         url,
+        poolclass=_Pool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
@@ -253,10 +268,6 @@ def build_engine(
     )
     event.listen(engine, "begin", _start_read_only if read_only else _start_read_write)
     event.listen(engine, "handle_error", _drop_connection_on_failover_errors)
-    event.listen(engine.pool, "reset", _reset_on_return)
-    event.listen(engine.pool, "connect", _mark_returned)  # just connected: no ping needed
-    event.listen(engine.pool, "checkin", _mark_returned)
-    event.listen(engine.pool, "checkout", _ping_if_idle)
     return engine
 
 
