@@ -1,10 +1,10 @@
 """Database routing: commands on the primary, queries on the replica, fallback to the primary.
 
 Engines are built once per Lambda container by the composition root (never at import time)
-with pooling suited to Lambda: a tiny pool, a ping before reusing a connection that sat idle,
-recycle below the server's idle
-timeout, and connections dropped after the errors a Multi-AZ failover produces, so a
-promoted standby is reached by fresh connections and never through a dead or read-only one.
+with pooling suited to Lambda: a tiny pool, a ping before reusing a connection that sat
+idle, recycle below the server's idle timeout, and connections dropped after the errors a
+Multi-AZ failover produces, so a promoted standby is reached by fresh connections and never
+through a dead or read-only one.
 """
 
 from __future__ import annotations
@@ -170,10 +170,10 @@ def _reset_on_return(
 ) -> None:
     """The pool's reset of a connection given back: a ROLLBACK only if the server says a
     transaction is open. SQLAlchemy's own reset sends one after every commit (a unit of
-    work commits, then closes its connection): a round trip in each command's 12 that ends
-    nothing. The server's status comes with every OK packet, and every
-    transaction here starts with one (`_start`); a connection with no status yet, or
-    another driver's, is rolled back as before."""
+    work commits, then closes its connection): a round trip per command that ends nothing.
+    The server's status comes with every OK packet, and every transaction here starts with
+    one (`_start`); a connection with no status yet, or another driver's, is rolled back
+    as before."""
     status = getattr(dbapi_connection, "server_status", None)
     if not isinstance(status, int) or status & SERVER_STATUS_IN_TRANS:
         dbapi_connection.rollback()

@@ -1,10 +1,10 @@
 """The unit of work: one transaction on the primary per command.
 
 Everything a command reads and writes goes through `uow.session` (its connection: one MySQL
-session, one transaction), so its reads see its own
-writes and take their locks on the primary, never on a lagging replica. At commit the
-aggregates that changed are saved (guarded by the version they were loaded at) and their
-events written to the outbox, in the same transaction: all of it lands, or none of it.
+session, one transaction), so its reads see its own writes and take their locks on the
+primary, never on a lagging replica. At commit the aggregates that changed are saved
+(guarded by the version they were loaded at) and their events written to the outbox, in the
+same transaction: all of it lands, or none of it.
 """
 
 from __future__ import annotations
