@@ -22,7 +22,9 @@ Then the floor (`update_floor`): the job's one UPDATE per seller alone, on two c
 settled orders made COMPLETED again, one with the orders' secondary indexes and one with
 none, timed with the CPU both servers spent until the replica replayed it. What the
 settlement costs beyond the first is the rest of its work (locking read, events, ledger,
-Python); what the first costs beyond the second is the indexes that hold `status`.
+Python); what the first costs beyond the second is the index entries a settled order
+moves (tables.orders: its seller's settleable orders and sales history, and the settlement
+foreign key).
 
 Events are left in the outbox (no queue configured): publishing them is the relay's and
 the fast path's cost, measured by bench_relay.py. Writes bench-results/settlement.{json,png}.

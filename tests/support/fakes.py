@@ -429,9 +429,6 @@ class FakeUserRepository(_FakeRepository[User], ports.UserRepository):
                 found[user_id] = self._tx.load(self.table, row, lock=True)
         return found
 
-    def share_lock(self, user_ids: Sequence[str]) -> None:
-        pass  # locks are no-ops here (see the module docstring)
-
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         # A direct UPDATE of the column, like the SQL one: the version stays, and an
         # aggregate already loaded in this unit of work keeps the hash it was loaded with.

@@ -10,6 +10,7 @@ on each change, which the outbox events carry so read models can refuse to go ba
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import (
@@ -33,6 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import JSON, TypeEngine
 
+from giftmarket.domain.orders import PURCHASE_STATE, SALE_STATE, OrderStatus
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -54,6 +57,16 @@ def utc_time() -> TypeEngine[datetime]:
 
 def points(name: str, **kw: object) -> Column[int]:
     return Column(name, BigInteger, nullable=False, **kw)  # type: ignore[arg-type]
+
+
+def _case_of_status(cases: Mapping[str, str]) -> str:
+    """A CASE on orders.status giving each listed status its SQL value, NULL to the rest."""
+    whens = " ".join(f"WHEN '{status}' THEN {value}" for status, value in cases.items())
+    return f"CASE status {whens} END"
+
+
+def _state_of_status(states: Mapping[OrderStatus, str]) -> str:
+    return _case_of_status({status.value: f"'{state}'" for status, state in states.items()})
 
 
 def version() -> Column[int]:
@@ -245,6 +258,14 @@ settlements = Table(
     Index(None, "business_date"),
 )
 
+_AWAITING = _case_of_status(dict.fromkeys(("INSPECTING", "PAID", "DISPUTED"), "status"))
+_AWAITING_SINCE = _case_of_status(
+    {"INSPECTING": "created_at", "PAID": "delivered_at", "DISPUTED": "dispute_opened_at"}
+)
+_SETTLEABLE_AT = _case_of_status({"COMPLETED": "completed_at"})
+_PURCHASE_STATE = _state_of_status(PURCHASE_STATE)
+_SALE_STATE = _state_of_status(SALE_STATE)
+
 orders = Table(
     "orders",
     metadata,
@@ -296,11 +317,26 @@ orders = Table(
     UniqueConstraint("sell_bid_id"),
     UniqueConstraint("buy_bid_id"),
     UniqueConstraint("coupon_id", "coupon_in_force"),
-    Index(None, "buyer_id", "status", "created_at"),
-    Index(None, "seller_id", "status", "completed_at"),
-    Index(None, "status", "created_at"),
-    Index(None, "status", "completed_at"),
-    Index(None, "status", "delivered_at"),
+    # The indexes that find orders by status are on generated columns that are NULL, or
+    # keep their value, in the statuses the index does not serve (partial indexes, in
+    # effect), so a change of status rewrites only the entries of the indexes it concerns:
+    # settling an order moves it in two of them, not in all five that held `status` (the
+    # daily settlement's cost, issue 18). Each column says which statuses it serves.
+    #
+    # Orders someone must act on, by the instant they started waiting: INSPECTING orders
+    # (an admin inspects them, oldest first), PAID ones (the buyer confirms, or they
+    # complete 72 hours after delivery), DISPUTED ones (an admin decides, oldest first).
+    Column("awaiting", String(16), Computed(_AWAITING, persisted=False)),
+    Column("awaiting_since", utc_time(), Computed(_AWAITING_SINCE, persisted=False)),
+    # COMPLETED orders, by completion: what the daily settlement pays out, per seller.
+    Column("settleable_at", utc_time(), Computed(_SETTLEABLE_AT, persisted=False)),
+    # The history state (in_progress, done) each party sees the order in.
+    Column("purchase_state", String(16), Computed(_PURCHASE_STATE, persisted=False)),
+    Column("sale_state", String(16), Computed(_SALE_STATE, persisted=False)),
+    Index(None, "awaiting", "awaiting_since"),
+    Index(None, "seller_id", "settleable_at"),
+    Index(None, "buyer_id", "purchase_state", "created_at"),
+    Index(None, "seller_id", "sale_state", "created_at"),
     Index(None, "product_id", "created_at"),
     Index(None, "image_id"),
 )

@@ -57,11 +57,6 @@ class UserRepository(ABC):
         """Lock several users at once, always in id order, so two trades never deadlock."""
 
     @abstractmethod
-    def share_lock(self, user_ids: Sequence[str]) -> None:
-        """Lock these users' rows in share mode, in id order, for the rest of the unit of
-        work: others may share-lock them too; nobody may change them meanwhile."""
-
-    @abstractmethod
     def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
 
     @abstractmethod

@@ -59,6 +59,20 @@ class OrderStatus(StrEnum):
     REFUNDED = "REFUNDED"
 
 
+# Which history state shows an order in each status (PRODUCT.md, "History states" and
+# "States and history"): a purchase is done once the buyer has it for good (confirmed,
+# settled or refunded), a sale once it is paid out or refunded.
+PURCHASE_STATE: dict[OrderStatus, str] = {
+    OrderStatus.INSPECTING: "in_progress",
+    OrderStatus.PAID: "in_progress",
+    OrderStatus.DISPUTED: "in_progress",
+    OrderStatus.COMPLETED: "done",
+    OrderStatus.SETTLED: "done",
+    OrderStatus.REFUNDED: "done",
+}
+SALE_STATE: dict[OrderStatus, str] = PURCHASE_STATE | {OrderStatus.COMPLETED: "in_progress"}
+
+
 class InspectionResult(StrEnum):
     PASS = "pass"  # noqa: S105 - not a password
     FAIL = "fail"

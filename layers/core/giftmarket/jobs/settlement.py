@@ -240,14 +240,13 @@ def settle_seller(
     orders = uow.orders.lock_for_settlement(seller_id, day_end)
     if not orders:
         return SellerResult(seller_id, Outcome.NOTHING)
-    # Then every user involved, in id order as trades lock users: the seller to change, the
-    # buyers shared. Marking the orders settled share-locks the buyers anyway (InnoDB checks
-    # the buyer foreign key when an order's status changes), but in no set order: two
-    # sellers settled at once who bought from each other would deadlock.
-    buyers = sorted({order.buyer_id for order in orders} - {seller_id})
-    uow.users.share_lock([buyer for buyer in buyers if buyer < seller_id])
+    # Then the seller, the one user whose row changes. The buyers are not locked: marking
+    # an order settled changes none of the index entries that hold its buyer (its purchase
+    # stays `done`, tables.orders), so InnoDB does not check the buyer foreign key and
+    # takes no lock on the buyer. Two sellers settled at once who bought from each other
+    # therefore never wait for each other, and buyers trading meanwhile never wait for a
+    # settlement (tests/integration/test_settlement_job.py holds both).
     seller = found(uow.users.get(seller_id, lock=True), "seller")
-    uow.users.share_lock([buyer for buyer in buyers if buyer > seller_id])
     if uow.settlements.find(seller_id, business_date) is not None:
         return SellerResult(seller_id, Outcome.DEFERRED)
     settlement, payout = marketplace.pay_out_seller(

@@ -76,27 +76,29 @@ def disputes_from_read_model(rm: ReadModelReader, *, limit: int) -> Answer | Non
 
 
 def inspections_from_sql(session: Connection, *, limit: int = 50) -> Answer:
-    """INSPECTING orders, oldest first (the (status, created_at) index)."""
+    """INSPECTING orders, oldest first (the (awaiting, awaiting_since) index; since
+    they were placed)."""
     o, i = orders, images
     rows = session.execute(
         select(*_columns(), i.c.s3_key.label("image_key"))
         .join(products, products.c.id == o.c.product_id)
         .outerjoin(i, (i.c.id == o.c.image_id) & (i.c.status != "DELETED"))
-        .where(o.c.status == INSPECTING)
-        .order_by(o.c.created_at, o.c.id)
+        .where(o.c.awaiting == INSPECTING)
+        .order_by(o.c.awaiting_since, o.c.id)
         .limit(limit)
     ).all()
     return {"items": [inspection_item(_fields(r)) for r in rows]}
 
 
 def disputes_from_sql(session: Connection, *, limit: int = 50) -> Answer:
-    """DISPUTED orders, the oldest dispute first."""
+    """DISPUTED orders, the oldest dispute first (the (awaiting, awaiting_since) index;
+    since the dispute was opened)."""
     o = orders
     rows = session.execute(
         select(*_columns(), o.c.dispute_reason, o.c.dispute_opened_at)
         .join(products, products.c.id == o.c.product_id)
-        .where(o.c.status == DISPUTED)
-        .order_by(o.c.dispute_opened_at, o.c.id)
+        .where(o.c.awaiting == DISPUTED)
+        .order_by(o.c.awaiting_since, o.c.id)
         .limit(limit)
     ).all()
     return {"items": [dispute_item(_fields(r)) for r in rows]}

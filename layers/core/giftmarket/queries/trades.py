@@ -23,18 +23,6 @@ OPEN = "OPEN"
 
 EXPIRED = "EXPIRED"
 
-# Which order statuses each history state shows (PRODUCT.md, "History states" and
-# "States and history"). A seller's `done` also lists their EXPIRED asks: no longer bidding,
-# and nowhere else to be seen.
-PURCHASE_STATUSES: dict[str, tuple[str, ...]] = {
-    "in_progress": ("INSPECTING", "PAID", "DISPUTED"),
-    "done": ("COMPLETED", "SETTLED", "REFUNDED"),
-}
-SALE_STATUSES: dict[str, tuple[str, ...]] = {
-    "in_progress": ("INSPECTING", "PAID", "DISPUTED", "COMPLETED"),
-    "done": ("SETTLED", "REFUNDED"),
-}
-
 _p = products
 
 
@@ -164,17 +152,19 @@ class Side:
     bids: Table
     bid_owner: ColumnElement[str]
     order_owner: ColumnElement[str]
-    statuses: Mapping[str, Sequence[str]]
+    # The generated column holding the order's history state for this party
+    # (domain.orders.PURCHASE_STATE, SALE_STATE), indexed after the party's id.
+    order_state: ColumnElement[str]
     with_payment: bool  # a purchase shows what was paid, a sale does not
 
 
 BUYER = Side(
     "buy", "bid", "buy_bid_id", buy_bids, buy_bids.c.buyer_id, orders.c.buyer_id,
-    PURCHASE_STATUSES, with_payment=True,
+    orders.c.purchase_state, with_payment=True,
 )  # fmt: skip
 SELLER = Side(
     "sell", "ask", "sell_bid_id", sell_bids, sell_bids.c.seller_id, orders.c.seller_id,
-    SALE_STATUSES, with_payment=False,
+    orders.c.sale_state, with_payment=False,
 )  # fmt: skip
 
 
@@ -207,7 +197,7 @@ def history_from_sql(
         return {"items": [_history_item(side, _bid_fields(r, side)) for r in rows]}
     found = [
         (r.created_at, r.id, _with_iso_times(r))
-        for r in _orders_of(session, side.order_owner, user_id, side.statuses[state], limit)
+        for r in _orders_of(session, side, user_id, state, limit)
     ]
     if state == "done" and side is SELLER:
         found += [
@@ -258,19 +248,13 @@ def _bids_of(session: Connection, side: Side, user_id: str, status: str, limit: 
     )
 
 
-def _orders_of(
-    session: Connection,
-    party: ColumnElement[str],
-    user_id: str,
-    statuses: Sequence[str],
-    limit: int,
-) -> list[Any]:
+def _orders_of(session: Connection, side: Side, user_id: str, state: str, limit: int) -> list[Any]:
     o = orders
     return list(
         session.execute(
             select(*_order_columns())
             .join(_p, _p.c.id == o.c.product_id)
-            .where(party == user_id, o.c.status.in_(statuses))
+            .where(side.order_owner == user_id, side.order_state == state)
             .order_by(o.c.created_at.desc(), o.c.id.desc())
             .limit(limit)
         )
