@@ -9,8 +9,9 @@ the pointer `rm:layout:<LAYOUT>:generation` to it in one step):
   made it, so no image is stored otherwise;
 - `asks:<product>`, `bids:<product>`: the open book, scored by price; `trades:<product>`:
   its orders, scored by creation time;
-- `detail:<product>`: the product's detail as `product` returns it (field `json`), rendered
-  by the apply script whenever something it shows changes, so that reading it is one HGET;
+- `detail:<product>`: the product's detail as `product` returns it (field `json`) and its
+  row of a product list (`summary`), rendered by the apply script whenever something they
+  show changes, so that reading the detail is one HGET and a list page one per product;
 - `list:<sort>:*` and `list:<sort>:c:<category>`: every product in the order of
   `/api/products`, as members of equal score whose bytes sort like the page does, so a
   cursor is a member and a page one `ZRANGEBYLEX`;

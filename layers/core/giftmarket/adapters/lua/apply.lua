@@ -176,10 +176,12 @@ local function known(key, new, op, names)
 end
 
 -- A product's detail, rendered whenever what it shows changes, so that reading it is one
--- HGET (a hash, as every document is): [its fields, order count, newest trades ([price,
--- created_at] each), the open asks' ladder ([price, count, earliest expiry as YYYYMMDD]
--- per price, cheapest first)]. Deleted instead when something it shows is missing (the
--- query then asks SQL).
+-- HGET (a hash, as every document is): `json`, [its fields, order count, newest trades
+-- ([price, created_at] each), the open asks' ladder ([price, count, earliest expiry as
+-- YYYYMMDD] per price, cheapest first)]; and `summary`, its fields alone, which the
+-- product lists show (one HGET per product listed, not a product hash and two order
+-- books). Deleted when the product is not known; `json` alone is when something else it
+-- shows is missing (the query then asks SQL).
 local function render_detail(p, product_id)
   local detail = p .. 'detail:' .. product_id
   local h = redis.call(
@@ -196,14 +198,16 @@ local function render_detail(p, product_id)
     best(p .. 'bids:' .. product_id, true),
     h[5] or '0', h[6],
   }
+  local listed = cjson.encode(summary)
+  local function unrenderable()
+    redis.call('HDEL', detail, 'json')
+    redis.call('HSET', detail, 'summary', listed)
+  end
   local trades = {}
   local trades_key = p .. 'trades:' .. product_id
   for _, order_id in ipairs(redis.call('ZREVRANGE', trades_key, 0, detail_trades - 1)) do
     local t = redis.call('HMGET', p .. 'order:' .. order_id, 'price', 'created_at')
-    if not t[1] then
-      redis.call('DEL', detail)
-      return
-    end
+    if not t[1] then return unrenderable() end
     trades[#trades + 1] = t
   end
   local ladder = {}
@@ -211,14 +215,11 @@ local function render_detail(p, product_id)
   for _, price in ipairs(prices) do
     local at_price = p .. 'ladder:' .. price .. ':' .. product_id
     local earliest = redis.call('ZRANGE', at_price, 0, 0, 'WITHSCORES')
-    if #earliest == 0 then
-      redis.call('DEL', detail)
-      return
-    end
+    if #earliest == 0 then return unrenderable() end
     ladder[#ladder + 1] = {price, redis.call('ZCARD', at_price), earliest[2]}
   end
   local rendered = cjson.encode({summary, redis.call('ZCARD', trades_key), trades, ladder})
-  redis.call('HSET', detail, 'json', rendered)
+  redis.call('HSET', detail, 'json', rendered, 'summary', listed)
 end
 
 -- The product's place in every list and ranking, recomputed from its state, and its

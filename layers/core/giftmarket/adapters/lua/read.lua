@@ -21,20 +21,6 @@ local function product_name(product_id)
   return redis.call('HGET', p .. 'product:' .. product_id, 'name')
 end
 
-local function summary(product_id)
-  local h = redis.call(
-    'HMGET', p .. 'product:' .. product_id,
-    'name', 'brand', 'category', 'face_value', 'like_count', 'created_us'
-  )
-  if not h[1] or not h[6] then return nil end
-  return {
-    product_id, h[1], h[2], h[3], h[4],
-    best(p .. 'asks:' .. product_id, false),
-    best(p .. 'bids:' .. product_id, true),
-    h[5] or '0', h[6],
-  }
-end
-
 local function page(key, reverse, after, limit)
   if reverse then
     local from = '+'
@@ -71,13 +57,14 @@ elseif query == 'products' then
   local sort, category = ARGV[2], ARGV[3]
   local key = p .. 'list:' .. sort .. ':*'
   if category ~= '' then key = p .. 'list:' .. sort .. ':c:' .. category end
+  -- Each product's summary as the apply script rendered it (JSON), joined as they are.
   local items = {}
   for _, member in ipairs(page(key, sort == 'latest', ARGV[4], tonumber(ARGV[5]))) do
-    local s = summary(tail_id(member))
-    if not s then return false end
-    items[#items + 1] = s
+    local listed = redis.call('HGET', p .. 'detail:' .. tail_id(member), 'summary')
+    if not listed then return false end
+    items[#items + 1] = listed
   end
-  return cjson.encode({items})
+  return '[[' .. table.concat(items, ',') .. ']]'
 
 elseif query == 'rankings' then
   local ranked = redis.call('ZRANGE', p .. 'rank:' .. ARGV[2], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
