@@ -40,6 +40,7 @@ from giftmarket.jobs.settlement import (
     Outcome,
     SellerResult,
     SettlementIncomplete,
+    seller_lanes,
     settle,
     settle_business_date,
 )
@@ -337,6 +338,34 @@ def test_a_run_stopped_after_two_sellers_is_finished_by_the_next_run(world: Worl
 
     assert resumed.sellers_settled == 3
     assert outcome(world, sellers) == outcome(clean, clean_sellers)
+
+
+@pytest.mark.parametrize(("sellers", "workers"), [(0, 4), (1, 4), (7, 3), (8, 4), (5, 1)])
+def test_the_sellers_are_cut_into_one_contiguous_run_per_worker(sellers: int, workers: int) -> None:
+    ids = [f"s{n:02d}" for n in range(sellers)]
+    lanes = seller_lanes(ids, workers)
+    assert [seller for lane in lanes for seller in lane] == ids
+    assert len(lanes) <= workers and all(lanes)
+
+
+def test_with_several_workers_each_lane_settles_its_sellers_one_after_the_other(
+    world: World,
+) -> None:
+    sellers = sorted(market_of_five_sellers(world) + market_of_five_sellers(world))
+    finished: list[str] = []
+
+    report = settle_business_date(
+        world.container.command_executor,
+        business_date=D,
+        now=RUN_AT,
+        fee_bps=500,
+        workers=3,
+        after_seller=lambda result: finished.append(result.seller_id),
+    )
+
+    assert report.sellers_settled == len(sellers) == len(finished)
+    for lane in seller_lanes(sellers, 3):
+        assert [seller for seller in finished if seller in lane] == lane
 
 
 def test_a_seller_the_domain_refuses_is_reported_and_the_others_are_still_settled(

