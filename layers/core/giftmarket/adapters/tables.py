@@ -366,7 +366,8 @@ voucher_registry = Table(
 # Ids are ULIDs made by the writer (time-ordered, known before the insert, so a command's
 # events go in one multi-row INSERT). Rows are claimed with FOR UPDATE SKIP LOCKED among
 # those not yet published; nobody scans "greater than the last id seen", since transactions
-# commit out of id order.
+# commit out of id order. No index by aggregate: nothing reads one aggregate's events here
+# (migration 0007).
 outbox = Table(
     "outbox",
     metadata,
@@ -381,7 +382,6 @@ outbox = Table(
     Column("published_at", utc_time(), nullable=True),
     Column("publish_attempts", Integer, nullable=False, server_default=text("0")),
     Index(None, "published_at", "id"),
-    Index(None, "aggregate_type", "aggregate_id", "aggregate_version"),
 )
 
 # Idempotency-Key records, stored in the same transaction as the effect they guard.
