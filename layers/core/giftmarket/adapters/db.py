@@ -284,6 +284,14 @@ def is_connectivity_error(exc: BaseException) -> bool:
     )
 
 
+def raise_if_primary_lost(exc: BaseException) -> None:
+    """Raise a primary that is unreachable or was lost (failover, outage) as
+    DatabaseUnavailable, which the API answers with a retryable 503; other errors are the
+    caller's to raise."""
+    if is_connectivity_error(exc):
+        raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+
+
 @dataclass(frozen=True)
 class ReplicaState:
     usable: bool
@@ -445,8 +453,7 @@ class Database:
             with self.primary_reader.connect() as conn:
                 return query(conn)
         except Exception as exc:
-            if is_connectivity_error(exc):
-                raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+            raise_if_primary_lost(exc)
             raise
 
     def caught_up_reader(self, timeout_seconds: float = 10.0) -> tuple[Engine, str]:

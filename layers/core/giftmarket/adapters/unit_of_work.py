@@ -20,10 +20,8 @@ from giftmarket.adapters import repositories as repos
 from giftmarket.adapters.db import (
     RACE_ERROR_CODES,
     Database,
-    DatabaseUnavailable,
-    is_connectivity_error,
     mysql_error_code,
-    short_reason,
+    raise_if_primary_lost,
 )
 from giftmarket.adapters.outbox import write_events
 from giftmarket.commands.ports import Committed, TransientConflict, UnitOfWork
@@ -55,8 +53,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             session = self._session = self._database.writer_connection()
         except Exception as exc:
             # No connection from the pool (primary unreachable): a 503, as in the block.
-            if is_connectivity_error(exc):
-                raise DatabaseUnavailable("primary", short_reason(exc)) from exc
+            raise_if_primary_lost(exc)
             raise
         tracker = self._tracker = repos.Tracker(session)
         self._written = Committed((), {})
@@ -90,10 +87,11 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
                 raise
         finally:
             session.close()
-        if exc is not None and is_connectivity_error(exc):
-            # Lost the primary anywhere in the command (failover, outage): a retryable 503.
-            raise DatabaseUnavailable("primary", short_reason(exc)) from exc
-        if exc is not None and _lost_a_race(exc):
+        if exc is None:
+            return
+        # Lost the primary anywhere in the command (failover, outage): a retryable 503.
+        raise_if_primary_lost(exc)
+        if _lost_a_race(exc):
             raise TransientConflict(str(exc)[:200]) from exc
 
     def flush(self) -> Committed:
