@@ -67,7 +67,7 @@ LISTED_FIELDS: dict[str, tuple[str, ...]] = {
 # generation, answers from SQL, and the relay's `ensure_read_models` rebuilds one in its
 # layout. Bump it with any change to what the scripts write or read. Generation numbers
 # come from one sequence for every layout, so two layouts never share a prefix.
-LAYOUT = 2
+LAYOUT = 3
 GENERATION_KEY = f"rm:layout:{LAYOUT}:generation"
 BUILDING_KEY = f"rm:layout:{LAYOUT}:building"
 SEQUENCE_KEY = "rm:generation:seq"
