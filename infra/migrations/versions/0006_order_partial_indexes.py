@@ -15,6 +15,7 @@ Create Date: 2026-12-06 23:59:00
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,7 +26,7 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-GENERATED = {
+GENERATED: dict[str, tuple[sa.types.TypeEngine[Any], str]] = {
     "awaiting": (
         sa.String(16),
         "CASE status WHEN 'INSPECTING' THEN status WHEN 'PAID' THEN status"
