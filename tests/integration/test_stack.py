@@ -40,6 +40,18 @@ def test_migrated_schema_reaches_the_replica(database: Database, stack: Stack) -
     assert {t.name for t in metadata.sorted_tables} <= tables
 
 
+def test_waiting_for_a_replica_whose_replication_stopped_fails_at_once(stack: Stack) -> None:
+    stack.replica.sql("STOP SLAVE SQL_THREAD")
+    try:
+        # Anything the primary logs moves its position past what the replica applied.
+        stack.primary.sql("DROP TABLE IF EXISTS giftmarket.no_such_table")
+        with pytest.raises(ProcessError, match="replication stopped before"):
+            stack.wait_replica_caught_up(timeout=600)
+    finally:
+        stack.replica.sql("START SLAVE SQL_THREAD")
+    stack.wait_replica_caught_up()
+
+
 def test_health_reports_every_part_ok(settings: Settings) -> None:
     container = bootstrap(settings)
     try:

@@ -659,15 +659,26 @@ class Stack:
         return fields
 
     def wait_replica_caught_up(self, timeout: float = 30) -> float:
-        """Block until the replica has applied the primary's current GTID position."""
+        """Block until the replica has applied the primary's current GTID position. Fails at
+        once, with the replica's own error, when its SQL thread has stopped (a full disk, a
+        row it cannot apply): waiting would only run out the timeout, which is an hour
+        after a benchmark's seeding (`purge_binlogs`)."""
         started = time.monotonic()
         position = self.primary.sql("SELECT @@gtid_binlog_pos")
-        result = self.replica.sql(
-            f"SELECT MASTER_GTID_WAIT('{position}', {timeout})", timeout=timeout + 10
-        )
-        if result.strip() != "0":
-            raise ProcessError(f"replica did not reach {position} within {timeout}s")
-        return time.monotonic() - started
+        while True:
+            left = timeout - (time.monotonic() - started)
+            step = max(0.0, min(left, 5.0))
+            result = self.replica.sql(
+                f"SELECT MASTER_GTID_WAIT('{position}', {step:.3f})", timeout=step + 10
+            )
+            if result.strip() == "0":
+                return time.monotonic() - started
+            status = self.replica_status()
+            if status.get("Slave_SQL_Running") == "No":
+                error = status.get("Last_SQL_Error") or "stopped, with no error given"
+                raise ProcessError(f"replication stopped before {position}: {error}")
+            if left <= step:
+                raise ProcessError(f"replica did not reach {position} within {timeout}s")
 
     def purge_binlogs(self) -> None:
         """Drop the primary's binary logs once the replica has applied them: a benchmark's
