@@ -446,9 +446,10 @@ def test_buyers_trading_with_the_sellers_while_they_are_settled_lose_nothing(
     assert_money_is_conserved(container)
 
 
-def innodb_deadlocks(container: Container) -> int:
+def innodb_counter(container: Container, name: str) -> int:
+    """One of the primary's InnoDB status counters (Innodb_deadlocks, ...)."""
     with container.database.writer.connect() as conn:
-        row = conn.execute(text("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")).one()
+        row = conn.execute(text("SHOW GLOBAL STATUS LIKE :name"), {"name": name}).one()
     return int(row[1])
 
 
@@ -465,7 +466,7 @@ def test_sellers_who_bought_from_each_other_are_settled_at_once_without_deadlock
                 paid_at = kst(market.day, 8) + timedelta(minutes=n, seconds=m)
                 market.sale(seller, 1_000, paid_at, paid_at + timedelta(hours=1))
     assert container.settings.settlement_workers > 1
-    before = innodb_deadlocks(container)
+    before = innodb_counter(container, "Innodb_deadlocks")
 
     report = settle(container, market.day)
 
@@ -473,14 +474,8 @@ def test_sellers_who_bought_from_each_other_are_settled_at_once_without_deadlock
     # Each seller's buyers are the other sellers, settled four at a time: each locks its
     # own row and, if settling locked buyers, the others'. A deadlock would be retried, so
     # it is counted, not awaited.
-    assert innodb_deadlocks(container) == before
+    assert innodb_counter(container, "Innodb_deadlocks") == before
     assert_money_is_conserved(container)
-
-
-def innodb_row_lock_waits(container: Container) -> int:
-    with container.database.writer.connect() as conn:
-        row = conn.execute(text("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_waits'")).one()
-    return int(row[1])
 
 
 def test_sellers_settled_at_once_never_wait_for_each_others_locks(
@@ -492,14 +487,14 @@ def test_sellers_settled_at_once_never_wait_for_each_others_locks(
             paid_at = kst(market.day, 8) + timedelta(minutes=n, seconds=m)
             market.sale(seller, 1_000 + m, paid_at, paid_at + timedelta(hours=1))
     assert container.settings.settlement_workers > 1
-    before = innodb_row_lock_waits(container)
+    before = innodb_counter(container, "Innodb_row_lock_waits")
 
     report = settle(container, market.day)
 
     assert (report.sellers_settled, report.orders_settled) == (24, 24 * 6)
     # Settled at once, sellers next to each other in id order would: each one's locking
     # read ends on the next seller's first order, locked by that seller's settlement.
-    assert innodb_row_lock_waits(container) == before
+    assert innodb_counter(container, "Innodb_row_lock_waits") == before
 
 
 def test_a_buyer_whose_row_is_locked_does_not_hold_up_their_sellers_settlement(
