@@ -59,14 +59,14 @@ def points(name: str, **kw: object) -> Column[int]:
     return Column(name, BigInteger, nullable=False, **kw)  # type: ignore[arg-type]
 
 
-def _case_of_status(cases: Mapping[str, str]) -> str:
+def _case_of_status(cases: Mapping[OrderStatus, str]) -> str:
     """A CASE on orders.status giving each listed status its SQL value, NULL to the rest."""
-    whens = " ".join(f"WHEN '{status}' THEN {value}" for status, value in cases.items())
+    whens = " ".join(f"WHEN '{status.value}' THEN {value}" for status, value in cases.items())
     return f"CASE status {whens} END"
 
 
 def _state_of_status(states: Mapping[OrderStatus, str]) -> str:
-    return _case_of_status({status.value: f"'{state}'" for status, state in states.items()})
+    return _case_of_status({status: f"'{state}'" for status, state in states.items()})
 
 
 def version() -> Column[int]:
@@ -258,11 +258,14 @@ settlements = Table(
     Index(None, "business_date"),
 )
 
-_AWAITING = _case_of_status(dict.fromkeys(("INSPECTING", "PAID", "DISPUTED"), "status"))
-_AWAITING_SINCE = _case_of_status(
-    {"INSPECTING": "created_at", "PAID": "delivered_at", "DISPUTED": "dispute_opened_at"}
-)
-_SETTLEABLE_AT = _case_of_status({"COMPLETED": "completed_at"})
+_WAITING_SINCE = {
+    OrderStatus.INSPECTING: "created_at",
+    OrderStatus.PAID: "delivered_at",
+    OrderStatus.DISPUTED: "dispute_opened_at",
+}
+_AWAITING = _case_of_status(dict.fromkeys(_WAITING_SINCE, "status"))
+_AWAITING_SINCE = _case_of_status(_WAITING_SINCE)
+_SETTLEABLE_AT = _case_of_status({OrderStatus.COMPLETED: "completed_at"})
 _PURCHASE_STATE = _state_of_status(PURCHASE_STATE)
 _SALE_STATE = _state_of_status(SALE_STATE)
 
