@@ -413,6 +413,79 @@ def test_saving_a_copy_that_changed_meanwhile_is_a_transient_conflict(backend: B
     assert (kept.like_count, kept.version) == (1, 2)
 
 
+def product_in(uow: UnitOfWork, product_id: str) -> Product | None:
+    return uow.products.get(product_id)
+
+
+def ask_in(uow: UnitOfWork, ask_id: str) -> SellBid | None:
+    return uow.sell_bids.get(ask_id)
+
+
+def liked_products(backend: Backend) -> tuple[Product, Product, User]:
+    """Two products, the first liked once already: liking both again in one unit of work
+    changes each in its own way, from versions of its own."""
+    liked, plain, fan, other = a_product(), a_product(), a_user(), a_user()
+    committed(backend, liked, plain, fan, other)
+    with backend.new_uow() as uow:
+        once = uow.products.get(liked.id)
+        assert once is not None
+        once.like(other.id, False, NOW)
+        uow.commit()
+    return liked, plain, fan
+
+
+def test_aggregates_of_one_table_changed_each_its_own_way_are_each_saved(
+    backend: Backend,
+) -> None:
+    liked, plain, fan = liked_products(backend)
+    with backend.new_uow() as uow:
+        for product in (liked, plain):
+            loaded = uow.products.get(product.id)
+            assert loaded is not None
+            loaded.like(fan.id, False, NOW + HOUR)
+        uow.commit()
+    for product, count in ((liked, 2), (plain, 1)):
+        kept = reloaded(backend, partial(product_in, product_id=product.id))
+        assert (kept.like_count, kept.version) == (count, count + 1)
+
+
+def test_more_aggregates_changed_each_its_own_way_than_one_update_takes_are_all_saved(
+    backend: Backend,
+) -> None:
+    seller, product = a_user(), a_product()
+    committed(backend, seller, product)
+    asks = [open_ask(backend, product, 4000 + i, seller) for i in range(11)]
+    with backend.new_uow() as uow:
+        for i, ask in enumerate(asks):
+            loaded = uow.sell_bids.get(ask.id)
+            assert loaded is not None
+            loaded.cancel(seller.id, NOW + i * HOUR)
+        uow.commit()
+    kept = [reloaded(backend, partial(ask_in, ask_id=a.id)) for a in asks]
+    assert [(a.status, a.updated_at, a.version) for a in kept] == [
+        (BidStatus.CANCELLED, NOW + i * HOUR, 2) for i in range(11)
+    ]
+
+
+def test_one_of_them_changed_meanwhile_is_a_transient_conflict_and_neither_is_saved(
+    backend: Backend,
+) -> None:
+    liked, plain, fan = liked_products(backend)
+    with pytest.raises(TransientConflict), backend.new_uow() as slow:
+        stale = [slow.products.get(product.id) for product in (liked, plain)]
+        with backend.new_uow() as fast:
+            fresh = fast.products.get(plain.id)
+            assert fresh is not None
+            fresh.like(fan.id, False, NOW)
+            fast.commit()
+        for product in stale:
+            assert product is not None
+            product.like(fan.id, False, NOW + HOUR)
+        slow.commit()
+    kept = [reloaded(backend, partial(product_in, product_id=p.id)) for p in (liked, plain)]
+    assert [(p.like_count, p.version) for p in kept] == [(1, 2), (1, 2)]
+
+
 def test_a_locked_read_of_an_aggregate_changed_meanwhile_is_a_transient_conflict(
     backend: Backend,
 ) -> None:

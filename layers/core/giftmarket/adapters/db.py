@@ -181,7 +181,7 @@ def _reset_on_return(
 
 # A connection given back less than this long ago is used without a ping first. A container
 # serving back to back pays no ping round trip per request (SQLAlchemy's pool_pre_ping
-# sends one at every checkout: 1 command in 11 of a buy-now); one that sat idle (between
+# sends one at every checkout: 1 command in 10 of a buy-now); one that sat idle (between
 # invocations, frozen) is pinged, and replaced if the server has gone. A server lost within
 # the last second shows as the first statement's failure, handled as any failover error
 # (`_drop_connection_on_failover_errors`, then 503 with Retry-After).

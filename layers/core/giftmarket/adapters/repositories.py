@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -137,6 +138,7 @@ class Mapper(Generic[A]):
             .values({name: bindparam(f"v_{name}") for name in self._fields if name != "id"})
         )
         self._updates_of_many: dict[tuple[str, ...], Update] = {}
+        self._updates_of_each: dict[tuple[int, tuple[str, ...]], Update] = {}
 
     def update_many(self, columns: tuple[str, ...]) -> Update:
         """UPDATE of `columns` on the rows with the given ids still at the given version."""
@@ -152,6 +154,30 @@ class Mapper(Generic[A]):
             )
         return statement
 
+    def update_each(self, rows: int, columns: tuple[str, ...]) -> Update:
+        """One UPDATE of `rows` rows, each to values of its own: row i is `r{i}_id`, still
+        at version `r{i}_loaded`, and gets `r{i}_{column}` for each of `columns`."""
+        statement = self._updates_of_each.get((rows, columns))
+        if statement is None:
+            table = self.table
+            ids = [bindparam(f"r{i}_id", type_=table.c.id.type) for i in range(rows)]
+
+            def each(name: str, column: str) -> Any:
+                kind = table.c[column].type
+                return case(
+                    *(
+                        (table.c.id == ids[i], bindparam(f"r{i}_{name}", type_=kind))
+                        for i in range(rows)
+                    )
+                )
+
+            statement = self._updates_of_each[(rows, columns)] = (
+                update(table)
+                .where(table.c.id.in_(ids), table.c.version == each("loaded", "version"))
+                .values({name: each(name, name) for name in columns})
+            )
+        return statement
+
     def to_row(self, aggregate: A) -> dict[str, object]:
         return {name: _to_column(getattr(aggregate, name)) for name in self._fields}
 
@@ -162,6 +188,12 @@ class Mapper(Generic[A]):
             value = mapping[name]
             values[name] = value if value is None or convert is None else convert(value)
         return self.cls(**values)
+
+
+# At most this many rows in one UPDATE by CASE: each row's values are chosen among the
+# statement's, so its cost grows with the square of their number, and each size is a
+# statement of its own (Mapper.update_each keeps them).
+_SAVED_TOGETHER = 8
 
 
 @dataclass
@@ -206,7 +238,9 @@ class Tracker:
 
         Aggregates of one table that made the same change from the same version (the
         orders of a settlement) are saved by one UPDATE ... WHERE id IN (...): a round trip
-        per row would cost more than everything else such a unit of work does."""
+        per row would cost more than everything else such a unit of work does. The others
+        of one table are saved together too, each row's values chosen by its id
+        (`_save_each`): every round trip is a fifth of a millisecond here."""
         alike: dict[tuple[Any, ...], list[tuple[_Seen, dict[str, object]]]] = {}
         for seen in self._seen.values():
             if getattr(seen.aggregate, "version") == seen.loaded_version:  # noqa: B009
@@ -219,8 +253,20 @@ class Tracker:
             except TypeError:  # a value that cannot be compared this way: saved on its own
                 key = (id(seen),)
             alike.setdefault(key, []).append((seen, row))
+        # Rows of one table that each changed in its own way (a buy-now's buyer and seller)
+        # are saved by one UPDATE, not one each.
+        alone: dict[str, list[tuple[_Seen, dict[str, object]]]] = {}
+        for batch in alike.values():
+            if len(batch) == 1:
+                alone.setdefault(batch[0][0].mapper.table.name, []).append(batch[0])
+        for rows in alone.values():
+            if len(rows) > 1:
+                for start in range(0, len(rows), _SAVED_TOGETHER):
+                    self._save_each(rows[start : start + _SAVED_TOGETHER])
         for key, batch in alike.items():
             first, row = batch[0]
+            if len(batch) == 1 and len(alone[first.mapper.table.name]) > 1:
+                continue  # saved with the others of its table
             if len(batch) == 1:
                 statement = first.mapper.update
                 params: dict[str, object] = {f"v_{k}": v for k, v in row.items()}
@@ -234,9 +280,31 @@ class Tracker:
             if result.rowcount != len(batch):
                 ids = ", ".join(str(r["id"]) for _, r in batch)
                 raise StaleAggregate(f"{first.mapper.table.name} {ids} changed meanwhile")
-            for seen, saved in batch:
-                seen.loaded_version = getattr(seen.aggregate, "version")  # noqa: B009
-                seen.saved = saved
+            self._saved(batch)
+
+    def _save_each(self, batch: list[tuple[_Seen, dict[str, object]]]) -> None:
+        """Rows of one table, each changed its own way, saved by one UPDATE: each row's
+        changed columns (those any of them changed) by CASE on its id, each guarded by the
+        version it was loaded at."""
+        mapper = batch[0][0].mapper
+        columns = tuple(
+            sorted({k for seen, row in batch for k, v in row.items() if v != seen.saved.get(k)})
+        )
+        params: dict[str, object] = {}
+        for i, (seen, row) in enumerate(batch):
+            params[f"r{i}_id"] = row["id"]
+            params[f"r{i}_loaded"] = seen.loaded_version
+            params.update({f"r{i}_{k}": row[k] for k in columns})
+        result = self.session.execute(mapper.update_each(len(batch), columns), params)
+        if result.rowcount != len(batch):
+            ids = ", ".join(str(row["id"]) for _, row in batch)
+            raise StaleAggregate(f"{mapper.table.name} {ids} changed meanwhile")
+        self._saved(batch)
+
+    def _saved(self, batch: list[tuple[_Seen, dict[str, object]]]) -> None:
+        for seen, saved in batch:
+            seen.loaded_version = getattr(seen.aggregate, "version")  # noqa: B009
+            seen.saved = saved
 
     def wrote_events(self, outbox_ids: Sequence[str], versions: Mapping[str, int]) -> None:
         """Outbox rows a repository wrote itself, set-based, for the commit to report."""
