@@ -40,7 +40,7 @@ from benchcommon import (
     events_queue,
     percentile,
     pyplot,
-    seeded_voucher,
+    write_random_asks,
     write_result,
 )
 from sqlalchemy import func, insert, select
@@ -126,41 +126,7 @@ def seed(container: Container) -> tuple[list[str], list[str]]:
                 for i, p in enumerate(products)
             ],
         )
-        for start in range(0, ASKS, 2000):
-            images, asks, vouchers = [], [], []
-            for _ in range(start, min(ASKS, start + 2000)):
-                seller, image_id, ask_id = rng.choice(sellers), new_id(), new_id()
-                # Buy-now takes only vouchers valid past the expiry margin: these are.
-                voucher, registered = seeded_voucher(ask_id, now)
-                images.append(
-                    {
-                        "id": image_id,
-                        "owner_id": seller,
-                        "s3_key": f"images/{seller}/{image_id}",
-                        "content_type": "image/png",
-                        "status": "ATTACHED",
-                        "size_bytes": 1024,
-                        "created_at": now,
-                        "attached_at": now,
-                    }
-                )
-                asks.append(
-                    {
-                        "id": ask_id,
-                        "product_id": rng.choice(products),
-                        "seller_id": seller,
-                        "price": rng.randint(4000, 5000),
-                        "image_id": image_id,
-                        **voucher,
-                        "status": "OPEN",
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                vouchers.append(registered)
-            conn.execute(insert(tables.images), images)
-            conn.execute(insert(tables.sell_bids), asks)
-            conn.execute(insert(tables.voucher_registry), vouchers)
+        write_random_asks(conn, rng, sellers=sellers, products=products, count=ASKS, now=now)
     return products, buyers
 
 

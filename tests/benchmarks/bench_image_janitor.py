@@ -40,8 +40,9 @@ from benchcommon import (
     bench_settings,
     bench_stack,
     pyplot,
-    seeded_voucher,
+    seeded_ask,
     top_functions,
+    write_asks,
     write_result,
 )
 from sqlalchemy import Engine, func, insert, select
@@ -75,37 +76,17 @@ def seed_market(container: Container) -> Seeded:
     only)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     owner, product = new_id(), new_id()
-    images, asks, vouchers = [], [], []
-    for _ in range(LIVE):
-        image_id, ask_id = new_id(), new_id()
-        voucher, registered = seeded_voucher(ask_id, now)
-        images.append(
-            {
-                "id": image_id,
-                "owner_id": owner,
-                "s3_key": s3_key_for(owner, image_id),
-                "content_type": "image/png",
-                "status": "ATTACHED",
-                "size_bytes": len(BODY),
-                "version": 2,
-                "created_at": now - timedelta(days=30),
-                "attached_at": now - timedelta(days=30),
-            }
+    asks = [
+        seeded_ask(
+            seller=owner,
+            product=product,
+            price=5000,
+            now=now,
+            listed_at=now - timedelta(days=30),
+            size_bytes=len(BODY),
         )
-        vouchers.append(registered)
-        asks.append(
-            {
-                "id": ask_id,
-                "product_id": product,
-                "seller_id": owner,
-                "price": 5000,
-                "image_id": image_id,
-                **voucher,
-                "status": "OPEN",
-                "created_at": now - timedelta(days=30),
-                "updated_at": now - timedelta(days=30),
-            }
-        )
+        for _ in range(LIVE)
+    ]
     with container.database.writer.begin() as conn:
         conn.execute(
             insert(tables.users),
@@ -129,13 +110,9 @@ def seed_market(container: Container) -> Seeded:
                 "created_at": now,
             },
         )
-        for table, rows in (
-            (tables.images, images),
-            (tables.sell_bids, asks),
-            (tables.voucher_registry, vouchers),
-        ):
-            for start in range(0, len(rows), INSERT_CHUNK):
-                conn.execute(insert(table), rows[start : start + INSERT_CHUNK])
+        for start in range(0, len(asks), INSERT_CHUNK):
+            write_asks(conn, asks[start : start + INSERT_CHUNK])
+    images = [image for image, _, _ in asks]
     return Seeded(owner, [str(i["id"]) for i in images], [str(i["s3_key"]) for i in images])
 
 

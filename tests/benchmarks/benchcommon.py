@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import cProfile
-import hashlib
 import json
 import os
 import pstats
+import sys
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy import event as sa_event
 
-from giftmarket.domain.settlement import business_date_of
 from giftmarket.settings import Settings
 from giftmarket_local.migrations import reset, upgrade
 from giftmarket_local.stack import REPO_ROOT, Stack, StackConfig
@@ -30,6 +28,13 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 OUT = REPO_ROOT / "bench-results"
+
+# The rows a benchmark seeds are the tests' own (tests/support): one definition of them.
+sys.path.insert(0, str(REPO_ROOT))
+from tests.support.vouchers import SEEDED_KID as SEEDED_KID  # noqa: E402
+from tests.support.vouchers import seeded_ask as seeded_ask  # noqa: E402
+from tests.support.vouchers import write_asks as write_asks  # noqa: E402
+from tests.support.vouchers import write_random_asks as write_random_asks  # noqa: E402
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
@@ -123,31 +128,6 @@ def queue_depth(sqs: SQSClient, url: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"]) + int(
         attributes["ApproximateNumberOfMessagesNotVisible"]
     )
-
-
-SEEDED_KID = "seeded"  # no deployment's key: seeded vouchers have made-up digests
-
-
-def seeded_voucher(
-    ask_id: str, now: datetime, days: int = 30
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The voucher of a seeded ask, as `PlaceSellBid` leaves it: the ask's columns
-    (barcode_last4, expires_on: valid `days` days after `now`'s date in Korea; `now` naive
-    is UTC, as the tables keep it) and its voucher_registry row. Its digest is made up from
-    the ask's id, so every seeded voucher is another one."""
-    digest = hashlib.sha256(ask_id.encode()).hexdigest()
-    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    expires_on = business_date_of(aware) + timedelta(days=days)
-    columns = {"barcode_last4": f"{int(digest[:8], 16) % 10_000:04d}", "expires_on": expires_on}
-    registry = {
-        "kid": SEEDED_KID,
-        "digest": digest,
-        "sell_bid_id": ask_id,
-        "order_id": None,
-        "expires_on": expires_on,
-        "registered_at": now,
-    }
-    return columns, registry
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -47,7 +47,7 @@ from sqlalchemy import Engine, func, insert, select
 from tests.reliability.ledger import assert_ledger_agrees_with_balances
 from tests.support.handler_client import PASSWORD
 from tests.support.purge_rows import insert_idempotency, insert_outbox, left
-from tests.support.vouchers import ask_voucher, registry_row
+from tests.support.vouchers import write_random_asks
 
 from giftmarket.adapters import tables
 from giftmarket.bootstrap import Container
@@ -121,39 +121,7 @@ def seed_market(engine: Engine, invoker: LocalInvoker) -> tuple[list[str], list[
                 for i, p in enumerate(products)
             ],
         )
-        images, asks, vouchers = [], [], []
-        for _ in range(ASKS):
-            seller, image_id, ask_id = rng.choice(sellers), new_id(), new_id()
-            barcode, voucher = ask_voucher(now)
-            images.append(
-                {
-                    "id": image_id,
-                    "owner_id": seller,
-                    "s3_key": f"images/{seller}/{image_id}",
-                    "content_type": "image/png",
-                    "status": "ATTACHED",
-                    "size_bytes": 1024,
-                    "created_at": now,
-                    "attached_at": now,
-                }
-            )
-            asks.append(
-                {
-                    "id": ask_id,
-                    "product_id": rng.choice(products),
-                    "seller_id": seller,
-                    "price": rng.randint(4000, 5000),
-                    "image_id": image_id,
-                    **voucher,
-                    "status": "OPEN",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            vouchers.append(registry_row(barcode, voucher["expires_on"], now, sell_bid_id=ask_id))
-        conn.execute(insert(tables.images), images)
-        conn.execute(insert(tables.sell_bids), asks)
-        conn.execute(insert(tables.voucher_registry), vouchers)
+        write_random_asks(conn, rng, sellers=sellers, products=products, count=ASKS, now=now)
     tokens = []
     for _ in range(CLIENTS):
         body = {
