@@ -72,6 +72,7 @@ class ManagedProcess:
     port: int | None = None  # checked free before starting: a clear error beats a server log
     ready_timeout: float = 60.0
     stop_timeout: float = 30.0
+    folders: Sequence[Path] = ()  # made, if missing, before each start
 
     @property
     def pid_file(self) -> Path:
@@ -106,8 +107,8 @@ class ManagedProcess:
                 f"{self.name}: port {self.port} is already used by another process; stop it or"
                 " choose another port (GM_<PROFILE>_<SERVICE>_PORT, e.g. GM_RUN_PRIMARY_PORT)"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.run_dir, self.log_dir, *self.folders):
+            folder.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
                 list(self.argv),

@@ -227,11 +227,18 @@ class MariaDB:
         self.server_id = server_id
         self.port = port
         self.datadir = config.root / "data" / role
+        # Its own temporary folder: a MariaDB server starting removes what it takes for its
+        # leftover temporary tables from its tmpdir, and in a shared /tmp those can be
+        # another server's, starting at the same moment (the two test workers' stacks:
+        # "Could not remove temporary table '/tmp/#sql-temptable-…'", then the install
+        # aborts on "Unknown table 'mysql.tmp_user_sys'").
+        self.tmpdir = config.root / "tmp" / role
         self.socket = config.socket_path(role)
         argv = [
             _require("mariadbd"),
             "--no-defaults",
             f"--datadir={self.datadir}",
+            f"--tmpdir={self.tmpdir}",
             f"--port={port}",
             f"--bind-address={config.host}",
             f"--socket={self.socket}",
@@ -272,6 +279,7 @@ class MariaDB:
             port=port,
             ready_timeout=60,
             stop_timeout=60,
+            folders=(self.tmpdir,),
         )
 
     def accepts_connections(self) -> bool:
@@ -308,20 +316,30 @@ class MariaDB:
         if self.datadir.exists():
             shutil.rmtree(self.datadir)
         self.datadir.mkdir(parents=True)
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         (self.config.root / "log").mkdir(parents=True, exist_ok=True)
-        subprocess.run(
+        result = subprocess.run(
             [
                 _require("mariadb-install-db"),
                 "--no-defaults",
                 f"--datadir={self.datadir}",
+                f"--tmpdir={self.tmpdir}",  # passed on to the bootstrap server
                 "--user=root",
                 "--auth-root-authentication-method=socket",
                 "--skip-test-db",
             ],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=120,
+            check=False,
         )
+        if result.returncode != 0:
+            # What the bootstrap server said is the only account of why: keep its end.
+            said = (result.stderr.strip() or result.stdout.strip()).splitlines()[-20:]
+            raise ProcessError(
+                f"{self.role}: mariadb-install-db exited {result.returncode} in {self.datadir}"
+                + "".join(f"\n  {line}" for line in said)
+            )
 
 
 class Stack:
