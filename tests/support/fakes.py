@@ -258,7 +258,9 @@ class _Transaction:
     def all_rows(self, table: str) -> Iterator[Any]:
         written = self.rows.get(table, {})
         yield from written.values()
-        for row_id, row in self.store.rows[table].items():
+        # A copy: another thread's commit may add rows meanwhile (the settlement's workers
+        # share one store; iterating the dict itself failed with "changed size").
+        for row_id, row in list(self.store.rows[table].items()):
             if row_id not in written:
                 yield row
 
@@ -324,7 +326,7 @@ class _Transaction:
         for key, entry in self.vouchers.items():
             if entry is not None:
                 yield key, entry
-        for key, entry in self.store.vouchers.items():
+        for key, entry in list(self.store.vouchers.items()):
             if key not in self.vouchers:
                 yield key, entry
 
