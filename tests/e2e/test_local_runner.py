@@ -82,6 +82,9 @@ def runner(stack: Stack) -> Iterator[int]:
     proc = start_runner("test", port, {})
     yield port
     code, output = terminate(proc)
+    # Shown by pytest only when the test failed: what the relay and the projector logged
+    # is the only account of an event that did not arrive in time.
+    print(output[-6000:])
     assert code == 0, output
     assert not port_open(port)
     # The runner did not start the test stack, so it leaves it running.
