@@ -254,19 +254,19 @@ class Tracker:
                 key = (id(seen),)
             alike.setdefault(key, []).append((seen, row))
         # Rows of one table that each changed in its own way (a buy-now's buyer and seller)
-        # are saved by one UPDATE, not one each.
+        # are saved by one UPDATE, not one each, where the first of them was.
         alone: dict[str, list[tuple[_Seen, dict[str, object]]]] = {}
         for batch in alike.values():
             if len(batch) == 1:
                 alone.setdefault(batch[0][0].mapper.table.name, []).append(batch[0])
-        for rows in alone.values():
-            if len(rows) > 1:
-                for start in range(0, len(rows), _SAVED_TOGETHER):
-                    self._save_each(rows[start : start + _SAVED_TOGETHER])
         for key, batch in alike.items():
             first, row = batch[0]
-            if len(batch) == 1 and len(alone[first.mapper.table.name]) > 1:
-                continue  # saved with the others of its table
+            together = alone.get(first.mapper.table.name, []) if len(batch) == 1 else []
+            if len(together) > 1:
+                if first is together[0][0]:
+                    for start in range(0, len(together), _SAVED_TOGETHER):
+                        self._save_each(together[start : start + _SAVED_TOGETHER])
+                continue
             if len(batch) == 1:
                 statement = first.mapper.update
                 params: dict[str, object] = {f"v_{k}": v for k, v in row.items()}
@@ -276,11 +276,7 @@ class Tracker:
                 statement = first.mapper.update_many(tuple(changed))
                 params = {f"v_{k}": v for k, v in changed.items()}
                 params.update(k_ids=[r["id"] for _, r in batch], k_version=first.loaded_version)
-            result = self.session.execute(statement, params)
-            if result.rowcount != len(batch):
-                ids = ", ".join(str(r["id"]) for _, r in batch)
-                raise StaleAggregate(f"{first.mapper.table.name} {ids} changed meanwhile")
-            self._saved(batch)
+            self._save(batch, statement, params)
 
     def _save_each(self, batch: list[tuple[_Seen, dict[str, object]]]) -> None:
         """Rows of one table, each changed its own way, saved by one UPDATE: each row's
@@ -295,13 +291,20 @@ class Tracker:
             params[f"r{i}_id"] = row["id"]
             params[f"r{i}_loaded"] = seen.loaded_version
             params.update({f"r{i}_{k}": row[k] for k in columns})
-        result = self.session.execute(mapper.update_each(len(batch), columns), params)
+        self._save(batch, mapper.update_each(len(batch), columns), params)
+
+    def _save(
+        self,
+        batch: list[tuple[_Seen, dict[str, object]]],
+        statement: Update,
+        params: dict[str, object],
+    ) -> None:
+        """Run the UPDATE of `batch`; every row must have matched its loaded version."""
+        result = self.session.execute(statement, params)
         if result.rowcount != len(batch):
             ids = ", ".join(str(row["id"]) for _, row in batch)
-            raise StaleAggregate(f"{mapper.table.name} {ids} changed meanwhile")
-        self._saved(batch)
-
-    def _saved(self, batch: list[tuple[_Seen, dict[str, object]]]) -> None:
+            table = batch[0][0].mapper.table.name
+            raise StaleAggregate(f"{table} {ids} changed meanwhile")
         for seen, saved in batch:
             seen.loaded_version = getattr(seen.aggregate, "version")  # noqa: B009
             seen.saved = saved
