@@ -228,13 +228,25 @@ def test_a_loop_killed_mid_run_frees_the_lock_for_the_next_run_at_once(
     assert state(engine, left) == dict.fromkeys(left, (True, 0))
 
 
-class RefusingOne(Publisher):
-    def __init__(self, inner: Publisher, refused: str) -> None:
-        self._inner, self._refused, self.calls = inner, refused, 0
+class Refusing(Publisher):
+    """Refuses one row the first `times` times it is sent (forever by default), and counts
+    the calls."""
+
+    def __init__(self, inner: Publisher, refused: str, times: int = 1 << 30) -> None:
+        self._inner, self._refused, self._times, self.calls = inner, refused, times, 0
 
     def send(self, envelopes: Sequence[EventEnvelope]) -> set[str]:
         self.calls += 1
-        return self._inner.send([e for e in envelopes if e.outbox_id != self._refused])
+        if any(e.outbox_id == self._refused for e in envelopes) and self._times > 0:
+            self._times -= 1
+            envelopes = [e for e in envelopes if e.outbox_id != self._refused]
+        return self._inner.send(envelopes)
+
+
+def loop_for(engine: Engine, sender: Publisher, seconds: float) -> RelayLoopReport:  # noqa: F811
+    return relay_loop(
+        engine, sender, run_seconds=seconds, poll_seconds=POLL, remaining_seconds=lambda: 300.0
+    )
 
 
 def test_a_row_sqs_refuses_is_not_tried_again_on_every_poll(
@@ -242,14 +254,42 @@ def test_a_row_sqs_refuses_is_not_tried_again_on_every_poll(
     publisher: SqsPublisher,  # noqa: F811
 ) -> None:
     ids = write(engine, outbox_rows(6))
-    refusing = RefusingOne(publisher, ids[2])
-    report = relay_loop(
-        engine, refusing, run_seconds=1, poll_seconds=POLL, remaining_seconds=lambda: 300.0
-    )
-    assert report.published == 5 and report.failed == 1
+    refusing = Refusing(publisher, ids[2])
+    report = loop_for(engine, refusing, 2.5)
+    assert report.published == 5 and report.failed == 2
     assert report.polls > 20  # it kept polling, without the refused row
-    assert state(engine, ids)[ids[2]] == (False, 1)
+    # Tried at once, again 1 s later, then held 2 s: past the end of the run.
+    assert refusing.calls == 2
+    assert state(engine, ids)[ids[2]] == (False, 2)
+
+
+def test_a_row_sqs_refused_once_is_published_a_second_later_not_a_minute(
+    engine: Engine,  # noqa: F811
+    publisher: SqsPublisher,  # noqa: F811
+    sqs: Any,  # noqa: F811
+    queue_url: str,  # noqa: F811
+) -> None:
+    ids = write(engine, outbox_rows(6))
+    report = loop_for(engine, Refusing(publisher, ids[2], times=1), 2.5)
+    assert report.published == 6 and report.failed == 1
+    assert state(engine, ids) == {i: (True, 1 if i == ids[2] else 0) for i in ids}
+    # Later events of its group went first; the refused one follows them.
+    assert sorted(dedup_ids(drain_queue(sqs, queue_url, 6))) == sorted(ids)
+
+
+def test_a_row_refused_many_times_before_waits_a_minute_in_a_new_loop(
+    engine: Engine,  # noqa: F811
+    publisher: SqsPublisher,  # noqa: F811
+) -> None:
+    """The pause grows with the attempts the outbox counted, not with this loop's alone."""
+    ids = write(engine, outbox_rows(2))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE outbox SET publish_attempts = 6 WHERE id = :id"), {"id": ids[0]})
+    refusing = Refusing(publisher, ids[0])
+    report = loop_for(engine, refusing, 2.5)
+    assert report.published == 1 and report.failed == 1
     assert refusing.calls == 1
+    assert state(engine, ids) == {ids[0]: (False, 7), ids[1]: (True, 0)}
 
 
 def test_the_handler_loops_until_its_time_is_up_then_reports(

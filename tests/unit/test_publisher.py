@@ -24,6 +24,7 @@ from giftmarket.adapters.publisher import (
     build_sqs_client,
     by_lane,
     publish_after_commit,
+    retry_refused_after,
 )
 from giftmarket.bootstrap import Container
 from giftmarket.commands.context import CommandContext
@@ -314,3 +315,11 @@ def test_once_sqs_is_unreachable_nothing_queued_behind_is_sent(client: Any) -> N
         (set(), set()),
     ]
     assert attempted and not any(events[10].outbox_id in body for body in attempted)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "seconds"),
+    [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0), (7, 60.0), (10**6, 60.0)],
+)
+def test_a_refused_row_waits_longer_the_more_it_was_refused(attempts: int, seconds: float) -> None:
+    assert retry_refused_after(attempts) == seconds

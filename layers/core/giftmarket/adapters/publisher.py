@@ -17,7 +17,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -232,9 +232,10 @@ class RelayReport:
     published: int
     failed: int
     batches: int
-    # The ids SQS refused in the run (sent, not accepted), for a caller that tries them
-    # again later rather than at once. Not one of the report's figures.
-    refused: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    # The ids SQS refused in the run (sent, not accepted), each with the attempts made on it
+    # so far (this one included), for a caller that tries them again later rather than at
+    # once. Not one of the report's figures.
+    refused: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, int]:
         return {"published": self.published, "failed": self.failed, "batches": self.batches}
@@ -278,7 +279,7 @@ def relay_outbox(
     """
     published = failed = batches = claimed = 0
     refused = _Refused(exclude)
-    refused_here: set[str] = set()
+    refused_here: dict[str, int] = {}
     halt = threading.Event()
     submit, done = _sender(publisher)
     # Marks and commits each batch once its sends are answered, on the batch's connection,
@@ -311,11 +312,11 @@ def relay_outbox(
             recording = window[0].recording
             assert recording is not None
             accepted, rejected = recording.result()
-            window.popleft()
+            attempts = window.popleft().attempts
             batches += bool(accepted or rejected)
             published += len(accepted)
             failed += len(rejected)
-            refused_here |= rejected
+            refused_here.update({i: attempts[i] + 1 for i in rejected})
             if not accepted:
                 halt.set()
     except BaseException:
@@ -326,9 +327,7 @@ def relay_outbox(
             claim.abandon()
         recorder.shutdown(wait=True)
         done()
-    return RelayReport(
-        published=published, failed=failed, batches=batches, refused=frozenset(refused_here)
-    )
+    return RelayReport(published=published, failed=failed, batches=batches, refused=refused_here)
 
 
 @dataclass
@@ -338,6 +337,7 @@ class _Claim:
 
     conn: Connection
     envelopes: list[EventEnvelope]
+    attempts: dict[str, int]  # outbox id -> publish attempts before this one
     sending: list[Sending] = field(default_factory=list)
     recording: Future[tuple[set[str], set[str]]] | None = None
 
@@ -361,7 +361,7 @@ class _Claim:
             envelopes = [e for e in envelopes if e.outbox_id not in refused_meanwhile]
         if not envelopes:
             conn.close()
-        return cls(conn, envelopes)
+        return cls(conn, envelopes, {row.id: row.publish_attempts for row in rows})
 
     def record(self, clock: Callable[[], datetime], refused: _Refused) -> tuple[set[str], set[str]]:
         """Wait for the sends, then mark what SQS accepted and count an attempt on what it
@@ -551,7 +551,9 @@ RELAY_LOCK = "giftmarket.outbox_relay"
 _LOCK_WAIT_SECONDS = 1
 _GET_LOCK = text("SELECT GET_LOCK(:name, :wait)")
 _LOCK_HOLDER = text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()")
-# A row SQS refused is tried again after this long, not on every poll.
+# A row SQS refused is tried again after a pause that doubles with its attempts, from
+# _FIRST_RETRY_SECONDS up to _RETRY_REFUSED_SECONDS, not on every poll (retry_refused_after).
+_FIRST_RETRY_SECONDS = 1.0
 _RETRY_REFUSED_SECONDS = 60.0
 # What one poll finds (tens of events under load) goes on this many lanes, one batch a pass:
 # spread over all the lanes by group it would go as calls of one or two entries, each an
@@ -609,7 +611,7 @@ def relay_loop(
         if not held:
             return RelayLoopReport(0, 0, 0, 0, 0, round(lock_wait, 3), held_lock=False)
         try:
-            refused: dict[str, float] = {}  # outbox id -> when it may be tried again
+            refused: dict[str, float] = {}  # outbox id -> when it may be tried again (monotonic)
             backoff = 0.0
             backlog = False
             while left() > 0:
@@ -641,7 +643,7 @@ def relay_loop(
                     time.sleep(max(0.0, min(backoff, left())))
                     continue
                 backlog = sender is narrow and report.published >= batch_size // 2
-                refused.update(dict.fromkeys(report.refused, now + _RETRY_REFUSED_SECONDS))
+                refused.update({i: now + retry_refused_after(n) for i, n in report.refused.items()})
                 published += report.published
                 failed += report.failed
                 batches += report.batches
@@ -658,6 +660,21 @@ def relay_loop(
     return RelayLoopReport(
         published, failed, batches, passes, polls, round(lock_wait, 3), held_lock=True
     )
+
+
+def retry_refused_after(attempts: int) -> float:
+    """How long the loop leaves a row SQS refused before trying it again, given the attempts
+    made on it so far (the outbox's publish_attempts, this one included): 1 s, then doubling
+    up to a minute.
+
+    Most refusals pass: an entry failed on SQS's side (SenderFault false), a batch throttled
+    past boto3's retries, SQS out of reach for a moment. Held a minute each, as they once
+    were, each would be a minute of projection lag. A row refused for good (a sender fault)
+    is tried once a minute once it has failed 7 times, and once more at the start of each
+    loop: its count is kept in the outbox (relay_outbox's report), so a new loop does not
+    start it again from 1 s."""
+    doublings = min(max(attempts - 1, 0), 16)
+    return min(_FIRST_RETRY_SECONDS * (1 << doublings), _RETRY_REFUSED_SECONDS)
 
 
 def _longer(backoff: float) -> float:
