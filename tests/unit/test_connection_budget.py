@@ -52,8 +52,9 @@ ENGINES: dict[str, frozenset[str]] = {
     "QueryApiFunction": frozenset({"primary_reader", "reader"}),
     # Welcome coupons are commands.
     "ProjectorFunction": frozenset({"writer"}),
-    # The relay claims on the writer; a rebuild waits for the replica's GTIDs through the
-    # writer, then reads the replica, or the read-only primary when it lags.
+    # The relay claims on the writer; a rebuild beside its loop reads the primary's GTID
+    # position on the read-only primary, then reads the replica, or the read-only primary
+    # when it lags.
     "OutboxRelayFunction": frozenset({"writer", "primary_reader", "reader"}),
     "SettlementFunction": frozenset({"writer"}),
     "ImageJanitorFunction": frozenset({"writer"}),

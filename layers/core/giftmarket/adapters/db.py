@@ -463,7 +463,9 @@ class Database:
         if self.reader is None or self.monitor is None or not self.monitor.state().usable:
             return self.primary_reader, "primary"
         try:
-            with self.writer.connect() as primary:
+            # On the read-only engine, as the position is anyone's to read: the relay runs
+            # a rebuild beside its loop, whose claims may hold every writer connection.
+            with self.primary_reader.connect() as primary:
                 version = str(primary.exec_driver_sql("SELECT VERSION()").scalar())
                 mariadb = "mariadb" in version.lower()
                 gtids = "gtid_binlog_pos" if mariadb else "gtid_executed"
