@@ -18,11 +18,14 @@ setup: ## install Debian packages and both virtualenvs (idempotent)
 run: setup ## start the whole local stack and serve the API on http://127.0.0.1:$(PORT)
 	@$(PY) -m giftmarket_local run --profile run --port $(PORT)
 
+# Bytecode for the project's own modules: with PYTHONDONTWRITEBYTECODE set, every child process
+# (the runner, the CLI, the jobs, a benchmark's clients) would compile them again, and the cold
+# start benchmark would time a compile the layer does not make Lambda pay (layer-bytecode).
+COMPILE_OWN = $(PY) -m compileall -q layers/core/giftmarket infra/local/giftmarket_local >/dev/null
+
 test: setup lint ## lint, then the whole test suite with coverage (starts and stops its own stack)
 	@rm -rf .local/coverage && mkdir -p .local/coverage
-	@# Bytecode for the project's own modules: with PYTHONDONTWRITEBYTECODE set, every child
-	@# process (the runner, the CLI, the jobs) would compile them again.
-	@$(PY) -m compileall -q layers/core/giftmarket infra/local/giftmarket_local >/dev/null
+	@$(COMPILE_OWN)
 	@$(PY) -m coverage run -m pytest $(TEST_WORKERS); status=$$?; \
 	  $(PY) -m coverage combine -q && $(PY) -m coverage html -q && $(PY) -m coverage json -q && \
 	  $(PY) tests/support/coverage_summary.py; exit $$status
@@ -44,7 +47,7 @@ lock: setup ## regenerate layers/core/requirements.lock from pyproject.toml (UPG
 
 # `sam build` needs a python3.12 (the runtime's) on PATH: pyenv's when there is one.
 PY312_DIR = $(lastword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin))
-package: setup ## sam build, then check the layer's .so files are aarch64 and print its size
+package: setup ## sam build, then check the layer's .so files are aarch64, its modules compiled, its size
 	@PATH="$(if $(PY312_DIR),$(PY312_DIR):)$$PATH" SAM_CLI_TELEMETRY=0 .local/venvs/sam/bin/sam build
 	@$(PY) infra/build/check_layer.py .aws-sam/build
 
@@ -56,6 +59,7 @@ deploy: package ## deploy STAGE=dev|staging|prod to AWS (samconfig.toml), then s
 	@$(PY) infra/deploy/stack_policy.py $(STAGE)
 
 bench: setup ## benchmarks on the test stack; figures, plots and report.md in bench-results/
+	@$(COMPILE_OWN)
 	@for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
 	@$(PY) tests/benchmarks/report.py
 

@@ -1,4 +1,5 @@
-"""Check a `sam build` output: the core layer holds only aarch64 native code, and fits.
+"""Check a `sam build` output: the core layer holds only aarch64 native code, ships its
+modules compiled, and fits.
 
 The functions run on arm64 (Graviton). pip downloads the layer's wheels for manylinux aarch64,
 but a wheel tagged wrongly, a pure-Python fallback picked by mistake or a file copied in by hand
@@ -7,6 +8,11 @@ would only fail at import time in AWS. So every shared object in the built layer
 any other file that is an ELF must be too; and a CPython extension named for an interpreter or
 platform (`*.cpython-312-aarch64-linux-gnu.so`) must name CPython 3.12 on aarch64. Every file
 that fails is named.
+
+Every module the layer ships must come with the bytecode Lambda's python3.12 reads
+(layers/core/Makefile's layer-bytecode): /opt is read-only, so a module without it is compiled
+again at every cold start. Each is named otherwise: no bytecode, bytecode of another Python, or
+timestamp-based bytecode (used or not depending on the times the zip keeps on the files).
 
 It then prints the layer's size, unzipped and zipped (deflate, as `sam deploy` uploads it), and
 the margin under Lambda's 250 MB limit on a function and its layers unzipped, counted with the
@@ -40,6 +46,11 @@ HEADER_SIZE = 20
 SHARED_OBJECT = re.compile(r"\.so(\.[0-9]+)*$")
 EXTENSION_TAG = re.compile(r"\.cpython-(?P<version>[0-9]+)-(?P<platform>[^.]+)\.so$")
 WANTED_EXTENSION = ("312", "aarch64-linux-gnu")
+# The bytecode the runtime reads (PEP 552): CPython 3.12's magic number, then the flags of a
+# hash-based pyc whose source hash is checked.
+PYC_MAGIC = (3531).to_bytes(2, "little") + b"\r\n"
+PYC_TAG = "cpython-312"
+PYC_CHECKED_HASH = 0b11
 # Lambda's quota: 250 MB for a function's deployment package and all its layers, unzipped.
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 MIB = 1024 * 1024
@@ -111,6 +122,28 @@ def check_tree(root: Path) -> Report:
     return report
 
 
+def bytecode_problem(source: Path) -> str | None:
+    """Why the runtime would compile this module again at each cold start, or None."""
+    cached = source.parent / "__pycache__" / f"{source.stem}.{PYC_TAG}.pyc"
+    try:
+        with cached.open("rb") as file:
+            header = file.read(8)
+    except FileNotFoundError:
+        return "no bytecode: every cold start would compile it"
+    if header[:4] != PYC_MAGIC:
+        return f"bytecode of another Python (magic {header[:4]!r}), not 3.12's"
+    if int.from_bytes(header[4:8], "little") != PYC_CHECKED_HASH:
+        return "timestamp-based bytecode: the zip's file times decide whether it is used"
+    return None
+
+
+def check_bytecode(python_dir: Path) -> tuple[int, list[tuple[Path, str]]]:
+    """(modules under python_dir, those without usable bytecode and why)."""
+    sources = [path for path in files_under(python_dir) if path.suffix == ".py"]
+    failures = [(path, problem) for path in sources if (problem := bytecode_problem(path))]
+    return len(sources), failures
+
+
 def unzipped_size(root: Path) -> int:
     return sum(path.stat().st_size for path in files_under(root))
 
@@ -150,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{layer}: no .so file at all: not the layer `sam build` makes", file=sys.stderr)
         return 1
     print(f"{layer}: {checked} checked: all ELF 64-bit little-endian AArch64 (e_machine 183)")
+
+    modules, uncompiled = check_bytecode(layer / "python")
+    for path, problem in uncompiled:
+        print(f"NO BYTECODE: {path}: {problem}", file=sys.stderr)
+    if uncompiled:
+        print(f"{layer}: {len(uncompiled)} of {modules} modules fail", file=sys.stderr)
+        return 1
+    print(f"{layer}: {modules} modules, each with Python 3.12 bytecode, hash-checked")
 
     layer_bytes = unzipped_size(layer)
     print(f"{args.layer}: {human(layer_bytes)} unzipped, {human(zipped_size(layer))} zipped")

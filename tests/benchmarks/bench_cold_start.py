@@ -23,6 +23,13 @@ import; its first invocation is a GET of that route. Goal (issue 18): the comman
 API handlers' import + first invocation median ≤ 2× the baseline's (an earlier goal, the
 import alone ≤ 1.5× the baseline's import, is still shown beside each import).
 
+Every module imported has its bytecode here (the virtualenv is installed compiled, and `make
+bench` compiles the project's own), as the layer ships it since layers/core/Makefile's
+layer-bytecode: Lambda's /opt is read-only, and the layer built before it had none, so each cold
+start compiled every module it imported (the command API's import and its first request's
+modules: 2.9-3.7 s without, 0.95-1.1 s with, measured on 2026-12-07 with the site-packages
+copied without their .pyc files; infra/build/check_layer.py now refuses a layer without).
+
 SnapStart (giftmarket/snapstart.py), emulated in as many more processes for the two API
 handlers and the baseline: the import, then the before-snapshot hooks (what Lambda runs once
 when a version is published: every lazy module imported, the Tracer built, a request that

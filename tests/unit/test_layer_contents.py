@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
+from tests.support.scripts import load_script
 
 from giftmarket_local.template import TEMPLATE_PATH, load_template
 
@@ -40,11 +41,12 @@ def locked_distributions(lock_text: str) -> set[str]:
     return names
 
 
-def build_layer_package(artifacts: Path) -> Path:
-    """The giftmarket package as the layer's Makefile ships it; returns the layer's python/."""
+def build_layer_package(artifacts: Path, *targets: str) -> Path:
+    """The giftmarket package as the layer's Makefile ships it (then `targets`, with this
+    interpreter as the build's Python); returns the layer's python/."""
     subprocess.run(
-        ["make", "--no-print-directory", "-C", str(LAYER_SOURCE), "layer-package"],
-        env={"PATH": "/usr/bin:/bin", "ARTIFACTS_DIR": str(artifacts)},
+        ["make", "--no-print-directory", "-C", str(LAYER_SOURCE), "layer-package", *targets],
+        env={"PATH": "/usr/bin:/bin", "ARTIFACTS_DIR": str(artifacts), "PYTHON": sys.executable},
         check=True,
         capture_output=True,
         text=True,
@@ -214,3 +216,16 @@ def test_the_lock_is_read_as_distribution_names() -> None:
     locked = locked_distributions(LOCK.read_text())
     assert {"fastapi", "redis", "pyjwt", "sqlalchemy", "alembic"} <= locked
     assert not {"typer", "rich", "pytest"} & locked
+
+
+def test_the_layer_build_compiles_every_module_it_ships_last() -> None:
+    makefile = (LAYER_SOURCE / "Makefile").read_text()
+    build = makefile.split("\nbuild-CoreLayer:", 1)[1].split("\n\n", 1)[0]
+    assert build.rstrip().endswith("layer-bytecode")
+
+
+def test_the_bytecode_the_build_makes_is_what_the_layer_check_wants(tmp_path: Path) -> None:
+    check_layer = load_script("infra/build/check_layer.py", "check_layer")
+    layer = build_layer_package(tmp_path, "layer-bytecode")
+    modules, uncompiled = check_layer.check_bytecode(layer)
+    assert modules > 50 and uncompiled == []

@@ -1,5 +1,6 @@
-"""After `sam build`, every compiled extension in the layer must be an aarch64 ELF
-(infra/build/check_layer.py), checked here on fabricated ELF headers."""
+"""After `sam build`, every compiled extension in the layer must be an aarch64 ELF and every
+module must come with Python 3.12's bytecode (infra/build/check_layer.py), checked here on
+fabricated ELF and pyc headers."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def test_a_big_endian_header_is_read_big_endian() -> None:
     )
 
 
+def pyc(flags: int = 0b11, magic: bytes = (3531).to_bytes(2, "little") + b"\r\n") -> bytes:
+    """A pyc's header (PEP 552): magic, flags, then the source's hash (or time and size)."""
+    return magic + flags.to_bytes(4, "little") + bytes(8)
+
+
 def fake_build(root: Path, files: dict[str, bytes]) -> Path:
     for name, content in {"CommandApiFunction/app.py": b"x = 1\n", **files}.items():
         path = root / name
@@ -63,6 +69,7 @@ GOOD = {
     "CoreLayer/python/pydantic_core/_core.cpython-312-aarch64-linux-gnu.so": elf(AARCH64),
     "CoreLayer/python/cffi.libs/libffi-1234.so.8.1.0": elf(AARCH64),
     "CoreLayer/python/giftmarket/__init__.py": b"",
+    "CoreLayer/python/giftmarket/__pycache__/__init__.cpython-312.pyc": pyc(),
 }
 
 
@@ -75,6 +82,7 @@ def test_a_build_of_aarch64_extensions_passes_and_reports_counts_and_sizes(
     assert check_layer.main([str(build)]) == 0
     out = capsys.readouterr().out
     assert "2 .so files and 0 other ELF files checked: all ELF 64-bit little-endian AArch64" in out
+    assert "1 modules, each with Python 3.12 bytecode, hash-checked" in out
     assert "CoreLayer: 0.1 KiB unzipped" in out and "zipped" in out
     assert "largest function package: CommandApiFunction" in out and "margin 250.0 MiB" in out
 
@@ -100,12 +108,35 @@ def test_the_check_fails_naming_the_file(
     assert err.count("NOT AARCH64") == 1
 
 
-def test_pure_python_files_are_not_checked(tmp_path: Path) -> None:
+def test_pure_python_files_are_not_checked_as_elf(tmp_path: Path) -> None:
     build = fake_build(
         tmp_path, {**GOOD, "CoreLayer/python/pkg/so.py": b"", "CoreLayer/python/x.sort": b""}
     )
     report = check_layer.check_tree(build / "CoreLayer")
     assert report.shared_objects == 2 and not report.failures
+
+
+@pytest.mark.parametrize(
+    ("cached", "problem"),
+    [
+        (None, "no bytecode"),
+        (pyc(flags=0), "timestamp-based bytecode"),
+        (pyc(flags=0b01), "timestamp-based bytecode"),  # hash-based, never checked
+        (pyc(magic=(3495).to_bytes(2, "little") + b"\r\n"), "another Python"),  # 3.11's
+    ],
+    ids=["missing", "timestamp", "unchecked-hash", "python-3.11"],
+)
+def test_a_module_without_usable_bytecode_fails_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cached: bytes | None, problem: str
+) -> None:
+    module = {"CoreLayer/python/pkg/mod.py": b"x = 1\n"}
+    if cached is not None:
+        module["CoreLayer/python/pkg/__pycache__/mod.cpython-312.pyc"] = cached
+    build = fake_build(tmp_path, {**GOOD, **module})
+    assert check_layer.main([str(build)]) == 1
+    err = capsys.readouterr().err
+    assert f"NO BYTECODE: {build / 'CoreLayer/python/pkg/mod.py'}: " in err and problem in err
+    assert "1 of 2 modules fail" in err
 
 
 def test_no_built_layer_or_no_extension_at_all_fails(tmp_path: Path) -> None:
