@@ -428,6 +428,25 @@ def cold_start(r: dict[str, Any]) -> list[Row]:
             "a Lambda cold start a caller waits for is init (import) + first invocation",
         ),
     ]
+    floor = r.get("floor")  # absent from older runs' results
+    if floor:
+        parts = floor["importtime"]["beyond_baseline_own_ms_by_package"]
+        rows.append(
+            (
+                "the floor: the baseline in Powertools' Logger, Tracer and Metrics, its route "
+                "running SQLAlchemy + PyMySQL and redis-py over TLS, no giftmarket code "
+                f"(cold_start_floor.py; {floor['first_invocation_event']}: "
+                f"{floor['first_invocation_outcome']})",
+                f"import + first invocation median {floor['import_plus_first_median_ms']} ms: "
+                f"{floor['import_plus_first_ratio_to_baseline']}× the baseline's; its imports "
+                "beyond the baseline's (ms): "
+                + ", ".join(f"{package} {ms:g}" for package, ms in list(parts.items())[:6]),
+                f"leaves room for ≤ {r['goal_ratio']:g}×: "
+                + ("yes" if floor["leaves_room_for_goal"] else "**no**, the stack's parts alone"),
+                "what the stack costs whoever writes the code; a handler's ratio to it is what "
+                "the project's own code adds",
+            )
+        )
     for name, h in r["handlers"].items():
         beyond = h["importtime"]["beyond_baseline_own_ms_by_package"]
         costs = ", ".join(f"{package} {ms:g}" for package, ms in list(beyond.items())[:4])
@@ -457,7 +476,13 @@ def cold_start(r: dict[str, Any]) -> list[Row]:
                 f"({h['first_invocation_event']}, stores unreachable: "
                 f"{h['first_invocation_outcome']}; {h['processes_invoking']} processes)",
                 f"median {h['import_plus_first_median_ms']} ms: "
-                f"{h['import_plus_first_ratio_to_baseline']}× the baseline's; first "
+                f"{h['import_plus_first_ratio_to_baseline']}× the baseline's"
+                + (
+                    f", {to_floor}× the floor's"
+                    if (to_floor := h.get("import_plus_first_ratio_to_floor"))
+                    else ""
+                )
+                + "; first "
                 f"invocation median {h['first_invocation_median_ms']} / p90 "
                 f"{h['first_invocation_p90_ms']} ms{first_costs}; warm (second) "
                 f"{h['warm_invocation_median_ms']} ms",
