@@ -6,8 +6,11 @@ what the write side emits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -115,6 +118,53 @@ def test_query_answers_from_sql_while_redis_is_down(container: Container, stack:
         )
     assert answer is not None and answer["user_id"] == user_id
     assert account.me_from_read_model(container.read_models, user_id) == answer
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A port that takes connections and never answers a byte: Redis hung, or a cache node
+    being replaced behind its address. Yields the port and the connections it took."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the server closed: the test is over
+            while True:
+                taken.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], taken
+    finally:
+        server.close()
+        for conn in taken:
+            conn.close()
+
+
+def test_a_hung_redis_costs_one_query_its_timeout_not_every_query(
+    container: Container,
+    make_settings: Callable[..., Settings],
+    hung_redis: tuple[int, list[socket.socket]],
+) -> None:
+    user_id, _ = sign_up(container)
+    port, taken = hung_redis
+    # A pause long enough that a slow machine cannot see it end during the queries.
+    hung = bootstrap(
+        make_settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_retry_after_seconds=60)
+    )
+    try:
+        for _ in range(10):
+            answer = hung.reads.answer(
+                read_model=lambda: account.me_from_read_model(hung.read_models, user_id),
+                sql=me_by_sql(user_id),
+            )
+            assert answer is not None and answer["user_id"] == user_id
+    finally:
+        hung.close()
+    # The first query waited out redis-py's timeout on one connection; the next nine went
+    # to SQL without connecting.
+    assert len(taken) == 1
 
 
 def test_token_not_yet_projected_is_answered_from_the_primary_not_stale_redis(

@@ -283,7 +283,8 @@ class Container:
 
     @cached_property
     def reads(self) -> Reads:
-        return _reads.Reads(self.read_models, self.database)
+        breaker = _reads.ReadModelBreaker(self.settings.redis_retry_after_seconds)
+        return _reads.Reads(self.read_models, self.database, breaker=breaker)
 
     @cached_property
     def projector(self) -> Projector:

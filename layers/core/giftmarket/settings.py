@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # string), fetched through Powertools Parameters; REDIS_URL then carries no password.
     redis_auth_secret_arn: str | None = None
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    # Once Redis was unreachable or timed out, queries answer from SQL without trying it for
+    # this long (queries/reads.py ReadModelBreaker); 0 tries it on every query.
+    redis_retry_after_seconds: float = Field(default=2.0, ge=0, le=60)
 
     jwt_secret: SecretStr = SecretStr(_LOCAL_JWT_SECRET)
     # In AWS the signing key comes from this Secrets Manager secret (Powertools Parameters).

@@ -1,7 +1,9 @@
 """How every query is answered: the read model first, SQL when it cannot answer.
 
 - No token: the Redis read model; on a miss, or with Redis down, the same answer from SQL on
-  the replica (the primary when the replica is down or lagging).
+  the replica (the primary when the replica is down or lagging). Once Redis failed to answer,
+  queries go straight to SQL for a short pause (ReadModelBreaker) rather than each paying
+  the timeout first.
 - With an X-Consistency-Token: wait, briefly and bounded, for the token's events to be
   projected; if they are not, answer from the primary rather than return stale data.
 - A query with no read model (search) reads the replica, or the primary with a token.
@@ -10,9 +12,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -29,6 +32,41 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Answer = dict[str, Any]
 
+# What says Redis could not be reached or did not answer in time, as against an error in
+# what it was asked (a script's or a key's), which says nothing of the next query.
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+class ReadModelBreaker:
+    """Whether the container's queries try Redis. Once a query found it unreachable or too
+    slow, the queries of the next `pause_seconds` go straight to SQL; then one tries Redis
+    again. Redis lost as a black hole (a cache node being replaced, a failover's old
+    address) would otherwise cost every query the socket timeout before its fallback, and
+    write a warning for each; now a warning per pause at most. `pause_seconds` 0: always
+    try."""
+
+    def __init__(self, pause_seconds: float, *, clock: Callable[[], float] = time.monotonic):
+        self.pause_seconds = pause_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until: float | None = None  # None: closed
+
+    def allows(self) -> bool:
+        """False while the pause after a failure runs."""
+        with self._lock:
+            return self._open_until is None or self._clock() >= self._open_until
+
+    def failed(self) -> None:
+        with self._lock:
+            self._open_until = self._clock() + self.pause_seconds
+
+    def answered(self) -> None:
+        with self._lock:
+            if self._open_until is None:
+                return
+            self._open_until = None
+        log.info("read models reachable again")
+
 
 @dataclass(frozen=True)
 class Reads:
@@ -37,6 +75,7 @@ class Reads:
     # The stale re-render problem: wait this long at most for a command's events to land.
     consistency_wait_seconds: float = 0.3
     poll_seconds: float = 0.005
+    breaker: ReadModelBreaker = field(default_factory=lambda: ReadModelBreaker(2.0))
 
     def answer(
         self,
@@ -51,12 +90,16 @@ class Reads:
         # A token's events are projected, but the replica may not have them yet: a read
         # model miss then goes to the primary too.
         fallback = self.database.run_query if token is None else self.database.run_on_primary
+        if not self.breaker.allows():
+            metrics.add_metric(name="ReadModelUnavailable", unit=MetricUnit.Count, value=1)
+            return fallback(sql)
         try:
             found = read_model()
         except redis.RedisError as exc:
-            log.warning("read model unavailable, answering from SQL: %s", exc)
+            self._failed(exc)
             metrics.add_metric(name="ReadModelUnavailable", unit=MetricUnit.Count, value=1)
             return fallback(sql)
+        self.breaker.answered()
         if found is not None:
             metrics.add_metric(name="ReadModelHits", unit=MetricUnit.Count, value=1)
             return found
@@ -75,14 +118,30 @@ class Reads:
         metrics.add_metric(name="ConsistencyFallbacks", unit=MetricUnit.Count, value=1)
         return self.database.run_on_primary(sql)
 
+    def _failed(self, exc: redis.RedisError) -> None:
+        if isinstance(exc, _UNREACHABLE):
+            self.breaker.failed()
+            log.warning(
+                "read models unreachable; queries answer from SQL for %g s: %s",
+                self.breaker.pause_seconds,
+                exc,
+            )
+        else:
+            log.warning("read model failed, answering from SQL: %s", exc)
+
     def _projected(self, token: ConsistencyToken) -> bool:
+        if not self.breaker.allows():
+            return False  # not projected as far as anyone can tell: the primary answers
         deadline = time.monotonic() + self.consistency_wait_seconds
         while True:
             try:
-                if self.read_models.all_seen(token.outbox_ids):
-                    return True
-            except redis.RedisError:
+                seen = self.read_models.all_seen(token.outbox_ids)
+            except redis.RedisError as exc:
+                self._failed(exc)
                 return False
+            self.breaker.answered()
+            if seen:
+                return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(self.poll_seconds)
