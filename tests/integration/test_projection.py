@@ -6,17 +6,16 @@ what the write side emits.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, select
+from tests.support.net import silent_server
 from tests.support.outbox import outbox_envelopes
 from tests.support.stack import redis_stopped
 
@@ -122,24 +121,8 @@ def test_query_answers_from_sql_while_redis_is_down(container: Container, stack:
 
 @pytest.fixture
 def hung_redis() -> Iterator[tuple[int, list[socket.socket]]]:
-    """A port that takes connections and never answers a byte: Redis hung, or a cache node
-    being replaced behind its address. Yields the port and the connections it took."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=64)
-    taken: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):  # the server closed: the test is over
-            while True:
-                taken.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1], taken
-    finally:
-        server.close()
-        for conn in taken:
-            conn.close()
+    with silent_server() as server:
+        yield server
 
 
 def test_a_hung_redis_costs_one_query_its_timeout_not_every_query(

@@ -15,10 +15,11 @@ import pytest
 import redis
 from sqlalchemy import create_engine, select, text
 from tests.support.fakes import FakeSignInGuard
+from tests.support.net import silent_server
 from tests.support.stack import redis_stopped
 
 from giftmarket.adapters import tables
-from giftmarket.adapters.cache import build_redis
+from giftmarket.adapters.cache import RedisBreaker, build_redis
 from giftmarket.adapters.db import Database
 from giftmarket.adapters.errors import DatabaseUnavailable
 from giftmarket.adapters.sign_in_guard import (
@@ -158,7 +159,9 @@ def test_with_redis_stopped_the_primary_counts_and_still_locks_out(
     keys = SubjectKeys(lambda: SECRET, LIMITS)
     client = build_redis(settings)
     guard = FallbackSignInGuard(
-        RedisSignInGuard(client, keys, LIMITS), SqlSignInGuard(database.writer, keys, LIMITS)
+        RedisSignInGuard(client, keys, LIMITS),
+        SqlSignInGuard(database.writer, keys, LIMITS),
+        RedisBreaker(2.0),
     )
     email, address = new_email(), new_address()
     try:
@@ -177,12 +180,39 @@ def test_with_redis_stopped_the_primary_counts_and_still_locks_out(
     assert failures == 3
 
 
+def test_a_hung_redis_costs_one_sign_in_its_timeout_then_the_primary_counts(
+    settings: Settings, database: Database
+) -> None:
+    keys = SubjectKeys(lambda: SECRET, LIMITS)
+    email, address = new_email(), new_address()
+    with silent_server() as (port, taken):
+        client = build_redis(
+            settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+        )
+        # A pause long enough that a slow machine cannot see it end during the attempts.
+        guard = FallbackSignInGuard(
+            RedisSignInGuard(client, keys, LIMITS),
+            SqlSignInGuard(database.writer, keys, LIMITS),
+            RedisBreaker(60.0),
+        )
+        try:
+            counted_by = [guard.admit(email, address) for _ in range(3)]
+        finally:
+            client.close()
+    assert all(isinstance(g, SqlSignInGuard) for g in counted_by)
+    # The first attempt waited out redis-py's timeout; the next two went to the primary
+    # without connecting.
+    assert len(taken) == 1
+
+
 def test_when_neither_store_can_count_the_attempt_is_refused_as_unavailable() -> None:
     keys = SubjectKeys(lambda: SECRET, LIMITS)
     nowhere = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     engine = create_engine("mysql+pymysql://u:p@127.0.0.1:1/x", connect_args={"connect_timeout": 1})
     guard = FallbackSignInGuard(
-        RedisSignInGuard(nowhere, keys, LIMITS), SqlSignInGuard(engine, keys, LIMITS)
+        RedisSignInGuard(nowhere, keys, LIMITS),
+        SqlSignInGuard(engine, keys, LIMITS),
+        RedisBreaker(2.0),
     )
     try:
         with pytest.raises(DatabaseUnavailable):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+import threading
+from collections.abc import Iterator
 
 from giftmarket_local.processes import port_open as _port_open
 
@@ -32,3 +35,24 @@ def free_port() -> int:
 def port_open(port: int) -> bool:
     """Whether something accepts connections on 127.0.0.1:port."""
     return _port_open("127.0.0.1", port)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A port that takes connections and never answers a byte: a store hung, or a node
+    being replaced behind its address. Yields the port and the connections it took."""
+    server = socket.create_server(("127.0.0.1", free_port()), backlog=64)
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the server closed: the test is over
+            while True:
+                taken.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1], taken
+    finally:
+        server.close()
+        for conn in taken:
+            conn.close()

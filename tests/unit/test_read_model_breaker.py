@@ -1,5 +1,5 @@
 """Queries with Redis unreachable: after one query found it so, the next ones go straight to
-SQL for the pause (queries/reads.py ReadModelBreaker), then one tries Redis again.
+SQL for the pause (adapters/cache.py RedisBreaker), then one tries Redis again.
 
 Without a server: the read model is a function that raises what redis-py raises, the
 database a recorder of where each query went, the clock a counter moved by the test.
@@ -14,9 +14,10 @@ from typing import Any, cast
 import pytest
 import redis
 
+from giftmarket.adapters.cache import RedisBreaker
 from giftmarket.adapters.db import Database
 from giftmarket.consistency import ConsistencyToken
-from giftmarket.queries.reads import ReadModelBreaker, Reads
+from giftmarket.queries.reads import Reads
 from giftmarket.read_ports import ReadModelReader
 
 
@@ -90,7 +91,7 @@ def reads(clock: Clock, store: Redis_, db: Database_) -> Reads:
         cast(ReadModelReader, store),
         cast(Database, db),
         consistency_wait_seconds=0.0,
-        breaker=ReadModelBreaker(2.0, clock=clock),
+        breaker=RedisBreaker(2.0, clock=clock),
     )
 
 
@@ -167,7 +168,7 @@ def test_a_pause_of_zero_tries_redis_on_every_query(
     reads = Reads(
         cast(ReadModelReader, store),
         cast(Database, db),
-        breaker=ReadModelBreaker(0.0, clock=clock),
+        breaker=RedisBreaker(0.0, clock=clock),
     )
     store.error = redis.ConnectionError("Connection refused")
     for _ in range(3):
@@ -178,7 +179,7 @@ def test_a_pause_of_zero_tries_redis_on_every_query(
 def test_an_outage_is_logged_once_per_pause_and_its_end_once(
     reads: Reads, store: Redis_, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="giftmarket.queries.reads")
+    caplog.set_level(logging.INFO, logger="giftmarket")
     store.error = redis.ConnectionError("Connection refused")
     for _ in range(20):
         ask(reads, store)
@@ -189,5 +190,5 @@ def test_an_outage_is_logged_once_per_pause_and_its_end_once(
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
         "read models unreachable; queries answer from SQL for 2 s: Connection refused",
-        "read models reachable again",
+        "Redis answers again",
     ]

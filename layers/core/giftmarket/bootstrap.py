@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from giftmarket.adapters import read_models as _read_models
     from giftmarket.adapters import sign_in_guard as _sign_in_guard
     from giftmarket.adapters import unit_of_work as _unit_of_work
+    from giftmarket.adapters.cache import RedisBreaker
     from giftmarket.adapters.db import Database
     from giftmarket.adapters.jwt_keys import KeyRing
     from giftmarket.commands import context as _context
@@ -151,6 +152,12 @@ class Container:
         return _cache.build_redis(self.settings)
 
     @cached_property
+    def redis_breaker(self) -> RedisBreaker:
+        """One per container: the queries and the sign-in guard both skip a Redis found
+        unreachable, for REDIS_RETRY_AFTER_SECONDS."""
+        return _cache.RedisBreaker(self.settings.redis_retry_after_seconds)
+
+    @cached_property
     def images(self) -> ImageStore:
         client = _images.build_s3_client(self.settings.aws_region, self.settings.aws_endpoint_url)
         return _images.S3ImageStore(client, self.settings.images_bucket)
@@ -226,6 +233,7 @@ class Container:
         return _sign_in_guard.FallbackSignInGuard(
             _sign_in_guard.RedisSignInGuard(self.redis, keys, limits),
             _sign_in_guard.SqlSignInGuard(self.database.writer, keys, limits),
+            self.redis_breaker,
         )
 
     @cached_property
@@ -283,8 +291,7 @@ class Container:
 
     @cached_property
     def reads(self) -> Reads:
-        breaker = _reads.ReadModelBreaker(self.settings.redis_retry_after_seconds)
-        return _reads.Reads(self.read_models, self.database, breaker=breaker)
+        return _reads.Reads(self.read_models, self.database, breaker=self.redis_breaker)
 
     @cached_property
     def projector(self) -> Projector:

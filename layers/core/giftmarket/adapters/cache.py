@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +20,47 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities import parameters
 else:
     parameters = lazy("aws_lambda_powertools.utilities.parameters")
+
+log = logging.getLogger(__name__)
+
+# What says Redis could not be reached or did not answer in time, as against an error in
+# what it was asked (a script's, a key's type), which says nothing of the next call.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+class RedisBreaker:
+    """Whether the container tries Redis. Once a call found it unreachable or too slow,
+    the calls of the next `pause_seconds` go straight to their fallback (SQL); then one
+    tries Redis again. Redis lost as a black hole (a cache node being replaced, a
+    failover's old address) would otherwise cost every query and every sign-in the socket
+    timeout before its fallback, and a warning each. `pause_seconds` 0: always try."""
+
+    def __init__(self, pause_seconds: float, *, clock: Callable[[], float] = time.monotonic):
+        self.pause_seconds = pause_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until: float | None = None  # None: closed
+
+    def allows(self) -> bool:
+        """False while the pause after a failure runs."""
+        with self._lock:
+            return self._open_until is None or self._clock() >= self._open_until
+
+    def failed(self, exc: redis.RedisError) -> bool:
+        """Starts a pause if `exc` says Redis is unreachable; whether it did."""
+        if not isinstance(exc, UNREACHABLE):
+            return False
+        with self._lock:
+            self._open_until = self._clock() + self.pause_seconds
+        return True
+
+    def answered(self) -> None:
+        with self._lock:
+            if self._open_until is None:
+                return
+            self._open_until = None
+        log.info("Redis answers again")
+
 
 # A rebuild's pipelines of bulk writes take Redis far longer than one query's read.
 BULK_TIMEOUT_SECONDS = 30.0

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from giftmarket.adapters import tables
+from giftmarket.adapters.cache import RedisBreaker
 from giftmarket.adapters.db import (
     RACE_ERROR_CODES,
     is_connectivity_error,
@@ -225,19 +226,30 @@ class SqlSignInGuard(SignInGuard):
 
 
 class FallbackSignInGuard(SignInGuard):
-    """Redis while it answers; the primary's table while it does not."""
+    """Redis while it answers; the primary's table while it does not, and for the pause
+    after Redis was found unreachable (`breaker`, the container's)."""
 
-    def __init__(self, cache: RedisSignInGuard, database: SqlSignInGuard) -> None:
+    def __init__(
+        self, cache: RedisSignInGuard, database: SqlSignInGuard, breaker: RedisBreaker
+    ) -> None:
         self._cache = cache
         self._database = database
+        self._breaker = breaker
 
     def admit(self, email: str, address: str | None) -> SignInGuard:
-        try:
-            return self._cache.admit(email, address)
-        except redis.RedisError as exc:
-            log.warning("sign-in counters from the primary: Redis failed (%s)", type(exc).__name__)
-            metrics.add_metric(name="SignInGuardFallback", unit=MetricUnit.Count, value=1)
-            return self._database.admit(email, address)
+        if self._breaker.allows():
+            try:
+                admitted = self._cache.admit(email, address)
+            except redis.RedisError as exc:
+                self._breaker.failed(exc)
+                log.warning(
+                    "sign-in counters from the primary: Redis failed (%s)", type(exc).__name__
+                )
+            else:
+                self._breaker.answered()
+                return admitted
+        metrics.add_metric(name="SignInGuardFallback", unit=MetricUnit.Count, value=1)
+        return self._database.admit(email, address)
 
     def withdraw(self, email: str, address: str | None) -> None:
         # Admissions are withdrawn from the guard that `admit` returned; this is for callers

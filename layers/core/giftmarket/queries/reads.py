@@ -1,9 +1,9 @@
 """How every query is answered: the read model first, SQL when it cannot answer.
 
 - No token: the Redis read model; on a miss, or with Redis down, the same answer from SQL on
-  the replica (the primary when the replica is down or lagging). Once Redis failed to answer,
-  queries go straight to SQL for a short pause (ReadModelBreaker) rather than each paying
-  the timeout first.
+  the replica (the primary when the replica is down or lagging). Once Redis failed to
+  answer, queries go straight to SQL for a short pause (adapters/cache.py RedisBreaker)
+  rather than each paying the timeout first.
 - With an X-Consistency-Token: wait, briefly and bounded, for the token's events to be
   projected; if they are not, answer from the primary rather than return stale data.
 - A query with no read model (search) reads the replica, or the primary with a token.
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import redis
 from aws_lambda_powertools.metrics import MetricUnit
 from sqlalchemy import Connection
 
+from giftmarket.adapters.cache import RedisBreaker
 from giftmarket.adapters.db import Database
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.observability import metrics
@@ -32,41 +32,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Answer = dict[str, Any]
 
-# What says Redis could not be reached or did not answer in time, as against an error in
-# what it was asked (a script's or a key's), which says nothing of the next query.
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
-
-
-class ReadModelBreaker:
-    """Whether the container's queries try Redis. Once a query found it unreachable or too
-    slow, the queries of the next `pause_seconds` go straight to SQL; then one tries Redis
-    again. Redis lost as a black hole (a cache node being replaced, a failover's old
-    address) would otherwise cost every query the socket timeout before its fallback, and
-    write a warning for each; now a warning per pause at most. `pause_seconds` 0: always
-    try."""
-
-    def __init__(self, pause_seconds: float, *, clock: Callable[[], float] = time.monotonic):
-        self.pause_seconds = pause_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._open_until: float | None = None  # None: closed
-
-    def allows(self) -> bool:
-        """False while the pause after a failure runs."""
-        with self._lock:
-            return self._open_until is None or self._clock() >= self._open_until
-
-    def failed(self) -> None:
-        with self._lock:
-            self._open_until = self._clock() + self.pause_seconds
-
-    def answered(self) -> None:
-        with self._lock:
-            if self._open_until is None:
-                return
-            self._open_until = None
-        log.info("read models reachable again")
-
 
 @dataclass(frozen=True)
 class Reads:
@@ -75,7 +40,7 @@ class Reads:
     # The stale re-render problem: wait this long at most for a command's events to land.
     consistency_wait_seconds: float = 0.3
     poll_seconds: float = 0.005
-    breaker: ReadModelBreaker = field(default_factory=lambda: ReadModelBreaker(2.0))
+    breaker: RedisBreaker = field(default_factory=lambda: RedisBreaker(2.0))
 
     def answer(
         self,
@@ -119,8 +84,7 @@ class Reads:
         return self.database.run_on_primary(sql)
 
     def _failed(self, exc: redis.RedisError) -> None:
-        if isinstance(exc, _UNREACHABLE):
-            self.breaker.failed()
+        if self.breaker.failed(exc):
             log.warning(
                 "read models unreachable; queries answer from SQL for %g s: %s",
                 self.breaker.pause_seconds,
