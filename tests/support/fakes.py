@@ -905,6 +905,16 @@ class FakeClock(Clock):
         return self.now
 
 
+class SecondsClock:
+    """A monotonic clock in seconds (time.monotonic's stand-in) that moves when told."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class SequentialUlids(IdGenerator):
     """Valid ULIDs, increasing and the same on every run."""
 

@@ -13,20 +13,13 @@ from typing import Any, cast
 
 import pytest
 import redis
+from tests.support.fakes import SecondsClock
 
 from giftmarket.adapters.cache import RedisBreaker
 from giftmarket.adapters.db import Database
 from giftmarket.consistency import ConsistencyToken
 from giftmarket.queries.reads import Reads
 from giftmarket.read_ports import ReadModelReader
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Database_:
@@ -71,8 +64,8 @@ def sql(_: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> SecondsClock:
+    return SecondsClock()
 
 
 @pytest.fixture
@@ -86,7 +79,7 @@ def db() -> Database_:
 
 
 @pytest.fixture
-def reads(clock: Clock, store: Redis_, db: Database_) -> Reads:
+def reads(clock: SecondsClock, store: Redis_, db: Database_) -> Reads:
     return Reads(
         cast(ReadModelReader, store),
         cast(Database, db),
@@ -105,7 +98,7 @@ def ask(reads: Reads, store: Redis_, token: ConsistencyToken | None = None) -> A
     ids=["refused", "timed out"],
 )
 def test_after_redis_failed_queries_skip_it_for_the_pause_then_try_again(
-    reads: Reads, store: Redis_, db: Database_, clock: Clock, error: redis.RedisError
+    reads: Reads, store: Redis_, db: Database_, clock: SecondsClock, error: redis.RedisError
 ) -> None:
     store.error = error
     assert ask(reads, store) == {"from": "sql"}
@@ -124,7 +117,7 @@ def test_after_redis_failed_queries_skip_it_for_the_pause_then_try_again(
 
 
 def test_a_failure_after_the_pause_starts_another(
-    reads: Reads, store: Redis_, db: Database_, clock: Clock
+    reads: Reads, store: Redis_, db: Database_, clock: SecondsClock
 ) -> None:
     store.error = redis.TimeoutError("Timeout connecting")
     ask(reads, store)
@@ -150,7 +143,7 @@ def test_an_error_in_what_redis_was_asked_does_not_stop_the_next_queries(
 
 
 def test_a_token_during_the_pause_is_answered_by_the_primary_without_waiting_on_redis(
-    reads: Reads, store: Redis_, db: Database_, clock: Clock
+    reads: Reads, store: Redis_, db: Database_, clock: SecondsClock
 ) -> None:
     token = ConsistencyToken(outbox_ids=("01KAQ3Y4MA7T2N5Q8R1S4V6X9Z",))
     store.error = redis.ConnectionError("Connection refused")
@@ -163,7 +156,7 @@ def test_a_token_during_the_pause_is_answered_by_the_primary_without_waiting_on_
 
 
 def test_a_pause_of_zero_tries_redis_on_every_query(
-    clock: Clock, store: Redis_, db: Database_
+    clock: SecondsClock, store: Redis_, db: Database_
 ) -> None:
     reads = Reads(
         cast(ReadModelReader, store),
@@ -177,7 +170,7 @@ def test_a_pause_of_zero_tries_redis_on_every_query(
 
 
 def test_an_outage_is_logged_once_per_pause_and_its_end_once(
-    reads: Reads, store: Redis_, clock: Clock, caplog: pytest.LogCaptureFixture
+    reads: Reads, store: Redis_, clock: SecondsClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="giftmarket")
     store.error = redis.ConnectionError("Connection refused")

@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from tests.support.fakes import SecondsClock
 
 from giftmarket.adapters.db import ReplicaMonitor
 
@@ -48,20 +49,12 @@ def mariadb_status(lag: int | None, sql: str = "Yes", io: str = "Yes") -> dict[s
     return {"Slave_IO_Running": io, "Slave_SQL_Running": sql, "Seconds_Behind_Master": lag}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def monitor_for(replica: FakeReplica, clock: Clock | None = None) -> ReplicaMonitor:
+def monitor_for(replica: FakeReplica, clock: SecondsClock | None = None) -> ReplicaMonitor:
     return ReplicaMonitor(
         cast(Engine, replica),
         max_lag_seconds=5,
         interval_seconds=1,
-        clock=clock or Clock(),
+        clock=clock or SecondsClock(),
     )
 
 
@@ -105,7 +98,7 @@ def test_unreachable_replica_is_not_used() -> None:
 
 
 def test_reading_is_reused_within_the_interval_and_retaken_after() -> None:
-    replica, clock = FakeReplica(mariadb_status(lag=0)), Clock()
+    replica, clock = FakeReplica(mariadb_status(lag=0)), SecondsClock()
     monitor = monitor_for(replica, clock)
     monitor.state()
     clock.now += 0.5
@@ -117,7 +110,7 @@ def test_reading_is_reused_within_the_interval_and_retaken_after() -> None:
 
 
 def test_failed_query_marks_the_replica_unusable_until_the_next_reading() -> None:
-    replica, clock = FakeReplica(mariadb_status(lag=0)), Clock()
+    replica, clock = FakeReplica(mariadb_status(lag=0)), SecondsClock()
     monitor = monitor_for(replica, clock)
     assert monitor.state().usable
     monitor.mark_unusable("unreachable (2013: Lost connection)")

@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 import pymysql
 import pytest
+from tests.support.fakes import SecondsClock
 from tests.unit.cfn_template import props, refs, resources, template
 
 from giftmarket.adapters.db import Credentials, log_in, resolve_credentials
@@ -26,14 +27,6 @@ from giftmarket.settings import Settings
 
 OLD, NEW = "o" * 48, "n" * 48
 TTL = timedelta(hours=1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Secret:
@@ -51,12 +44,12 @@ class Secret:
         return self.keys
 
 
-def ring(secret: Secret, clock: Clock) -> KeyRing:
+def ring(secret: Secret, clock: SecondsClock) -> KeyRing:
     return KeyRing(secret.load, refetch_interval_seconds=30, max_age_seconds=300, clock=clock)
 
 
 def test_tokens_name_their_key_and_are_verified_with_it() -> None:
-    tokens = TokenService(ring(Secret(NEW, OLD), Clock()), TTL)
+    tokens = TokenService(ring(Secret(NEW, OLD), SecondsClock(1000.0)), TTL)
     token = tokens.issue("user-1")
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "HS256", "kid": key_id(NEW), "typ": "JWT"}
@@ -65,7 +58,7 @@ def test_tokens_name_their_key_and_are_verified_with_it() -> None:
 
 
 def test_a_token_signed_with_the_previous_key_stays_valid() -> None:
-    secret, clock = Secret(OLD), Clock()
+    secret, clock = Secret(OLD), SecondsClock(1000.0)
     before = TokenService(ring(secret, clock), TTL).issue("user-1")
     secret.rotate(NEW)
     tokens = TokenService(ring(secret, clock), TTL)  # a container started after the rotation
@@ -75,7 +68,7 @@ def test_a_token_signed_with_the_previous_key_stays_valid() -> None:
 
 def test_a_kid_not_held_is_refused_unless_the_key_is_current_or_previous() -> None:
     secret = Secret(NEW, OLD)
-    tokens = TokenService(ring(secret, Clock()), TTL)
+    tokens = TokenService(ring(secret, SecondsClock(1000.0)), TTL)
     claims = {"sub": "u", "iss": ISSUER, "iat": datetime.now(UTC), "exp": datetime.now(UTC) + TTL}
     older = "x" * 48  # rotated out two rotations ago
     forged = jwt.encode(claims, older, algorithm="HS256", headers={"kid": key_id(older)})
@@ -105,7 +98,7 @@ def hand_signed(header: dict[str, Any], claims: dict[str, Any], key: str) -> str
 
 def test_a_token_without_a_kid_is_checked_against_the_keys_held() -> None:
     """Tokens issued before kids existed keep working until they expire."""
-    tokens = TokenService(ring(Secret(NEW, OLD), Clock()), TTL)
+    tokens = TokenService(ring(Secret(NEW, OLD), SecondsClock(1000.0)), TTL)
     claims = {"sub": "u", "iss": ISSUER, "iat": datetime.now(UTC), "exp": datetime.now(UTC) + TTL}
     for key in (NEW, OLD):
         assert tokens.subject(jwt.encode(claims, key, algorithm="HS256")) == "u"
@@ -114,7 +107,7 @@ def test_a_token_without_a_kid_is_checked_against_the_keys_held() -> None:
 
 
 def test_an_unknown_kid_reads_the_keys_again_at_most_once_per_interval() -> None:
-    secret, clock = Secret(OLD), Clock()
+    secret, clock = Secret(OLD), SecondsClock(1000.0)
     here = TokenService(ring(secret, clock), TTL)
     assert here.subject(here.issue("a")) == "a"
     assert secret.reads == 1
@@ -145,7 +138,7 @@ def test_an_unknown_kid_reads_the_keys_again_at_most_once_per_interval() -> None
 
 
 def test_the_keys_are_read_again_when_old_and_kept_when_the_read_fails() -> None:
-    secret, clock = Secret(OLD), Clock()
+    secret, clock = Secret(OLD), SecondsClock(1000.0)
     keys = ring(secret, clock)
     assert keys.keys().current.secret == OLD
     secret.rotate(NEW)
@@ -209,7 +202,7 @@ def refused_unless(accepted: Callable[[], Credentials], calls: list[Credentials]
 
 
 def test_a_refused_login_reads_the_secret_again_and_logs_in_once_more() -> None:
-    secret, clock = Fetches(A), Clock()
+    secret, clock = Fetches(A), SecondsClock(1000.0)
     source = SecretValue(secret, name="database", clock=clock)
     clock.now += 5
     secret.value = B  # rotated: the server now takes B only
@@ -221,7 +214,7 @@ def test_a_refused_login_reads_the_secret_again_and_logs_in_once_more() -> None:
 
 
 def test_a_wrong_password_is_refused_after_one_read_and_reads_are_rate_limited() -> None:
-    secret, clock = Fetches(A), Clock()
+    secret, clock = Fetches(A), SecondsClock(1000.0)
     source = SecretValue(secret, name="database", min_interval_seconds=1.0, clock=clock)
     clock.now += 5
     calls: list[Credentials] = []
@@ -242,7 +235,7 @@ def test_a_wrong_password_is_refused_after_one_read_and_reads_are_rate_limited()
 
 def test_other_errors_are_not_retried() -> None:
     secret = Fetches(A)
-    source = SecretValue(secret, name="database", clock=Clock())
+    source = SecretValue(secret, name="database", clock=SecondsClock(1000.0))
     calls: list[Credentials] = []
 
     def connect(credentials: Credentials) -> str:
@@ -255,7 +248,7 @@ def test_other_errors_are_not_retried() -> None:
 
 
 def test_threads_refused_together_read_the_secret_once() -> None:
-    secret, clock = Fetches(A), Clock()
+    secret, clock = Fetches(A), SecondsClock(1000.0)
     source = SecretValue(secret, name="database", clock=clock)
     clock.now += 5
     secret.value = B
