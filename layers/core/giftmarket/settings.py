@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     # string), fetched through Powertools Parameters; REDIS_URL then carries no password.
     redis_auth_secret_arn: str | None = None
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
-    # Once Redis was unreachable or timed out, queries answer from SQL without trying it for
-    # this long (queries/reads.py ReadModelBreaker); 0 tries it on every query.
+    # Once Redis was unreachable or timed out, queries and sign-in counters go to SQL without
+    # trying it for this long (adapters/cache.py RedisBreaker); 0 tries it on every call.
     redis_retry_after_seconds: float = Field(default=2.0, ge=0, le=60)
 
     jwt_secret: SecretStr = SecretStr(_LOCAL_JWT_SECRET)

@@ -55,6 +55,8 @@ class RedisBreaker:
         return True
 
     def answered(self) -> None:
+        if self._open_until is None:  # closed, as nearly always: no lock on a query's path
+            return
         with self._lock:
             if self._open_until is None:
                 return

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -37,10 +37,10 @@ Answer = dict[str, Any]
 class Reads:
     read_models: ReadModelReader
     database: Database
+    breaker: RedisBreaker  # the container's: Redis found unreachable is skipped a while
     # The stale re-render problem: wait this long at most for a command's events to land.
     consistency_wait_seconds: float = 0.3
     poll_seconds: float = 0.005
-    breaker: RedisBreaker = field(default_factory=lambda: RedisBreaker(2.0))
 
     def answer(
         self,
