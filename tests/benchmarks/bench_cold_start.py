@@ -422,6 +422,16 @@ def attribution(
     for _, own, _, name in rows:
         if name not in baseline:
             beyond[name.split(".")[0]] += own
+    # -X importtime keeps one account per process: imports made by two threads at once (the
+    # relay's rebuild beside its loop) get negative self times, and the sums mean nothing.
+    if any(own < 0 for _, own, _, _ in rows):
+        return {
+            "top_cumulative": [],
+            "beyond_baseline_own_ms_by_package": {},
+            "beyond_baseline_total_own_ms": None,
+            "unreliable": "imports ran in two threads at once: -X importtime's self times "
+            "are per process, so some came out negative",
+        }
     return {
         "top_cumulative": [
             {"module": name, "depth": depth, "cumulative_ms": round(cum / 1000, 1)}

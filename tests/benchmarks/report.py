@@ -474,14 +474,16 @@ def cold_start(r: dict[str, Any]) -> list[Row]:
         costs = ", ".join(f"{package} {ms:g}" for package, ms in list(beyond.items())[:4])
         first = h.get("first_invocation_importtime")  # absent from older runs' results
         first_costs = (
-            f"; its imports (-X importtime, one more process) "
+            ""
+            if not first
+            else f"; its imports: not attributed ({first['unreliable']})"
+            if first.get("unreliable")
+            else f"; its imports (-X importtime, one more process) "
             f"{first['beyond_baseline_total_own_ms']:g} ms: "
             + ", ".join(
                 f"{package} {ms:g}"
                 for package, ms in list(first["beyond_baseline_own_ms_by_package"].items())[:6]
             )
-            if first
-            else ""
         )
         rows.append(
             (
