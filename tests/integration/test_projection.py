@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -119,32 +118,24 @@ def test_query_answers_from_sql_while_redis_is_down(container: Container, stack:
     assert account.me_from_read_model(container.read_models, user_id) == answer
 
 
-@pytest.fixture
-def hung_redis() -> Iterator[tuple[int, list[socket.socket]]]:
-    with silent_server() as server:
-        yield server
-
-
 def test_a_hung_redis_costs_one_query_its_timeout_not_every_query(
-    container: Container,
-    make_settings: Callable[..., Settings],
-    hung_redis: tuple[int, list[socket.socket]],
+    container: Container, make_settings: Callable[..., Settings]
 ) -> None:
     user_id, _ = sign_up(container)
-    port, taken = hung_redis
-    # A pause long enough that a slow machine cannot see it end during the queries.
-    hung = bootstrap(
-        make_settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_retry_after_seconds=60)
-    )
-    try:
-        for _ in range(10):
-            answer = hung.reads.answer(
-                read_model=lambda: account.me_from_read_model(hung.read_models, user_id),
-                sql=me_by_sql(user_id),
-            )
-            assert answer is not None and answer["user_id"] == user_id
-    finally:
-        hung.close()
+    with silent_server() as (port, taken):
+        # A pause long enough that a slow machine cannot see it end during the queries.
+        hung = bootstrap(
+            make_settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_retry_after_seconds=60)
+        )
+        try:
+            for _ in range(10):
+                answer = hung.reads.answer(
+                    read_model=lambda: account.me_from_read_model(hung.read_models, user_id),
+                    sql=me_by_sql(user_id),
+                )
+                assert answer is not None and answer["user_id"] == user_id
+        finally:
+            hung.close()
     # The first query waited out redis-py's timeout on one connection; the next nine went
     # to SQL without connecting.
     assert len(taken) == 1
