@@ -346,9 +346,19 @@ def cpu_per_order(path: str, cpu_ms: dict[str, float], cores: int | None) -> Row
     )
 
 
+def cores_bound(us_per_order: dict[str, float], orders: int, cores: int | None) -> str:
+    """The least time that CPU takes on the machine's cores (Python and both database
+    servers share them here), as a phrase to append; empty without the core count."""
+    if not cores:
+        return ""
+    least = sum(us_per_order.values()) * orders / 1e6 / cores
+    return f"; its CPU alone needs ≥ {least:.1f} s of the {cores} cores"
+
+
 def settlement(r: dict[str, Any]) -> list[Row]:
     cpu = r.get("cpu_seconds", {})
     per_order = r.get("cpu_us_per_order", {})
+    cores = r.get("cpu_cores")
     spent = ", ".join(
         f"{k} {v} s" + (f" ({per_order[k]} µs/order)" if k in per_order else "")
         for k, v in cpu.items()
@@ -358,27 +368,22 @@ def settlement(r: dict[str, Any]) -> list[Row]:
         (
             f"settlement of {r['orders']:,} orders of {r['sellers']:,} sellers",
             f"{r['seconds']} s ({r['orders_per_s']:,} orders/s); CPU: {spent}"
-            + (f"; load {load[0]} → {load[1]} on {r.get('cpu_cores')} cores" if load else ""),
+            + cores_bound(per_order, r["orders"], cores)
+            + (f"; load {load[0]} → {load[1]} on {cores} cores" if load else ""),
             f"< {r['goal_seconds']:g} s: {verdict(r['meets_goal'])}",
             "",
         )
     ]
-    # The job's UPDATE alone, with the orders' indexes and with none: the floor (no goal),
-    # and the least time its CPU takes on the machine's cores, both servers on the same ones.
-    cores = r.get("cpu_cores")
+    # The job's UPDATE alone, with the orders' indexes and with none: the floor (no goal).
     for variant, alone in r.get("update_alone", {}).items():
         us = alone["cpu_us_per_order"]
-        bound = ""
-        if cores:
-            least = sum(us.values()) * alone["orders"] / 1e6 / cores
-            bound = f"; its CPU alone needs ≥ {least:.1f} s of the {cores} cores"
         rows.append(
             (
                 f"its per-seller UPDATE alone, {variant.replace('_', ' ')}",
                 f"{alone['seconds_until_replicated']} s to the replica"
                 f" ({alone['seconds_primary']} s on the primary); CPU µs/order: "
                 + ", ".join(f"{k} {v}" for k, v in us.items())
-                + bound,
+                + cores_bound(us, alone["orders"], cores),
                 "(floor, no goal)",
                 "",
             )
