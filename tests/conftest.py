@@ -154,6 +154,14 @@ def make_settings(stack: Stack) -> SettingsFactory:
     return lambda **overrides: settings_for(stack, **overrides)
 
 
+@pytest.fixture(scope="session")
+def sqs(stack: Stack) -> Any:
+    """An SQS client of the test stack's LocalStack."""
+    return boto3.client(
+        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
+    )
+
+
 @pytest.fixture
 def database(stack: Stack) -> Iterator[Database]:
     """A Database that re-reads the replica's health on every query (no caching)."""

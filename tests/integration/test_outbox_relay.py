@@ -25,7 +25,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import Engine, event, insert, select
 from tests.support.outbox import drain_queue, outbox_of_its_own
@@ -56,13 +55,6 @@ SAMPLE_EVENT = Path(__file__).parents[2] / "functions/outbox_relay/events/schedu
 
 # ---------------------------------------------------------------------------------------
 # Queues, rows and what arrived
-
-
-@pytest.fixture(scope="module")
-def sqs(stack: Stack) -> Any:
-    return boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from tests.integration.test_outbox_relay import (  # noqa: F401 - fixtures used 
     outbox_rows,
     publisher,
     queue_url,
-    sqs,
     state,
     write,
 )

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import Engine, func, insert, select
 from tests.reliability.load import soak
@@ -71,13 +70,6 @@ CHILD = textwrap.dedent(
     print("survived", report, flush=True)
     """
 )
-
-
-@pytest.fixture
-def sqs(stack: Stack) -> Any:
-    return boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
 
 
 @pytest.fixture
