@@ -21,7 +21,7 @@ import coverage
 import pytest
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 from moto import mock_aws
-from tests.support.stack import SettingsFactory, fresh_read_models, settings_for
+from tests.support.stack import SettingsFactory, fresh_read_models, settings_for, sqs_of
 
 from giftmarket.adapters.db import Database
 from giftmarket.settings import Settings
@@ -157,9 +157,7 @@ def make_settings(stack: Stack) -> SettingsFactory:
 @pytest.fixture(scope="session")
 def sqs(stack: Stack) -> Any:
     """An SQS client of the test stack's LocalStack."""
-    return boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
+    return sqs_of(stack)
 
 
 @pytest.fixture

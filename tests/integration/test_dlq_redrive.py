@@ -11,15 +11,13 @@ import time
 import uuid
 from typing import Any
 
-import boto3
+from tests.support.stack import sqs_of
 
 from giftmarket_local.stack import Stack
 
 
 def queues(stack: Stack) -> tuple[Any, str, str]:
-    sqs: Any = boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
+    sqs: Any = sqs_of(stack)
     name = uuid.uuid4().hex[:10]
     fifo = {"FifoQueue": "true"}
     dlq = sqs.create_queue(QueueName=f"dlq-{name}.fifo", Attributes=fifo)["QueueUrl"]

@@ -26,7 +26,6 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import func, select, text, update
 from tests.support.fakes import FakeClock, FakeImageStore
@@ -51,6 +50,7 @@ from tests.support.settlement_market import (
     start_from_empty_schema,
     table_counts,
 )
+from tests.support.stack import sqs_of
 
 from giftmarket.adapters import outbox, repositories, tables
 from giftmarket.bootstrap import Container, bootstrap, set_container
@@ -527,9 +527,7 @@ def test_a_settlement_reaches_the_read_models_and_the_query_api(
 ) -> None:
     market.with_sales(SHAPE[:1])
     [sally] = market.sellers
-    sqs = boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
+    sqs = sqs_of(stack)
     queue_url = sqs.create_queue(
         QueueName=f"settle-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
     )["QueueUrl"]

@@ -7,16 +7,14 @@ import time
 import uuid
 from typing import Any
 
-import boto3
+from tests.support.stack import sqs_of
 
 from giftmarket_local.sqs_source import SqsEventSource
 from giftmarket_local.stack import Stack
 
 
 def fifo_queue(stack: Stack) -> tuple[Any, str]:
-    sqs = boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
+    sqs = sqs_of(stack)
     url = sqs.create_queue(
         QueueName=f"source-{uuid.uuid4().hex[:12]}.fifo",
         Attributes={"FifoQueue": "true", "VisibilityTimeout": "1"},

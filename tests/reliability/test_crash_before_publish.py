@@ -12,10 +12,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-import boto3
 from sqlalchemy import select
 from tests.reliability.load import soak
 from tests.support.outbox import mark_outbox_published
+from tests.support.stack import sqs_of
 
 from giftmarket.adapters import tables
 from giftmarket.adapters.db import Database
@@ -55,9 +55,7 @@ def test_events_committed_by_processes_killed_before_publishing_are_relayed(
     make_settings: Callable[..., Settings],
     figure: Callable[[str], None],
 ) -> None:
-    sqs = boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
+    sqs = sqs_of(stack)
     mark_outbox_published(database)  # only this test's rows for the relay to send
     queue_url = sqs.create_queue(
         QueueName=f"crash-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}

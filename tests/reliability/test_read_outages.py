@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from tests.reliability.load import Outcome, Window, load, p99_ms, soak, wait_for
 from tests.support.fakes import fresh_barcode, valid_until
 from tests.support.handler_client import MarketClient, User, handler_client
+from tests.support.stack import sqs_of
 
 from giftmarket.queries import products
 from giftmarket.settings import Settings
@@ -165,9 +165,7 @@ def test_stopping_the_replica_during_a_read_load_fails_no_query(
 @pytest.fixture(scope="module")
 def client(make_settings: Callable[..., Settings], stack: Stack) -> Iterator[MarketClient]:
     # A queue of its own for the relay to publish to; the client projects by hand.
-    sqs = boto3.client(
-        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
-    )
+    sqs = sqs_of(stack)
     queue_url = sqs.create_queue(
         QueueName=f"outage-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
     )["QueueUrl"]

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from subprocess import CompletedProcess
+from typing import Any
+
+import boto3
 
 from giftmarket.bootstrap import bootstrap
 from giftmarket.projections.rebuild import rebuild_read_models
@@ -28,6 +31,13 @@ def settings_for(stack: Stack, **overrides: object) -> Settings:
 
 
 SettingsFactory = Callable[..., Settings]
+
+
+def sqs_of(stack: Stack) -> Any:
+    """An SQS client of the stack's LocalStack."""
+    return boto3.client(
+        "sqs", endpoint_url=stack.config.localstack_url, region_name=stack.config.region
+    )
 
 
 def fresh_read_models(settings: Settings, *, flush: bool = True) -> None:
