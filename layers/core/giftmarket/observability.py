@@ -10,6 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Metrics, Tracer
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
 
 from giftmarket import snapstart
 
@@ -17,9 +20,44 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 NAMESPACE = "giftmarket"
 
-# Powertools keeps one metric set per process; every module records into this instance and
-# the handler wrapper flushes it once per invocation.
-metrics = Metrics(namespace=NAMESPACE)
+
+class LockedEMFProvider(AmazonCloudWatchEMFProvider):
+    """Powertools' EMF provider, its metric set changed under one lock. Lambda runs one
+    invocation at a time in a process, so the lock is never waited on there. The local
+    runner's containers are threads of one process sharing this set: a flush could find
+    it full, then serialize it after another container's flush had emptied it (Powertools
+    raises SchemaValidationError: a 500 Lambda would not give), or iterate over it while a
+    metric was added. Locally a record may still carry another container's metrics; no
+    metric is lost or counted twice."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._lock = threading.RLock()
+        super().__init__(**kwargs)
+
+    def add_metric(self, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            super().add_metric(*args, **kwargs)
+
+    def add_dimension(self, name: str, value: str) -> None:
+        with self._lock:
+            super().add_dimension(name, value)
+
+    def add_metadata(self, key: str, value: Any) -> None:
+        with self._lock:
+            super().add_metadata(key, value)
+
+    def clear_metrics(self) -> None:
+        with self._lock:
+            super().clear_metrics()
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        with self._lock:
+            super().flush_metrics(raise_on_empty_metrics)
+
+
+# One metric set per process; every module records into this instance and the handler
+# wrapper flushes it once per invocation.
+metrics = Metrics(provider=LockedEMFProvider(namespace=NAMESPACE))
 
 
 def metrics_disabled() -> bool:
