@@ -28,7 +28,7 @@ import pytest
 from tests.reliability.load import Outcome, Window, load, p99_ms, soak, wait_for
 from tests.support.fakes import fresh_barcode, valid_until
 from tests.support.handler_client import MarketClient, User, handler_client
-from tests.support.stack import fresh_read_models, settings_for, sqs_of
+from tests.support.stack import redis_started_again, sqs_of
 
 from giftmarket.queries import products
 from giftmarket.settings import Settings
@@ -188,8 +188,7 @@ def redis_back(stack: Stack) -> Iterator[None]:
     was stopped left every later test of its worker without one (CI of 48c2d05)."""
     yield
     if not stack.redis.is_running():
-        stack.redis.start()
-        fresh_read_models(settings_for(stack), flush=False)
+        redis_started_again(stack)
 
 
 def test_stopping_redis_during_a_read_load_falls_back_to_sql_then_catches_up(

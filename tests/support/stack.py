@@ -52,16 +52,21 @@ def fresh_read_models(settings: Settings, *, flush: bool = True) -> None:
         container.close()
 
 
+def redis_started_again(stack: Stack) -> None:
+    """Redis started after a stop. The test Redis keeps nothing across a restart (like a
+    replaced cache node), so the read models come back by a rebuild."""
+    stack.redis.start()
+    fresh_read_models(settings_for(stack), flush=False)
+
+
 @contextmanager
 def redis_stopped(stack: Stack) -> Iterator[None]:
-    """Redis stopped for the body, then started again. The test Redis keeps nothing across
-    a restart (like a replaced cache node), so the read models come back by a rebuild."""
+    """Redis stopped for the body, then started again (`redis_started_again`)."""
     assert stack.redis.stop()
     try:
         yield
     finally:
-        stack.redis.start()
-        fresh_read_models(settings_for(stack), flush=False)
+        redis_started_again(stack)
 
 
 def giftmarket_cli(stack: Stack, *args: str, timeout: float = 120) -> CompletedProcess[str]:
