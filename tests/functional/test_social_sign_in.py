@@ -18,6 +18,7 @@ from tests.support.fakes import (
     FakeSignInGuard,
     FakeStore,
     FakeUnitOfWork,
+    SecondsClock,
     make_context,
 )
 from tests.support.oidc_issuer import CLIENT_ID, FakeIssuer, hand_made, hs256, new_private_key
@@ -33,14 +34,6 @@ from giftmarket_local.invoke import LocalInvoker, Reply
 
 FLOOR_SECONDS = 10
 PASSWORD = "password123"
-
-
-class Ticker:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -109,7 +102,7 @@ def world() -> Iterator[World]:
             refetch_floor_seconds=FLOOR_SECONDS,
             allow_loopback_http=False,
             fetch=fetch,
-            clock=Ticker(),
+            clock=SecondsClock(0.0),
         ),
     )
     set_container(container)

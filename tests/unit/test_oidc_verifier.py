@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from tests.support.fakes import SecondsClock
 from tests.support.oidc_issuer import (
     CLIENT_ID,
     FakeIssuer,
@@ -37,31 +38,18 @@ FLOOR = 10.0
 MAX_AGE = 3600.0
 
 
-class Ticker:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def issuer() -> FakeIssuer:
     return FakeIssuer()
 
 
 @pytest.fixture
-def clock() -> Ticker:
-    return Ticker()
+def clock() -> SecondsClock:
+    return SecondsClock(1000.0)
 
 
 def verifier_of(
-    issuer: FakeIssuer, clock: Ticker, *, allow_loopback_http: bool = False
+    issuer: FakeIssuer, clock: SecondsClock, *, allow_loopback_http: bool = False
 ) -> OidcVerifier:
     provider = OidcProvider(
         issuer=issuer.issuer,
@@ -80,7 +68,7 @@ def verifier_of(
 
 
 @pytest.fixture
-def verifier(issuer: FakeIssuer, clock: Ticker) -> OidcVerifier:
+def verifier(issuer: FakeIssuer, clock: SecondsClock) -> OidcVerifier:
     return verifier_of(issuer, clock)
 
 
@@ -267,20 +255,20 @@ def test_keys_are_fetched_once_for_many_tokens(issuer: FakeIssuer, verifier: Oid
 
 
 def test_unknown_kids_refetch_at_most_once_per_floor(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock
 ) -> None:
     verifier.verify("acme", issuer.token(), None)
     assert issuer.fetch_count == 2
-    clock.advance(FLOOR)
+    clock.now += FLOOR
     for n in range(50):  # a burst of made-up kids
         with pytest.raises(InvalidToken):
             verifier.verify("acme", issuer.token(kid=f"forged-{n}"), None)
     assert issuer.fetch_count == 4  # one refetch: discovery + key set
-    clock.advance(FLOOR - 0.5)
+    clock.now += FLOOR - 0.5
     with pytest.raises(InvalidToken):
         verifier.verify("acme", issuer.token(kid="forged-x"), None)
     assert issuer.fetch_count == 4
-    clock.advance(0.5)
+    clock.now += 0.5
     with pytest.raises(InvalidToken):
         verifier.verify("acme", issuer.token(kid="forged-y"), None)
     assert issuer.fetch_count == 6
@@ -290,13 +278,13 @@ def test_unknown_kids_refetch_at_most_once_per_floor(
 
 @pytest.mark.parametrize("keep_old", [False, True])
 def test_a_rotated_key_is_picked_up_without_a_new_verifier(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker, keep_old: bool
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock, keep_old: bool
 ) -> None:
     old = issuer.token()
     verifier.verify("acme", old, None)
     issuer.rotate("RS256", keep_old=keep_old)
     new = issuer.token()
-    clock.advance(FLOOR)
+    clock.now += FLOOR
     assert verifier.verify("acme", new, None).subject == "user-1"
     assert issuer.fetch_count == 4
     if keep_old:
@@ -307,32 +295,32 @@ def test_a_rotated_key_is_picked_up_without_a_new_verifier(
 
 
 def test_a_rotated_key_within_the_floor_of_the_last_fetch_waits_for_the_floor(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock
 ) -> None:
     verifier.verify("acme", issuer.token(), None)
     issuer.rotate("RS256")
     new = issuer.token()
-    clock.advance(FLOOR / 2)
+    clock.now += FLOOR / 2
     with pytest.raises(InvalidToken):
         verifier.verify("acme", new, None)
-    clock.advance(FLOOR / 2)
+    clock.now += FLOOR / 2
     verifier.verify("acme", new, None)
 
 
 def test_keys_older_than_their_max_age_are_fetched_again(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock
 ) -> None:
     verifier.verify("acme", issuer.token(), None)
-    clock.advance(MAX_AGE - 1)
+    clock.now += MAX_AGE - 1
     verifier.verify("acme", issuer.token(), None)
     assert issuer.fetch_count == 2
-    clock.advance(1)
+    clock.now += 1
     verifier.verify("acme", issuer.token(), None)
     assert issuer.fetch_count == 4
 
 
 def test_a_provider_unreachable_at_first_use_is_unavailable_and_not_hammered(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock
 ) -> None:
     issuer.reachable = False
     token = issuer.token()
@@ -344,11 +332,11 @@ def test_a_provider_unreachable_at_first_use_is_unavailable_and_not_hammered(
     attempts = issuer.fetch_count
     assert attempts == 1  # the discovery document failed: the key set is not asked for
     for _ in range(20):
-        clock.advance(FLOOR / 40)
+        clock.now += FLOOR / 40
         with pytest.raises(ProviderUnavailable):
             verifier.verify("acme", token, None)
     assert issuer.fetch_count == attempts
-    clock.advance(FLOOR / 2)
+    clock.now += FLOOR / 2
     issuer.reachable = True
     assert verifier.verify("acme", token, None).subject == "user-1"
 
@@ -361,7 +349,7 @@ def test_the_retry_after_is_at_least_a_second_with_no_floor(issuer: FakeIssuer) 
         refetch_floor_seconds=0,
         allow_loopback_http=False,
         fetch=issuer.fetch,
-        clock=Ticker(),
+        clock=SecondsClock(1000.0),
     )
     issuer.reachable = False
     with pytest.raises(ProviderUnavailable) as raised:
@@ -370,11 +358,11 @@ def test_the_retry_after_is_at_least_a_second_with_no_floor(issuer: FakeIssuer) 
 
 
 def test_held_keys_keep_answering_while_the_provider_is_unreachable(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock
 ) -> None:
     verifier.verify("acme", issuer.token(), None)
     issuer.reachable = False
-    clock.advance(MAX_AGE + 60)  # past their age: a refetch is tried, and fails
+    clock.now += MAX_AGE + 60  # past their age: a refetch is tried, and fails
     assert verifier.verify("acme", issuer.token(sub="u2"), None).subject == "u2"
     assert issuer.fetch_count == 3
     # A kid not held cannot be told forged from new while the provider is away: 503, not 401.
@@ -386,11 +374,11 @@ def test_held_keys_keep_answering_while_the_provider_is_unreachable(
 
 
 def test_held_keys_are_not_trusted_for_ever_while_the_provider_is_unreachable(
-    issuer: FakeIssuer, verifier: OidcVerifier, clock: Ticker
+    issuer: FakeIssuer, verifier: OidcVerifier, clock: SecondsClock
 ) -> None:
     verifier.verify("acme", issuer.token(), None)
     issuer.reachable = False
-    clock.advance(MAX_AGE + 24 * 3600)
+    clock.now += MAX_AGE + 24 * 3600
     with pytest.raises(ProviderUnavailable):
         verifier.verify("acme", issuer.token(), None)
 
@@ -427,7 +415,7 @@ def test_a_key_set_that_is_not_https_is_unavailable(
     ],
 )
 def test_a_key_set_over_http_is_fine_on_a_local_stack_only_on_loopback(
-    issuer: FakeIssuer, clock: Ticker, jwks_uri: str, fine: bool
+    issuer: FakeIssuer, clock: SecondsClock, jwks_uri: str, fine: bool
 ) -> None:
     issuer.jwks_uri = jwks_uri
     local = verifier_of(issuer, clock, allow_loopback_http=True)
@@ -469,7 +457,7 @@ def test_a_key_set_that_is_not_one_is_unavailable(
         issuer, "fetch", lambda url, t: document if url == issuer.jwks_uri else real(url, t)
     )
     with pytest.raises(ProviderUnavailable):
-        verifier_of(issuer, Ticker()).verify("acme", issuer.token(), None)
+        verifier_of(issuer, SecondsClock(1000.0)).verify("acme", issuer.token(), None)
 
 
 # --- fetch_json, against a real server on loopback --------------------------------------------
