@@ -209,10 +209,15 @@ def test_the_outbox_carries_the_settlement_each_order_and_the_sellers_balances(
         10_000,
         500,
     )
-    settled = world.events_of(events.OrderSettled)
-    assert sorted(e.order_id for e in settled) == sorted(orders)
-    assert all(e.settlement_id == settlement.id and e.settled_at == RUN_AT for e in settled)
-    assert all(e.completed_at == kst(D, 12) for e in settled)
+    # The orders are announced by the settlement, not one event each.
+    assert world.events_of(events.OrderSettled) == []
+    [settled] = world.events_of(events.OrdersSettled)
+    assert (settled.aggregate_id, settled.settlement_id) == (settlement.id, settlement.id)
+    assert (settled.seller_id, settled.settled_at) == (sally, RUN_AT)
+    assert sorted(settled.order_ids) == sorted(orders)
+    assert settled.completed_at == (kst(D, 12), kst(D, 12))
+    versions = {o: world.store.rows["orders"][o].version for o in orders}
+    assert dict(zip(settled.order_ids, settled.order_versions, strict=True)) == versions
     balances = [e for e in world.events_of(events.UserBalancesChanged) if e.reason == "settlement"]
     assert [(b.user_id, b.available_points, b.pending_points) for b in balances] == [
         (sally, 9_500, 0)

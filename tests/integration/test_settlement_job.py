@@ -58,11 +58,13 @@ from giftmarket.commands import trading
 from giftmarket.commands.executor import CommandExecutor
 from giftmarket.commands.ports import Committed
 from giftmarket.domain import marketplace
+from giftmarket.domain.events import OrderSettled, event_class
 from giftmarket.domain.ids import new_id
 from giftmarket.domain.settlement import business_day_bounds
 from giftmarket.http.auth import TokenService
 from giftmarket.jobs.settlement import SettlementReport, settle_seller
 from giftmarket.messages import EventEnvelope
+from giftmarket.projections.projector import operations
 from giftmarket.queries import account, trades
 from giftmarket.settings import Settings
 from giftmarket_local.invoke import LocalInvoker
@@ -142,7 +144,7 @@ def test_the_outbox_carries_the_settlement_every_order_and_the_sellers_balances(
         container.database,
         tables.outbox.c.aggregate_id.in_([settlement.id, sally, *market.orders[sally]]),
         tables.outbox.c.event_type.in_(
-            ["SettlementCompleted", "OrderSettled", "UserBalancesChanged"]
+            ["SettlementCompleted", "OrderSettled", "OrdersSettled", "UserBalancesChanged"]
         ),
     )
     by_type: dict[str, list[EventEnvelope]] = {}
@@ -161,10 +163,13 @@ def test_the_outbox_carries_the_settlement_every_order_and_the_sellers_balances(
         "fee": 749,
         "net": 14_269,
     }
-    settled = by_type["OrderSettled"]
-    assert sorted(e.aggregate_id for e in settled) == sorted(market.orders[sally])
-    assert {(e.version, e.payload["settlement_id"]) for e in settled} == {(3, settlement.id)}
-    assert all(e.payload["completed_at"] is not None for e in settled)
+    # The orders, announced by the settlement: one event for these three, none of their own.
+    assert "OrderSettled" not in by_type
+    [settled] = by_type["OrdersSettled"]
+    assert (settled.aggregate_id, settled.payload["settlement_id"]) == (settlement.id,) * 2
+    assert sorted(settled.payload["order_ids"]) == sorted(market.orders[sally])
+    assert settled.payload["order_versions"] == [3, 3, 3]
+    assert all(at is not None for at in settled.payload["completed_at"])
     [balances_changed] = [
         e for e in by_type["UserBalancesChanged"] if e.payload["reason"] == "settlement"
     ]
@@ -247,6 +252,31 @@ def written(container: Container, seller: str, committed: Committed) -> dict[str
     }
 
 
+def as_events(rows: list[dict[str, Any]]) -> list[Any]:
+    return [
+        event_class(row["event_type"]).from_payload(row["payload"])  # type: ignore[union-attr]
+        for row in rows
+    ]
+
+
+def settled_order(e: Any) -> Any:
+    """What an OrderSettled says of its order, or an OrdersSettled of each of its orders."""
+    if isinstance(e, OrderSettled):
+        return (e.order_id, e.version, e.product_id, e.buyer_id, e.seller_id, e.settlement_id,
+                e.completed_at, e.settled_at)  # fmt: skip
+    return sorted(
+        (order_id, version, product_id, buyer_id, e.seller_id, e.settlement_id, at, e.settled_at)
+        for order_id, version, product_id, buyer_id, at in zip(
+            e.order_ids, e.order_versions, e.product_ids, e.buyer_ids, e.completed_at, strict=True
+        )
+    )
+
+
+def projected(events: list[Any]) -> list[Any]:
+    """The read-model operations the projector makes of `events`, by order."""
+    return sorted((op for e in events for op in operations(e)), key=lambda op: op["id"])
+
+
 @pytest.mark.parametrize("seed", [18, 1018])
 def test_the_set_based_settlement_writes_what_the_domain_rule_gives(
     container: Container, market: Market, seed: int
@@ -289,8 +319,20 @@ def test_the_set_based_settlement_writes_what_the_domain_rule_gives(
     assert result.settlement is not None and result.settlement.id == settlement_id
     actual = written(container, seller, committed)
     assert actual["orders"] == expected["orders"]
-    assert actual["events"] == expected["events"]
-    assert len(committed.outbox_ids) == len(prices) + 2
+    # The same events, but the orders' OrderSettled each: the settlement announces those,
+    # saying of each order what its own event says, so the read models end the same.
+    one_each = [row for row in expected["events"] if row["event_type"] == "OrderSettled"]
+    announced = [row for row in actual["events"] if row["event_type"] == "OrdersSettled"]
+    assert [row for row in actual["events"] if row not in announced] == [
+        row for row in expected["events"] if row not in one_each
+    ]
+    assert len(announced) == 1 and len(committed.outbox_ids) == 3
+    said = [settled_order(e) for e in sorted(as_events(one_each), key=lambda e: e.order_id)]
+    assert [settled_order(e) for e in as_events(announced)] == [said]
+    assert projected(as_events(announced)) == projected(as_events(one_each))
+    assert {k: v for k, v in committed.versions.items() if k.startswith("order:")} == {
+        f"order:{row['id']}": row["version"] for row in expected["orders"]
+    }
     assert actual["settlement"] == expected["settlement"]
     assert actual["user"] == expected["user"]
     e = tables.ledger_entries

@@ -148,7 +148,7 @@ class Player:
 
 def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
     """Settle a seller's completed orders (the settlement job's effect on orders, without
-    its ledger postings, which no read model shows)."""
+    its ledger postings, which no read model shows), as aggregates: an OrderSettled each."""
 
     def handler(uow: UnitOfWork, ctx: CommandContext) -> None:
         found = [uow.orders.get(o, lock=True) for o in orders]
@@ -166,6 +166,30 @@ def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
         for order in completed:
             order.settle(settlement.id, ctx.clock())
         uow.settlements.add(settlement)
+
+    player.container.command_executor.transaction(handler)
+
+
+def settle_set_based(player: Player, seller: str, day: date) -> None:
+    """Settle all of a seller's completed orders as the daily job does: marked in SQL, and
+    announced by the settlement (OrdersSettled, two orders an event to make several)."""
+
+    def handler(uow: UnitOfWork, ctx: CommandContext) -> None:
+        now = ctx.clock()
+        sales = uow.orders.lock_for_settlement(seller, now + timedelta(days=1))
+        if not sales:
+            return
+        settlement = Settlement.of_orders(
+            settlement_id=ctx.ids(),
+            seller_id=seller,
+            business_date=day,
+            orders=sales,
+            fee_bps=500,
+            now=now,
+        )
+        settlement.announce_settled(sales, now, per_event=2)
+        uow.settlements.add(settlement)
+        uow.orders.mark_settled(sales, settlement.id, now)
 
     player.container.command_executor.transaction(handler)
 
@@ -258,7 +282,10 @@ def market(container: Container, inspecting: Container, stack: Stack) -> Market:
                 confirm = trading.ConfirmOrder(buyer, order_id)
                 player.try_run(confirm)
     for seller, completed in _completed_by_seller(container, m.users).items():
-        if rng.random() < 0.6:
+        chance = rng.random()
+        if chance < 0.3:
+            settle_set_based(player, seller, date(2026, 11, 21))
+        elif chance < 0.6:
             settle(player, seller, completed[: len(completed) // 2 + 1], date(2026, 11, 21))
     # Three days on, the short-lived vouchers are inside the expiry margin.
     expire_asks(container.command_executor, now=datetime.now(UTC) + timedelta(days=3))
@@ -398,7 +425,7 @@ def test_the_scenario_made_over_a_thousand_events_of_every_kind(market: Market) 
         "UserSignedUp", "UserBalancesChanged", "ProductRegistered", "ProductLiked",
         "ProductUnliked", "ImageRequested", "SellBidPlaced", "SellBidCancelled",
         "SellBidMatched", "BuyBidPlaced", "BuyBidMatched", "OrderPlaced", "OrderCompleted",
-        "OrderSettled", "CouponIssued", "CouponUsed", "SettlementCompleted",
+        "OrderSettled", "OrdersSettled", "CouponIssued", "CouponUsed", "SettlementCompleted",
         "SellBidExpired", "OrderDelivered", "OrderInspectionFailed", "OrderDisputed",
         "OrderDisputeResolved", "OrderRefunded", "CouponRestored",
     } <= kinds  # fmt: skip

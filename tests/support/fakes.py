@@ -48,7 +48,7 @@ from giftmarket.commands.ports import (
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
 from giftmarket.domain.errors import EmailTaken, VoucherDuplicate
-from giftmarket.domain.events import DomainEvent
+from giftmarket.domain.events import DomainEvent, OrderSettled
 from giftmarket.domain.ids import IdGenerator, encode_ulid
 from giftmarket.domain.image_cleanup import (
     WITHDRAWN_ASK_STATUSES,
@@ -634,6 +634,7 @@ class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
                 id=order.id,
                 seller_id=order.seller_id,
                 buyer_id=order.buyer_id,
+                product_id=order.product_id,
                 price=order.price,
                 completed_at=order.completed_at,
                 version=order.version,
@@ -652,6 +653,12 @@ class FakeOrderRepository(_FakeRepository[Order], ports.OrderRepository):
             if order is None or order.version != sale.version:
                 raise StaleAggregate(f"order {sale.id} changed meanwhile")
             order.settle(settlement_id, now)
+            # Announced by the settlement instead (Settlement.announce_settled), as the
+            # SQL repository writes no OrderSettled either.
+            settled = order.events.pop()
+            assert isinstance(settled, OrderSettled), settled
+        # Reported by the commit all the same, as SqlOrderRepository.mark_settled does.
+        self._uow.wrote_versions({f"order:{sale.id}": sale.version + 1 for sale in orders})
 
 
 class FakeCouponRepository(_FakeTable[Coupon], ports.CouponRepository):
@@ -812,6 +819,10 @@ class FakeUnitOfWork(UnitOfWork):
         self._transaction = None  # whatever was not committed is gone
         if isinstance(exc, StaleAggregate):
             raise TransientConflict(str(exc)[:200]) from exc
+
+    def wrote_versions(self, versions: dict[str, int]) -> None:
+        """Aggregates a repository saved without events of their own, for the commit."""
+        self._written = Committed(self._written.outbox_ids, {**self._written.versions, **versions})
 
     def flush(self) -> Committed:
         tx = self.transaction

@@ -259,7 +259,9 @@ def outcome(container: Container, market: Market) -> list[Any]:
         container,
         select(o.c.event_type).where(
             o.c.aggregate_id.in_(aggregate_ids + market.sellers),
-            o.c.event_type.in_(["SettlementCompleted", "OrderSettled", "UserBalancesChanged"]),
+            o.c.event_type.in_(
+                ["SettlementCompleted", "OrderSettled", "OrdersSettled", "UserBalancesChanged"]
+            ),
             o.c.occurred_at >= run_at(market.day).astimezone(UTC).replace(tzinfo=None),
         ),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, date, datetime
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 from tests.support.fakes import RecordedCommands
@@ -196,6 +196,28 @@ def test_later_order_events_carry_the_whole_changing_state() -> None:
     assert "created_us" not in op["once"]  # only the placement knows it
 
 
+def test_a_settlements_orders_settled_make_what_each_orders_own_event_makes() -> None:
+    completed = (datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, 1, 2, 3, 4, UTC))
+    one_by_one = [
+        events.OrderSettled(
+            **common(order_id, version), order_id=order_id, product_id=product_id,
+            buyer_id=buyer_id, seller_id="s1", settlement_id="st1", completed_at=at,
+            settled_at=AT,
+        )
+        for order_id, version, product_id, buyer_id, at in (
+            ("o1", 4, "p1", "b1", completed[0]), ("o2", 6, "p2", "b2", completed[1])
+        )
+    ]  # fmt: skip
+    together = events.OrdersSettled(
+        **common("st1", 1), settlement_id="st1", seller_id="s1", settled_at=AT,
+        order_ids=("o1", "o2"), order_versions=(4, 6), product_ids=("p1", "p2"),
+        buyer_ids=("b1", "b2"), completed_at=completed,
+    )  # fmt: skip
+    expected = [op for event in one_by_one for op in operations(delivered(event))]
+    assert operations(delivered(together)) == expected
+    assert [op["id"] for op in expected] == ["o1", "o2"]
+
+
 def test_bid_events_open_and_close_the_bid_under_its_version() -> None:
     base: dict[str, Any] = {"sell_bid_id": "a1", "product_id": "p1", "seller_id": "s1"}
     base["price"] = 5000
@@ -253,7 +275,7 @@ PROJECTED = {
     events.ProductLiked, events.ProductUnliked, events.ImageDeleted,
     events.SellBidPlaced, events.SellBidCancelled, events.SellBidMatched,
     events.BuyBidPlaced, events.BuyBidCancelled, events.BuyBidMatched,
-    events.OrderPlaced, events.OrderCompleted, events.OrderSettled,
+    events.OrderPlaced, events.OrderCompleted, events.OrderSettled, events.OrdersSettled,
     events.CouponIssued, events.CouponUsed, events.SettlementCompleted,
     events.SellBidExpired, events.OrderDelivered, events.OrderInspectionFailed,
     events.OrderDisputed, events.OrderDisputeResolved, events.OrderRefunded,
@@ -273,6 +295,8 @@ def sample(event_class: type[events.DomainEvent]) -> events.DomainEvent:
     hints = get_type_hints(event_class)
 
     def made_up(hint: object) -> Any:
+        if get_origin(hint) is tuple:  # tuple[X, ...]: one item
+            return (made_up(get_args(hint)[0]),)
         return next(MADE_UP[k] for k in (hint, *get_args(hint)) if k in MADE_UP)  # str | None: str
 
     return event_class(**{f.name: made_up(hints[f.name]) for f in fields(event_class)})

@@ -15,7 +15,7 @@ from giftmarket.domain.ids import IdGenerator
 from giftmarket.domain.images import Image
 from giftmarket.domain.orderbook import SellBid
 from giftmarket.domain.orders import AUTO_COMPLETE_AFTER, DisputeDecision
-from giftmarket.domain.settlement import business_date_of
+from giftmarket.domain.settlement import SettleableOrder, business_date_of
 from giftmarket.domain.users import User
 from giftmarket.domain.vouchers import InspectionMode, VoucherRules
 
@@ -131,6 +131,19 @@ def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
     settlement, _ = marketplace.settle_seller(
         sally, [bought, sold], 500, business_date_of(later), ids, later
     )
+    # The daily job settles set-based: its settlement announces the orders SQL marks.
+    assert kept.completed_at is not None
+    sale = SettleableOrder(
+        id=kept.id,
+        seller_id=kept.seller_id,
+        buyer_id=kept.buyer_id,
+        product_id=kept.product_id,
+        price=kept.price,
+        completed_at=kept.completed_at,
+        version=kept.version,
+    )
+    nightly, _ = marketplace.pay_out_seller(sally, [sale], 500, business_date_of(later), ids, later)
+    nightly.announce_settled([sale], later)
 
     aggregates: list[Aggregate] = [
         admin,
@@ -151,6 +164,7 @@ def every_kind_of_change(ids: IdGenerator, now: datetime) -> list[DomainEvent]:
         sold,
         *inspected,
         settlement,
+        nightly,
     ]
     return [event for aggregate in aggregates for event in aggregate.events]
 

@@ -8,6 +8,7 @@ from giftmarket.domain.errors import InvalidField
 from giftmarket.domain.orders import Order
 from giftmarket.domain.settlement import (
     KST,
+    SettleableOrder,
     Settlement,
     business_date_of,
     business_day_bounds,
@@ -89,6 +90,72 @@ def test_settlement_records_its_amounts(now: datetime) -> None:
             net=14_999 - 749,
         )
     ]
+
+
+def sales(count: int, completed_at: datetime, seller_id: str = "sally") -> list[SettleableOrder]:
+    return [
+        SettleableOrder(
+            id=f"o{i:03}",
+            seller_id=seller_id,
+            buyer_id=f"b{i % 3}",
+            product_id=f"p{i % 5}",
+            price=1_000 + i,
+            completed_at=completed_at + timedelta(seconds=i),
+            version=3 + i % 2,
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_settlement_announces_its_orders_in_slices_as_each_would_be_settled(
+    now: datetime,
+) -> None:
+    orders = sales(5, now - timedelta(hours=1))
+    settlement = Settlement.of_orders(
+        settlement_id="s", seller_id="sally", business_date=date(2025, 3, 14),
+        orders=orders, fee_bps=500, now=now,
+    )  # fmt: skip
+
+    settlement.announce_settled(orders, now, per_event=2)
+
+    announced = [e for e in settlement.events if isinstance(e, events.OrdersSettled)]
+    assert settlement.events[1:] == announced
+    assert [len(e.order_ids) for e in announced] == [2, 2, 1]
+    assert all(
+        (e.aggregate_id, e.version, e.settlement_id, e.seller_id, e.settled_at, e.occurred_at)
+        == ("s", 1, "s", "sally", now, now)
+        for e in announced
+    )
+    each = [
+        (order_id, version, product_id, buyer_id, completed_at)
+        for e in announced
+        for order_id, version, product_id, buyer_id, completed_at in zip(
+            e.order_ids, e.order_versions, e.product_ids, e.buyer_ids, e.completed_at, strict=True
+        )
+    ]
+    # In the order given, each one version up, as Order.settle leaves it.
+    assert each == [(o.id, o.version + 1, o.product_id, o.buyer_id, o.completed_at) for o in orders]
+
+
+def test_a_settlement_announces_only_its_sellers_orders(now: datetime) -> None:
+    settlement = Settlement.of_orders(
+        settlement_id="s", seller_id="sally", business_date=date(2025, 3, 14),
+        orders=sales(1, now), fee_bps=500, now=now,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="not sally's"):
+        settlement.announce_settled([*sales(1, now), *sales(1, now, seller_id="sam")], now)
+    with pytest.raises(ValueError, match="at least 1"):
+        settlement.announce_settled(sales(1, now), now, per_event=0)
+    assert len(settlement.events) == 1  # nothing announced
+
+
+def test_an_announcement_needs_one_of_each_item_per_order(now: datetime) -> None:
+    with pytest.raises(ValueError, match="one of each item per order"):
+        events.OrdersSettled(
+            aggregate_id="s", version=1, occurred_at=now, settlement_id="s", seller_id="sally",
+            settled_at=now, order_ids=("o1", "o2"), order_versions=(2,), product_ids=("p", "p"),
+            buyer_ids=("b", "b"), completed_at=(now, now),
+        )  # fmt: skip
 
 
 # --- business dates ----------------------------------------------------------------------

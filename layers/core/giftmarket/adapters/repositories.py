@@ -9,7 +9,6 @@ can never overwrite each other.
 from __future__ import annotations
 
 import enum
-import json
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,8 +40,7 @@ from giftmarket.commands import ports
 from giftmarket.domain.catalog import Product
 from giftmarket.domain.coupons import Coupon
 from giftmarket.domain.errors import EmailTaken, VoucherDuplicate
-from giftmarket.domain.events import DomainEvent, OrderSettled
-from giftmarket.domain.ids import new_id
+from giftmarket.domain.events import DomainEvent
 from giftmarket.domain.image_cleanup import (
     WITHDRAWN_ASK_STATUSES,
     CleanupCandidate,
@@ -869,6 +867,7 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         _orders.c.id,
         _orders.c.seller_id,
         _orders.c.buyer_id,
+        _orders.c.product_id,
         _orders.c.price,
         _orders.c.completed_at,
         _orders.c.version,
@@ -883,6 +882,7 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
                 id=row.id,
                 seller_id=row.seller_id,
                 buyer_id=row.buyer_id,
+                product_id=row.product_id,
                 price=row.price,
                 completed_at=from_db_time(row.completed_at),
                 version=row.version,
@@ -899,22 +899,18 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
             # Saved behind the identity map's back: an aggregate of it here would go stale.
             if self._tracker.lookup(self.mapper, order.id) is not None:
                 raise RuntimeError(f"order {order.id} is loaded in this unit of work")
-        outbox_ids = [new_id() for _ in orders]
         params = {
             "ids": [order.id for order in orders],
-            "settled": json.dumps([[o.id, oid] for o, oid in zip(orders, outbox_ids, strict=True)]),
             "settlement_id": settlement_id,
             "now": to_db_time(now),
-            "now_text": now.astimezone(UTC).isoformat(),
         }
         updated = self._session.execute(_SETTLE_ORDERS, params).rowcount
         # Locked since they were read, so none can have moved on; checked all the same.
         if updated != len(orders):
             raise StaleAggregate(f"orders of settlement {settlement_id} changed meanwhile")
-        self._session.execute(_ORDER_SETTLED_EVENTS, params)
-        self._tracker.wrote_events(
-            outbox_ids, {f"order:{order.id}": order.version + 1 for order in orders}
-        )
+        # Their events are the settlement's (Settlement.announce_settled): its commit
+        # reports the orders' new versions for read-your-writes all the same.
+        self._tracker.wrote_events((), {f"order:{order.id}": order.version + 1 for order in orders})
 
 
 # The set-based settlement of a seller's orders (`mark_settled`). What `Order.settle` does
@@ -923,49 +919,6 @@ _SETTLE_ORDERS = text(
     "UPDATE orders SET status = 'SETTLED', settlement_id = :settlement_id, settled_at = :now,"
     " version = version + 1 WHERE id IN :ids AND status = 'COMPLETED'"
 ).bindparams(bindparam("ids", expanding=True))
-
-# Then the events, each order with the outbox id made for its event, as a JSON table of
-# [order id, outbox id] joined to `orders` by primary key (same collation: an index lookup).
-_SETTLED = """JSON_TABLE(:settled, '$[*]' COLUMNS (
-    order_id CHAR(26) CHARACTER SET ascii COLLATE ascii_bin PATH '$[0]',
-    outbox_id CHAR(26) CHARACTER SET ascii COLLATE ascii_bin PATH '$[1]'
-)) AS s"""
-
-
-def _iso_instant(column: str) -> str:
-    # As DomainEvent payloads write instants (datetime.isoformat() in UTC): the
-    # microseconds only when there are some.
-    return (
-        f"CONCAT(DATE_FORMAT({column}, '%Y-%m-%dT%H:%i:%s'),"
-        f" IF(MICROSECOND({column}) = 0, '', DATE_FORMAT({column}, '.%f')), '+00\\:00')"
-    )
-
-
-# The OrderSettled payload `Order.settle` would record, field by field: a field added to the
-# event and not here fails at import, not silently in the outbox.
-_ORDER_SETTLED_PAYLOAD = {
-    "aggregate_id": "o.id",
-    "version": "o.version",
-    "occurred_at": ":now_text",
-    "order_id": "o.id",
-    "product_id": "o.product_id",
-    "buyer_id": "o.buyer_id",
-    "seller_id": "o.seller_id",
-    "settlement_id": "o.settlement_id",
-    "completed_at": _iso_instant("o.completed_at"),
-    "settled_at": ":now_text",
-}
-if tuple(_ORDER_SETTLED_PAYLOAD) != tuple(f.name for f in fields(OrderSettled)):
-    raise RuntimeError("the SQL OrderSettled payload does not match the event's fields")
-
-_ORDER_SETTLED_EVENTS = text(
-    "INSERT INTO outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type,"
-    " message_group, payload, occurred_at)"
-    f" SELECT s.outbox_id, '{OrderSettled.aggregate_type}', o.id, o.version, 'OrderSettled',"
-    f" CONCAT('{OrderSettled.aggregate_type}\\:', o.id), JSON_OBJECT("
-    + ", ".join(f"'{name}', {value}" for name, value in _ORDER_SETTLED_PAYLOAD.items())
-    + f"), :now FROM {_SETTLED} JOIN orders AS o ON o.id = s.order_id"
-)
 
 
 class SqlCouponRepository(_SqlRepository[Coupon], ports.CouponRepository):

@@ -229,8 +229,9 @@ class OrderRepository(ABC):
         self, orders: Sequence[SettleableOrder], settlement_id: str, now: datetime
     ) -> None:
         """Settle orders this unit of work locked with `lock_for_settlement`, as
-        `Order.settle` does each (SETTLED by the settlement at `now`, one version up, its
-        OrderSettled event to the outbox), in a few set-based statements."""
+        `Order.settle` does each (SETTLED by the settlement at `now`, one version up), in
+        set-based statements. Their events are the settlement's, not written here: the
+        caller has it announce them (`Settlement.announce_settled`)."""
 
 
 class CouponRepository(ABC):

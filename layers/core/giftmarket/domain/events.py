@@ -28,6 +28,8 @@ def _json_safe(value: object) -> object:
         return value.isoformat()
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, tuple):
+        return [_json_safe(item) for item in value]
     return value
 
 
@@ -103,6 +105,11 @@ def _parser(hint: object) -> tuple[_Parse | None, bool]:
         kinds = get_args(hint)
     optional = type(None) in kinds
     (kind,) = [k for k in kinds if k is not type(None)]
+    if get_origin(kind) is tuple:
+        item, more = get_args(kind)
+        if more is not Ellipsis:
+            raise TypeError(f"a tuple field is tuple[X, ...], not {kind}")
+        return _items(_parser(item)[0]), optional
     if kind is datetime:
         return _instant, optional
     if kind is date:
@@ -110,6 +117,15 @@ def _parser(hint: object) -> tuple[_Parse | None, bool]:
     if isinstance(kind, type) and issubclass(kind, Enum):
         return kind, optional
     return None, optional
+
+
+def _items(parse: _Parse | None) -> _Parse:
+    def items(value: object) -> tuple[object, ...]:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"not a list: {value!r}")
+        return tuple(value) if parse is None else tuple(parse(item) for item in value)
+
+    return items
 
 
 def _instant(value: object) -> datetime:
@@ -487,6 +503,40 @@ class SettlementCompleted(DomainEvent):
     gross: int
     fee: int
     net: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrdersSettled(DomainEvent):
+    """Orders a settlement marked SETTLED, a slice of them per event: what an OrderSettled
+    says of each order, for many orders at once. The daily settlement records these (one
+    outbox row and one message per slice, not per order: 10^5 orders settled a night
+    would otherwise be 10^5 messages queued ahead of everyone's events). The i-th item of
+    each tuple is the i-th order's; `order_versions` are the orders' versions once
+    settled, which their read models are guarded by."""
+
+    aggregate_type = "settlement"
+    settlement_id: str
+    seller_id: str
+    settled_at: datetime
+    order_ids: tuple[str, ...]
+    order_versions: tuple[int, ...]
+    product_ids: tuple[str, ...]
+    buyer_ids: tuple[str, ...]
+    completed_at: tuple[datetime, ...]
+
+    def __post_init__(self) -> None:
+        sizes = {
+            len(items)
+            for items in (
+                self.order_ids,
+                self.order_versions,
+                self.product_ids,
+                self.buyer_ids,
+                self.completed_at,
+            )
+        }
+        if len(sizes) != 1:
+            raise ValueError("an OrdersSettled event needs one of each item per order")
 
 
 # --- by name -------------------------------------------------------------------------------

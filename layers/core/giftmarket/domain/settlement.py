@@ -14,6 +14,9 @@ from giftmarket.domain.orders import Order, OrderStatus
 from giftmarket.domain.validation import require_aware
 
 BASIS_POINTS = 10_000
+# Orders per OrdersSettled event: about 140 bytes of payload each, so an event stays near
+# 30 KB, and ten of them fit one SendMessageBatch (256 KiB).
+ORDERS_PER_EVENT = 200
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -98,6 +101,7 @@ class SettleableOrder:
     id: str
     seller_id: str
     buyer_id: str
+    product_id: str
     price: int
     completed_at: datetime
     version: int
@@ -165,3 +169,32 @@ class Settlement:
             )
         )
         return settlement
+
+    def announce_settled(
+        self, orders: Sequence[SettleableOrder], now: datetime, per_event: int = ORDERS_PER_EVENT
+    ) -> None:
+        """Record that `orders` (this settlement's, locked as read) are SETTLED by it, in
+        OrdersSettled events of `per_event` orders: what `Order.settle` records one event
+        per order for, when the orders are marked SETTLED set-based instead of as
+        aggregates (`OrderRepository.mark_settled`)."""
+        if per_event < 1:
+            raise ValueError("per_event must be at least 1")
+        if any(order.seller_id != self.seller_id for order in orders):
+            raise ValueError(f"an order is not {self.seller_id}'s to settle")
+        for start in range(0, len(orders), per_event):
+            part = orders[start : start + per_event]
+            self.events.append(
+                events.OrdersSettled(
+                    aggregate_id=self.id,
+                    version=self.version,
+                    occurred_at=now,
+                    settlement_id=self.id,
+                    seller_id=self.seller_id,
+                    settled_at=now,
+                    order_ids=tuple(order.id for order in part),
+                    order_versions=tuple(order.version + 1 for order in part),
+                    product_ids=tuple(order.product_id for order in part),
+                    buyer_ids=tuple(order.buyer_id for order in part),
+                    completed_at=tuple(order.completed_at for order in part),
+                )
+            )

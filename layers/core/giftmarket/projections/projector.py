@@ -32,6 +32,7 @@ from giftmarket.domain.events import (
     OrderPlaced,
     OrderRefunded,
     OrderSettled,
+    OrdersSettled,
     ProductLiked,
     ProductRegistered,
     ProductUnliked,
@@ -325,6 +326,24 @@ def _order_completed(e: OrderCompleted) -> list[Op]:
 @projects(OrderSettled)
 def _order_settled(e: OrderSettled) -> list[Op]:
     return [_order_now(e, "SETTLED", completed_at=e.completed_at, settled_at=e.settled_at)]
+
+
+@projects(OrdersSettled)
+def _orders_settled(e: OrdersSettled) -> list[Op]:
+    # What _order_settled makes of each order's own OrderSettled.
+    return [
+        ops.order(
+            order_id,
+            version,
+            parties={"product_id": product_id, "buyer_id": buyer_id, "seller_id": e.seller_id},
+            status="SETTLED",
+            completed_at=completed_at,
+            settled_at=e.settled_at,
+        )
+        for order_id, version, product_id, buyer_id, completed_at in zip(
+            e.order_ids, e.order_versions, e.product_ids, e.buyer_ids, e.completed_at, strict=True
+        )
+    ]
 
 
 @projects(CouponIssued)
