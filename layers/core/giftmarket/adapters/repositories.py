@@ -9,11 +9,13 @@ can never overwrite each other.
 from __future__ import annotations
 
 import enum
+import json
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
@@ -862,33 +864,46 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         params = {"seller_id": seller_id, "completed_before": to_db_time(completed_before)}
         return self._all(self._settleable, params)
 
-    # The same rows and locks as `_settleable`, only the columns a settlement takes.
+    # The same rows and locks as `_settleable`, only what a settlement takes of each, all
+    # in one JSON array: read as columns, each value converted by the driver and by
+    # SQLAlchemy, the 10^5 rows of a nightly run were half of its Python time (issue 18).
+    # A locking read that aggregates still locks every row it reads (InnoDB, MySQL and
+    # MariaDB alike); the array is in no order, so the orders are sorted by id here.
     _for_settlement = _seller_settleable(
-        _orders.c.id,
-        _orders.c.seller_id,
-        _orders.c.buyer_id,
-        _orders.c.product_id,
-        _orders.c.price,
-        _orders.c.completed_at,
-        _orders.c.version,
-    )
+        func.json_arrayagg(
+            func.json_array(
+                _orders.c.id,
+                _orders.c.buyer_id,
+                _orders.c.product_id,
+                _orders.c.price,
+                func.date_format(_orders.c.completed_at, "%Y-%m-%d %H:%i:%s.%f"),
+                _orders.c.version,
+            )
+        )
+    ).order_by(None)
 
     def lock_for_settlement(
         self, seller_id: str, completed_before: datetime
     ) -> list[SettleableOrder]:
         params = {"seller_id": seller_id, "completed_before": to_db_time(completed_before)}
-        return [
+        found = self._session.execute(self._for_settlement, params).scalar()
+        if found is None:  # no row to aggregate
+            return []
+        utc, instant = UTC, datetime.fromisoformat
+        orders = [
             SettleableOrder(
-                id=row.id,
-                seller_id=row.seller_id,
-                buyer_id=row.buyer_id,
-                product_id=row.product_id,
-                price=row.price,
-                completed_at=from_db_time(row.completed_at),
-                version=row.version,
+                id=order_id,
+                seller_id=seller_id,
+                buyer_id=buyer_id,
+                product_id=product_id,
+                price=price,
+                completed_at=instant(completed_at).replace(tzinfo=utc),
+                version=version,
             )
-            for row in self._session.execute(self._for_settlement, params)
+            for order_id, buyer_id, product_id, price, completed_at, version in json.loads(found)
         ]
+        orders.sort(key=attrgetter("id"))
+        return orders
 
     def mark_settled(
         self, orders: Sequence[SettleableOrder], settlement_id: str, now: datetime
