@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -37,7 +37,7 @@ from giftmarket.commands.executor import Command
 from giftmarket.commands.ports import UnitOfWork
 from giftmarket.domain.errors import DomainError, NotDelivered
 from giftmarket.domain.orders import DisputeDecision, InspectionResult
-from giftmarket.domain.settlement import Settlement
+from giftmarket.domain.settlement import SettledSale, Settlement
 from giftmarket.jobs.expiry import expire_asks
 from giftmarket.messages import EventEnvelope
 from giftmarket.projections.projector import Projector
@@ -146,37 +146,33 @@ class Player:
         return slot.image_id
 
 
-def settle(player: Player, seller: str, orders: list[str], day: date) -> None:
+def settle(player: Player, seller: str, day: date, orders: list[str] | None = None) -> None:
     """Settle a seller's completed orders (the settlement job's effect on orders, without
-    its ledger postings, which no read model shows), as aggregates: an OrderSettled each."""
-
-    def handler(uow: UnitOfWork, ctx: CommandContext) -> None:
-        found = [uow.orders.get(o, lock=True) for o in orders]
-        completed = [o for o in found if o is not None and o.status == "COMPLETED"]
-        if not completed:
-            return
-        settlement = Settlement.of_orders(
-            settlement_id=ctx.ids(),
-            seller_id=seller,
-            business_date=day,
-            orders=completed,
-            fee_bps=500,
-            now=ctx.clock(),
-        )
-        for order in completed:
-            order.settle(settlement.id, ctx.clock())
-        uow.settlements.add(settlement)
-
-    player.container.command_executor.transaction(handler)
-
-
-def settle_set_based(player: Player, seller: str, day: date) -> None:
-    """Settle all of a seller's completed orders as the daily job does: marked in SQL, and
-    announced by the settlement (OrdersSettled, two orders an event to make several)."""
+    its ledger postings, which no read model shows): `orders` as aggregates, an
+    OrderSettled each; or, without `orders`, all of them as the daily job does, marked in
+    SQL and announced by the settlement (OrdersSettled, two orders an event to make
+    several)."""
 
     def handler(uow: UnitOfWork, ctx: CommandContext) -> None:
         now = ctx.clock()
-        sales = uow.orders.lock_for_settlement(seller, now + timedelta(days=1))
+        sales: Sequence[SettledSale]
+        if orders is None:
+            rows = uow.orders.lock_for_settlement(seller, now + timedelta(days=1))
+
+            def mark(settlement: Settlement) -> None:
+                settlement.announce_settled(rows, now, per_event=2)
+                uow.orders.mark_settled(rows, settlement.id, now)
+
+            sales = rows
+        else:
+            found = [uow.orders.get(o, lock=True) for o in orders]
+            completed = [o for o in found if o is not None and o.status == "COMPLETED"]
+
+            def mark(settlement: Settlement) -> None:
+                for order in completed:
+                    order.settle(settlement.id, now)
+
+            sales = completed
         if not sales:
             return
         settlement = Settlement.of_orders(
@@ -187,9 +183,8 @@ def settle_set_based(player: Player, seller: str, day: date) -> None:
             fee_bps=500,
             now=now,
         )
-        settlement.announce_settled(sales, now, per_event=2)
-        uow.settlements.add(settlement)
-        uow.orders.mark_settled(sales, settlement.id, now)
+        uow.settlements.add(settlement)  # first: the orders' rows refer to it
+        mark(settlement)
 
     player.container.command_executor.transaction(handler)
 
@@ -284,9 +279,9 @@ def market(container: Container, inspecting: Container, stack: Stack) -> Market:
     for seller, completed in _completed_by_seller(container, m.users).items():
         chance = rng.random()
         if chance < 0.3:
-            settle_set_based(player, seller, date(2026, 11, 21))
+            settle(player, seller, date(2026, 11, 21))
         elif chance < 0.6:
-            settle(player, seller, completed[: len(completed) // 2 + 1], date(2026, 11, 21))
+            settle(player, seller, date(2026, 11, 21), completed[: len(completed) // 2 + 1])
     # Three days on, the short-lived vouchers are inside the expiry margin.
     expire_asks(container.command_executor, now=datetime.now(UTC) + timedelta(days=3))
 
