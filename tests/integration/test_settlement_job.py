@@ -266,9 +266,7 @@ def settled_order(e: Any) -> Any:
                 e.completed_at, e.settled_at)  # fmt: skip
     return sorted(
         (order_id, version, product_id, buyer_id, e.seller_id, e.settlement_id, at, e.settled_at)
-        for order_id, version, product_id, buyer_id, at in zip(
-            e.order_ids, e.order_versions, e.product_ids, e.buyer_ids, e.completed_at, strict=True
-        )
+        for order_id, version, product_id, buyer_id, at in e.each_order()
     )
 
 

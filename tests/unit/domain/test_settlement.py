@@ -126,13 +126,7 @@ def test_a_settlement_announces_its_orders_in_slices_as_each_would_be_settled(
         == ("s", 1, "s", "sally", now, now)
         for e in announced
     )
-    each = [
-        (order_id, version, product_id, buyer_id, completed_at)
-        for e in announced
-        for order_id, version, product_id, buyer_id, completed_at in zip(
-            e.order_ids, e.order_versions, e.product_ids, e.buyer_ids, e.completed_at, strict=True
-        )
-    ]
+    each = [order for e in announced for order in e.each_order()]
     # In the order given, each one version up, as Order.settle leaves it.
     assert each == [(o.id, o.version + 1, o.product_id, o.buyer_id, o.completed_at) for o in orders]
 

@@ -889,7 +889,7 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
         found = self._session.execute(self._for_settlement, params).scalar()
         if found is None:  # no row to aggregate
             return []
-        utc, instant = UTC, datetime.fromisoformat
+        instant = datetime.fromisoformat
         orders = [
             SettleableOrder(
                 id=order_id,
@@ -897,7 +897,7 @@ class SqlOrderRepository(_SqlRepository[Order], ports.OrderRepository):
                 buyer_id=buyer_id,
                 product_id=product_id,
                 price=price,
-                completed_at=instant(completed_at).replace(tzinfo=utc),
+                completed_at=from_db_time(instant(completed_at)),
                 version=version,
             )
             for order_id, buyer_id, product_id, price, completed_at, version in json.loads(found)

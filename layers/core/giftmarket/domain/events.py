@@ -9,7 +9,7 @@ events, which then share that version (consumers tell them apart by `event_type`
 """
 
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -537,6 +537,17 @@ class OrdersSettled(DomainEvent):
         }
         if len(sizes) != 1:
             raise ValueError("an OrdersSettled event needs one of each item per order")
+
+    def each_order(self) -> Iterator[tuple[str, int, str, str, datetime]]:
+        """Each order's (id, version once settled, product id, buyer id, completed_at)."""
+        return zip(
+            self.order_ids,
+            self.order_versions,
+            self.product_ids,
+            self.buyer_ids,
+            self.completed_at,
+            strict=True,
+        )
 
 
 # --- by name -------------------------------------------------------------------------------

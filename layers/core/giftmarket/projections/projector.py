@@ -340,9 +340,7 @@ def _orders_settled(e: OrdersSettled) -> list[Op]:
             completed_at=completed_at,
             settled_at=e.settled_at,
         )
-        for order_id, version, product_id, buyer_id, completed_at in zip(
-            e.order_ids, e.order_versions, e.product_ids, e.buyer_ids, e.completed_at, strict=True
-        )
+        for order_id, version, product_id, buyer_id, completed_at in e.each_order()
     ]
 
 
