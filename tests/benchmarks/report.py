@@ -106,6 +106,12 @@ def read_models(r: dict[str, Any]) -> list[Row]:
     return rows + read_models_by_size(r)
 
 
+def passes_of(entry: dict[str, Any]) -> str:
+    """The read model's share of a size's samples: it answers them `redis_passes` times."""
+    passes = entry.get("redis_passes", 1)
+    return f", the read model's {passes} times over" if passes > 1 else ""
+
+
 def read_models_by_size(r: dict[str, Any], route: str = "product_detail") -> list[Row]:
     """The handler's figures against data size: `route` at each size, then how flat the
     read model's p99 is across sizes, per route."""
@@ -125,7 +131,7 @@ def read_models_by_size(r: dict[str, Any], route: str = "product_detail") -> lis
         rows.append(
             (
                 f"{route} at {int(size):,} orders: read model vs SQL, via the handler "
-                f"({t['samples']} samples)",
+                f"({t['samples']} samples{passes_of(entry)})",
                 f"p50 {t['redis_p50_ms']} vs {t['sql_p50_ms']} ms, p99 {t['redis_p99_ms']} vs "
                 f"{t['sql_p99_ms']} ms; ratio {t['ratio_p50']}× (p99: {t['ratio_p99']}×); "
                 f"seed {seconds['seed']:g} s, rebuild {seconds['rebuild']:g} s, Redis "
@@ -150,6 +156,16 @@ def read_models_by_size(r: dict[str, Any], route: str = "product_detail") -> lis
         # A page costs its items: answers shorter at one size are cheaper for that alone.
         figures += "; items per answer " + ", ".join(
             f"{name} {' / '.join(f'{v:g}' for v in n)}" for name, n in uneven.items()
+        )
+    spread = {
+        name: [by_size[str(size)]["routes"][name].get("redis_p99_ms_by_pass") for size in sizes]
+        for name in flat
+    }
+    if all(all(p99s) for p99s in spread.values()):
+        # One pass's p99 each: how far a single pass would have moved the figure.
+        figures += "; each pass's p99 " + ", ".join(
+            f"{name} " + " / ".join(f"{min(p):g}–{max(p):g}" for p in p99s if p)
+            for name, p99s in spread.items()
         )
     floors = [by_size[str(size)].get("floors_p99_ms") for size in sizes]
     if all(floors):
