@@ -54,6 +54,7 @@ import gc
 import hashlib
 import itertools
 import json
+import multiprocessing
 import operator
 import os
 import pstats
@@ -746,6 +747,25 @@ def tsv_cell(value: Any) -> str:
     if isinstance(value, str) and ("\\" in text or "\t" in text or "\n" in text):
         text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
     return text
+
+
+def seed_elsewhere(settings: Settings, scale: Scale) -> Seeded:
+    """`seed` in a child process of its own, which ends with it: the process that times the
+    handler never holds the rows (~6 GB at 10^6 orders) nor the heap they leave behind, as a
+    Lambda's never does. In a process that had built 3 GB of rows first (a twentieth kept),
+    product detail's p50 at 10^4 read 1.36 and 1.40 ms, against 1.05 and 0.94 ms."""
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(1) as pool:
+        seeded: Seeded = pool.apply(_seed_in_child, (settings.model_dump(), scale))
+    return seeded
+
+
+def _seed_in_child(settings: dict[str, Any], scale: Scale) -> Seeded:
+    container = bootstrap(Settings.model_validate(settings))
+    try:
+        return seed(container, scale)
+    finally:
+        container.close()
 
 
 def seed(container: Container, scale: Scale) -> Seeded:
@@ -1659,7 +1679,7 @@ def seed_into_empty_redis(container: Container, stack: Stack, scale: Scale) -> t
     replay there only then, for minutes at 10^6 orders), and empty this stack's Redis (the
     previous size's data too); returns the seeding and the replica's catch-up seconds."""
     print(f"seeding {scale}", flush=True)
-    seeded = seed(container, scale)
+    seeded = seed_elsewhere(container.settings, scale)
     print(f"  seeded in {seeded.seconds:.1f}s: {seeded.insert_seconds}", flush=True)
     caught_up = stack.wait_replica_caught_up(timeout=3600)
     print(f"  replica caught up in {caught_up:.1f}s", flush=True)
