@@ -1,17 +1,17 @@
 """Read models against SQL: rebuild, Redis memory, query latency at 10^5 (and 10^4, 10^6) orders.
 
-A marketplace is seeded behind the application's back, by LOAD DATA LOCAL INFILE on the
-primary (files of 200 000 rows, unique and foreign key checks off): 10^4 users, 10^3
-products in 20 categories with likes, 2x10^4 open asks and 2x10^4 open buy bids, 10^5
-orders (PAID, COMPLETED and SETTLED; buy-now ones each with their matched ask and its
-voucher image, some paid partly with a coupon; sell-now ones with their matched buy bid
-and the seller's image), the settlements of the SETTLED ones, a few coupons per user and
-the double-entry ledger of all of it, so balances equal their postings. Every ask and order
-carries its voucher's facts (last 4 digits, expiry: open asks' vouchers valid long enough
-for buy-now) and every voucher its barcode registry row; orders were delivered when placed
-(automatic inspection). Times are
-consistent (72-hour auto-completion, settlement at 00:10 KST) and ids are ULIDs of their
-rows' creation times. Then, on the same process:
+A marketplace is seeded behind the application's back, from a child process of its own (see
+seed_elsewhere), by LOAD DATA LOCAL INFILE on the primary (files of 200 000 rows, unique
+and foreign key checks off): 10^4 users, 10^3 products in 20 categories with likes, 2x10^4
+open asks and 2x10^4 open buy bids, 10^5 orders (PAID, COMPLETED and SETTLED; buy-now ones
+each with their matched ask and its voucher image, some paid partly with a coupon; sell-now
+ones with their matched buy bid and the seller's image), the settlements of the SETTLED
+ones, a few coupons per user and the double-entry ledger of all of it, so balances equal
+their postings. Every ask and order carries its voucher's facts (last 4 digits, expiry:
+open asks' vouchers valid long enough for buy-now) and every voucher its barcode registry
+row; orders were delivered when placed (automatic inspection). Times are consistent
+(72-hour auto-completion, settlement at 00:10 KST) and ids are ULIDs of their rows'
+creation times. Then, in this process:
 
 1. `rebuild.rebuild_read_models` loads all of it into Redis: rows/s (goal 50 000), and
    where the time goes: SQL streaming alone (the database builds each row's operation
@@ -36,8 +36,8 @@ rows' creation times. Then, on the same process:
    as SQL slows with the data; the read models answer them --redis-passes times over, their
    p99 pooled). The main size's figures (--orders) are those of 3. Goals:
    read-model p99 <= 2 ms at every size and flat (p99 at the largest size over the
-   smallest's <= 1.5), SQL/read model >= 20x at 10^5. At 10^6 the seed takes ~6 GB in this
-   process while it is built, Redis ~1.6 GB.
+   smallest's <= 1.5), SQL/read model >= 20x at 10^5. At 10^6 the seed takes ~6 GB in its
+   child process while it is built, Redis ~1.6 GB.
 
 Writes bench-results/read_models.{json,png} and read_models_by_size.png ("by_size" and
 "by_size_goals" in the JSON).
@@ -1313,8 +1313,8 @@ def time_route(
     p99 is what the flatness goal compares across data sizes, and one pass of 1000 answers
     of ~1.5 ms puts it on the 10th slowest, which a moment of the machine's own work moves
     (product detail's flatness read 2.14x in one run, 0.87x in the next, its code the
-    same). Each pass's p99 is kept
-    beside the pooled one, so the spread shows in the report."""
+    same). Each pass's p99 is kept beside the pooled one, so the spread shows in the
+    report."""
     call = bench.calls(route)
     samples: dict[str, list[float]] = {store: [] for store in stores}
     untimed = warmup
